@@ -1,0 +1,257 @@
+//! Request and response bodies of the control API (HTTP/1.1 + JSON over the Unix
+//! socket), shared by `lucidd` (which serves them) and `lucidctl` (which calls them).
+//!
+//! Field names are part of `lucidctl -o json`'s stable output: add fields, never
+//! rename or remove them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::record::Kind;
+
+/// Default control socket path for a production daemon.
+pub const DEFAULT_SOCKET: &str = "/run/lucid/lucidd.sock";
+/// Socket file name inside a dev state directory.
+pub const DEV_SOCKET_NAME: &str = "lucidd.sock";
+
+/// Every non-2xx response carries this body.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApiError {
+    /// The error.
+    pub error: ErrorBody,
+}
+
+/// What went wrong, for people and for scripts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `forbidden`, `invalid_config`, `ledger_unavailable`.
+    pub code: String,
+    /// Human-readable message.
+    pub message: String,
+    /// Where in a config file the problem is, for `invalid_config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<SourceLocation>,
+}
+
+/// A position in a configuration file (1-based line and column).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceLocation {
+    /// File name as given by the caller.
+    pub file: String,
+    /// 1-based line.
+    pub line: u64,
+    /// 1-based column.
+    pub column: u64,
+}
+
+/// `GET /v1/status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// lucidd version.
+    pub version: String,
+    /// `dev` or `production`.
+    pub mode: String,
+    /// Daemon process id.
+    pub pid: u32,
+    /// Start time, ns since the epoch.
+    pub started_ns: u64,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// State directory (ledger, host key).
+    pub state_dir: String,
+    /// The host's checkpoint verifier key (`name+id+key`).
+    pub verifier_key: String,
+    /// Whether ledger records are being written to journald.
+    pub journald: bool,
+    /// The active configuration.
+    pub config: ConfigStatus,
+    /// The evidence ledger.
+    pub ledger: LedgerStatus,
+}
+
+/// The active configuration, summarised.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConfigStatus {
+    /// `metadata.name`.
+    pub name: String,
+    /// File it came from, or `embedded:soc2` in dev mode.
+    pub source: String,
+    /// SHA-256 of the normalised configuration (hex).
+    pub digest: String,
+    /// When it took effect, ns since the epoch.
+    pub applied_ns: u64,
+    /// Ledger record that evidences the load or apply.
+    pub record_seq: Option<u64>,
+    /// Retention in days (`LOG_RETENTION_DAYS`), if configured.
+    pub retention_days: Option<u32>,
+    /// Agents and their audit chains.
+    pub agents: Vec<AgentStatus>,
+}
+
+/// One agent's audit chain.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Agent name.
+    pub name: String,
+    /// Model id requests are routed by.
+    pub model: String,
+    /// preRequest auditor ids, in order.
+    pub pre_request: Vec<String>,
+    /// postResponse auditor ids, in order.
+    pub post_response: Vec<String>,
+    /// SOC 2 controls this agent's chain evidences.
+    pub controls: Vec<String>,
+}
+
+/// Ledger health and size.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LedgerStatus {
+    /// `ok` or `failed` (failed closed: work needing evidence is refused).
+    pub health: String,
+    /// The storage error while failed.
+    pub error: Option<String>,
+    /// When the failure began, ns since the epoch.
+    pub failed_since_ns: Option<u64>,
+    /// Appends refused since start because the ledger could not write.
+    pub refused_appends: u64,
+    /// Number of records (the next sequence number).
+    pub records: u64,
+    /// Latest signed checkpoint.
+    pub latest_checkpoint: Option<CheckpointInfo>,
+    /// Records whose bodies were pruned under retention: `[0, pruned_to)`.
+    pub pruned_to: u64,
+    /// Size of the database file in bytes.
+    pub db_bytes: u64,
+    /// Path of the database file.
+    pub path: String,
+}
+
+/// A checkpoint, summarised.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// Records covered.
+    pub size: u64,
+    /// Root hash (hex).
+    pub root: String,
+    /// Ledger time of the last covered record.
+    pub time_ns: u64,
+}
+
+/// `POST /v1/notes`: an operator note (for example a change ticket).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NoteRequest {
+    /// The note.
+    pub message: String,
+    /// Optional ticket reference, e.g. `CHG-1234`.
+    #[serde(default)]
+    pub ticket: Option<String>,
+}
+
+/// Returned once a record is durable.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AppendReceipt {
+    /// Sequence number assigned.
+    pub seq: u64,
+    /// Ledger time assigned.
+    pub time_ns: u64,
+    /// Leaf hash (hex).
+    pub leaf_hash: String,
+}
+
+/// `POST /v1/config/apply`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    /// The YAML text.
+    pub yaml: String,
+    /// The file name to report in errors.
+    pub file: String,
+}
+
+/// One changed value between two configurations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConfigChange {
+    /// JSON-pointer-like path, e.g. `/spec/agents/0/auditChain/preRequest/0/env/INJECTION_THRESHOLD`.
+    pub path: String,
+    /// Value before (absent when added).
+    pub old: Option<serde_json::Value>,
+    /// Value after (absent when removed).
+    pub new: Option<serde_json::Value>,
+}
+
+/// Result of an apply or reload.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    /// The `config` ledger record.
+    pub seq: u64,
+    /// Digest before.
+    pub old_digest: String,
+    /// Digest after.
+    pub new_digest: String,
+    /// What changed.
+    pub changes: Vec<ConfigChange>,
+}
+
+/// `GET /v1/ledger/prove?seq=N`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct InclusionProof {
+    /// The record's sequence number (its leaf index).
+    pub seq: u64,
+    /// The record's leaf hash (hex).
+    pub leaf_hash: String,
+    /// The record, or `null` when its body was pruned.
+    pub record: Option<serde_json::Value>,
+    /// Tree size the proof is against (the checkpoint's).
+    pub tree_size: u64,
+    /// Audit path, hex, deepest first.
+    pub proof: Vec<String>,
+    /// The signed checkpoint note.
+    pub checkpoint: String,
+    /// Verifier key for the checkpoint.
+    pub verifier_key: String,
+}
+
+/// `GET /v1/ledger/consistency?old=M&new=N`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ConsistencyProof {
+    /// Older tree size.
+    pub old_size: u64,
+    /// Newer tree size.
+    pub new_size: u64,
+    /// Proof hashes, hex.
+    pub proof: Vec<String>,
+    /// Checkpoint note at the older size.
+    pub old_checkpoint: String,
+    /// Checkpoint note at the newer size.
+    pub new_checkpoint: String,
+}
+
+/// `GET /v1/ledger/checkpoint`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointResponse {
+    /// The signed note text.
+    pub note: String,
+    /// Parsed fields.
+    pub info: CheckpointInfo,
+    /// Verifier key for the note.
+    pub verifier_key: String,
+}
+
+/// Query of `GET /v1/logs` (all optional).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct LogQuery {
+    /// Records at or after this time (ns since the epoch).
+    pub since_ns: Option<u64>,
+    /// Records before this time (ns since the epoch).
+    pub until_ns: Option<u64>,
+    /// Only this kind.
+    pub kind: Option<Kind>,
+    /// Only records evidencing this control (comma-separated list: any of them).
+    pub control: Option<String>,
+    /// Only anomalies: kind `anomaly` or severity warning and above.
+    #[serde(default)]
+    pub anomalies: bool,
+    /// Keep the stream open and send new records as they are committed.
+    #[serde(default)]
+    pub follow: bool,
+    /// At most this many records (before following); the newest ones.
+    pub limit: Option<u64>,
+}
