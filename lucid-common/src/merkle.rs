@@ -60,14 +60,26 @@ impl Frontier {
 
     /// Appends one leaf hash.
     pub fn push(&mut self, leaf: Hash) {
+        self.push_with(leaf, |_, _| {});
+    }
+
+    /// Appends one leaf hash and reports every perfect subtree it completes as
+    /// `(height, hash)`, from the leaf itself (height 0) upwards. The subtree of height
+    /// `h` completed by the push has index `(new size >> h) - 1` at its level; storage
+    /// uses this to keep interior nodes for proofs.
+    pub fn push_with(&mut self, leaf: Hash, mut completed: impl FnMut(u32, &Hash)) {
         let mut hash = leaf;
         let mut size = self.size;
+        let mut height = 0;
+        completed(height, &hash);
         while size & 1 == 1 {
-            // A set low bit means a perfect subtree of that height is waiting for a
+            // A set low bit means a perfect subtree of this height is waiting for a
             // right sibling: merge it.
             let Some(left) = self.nodes.pop() else { break };
             hash = node_hash(&left, &hash);
             size >>= 1;
+            height += 1;
+            completed(height, &hash);
         }
         self.nodes.push(hash);
         self.size += 1;
@@ -293,6 +305,20 @@ mod tests {
             let back = Frontier::from_bytes(&f.to_bytes());
             assert_eq!(back.as_ref(), Some(&f));
         }
+    }
+
+    #[test]
+    fn push_with_reports_completed_subtrees() {
+        let all = leaves(16);
+        let mut f = Frontier::default();
+        let mut seen = Vec::new();
+        for l in &all {
+            f.push_with(*l, |h, hash| seen.push((h, *hash)));
+        }
+        // 16 leaves complete 16 + 8 + 4 + 2 + 1 perfect subtrees.
+        assert_eq!(seen.len(), 31);
+        assert!(seen.iter().any(|(h, hash)| *h == 4 && *hash == mth(&all)));
+        assert!(seen.iter().any(|(h, hash)| *h == 3 && *hash == mth(&all[8..16])));
     }
 
     #[test]
