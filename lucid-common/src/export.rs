@@ -65,14 +65,12 @@ pub fn write_frame(out: &mut Vec<u8>, tag: u8, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
-/// Builds a `BATCH` frame payload.
-pub fn batch_payload(first_seq: u64, leaves: &[Hash], compressed: &[u8]) -> Vec<u8> {
-    let mut p = Vec::with_capacity(12 + leaves.len() * 32 + compressed.len());
+/// Builds a `BATCH` frame payload from raw leaf-hash bytes (32 per record).
+pub fn batch_payload(first_seq: u64, leaf_bytes: &[u8], compressed: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(12 + leaf_bytes.len() + compressed.len());
     p.extend_from_slice(&first_seq.to_le_bytes());
-    p.extend_from_slice(&(leaves.len() as u32).to_le_bytes());
-    for l in leaves {
-        p.extend_from_slice(l);
-    }
+    p.extend_from_slice(&((leaf_bytes.len() / 32) as u32).to_le_bytes());
+    p.extend_from_slice(leaf_bytes);
     p.extend_from_slice(compressed);
     p
 }
@@ -301,7 +299,7 @@ impl Verifier {
             if stored[i * 32..i * 32 + 32] != leaf {
                 return Err(self.fail(expected, format!("record {expected} was modified: its hash differs from the stored leaf")));
             }
-            if bytes.windows(PRUNE_NEEDLE.len()).any(|w| w == PRUNE_NEEDLE) {
+            if is_system(bytes) && bytes.windows(PRUNE_NEEDLE.len()).any(|w| w == PRUNE_NEEDLE) {
                 self.note_prune_claim(bytes);
             }
             self.frontier.push(leaf);
@@ -417,6 +415,14 @@ impl Verifier {
         self.report.unsigned_tail = self.report.tree_size.saturating_sub(self.report.latest_checkpoint);
         self.report
     }
+}
+
+/// Whether a canonical encoding is of a `system` record (checked near its start, where
+/// `kind` follows `seq` and `time_ns`), so the verifier only searches those for prune
+/// claims.
+fn is_system(bytes: &[u8]) -> bool {
+    const KIND: &[u8] = b"\"kind\":\"system\"";
+    bytes.len() > 64 && bytes[..64].windows(KIND.len()).any(|w| w == KIND)
 }
 
 fn header(p: &[u8]) -> Option<(u64, u32)> {

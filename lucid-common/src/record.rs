@@ -127,6 +127,19 @@ pub struct Entry {
     pub body: serde_json::Value,
 }
 
+impl Entry {
+    /// Encodes the entry ahead of its placement: the canonical record encoding minus
+    /// its `{"seq":N,"time_ns":T,` head (see [`Record::encode_placed`]). Appenders do
+    /// this on their own threads, so the single ledger writer only splices and hashes.
+    pub fn encode_tail(&self) -> Vec<u8> {
+        let mut bytes = serde_json::to_vec(self).unwrap_or_default();
+        if bytes.first() == Some(&b'{') {
+            bytes.remove(0);
+        }
+        bytes
+    }
+}
+
 /// A record as stored in the ledger and hashed into the Merkle tree.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -167,6 +180,15 @@ impl Record {
     pub fn encode(&self) -> Vec<u8> {
         // Serialising plain structs, strings and a `Value` to a Vec cannot fail.
         serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// The canonical encoding of the record at `seq` and `time_ns` whose entry was
+    /// encoded with [`Entry::encode_tail`]; byte-for-byte what [`Record::encode`] gives.
+    pub fn encode_placed(seq: u64, time_ns: u64, tail: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40 + tail.len());
+        out.extend_from_slice(format!("{{\"seq\":{seq},\"time_ns\":{time_ns},").as_bytes());
+        out.extend_from_slice(tail);
+        out
     }
 
     /// Decodes stored bytes.
@@ -215,6 +237,20 @@ mod tests {
         assert!(text.contains("\"body\":{\"a\":\"x\",\"z\":1}"), "{text}");
         assert_eq!(peek_seq(&bytes), Some(42));
         assert_eq!(Record::decode(&bytes).ok(), Some(sample(42)));
+    }
+
+    #[test]
+    fn placed_encoding_equals_full_encoding() {
+        let rec = sample(7);
+        let entry = Entry {
+            kind: rec.kind,
+            source: rec.source.clone(),
+            controls: rec.controls.clone(),
+            severity: rec.severity,
+            subject: rec.subject.clone(),
+            body: rec.body.clone(),
+        };
+        assert_eq!(Record::encode_placed(7, rec.time_ns, &entry.encode_tail()), rec.encode());
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 pub mod read;
 pub mod store;
+pub mod wal;
 mod writer;
 
 use std::path::PathBuf;
@@ -43,7 +44,7 @@ pub const ZSTD_LEVEL: i32 = 3;
 /// How the ledger is stored and when it signs.
 #[derive(Clone, Debug)]
 pub struct LedgerOptions {
-    /// The redb database file.
+    /// The redb database file (the write-ahead log sits beside it, extension `wal`).
     pub path: PathBuf,
     /// Checkpoint origin and key name, e.g. `host.example/lucid`.
     pub origin: String,
@@ -51,12 +52,10 @@ pub struct LedgerOptions {
     pub checkpoint_every: u64,
     /// ... and at least this often while records arrive.
     pub checkpoint_interval: Duration,
-    /// Close a batch at this many records ...
-    pub batch_records: usize,
-    /// ... or this many uncompressed bytes.
-    pub batch_bytes: usize,
     /// Appends queued before appenders wait (back-pressure).
     pub queue_depth: usize,
+    /// Size of the preallocated write-ahead log; half full forces a durable redb commit.
+    pub wal_capacity: u64,
 }
 
 impl LedgerOptions {
@@ -67,9 +66,8 @@ impl LedgerOptions {
             origin,
             checkpoint_every: 4096,
             checkpoint_interval: Duration::from_secs(10),
-            batch_records: 1024,
-            batch_bytes: 256 * 1024,
             queue_depth: 65536,
+            wal_capacity: 4 << 20,
         }
     }
 }
@@ -215,8 +213,10 @@ impl Ledger {
             heartbeat: AtomicU64::new(now_ns()),
         });
         let verifier = VerifierKey::new(&opts.origin, key.verifying_key());
-        let writer = writer::Writer::new(shared.clone(), key, opts.clone())?;
+        let (compact_tx, compact_rx) = std::sync::mpsc::channel();
+        let writer = writer::Writer::new(shared.clone(), key, opts.clone(), compact_tx)?;
         let (tx, rx) = mpsc::channel(opts.queue_depth);
+        writer::spawn_compactor(compact_rx, tx.clone()).map_err(LedgerError::Spawn)?;
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(rx))
@@ -228,7 +228,8 @@ impl Ledger {
     /// Appends one record; returns once it is durable.
     pub async fn append(&self, entry: Entry) -> Result<Receipt, LedgerError> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Append(entry, reply)).await.map_err(|_| LedgerError::Closed)?;
+        let tail = entry.encode_tail();
+        self.tx.send(Command::Append(tail, reply)).await.map_err(|_| LedgerError::Closed)?;
         rx.await.map_err(|_| LedgerError::Closed)?
     }
 

@@ -28,9 +28,10 @@ impl Ledger {
         let mut out = Vec::new();
         let start = store::batch_containing(&txn, from)?.map(|(first, _)| first).unwrap_or(from);
         let batches = txn.open_table(store::BATCHES).map_err(StoreError::from)?;
+        let bodies = txn.open_table(store::BODIES).map_err(StoreError::from)?;
         for item in batches.range(start..to).map_err(StoreError::from)? {
             let (k, v) = item.map_err(StoreError::from)?;
-            let batch = store::decode_batch(k.value(), v.value())?;
+            let batch = load_batch(&bodies, k.value(), v.value())?;
             for (i, bytes) in batch.records()?.into_iter().enumerate() {
                 let seq = batch.first_seq + i as u64;
                 if seq >= from && seq < to {
@@ -51,6 +52,7 @@ impl Ledger {
     pub fn query(&self, q: &LogQuery, from_seq: u64) -> Result<Vec<Record>, LedgerError> {
         let txn = self.read_txn()?;
         let batches = txn.open_table(store::BATCHES).map_err(StoreError::from)?;
+        let bodies = txn.open_table(store::BODIES).map_err(StoreError::from)?;
         let start = store::batch_containing(&txn, from_seq)?.map(|(first, _)| first).unwrap_or(from_seq);
         let mut out = Vec::new();
         for item in batches.range(start..).map_err(StoreError::from)? {
@@ -62,7 +64,7 @@ impl Ledger {
             if q.until_ns.is_some_and(|u| header.min_time >= u) {
                 break;
             }
-            let batch = store::decode_batch(k.value(), v.value())?;
+            let batch = store::decode_batch(k.value(), header, &store::read_body(&bodies, k.value())?)?;
             for (i, bytes) in batch.records()?.into_iter().enumerate() {
                 let seq = batch.first_seq + i as u64;
                 if seq < from_seq {
@@ -151,9 +153,23 @@ impl Ledger {
         })
     }
 
-    /// Bytes of the database file.
+    /// Bytes on disk: the database file and the write-ahead log beside it.
     pub fn db_bytes(&self) -> u64 {
-        std::fs::metadata(&self.opts.path).map(|m| m.len()).unwrap_or(0)
+        let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        size(&self.opts.path) + size(&self.opts.path.with_extension("wal"))
+    }
+
+    /// Bytes of stored batch values and their count (the data inside the file).
+    pub fn stored_batch_bytes(&self) -> Result<(u64, u64), LedgerError> {
+        let txn = self.read_txn()?;
+        let t = txn.open_table(store::BODIES).map_err(StoreError::from)?;
+        let (mut bytes, mut count) = (0, 0);
+        for item in t.iter().map_err(StoreError::from)? {
+            let (_, v) = item.map_err(StoreError::from)?;
+            bytes += v.value().len() as u64;
+            count += 1;
+        }
+        Ok((bytes, count))
     }
 
     /// One past the last pruned record (0 when nothing was pruned).
@@ -194,6 +210,7 @@ impl Ledger {
         write_frame(&mut out, tag::START, &serde_json::to_vec(&start_frame).unwrap_or_default());
 
         let batches = txn.open_table(store::BATCHES).map_err(StoreError::from)?;
+        let bodies = txn.open_table(store::BODIES).map_err(StoreError::from)?;
         let checkpoints = txn.open_table(store::CHECKPOINTS).map_err(StoreError::from)?;
         let mut cps = checkpoints.range(start + 1..).map_err(StoreError::from)?.peekable();
         let mut cursor = start;
@@ -213,11 +230,11 @@ impl Ledger {
                 let Some(item) = batches.range(cursor..).map_err(StoreError::from)?.next() else { break };
                 let (k, v) = item.map_err(StoreError::from)?;
                 let first = k.value();
-                let raw = v.value();
-                let header = BatchHeader::decode(raw).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+                let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+                let body = store::read_body(&bodies, first)?;
+                let (hashes, compressed) = store::split_body(first, &header, &body)?;
                 let end = first + u64::from(header.count);
-                let leaves = store::read_leaves(&txn, first, end.min(next_seq))?;
-                write_frame(&mut out, tag::BATCH, &batch_payload(first, &leaves, &raw[BatchHeader::LEN..]));
+                write_frame(&mut out, tag::BATCH, &batch_payload(first, hashes, compressed));
                 cursor = end;
             }
             while let Some(Ok((size, _))) = cps.peek() {
@@ -237,6 +254,15 @@ impl Ledger {
         sink(out);
         Ok(())
     }
+}
+
+fn load_batch(
+    bodies: &impl ReadableTable<(u64, u32), &'static [u8]>,
+    first: u64,
+    index: &[u8],
+) -> Result<store::Batch, StoreError> {
+    let header = BatchHeader::decode(index).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    store::decode_batch(first, header, &store::read_body(bodies, first)?)
 }
 
 fn decode(seq: u64, bytes: &[u8]) -> Result<Record, LedgerError> {

@@ -2,17 +2,24 @@
 //!
 //! | table         | key                        | value                                        |
 //! |---------------|----------------------------|----------------------------------------------|
-//! | `meta`        | `"head"`                   | frontier bytes, then last `time_ns` (8 bytes) |
-//! | `meta`        | `"origin"`                 | the checkpoint origin (UTF-8)                |
-//! | `batches`     | first seq of the batch     | [`BatchHeader`] then zstd of packed records  |
-//! | `leaves`      | `seq >> 8` (a chunk)       | up to 256 leaf hashes, in order              |
+//! | `batches`     | first seq of the batch     | [`BatchHeader`] and body length              |
+//! | `bodies`      | (first seq, part)          | the body in parts of [`PART`] bytes: leaf hashes, then zstd of packed records |
 //! | `nodes`       | `height << 56 \| index`    | hash of a perfect subtree of height >= 8     |
 //! | `checkpoints` | tree size                  | signed note                                  |
+//! | `leaves`      | `seq >> 8` (a chunk)       | leaf hashes of pruned records, 256 a chunk   |
 //! | `pruned`      | first pruned seq           | one past the last pruned seq                 |
+//! | `meta`        | name                       | small values (the recovery probe)            |
 //!
-//! Leaf hashes and interior nodes outlive pruned bodies, so proofs and verification
-//! keep working after retention. Every write happens in one transaction with the
-//! record batch it belongs to, so a crash leaves either all of it or none.
+//! Bodies are cut into parts of one size so that redb's buddy allocator can reuse freed
+//! pages exactly (one large value would take the next power of two and waste up to
+//! half of it). A commit normally writes one new key at the end of `batches` (a small "segment"),
+//! which keeps the pages an fsync must flush few. When a checkpoint is signed the
+//! segments since the previous one are merged into one batch that compresses well, so
+//! checkpoints always fall on batch boundaries. The head (tree size, frontier, last
+//! time) is derived from the last batch and `nodes`, so it is never written apart from
+//! the records it describes. Pruning moves a batch's leaf hashes into `leaves` and
+//! deletes its body; hashes and interior nodes outlive bodies, so proofs and
+//! verification keep working after retention. Every change is one transaction.
 
 use std::path::Path;
 
@@ -22,9 +29,14 @@ use redb::{Database, ReadTransaction, ReadableTable, TableDefinition, WriteTrans
 
 /// Table of small named values.
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-/// Compressed record batches by first sequence number.
+/// Batch index: header and body length by first sequence number.
 pub const BATCHES: TableDefinition<u64, &[u8]> = TableDefinition::new("batches");
-/// Leaf hashes in chunks of [`CHUNK`].
+/// Batch bodies in parts.
+pub const BODIES: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("bodies");
+
+/// Bytes per body part: a part and its entry overhead fill a 16 KiB page.
+pub const PART: usize = 16_256;
+/// Leaf hashes of pruned records in chunks of [`CHUNK`].
 pub const LEAVES: TableDefinition<u64, &[u8]> = TableDefinition::new("leaves");
 /// Interior nodes of perfect subtrees of height >= [`CHUNK_BITS`].
 pub const NODES: TableDefinition<u64, &[u8]> = TableDefinition::new("nodes");
@@ -44,6 +56,9 @@ pub enum StoreError {
     /// redb reported an error (I/O, a full disk, a corrupt file).
     #[error("ledger database: {0}")]
     Db(#[from] redb::Error),
+    /// The write-ahead log could not be read or written.
+    #[error("ledger write-ahead log: {0}")]
+    Wal(#[from] std::io::Error),
     /// Stored data does not have the expected shape.
     #[error("ledger data is corrupt: {0}")]
     Corrupt(String),
@@ -130,6 +145,7 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     {
         txn.open_table(META)?;
         txn.open_table(BATCHES)?;
+        txn.open_table(BODIES)?;
         txn.open_table(LEAVES)?;
         txn.open_table(NODES)?;
         txn.open_table(CHECKPOINTS)?;
@@ -139,23 +155,17 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
     Ok(db)
 }
 
-/// Reads the committed head.
+/// Derives the committed head from the last batch and the stored nodes.
 pub fn read_head(txn: &ReadTransaction) -> Result<HeadState, StoreError> {
-    let meta = txn.open_table(META)?;
-    let Some(raw) = meta.get("head")? else { return Ok(HeadState::default()) };
-    let raw = raw.value();
-    let split = raw.len().checked_sub(8).ok_or_else(|| StoreError::Corrupt("head too short".into()))?;
-    let frontier = Frontier::from_bytes(&raw[..split]).ok_or_else(|| StoreError::Corrupt("head frontier".into()))?;
-    let last_time = u64::from_le_bytes(raw[split..].try_into().map_err(|_| StoreError::Corrupt("head time".into()))?);
-    Ok(HeadState { frontier, last_time })
-}
-
-/// Writes the head inside a write transaction.
-pub fn write_head(txn: &WriteTransaction, head: &HeadState) -> Result<(), StoreError> {
-    let mut bytes = head.frontier.to_bytes();
-    bytes.extend_from_slice(&head.last_time.to_le_bytes());
-    txn.open_table(META)?.insert("head", bytes.as_slice())?;
-    Ok(())
+    let last = {
+        let t = txn.open_table(BATCHES)?;
+        let last = t.last()?.map(|(k, v)| (k.value(), BatchHeader::decode(v.value())));
+        last
+    };
+    let Some((first, header)) = last else { return Ok(HeadState::default()) };
+    let header = header.ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    let size = first + u64::from(header.count);
+    Ok(HeadState { frontier: frontier_at(txn, size)?, last_time: header.max_time })
 }
 
 /// Reads one stored value from `meta`.
@@ -180,12 +190,14 @@ pub fn pruned_to(txn: &ReadTransaction) -> Result<u64, StoreError> {
     Ok(txn.open_table(PRUNED)?.last()?.map(|(_, to)| to.value()).unwrap_or(0))
 }
 
-/// A stored batch: header and decompressed record encodings.
+/// A stored batch: header, leaf hashes and decompressed record encodings.
 pub struct Batch {
     /// First sequence number.
     pub first_seq: u64,
     /// Header.
     pub header: BatchHeader,
+    /// Leaf hashes, one per record.
+    pub leaves: Vec<Hash>,
     /// Packed records (see [`lucid_common::export::pack_records`]).
     pub packed: Vec<u8>,
 }
@@ -197,12 +209,72 @@ impl Batch {
     }
 }
 
-/// Decodes a stored batch value.
-pub fn decode_batch(first_seq: u64, raw: &[u8]) -> Result<Batch, StoreError> {
-    let header = BatchHeader::decode(raw).ok_or_else(|| StoreError::Corrupt(format!("batch {first_seq} header")))?;
-    let packed = zstd::decode_all(&raw[BatchHeader::LEN..])
+/// Encodes a batch body: leaf hashes, then the compressed records.
+pub fn encode_body(leaves: &[Hash], packed: &[u8], level: i32) -> Result<Vec<u8>, StoreError> {
+    let compressed =
+        zstd::bulk::compress(packed, level).map_err(|e| StoreError::Corrupt(format!("compressing batch: {e}")))?;
+    let mut body = Vec::with_capacity(leaves.len() * 32 + compressed.len());
+    for l in leaves {
+        body.extend_from_slice(l);
+    }
+    body.extend_from_slice(&compressed);
+    Ok(body)
+}
+
+/// Stores a batch: its index entry and its body in parts.
+pub fn put_batch(txn: &WriteTransaction, first: u64, header: &BatchHeader, body: &[u8]) -> Result<(), StoreError> {
+    let mut index = header.encode().to_vec();
+    index.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    txn.open_table(BATCHES)?.insert(first, index.as_slice())?;
+    let mut bodies = txn.open_table(BODIES)?;
+    for (i, part) in body.chunks(PART).enumerate() {
+        bodies.insert((first, i as u32), part)?;
+    }
+    Ok(())
+}
+
+/// Removes a batch and returns its header and body, if it exists.
+pub fn remove_batch(txn: &WriteTransaction, first: u64) -> Result<Option<(BatchHeader, Vec<u8>)>, StoreError> {
+    let index = {
+        let mut batches = txn.open_table(BATCHES)?;
+        let removed = batches.remove(first)?.map(|v| v.value().to_vec());
+        removed
+    };
+    let Some(index) = index else { return Ok(None) };
+    let header = BatchHeader::decode(&index).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    let mut bodies = txn.open_table(BODIES)?;
+    let mut body = Vec::new();
+    let mut part = 0u32;
+    while let Some(bytes) = bodies.remove((first, part))? {
+        body.extend_from_slice(bytes.value());
+        part += 1;
+    }
+    Ok(Some((header, body)))
+}
+
+/// Reads a batch body from its parts.
+pub fn read_body(bodies: &impl ReadableTable<(u64, u32), &'static [u8]>, first: u64) -> Result<Vec<u8>, StoreError> {
+    let mut body = Vec::new();
+    for item in bodies.range((first, 0)..=(first, u32::MAX))? {
+        body.extend_from_slice(item?.1.value());
+    }
+    Ok(body)
+}
+
+/// Splits a body into leaf hashes (raw) and compressed records.
+pub fn split_body<'b>(first_seq: u64, header: &BatchHeader, body: &'b [u8]) -> Result<(&'b [u8], &'b [u8]), StoreError> {
+    let end = header.count as usize * 32;
+    let hashes = body.get(..end).ok_or_else(|| StoreError::Corrupt(format!("batch {first_seq} hashes")))?;
+    Ok((hashes, &body[end..]))
+}
+
+/// Decodes a batch from its header and body.
+pub fn decode_batch(first_seq: u64, header: BatchHeader, body: &[u8]) -> Result<Batch, StoreError> {
+    let (hashes, compressed) = split_body(first_seq, &header, body)?;
+    let packed = zstd::decode_all(compressed)
         .map_err(|e| StoreError::Corrupt(format!("batch {first_seq} does not decompress: {e}")))?;
-    Ok(Batch { first_seq, header, packed })
+    let leaves = hashes.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect();
+    Ok(Batch { first_seq, header, leaves, packed })
 }
 
 /// First sequence number of the stored batch that holds `seq`, if any.
@@ -214,9 +286,41 @@ pub fn batch_containing(txn: &ReadTransaction, seq: u64) -> Result<Option<(u64, 
     Ok((seq < first + u64::from(header.count)).then_some((first, header)))
 }
 
-/// Leaf hashes `[from, to)` from the chunk table.
+/// Leaf hashes `[from, to)`: pruned ones from `leaves`, the rest from their batches.
 pub fn read_leaves(txn: &ReadTransaction, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
-    leaves_in(&txn.open_table(LEAVES)?, from, to)
+    let pruned = pruned_to(txn)?;
+    let mut out = if from < pruned { leaves_in(&txn.open_table(LEAVES)?, from, to.min(pruned))? } else { Vec::new() };
+    let mut seq = from.max(pruned);
+    if seq >= to {
+        return Ok(out);
+    }
+    let start = batch_containing(txn, seq)?.map(|(first, _)| first).unwrap_or(seq);
+    let batches = txn.open_table(BATCHES)?;
+    let bodies = txn.open_table(BODIES)?;
+    for item in batches.range(start..to)? {
+        let (k, v) = item?;
+        let first = k.value();
+        let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+        let body = read_body(&bodies, first)?;
+        let (hashes, _) = split_body(first, &header, &body)?;
+        if first > seq {
+            return Err(StoreError::Corrupt(format!("leaves {seq}..{first} missing")));
+        }
+        let end = (first + u64::from(header.count)).min(to);
+        for s in seq..end {
+            let off = ((s - first) * 32) as usize;
+            let h: Hash = hashes.get(off..off + 32).and_then(|b| b.try_into().ok()).ok_or_else(|| StoreError::Corrupt(format!("leaf {s}")))?;
+            out.push(h);
+        }
+        seq = end;
+        if seq >= to {
+            break;
+        }
+    }
+    if seq < to {
+        return Err(StoreError::Corrupt(format!("leaves {seq}..{to} missing")));
+    }
+    Ok(out)
 }
 
 /// Leaf hashes `[from, to)` from an open `leaves` table (read or write transaction).

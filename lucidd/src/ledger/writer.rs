@@ -1,10 +1,13 @@
 //! The single writer thread: group commit, checkpoints, pruning, fail-closed recovery.
 //!
 //! Appenders send commands over a channel and wait on a oneshot. The thread takes
-//! everything that is queued, writes it in one redb transaction (records, leaf
-//! hashes, interior nodes, head, and a checkpoint when one is due), commits with
+//! everything that is queued, writes it in one redb transaction as one segment
+//! (records and their leaf hashes, plus any interior nodes they complete), commits with
 //! `Durability::Immediate` (fsync), and only then answers every appender in the group.
 //! So concurrent appenders share one fsync, and an acknowledged record is on disk.
+//! Every `checkpoint_every` records (or `checkpoint_interval`) the segments since the
+//! last checkpoint are merged into one well-compressed batch in the same transaction
+//! that stores the signed checkpoint.
 //!
 //! When a commit fails (a full disk, an I/O error) nothing in the group is
 //! acknowledged, the ledger turns `failed`, appends are refused at once (fail closed),
@@ -18,19 +21,23 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::SigningKey;
 use lucid_common::checkpoint::{sign_statement, Checkpoint};
-use lucid_common::export::{pack_records, prune_statement, PRUNE_DOMAIN, PRUNE_SUBJECT};
+use lucid_common::export::{prune_statement, PRUNE_DOMAIN, PRUNE_SUBJECT};
 use lucid_common::hex;
-use lucid_common::merkle::{leaf_hash, Frontier};
+use lucid_common::merkle::{leaf_hash, Frontier, Hash};
 use lucid_common::record::{Entry, Kind, Record, Severity};
-use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use super::store::{self, BatchHeader, HeadState, StoreError, CHUNK, CHUNK_BITS};
+use super::wal::{Wal, WalGroup};
 use super::{now_ns, Health, LedgerError, LedgerOptions, PruneOutcome, Receipt, Shared};
 
 /// Work for the writer thread.
 pub(crate) enum Command {
-    Append(Entry, oneshot::Sender<Result<Receipt, LedgerError>>),
+    /// An entry pre-encoded by [`Entry::encode_tail`] on the appender's thread.
+    Append(Vec<u8>, oneshot::Sender<Result<Receipt, LedgerError>>),
+    /// A merged batch from the compactor, replacing the segments it was made of.
+    Replace(Compacted),
     Checkpoint(oneshot::Sender<Result<Option<u64>, LedgerError>>),
     Prune { cutoff_ns: u64, reason: String, reply: oneshot::Sender<Result<Option<PruneOutcome>, LedgerError>> },
     Tick,
@@ -40,12 +47,25 @@ pub(crate) enum Command {
 /// Most appends taken into one transaction.
 const MAX_GROUP: usize = 8192;
 
-/// A batch that later commits may still extend (small commits share a batch so they
-/// compress well).
-struct OpenBatch {
+/// Records committed since the last checkpoint, as small segments; merged into one
+/// batch when the next checkpoint is signed.
+pub(crate) struct Pending {
     first_seq: u64,
+    keys: Vec<u64>,
     header: BatchHeader,
+    leaves: Vec<Hash>,
     packed: Vec<u8>,
+}
+
+/// zstd level of per-commit segments: fast, since they are rewritten at the merge.
+const SEGMENT_LEVEL: i32 = 1;
+
+/// A merged batch, compressed off the writer thread.
+pub(crate) struct Compacted {
+    first_seq: u64,
+    keys: Vec<u64>,
+    header: BatchHeader,
+    body: Vec<u8>,
 }
 
 struct Failure {
@@ -59,23 +79,38 @@ pub(crate) struct Writer {
     key: SigningKey,
     opts: LedgerOptions,
     head: HeadState,
-    open: Option<OpenBatch>,
+    pending: Option<Pending>,
     last_checkpoint: u64,
     last_checkpoint_at: Instant,
     failure: Option<Failure>,
+    compact_ready: Option<Pending>,
+    compactor: std::sync::mpsc::Sender<Pending>,
+    wal: Option<Wal>,
+    /// Set while staging when the transaction must commit durably (checkpoint, prune,
+    /// a full log); a durable commit lets the log start over.
+    durable: bool,
 }
 
 impl Writer {
-    pub(crate) fn new(shared: Arc<Shared>, key: SigningKey, opts: LedgerOptions) -> Result<Writer, StoreError> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        key: SigningKey,
+        opts: LedgerOptions,
+        compactor: std::sync::mpsc::Sender<Pending>,
+    ) -> Result<Writer, StoreError> {
         let mut w = Writer {
             shared,
             key,
             opts,
             head: HeadState::default(),
-            open: None,
+            pending: None,
             last_checkpoint: 0,
             last_checkpoint_at: Instant::now(),
             failure: None,
+            compact_ready: None,
+            compactor,
+            wal: None,
+            durable: false,
         };
         w.reload()?;
         Ok(w)
@@ -85,33 +120,67 @@ impl Writer {
         self.shared.db().ok_or_else(|| StoreError::Corrupt("database is closed".into()))
     }
 
-    /// Loads the committed head and latest checkpoint from disk.
+    /// Loads the committed head and latest checkpoint from disk and replays what the
+    /// write-ahead log holds beyond them.
     fn reload(&mut self) -> Result<(), StoreError> {
         let db = self.db()?;
         let txn = db.begin_read()?;
         self.head = store::read_head(&txn)?;
         self.last_checkpoint = store::latest_checkpoint(&txn)?.map(|(size, _)| size).unwrap_or(0);
-        self.open = None;
+        drop(txn);
+        self.pending = None;
+        self.compact_ready = None;
+        let (wal, groups) = Wal::open(&self.opts.path.with_extension("wal"), self.opts.wal_capacity)?;
+        self.wal = Some(wal);
+        let replay: Vec<WalGroup> = groups
+            .into_iter()
+            .skip_while(|g| g.first_seq < self.head.frontier.size())
+            .collect();
+        if !replay.is_empty() && replay[0].first_seq == self.head.frontier.size() {
+            let replayed = self.write(|w, txn| {
+                let mut head = w.head.clone();
+                let mut count = 0u64;
+                for group in replay {
+                    if group.first_seq != head.frontier.size() {
+                        break;
+                    }
+                    let records = lucid_common::export::unpack_records(&group.packed)
+                        .map_err(|e| StoreError::Corrupt(format!("write-ahead log group {}: {e}", group.first_seq)))?;
+                    let records: Vec<Vec<u8>> = records.into_iter().map(<[u8]>::to_vec).collect();
+                    count += records.len() as u64;
+                    w.head = head;
+                    let (_, next) = w.stage_encoded(txn, records, false)?;
+                    head = next;
+                }
+                w.durable = true;
+                Ok((count, head))
+            })?;
+            tracing::info!(records = replayed, "replayed the ledger write-ahead log");
+        } else if let Some(wal) = &mut self.wal {
+            wal.reset();
+        }
+        let db = self.db()?;
+        let txn = db.begin_read()?;
         self.shared.publish_head(&self.head, store::latest_checkpoint(&txn)?);
         Ok(())
     }
 
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
-        let mut appends = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            let mut others = Vec::new();
+            let (mut appends, mut replaces, mut others) = (Vec::new(), Vec::new(), Vec::new());
             let mut next = Some(first);
             while let Some(cmd) = next.take() {
                 match cmd {
                     Command::Append(e, r) => appends.push((e, r)),
+                    Command::Replace(c) => replaces.push(c),
                     other => others.push(other),
                 }
                 if appends.len() < MAX_GROUP {
                     next = rx.try_recv().ok();
                 }
             }
-            if !appends.is_empty() {
-                self.commit_appends(std::mem::take(&mut appends));
+            if !appends.is_empty() || !replaces.is_empty() {
+                self.commit_group(appends, replaces);
             }
             for cmd in others {
                 if !self.handle(cmd) {
@@ -126,7 +195,8 @@ impl Writer {
     /// Handles a non-append command; `false` means stop.
     fn handle(&mut self, cmd: Command) -> bool {
         match cmd {
-            Command::Append(e, r) => self.commit_appends(vec![(e, r)]),
+            Command::Append(e, r) => self.commit_group(vec![(e, r)], Vec::new()),
+            Command::Replace(c) => self.commit_group(Vec::new(), vec![c]),
             Command::Checkpoint(reply) => {
                 let _ = reply.send(self.checkpoint_now());
             }
@@ -142,6 +212,8 @@ impl Writer {
                 if let Err(e) = self.checkpoint_now() {
                     tracing::error!(error = %e, "final checkpoint failed");
                 }
+                // Release the file before answering, so the caller may reopen it.
+                self.shared.close_db();
                 let _ = reply.send(());
                 return false;
             }
@@ -153,7 +225,13 @@ impl Writer {
         self.failure.as_ref().map(|f| LedgerError::Unavailable(f.error.clone()))
     }
 
-    fn commit_appends(&mut self, group: Vec<(Entry, oneshot::Sender<Result<Receipt, LedgerError>>)>) {
+    /// Commits a group of appends (and merged batches from the compactor) in one
+    /// transaction, then answers the appenders.
+    fn commit_group(
+        &mut self,
+        group: Vec<(Vec<u8>, oneshot::Sender<Result<Receipt, LedgerError>>)>,
+        replaces: Vec<Compacted>,
+    ) {
         if let Some(f) = &mut self.failure {
             f.refused += group.len() as u64;
             self.shared.refused.fetch_add(group.len() as u64, Ordering::Relaxed);
@@ -162,8 +240,14 @@ impl Writer {
             }
             return;
         }
-        let (entries, replies): (Vec<Entry>, Vec<_>) = group.into_iter().unzip();
-        let result = self.write(|w, txn| w.stage(txn, entries));
+        let (tails, replies): (Vec<Vec<u8>>, Vec<_>) = group.into_iter().unzip();
+        let result = self.write(|w, txn| {
+            apply_replaces(txn, replaces)?;
+            if tails.is_empty() {
+                return Ok((Vec::new(), w.head.clone()));
+            }
+            w.stage(txn, tails)
+        });
         match result {
             Ok(receipts) => {
                 for (reply, receipt) in replies.into_iter().zip(receipts) {
@@ -191,21 +275,35 @@ impl Writer {
     ) -> Result<T, StoreError> {
         let attempt = (|| {
             let db = self.db()?;
-            let txn = db.begin_write()?;
+            let mut txn = db.begin_write()?;
+            self.durable = false;
             let (out, head) = stage(self, &txn)?;
-            store::write_head(&txn, &head)?;
+            let wal_full = self.wal.as_ref().is_some_and(|w| w.len() >= self.opts.wal_capacity / 2);
+            let durable = self.durable || wal_full;
+            txn.set_durability(if durable { Durability::Immediate } else { Durability::None })
+                .map_err(|e| StoreError::Corrupt(format!("setting durability: {e}")))?;
             txn.commit()?;
+            if durable {
+                if let Some(wal) = &mut self.wal {
+                    wal.reset();
+                }
+            }
             Ok((out, head))
         })();
         match attempt {
             Ok((out, head)) => {
                 self.head = head;
+                if let Some(job) = self.compact_ready.take() {
+                    // The compactor may be gone at shutdown; the segments then stay as they are.
+                    let _ = self.compactor.send(job);
+                }
                 let latest = self.latest_checkpoint_note();
                 self.shared.publish_head(&self.head, latest);
                 Ok(out)
             }
             Err(e) => {
-                self.open = None;
+                self.pending = None;
+                self.compact_ready = None;
                 self.enter_failure(&e);
                 Err(e)
             }
@@ -218,27 +316,41 @@ impl Writer {
         store::latest_checkpoint(&txn).ok().flatten()
     }
 
-    /// Places entries in the tree and writes them into `txn`. Returns the receipts
-    /// and the head after them; commits nothing.
-    fn stage(&mut self, txn: &WriteTransaction, entries: Vec<Entry>) -> Result<(Vec<Receipt>, HeadState), StoreError> {
+    /// Places entries in the tree, logs them to the write-ahead log and writes them
+    /// into `txn` as one segment. Returns the receipts and the head after them.
+    fn stage(&mut self, txn: &WriteTransaction, tails: Vec<Vec<u8>>) -> Result<(Vec<Receipt>, HeadState), StoreError> {
+        let first = self.head.frontier.size();
+        let time_ns = now_ns().max(self.head.last_time);
+        let records = tails
+            .iter()
+            .enumerate()
+            .map(|(i, tail)| Record::encode_placed(first + i as u64, time_ns, tail))
+            .collect();
+        self.stage_encoded(txn, records, true)
+    }
+
+    /// Writes encoded records (whose `seq` must continue the head) into `txn` as one
+    /// segment, first to the write-ahead log when `log` is set.
+    fn stage_encoded(
+        &mut self,
+        txn: &WriteTransaction,
+        records: Vec<Vec<u8>>,
+        log: bool,
+    ) -> Result<(Vec<Receipt>, HeadState), StoreError> {
         let mut head = self.head.clone();
         let first_new = head.frontier.size();
-        let mut open = match self.open.take() {
-            Some(open) => open,
-            None => OpenBatch {
-                first_seq: first_new,
-                header: BatchHeader { count: 0, min_time: 0, max_time: 0 },
-                packed: Vec::new(),
-            },
-        };
-        let mut receipts = Vec::with_capacity(entries.len());
-        let mut leaves = Vec::with_capacity(entries.len());
+        let mut receipts = Vec::with_capacity(records.len());
+        let mut leaves = Vec::with_capacity(records.len());
+        let mut packed = Vec::new();
         let mut nodes = Vec::new();
-        let now = now_ns();
-        for entry in entries {
+        let mut min_time = None;
+        for bytes in records {
             let seq = head.frontier.size();
-            let time_ns = now.max(head.last_time);
-            let bytes = Record::from_entry(seq, time_ns, entry).encode();
+            if lucid_common::record::peek_seq(&bytes) != Some(seq) {
+                return Err(StoreError::Corrupt(format!("record for position {seq} carries another sequence number")));
+            }
+            let time_ns = record_time(&bytes).unwrap_or(head.last_time).max(head.last_time);
+            min_time.get_or_insert(time_ns);
             let leaf = leaf_hash(&bytes);
             head.frontier.push_with(leaf, |height, hash| {
                 if height >= CHUNK_BITS {
@@ -246,33 +358,48 @@ impl Writer {
                 }
             });
             head.last_time = time_ns;
-            open.packed.extend_from_slice(&pack_records([bytes.as_slice()]));
-            if open.header.count == 0 {
-                open.header.min_time = time_ns;
-            }
-            open.header.count += 1;
-            open.header.max_time = time_ns;
+            packed.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+            packed.extend_from_slice(&bytes);
             leaves.push(leaf);
             receipts.push(Receipt { seq, time_ns, leaf_hash: leaf });
         }
-        write_leaves(txn, first_new, &leaves)?;
-        let mut node_table = txn.open_table(store::NODES)?;
-        for (key, hash) in &nodes {
-            node_table.insert(*key, hash.as_slice())?;
+        let min_time = min_time.unwrap_or(head.last_time);
+        let header = BatchHeader { count: leaves.len() as u32, min_time, max_time: head.last_time };
+        if log {
+            if let Some(wal) = &mut self.wal {
+                wal.append(first_new, header.count, &packed)?;
+            }
         }
-        drop(node_table);
-        write_batch(txn, &open)?;
-        let checkpoint_due = head.frontier.size() - self.last_checkpoint >= self.opts.checkpoint_every;
-        let batch_full = open.header.count as usize >= self.opts.batch_records || open.packed.len() >= self.opts.batch_bytes;
-        if checkpoint_due {
+        let body = store::encode_body(&leaves, &packed, SEGMENT_LEVEL)?;
+        store::put_batch(txn, first_new, &header, &body)?;
+        if !nodes.is_empty() {
+            let mut node_table = txn.open_table(store::NODES)?;
+            for (key, hash) in &nodes {
+                node_table.insert(*key, hash.as_slice())?;
+            }
+        }
+        let pending = self.pending.get_or_insert_with(|| Pending {
+            first_seq: first_new,
+            keys: Vec::new(),
+            header: BatchHeader { count: 0, min_time, max_time: min_time },
+            leaves: Vec::new(),
+            packed: Vec::new(),
+        });
+        pending.keys.push(first_new);
+        pending.header.count += header.count;
+        pending.header.max_time = header.max_time;
+        pending.leaves.extend_from_slice(&leaves);
+        pending.packed.extend_from_slice(&packed);
+        if head.frontier.size() - self.last_checkpoint >= self.opts.checkpoint_every {
             self.stage_checkpoint(txn, &head)?;
-        } else if !batch_full {
-            self.open = Some(open);
         }
         Ok((receipts, head))
     }
 
+    /// Signs a checkpoint at the head in `txn`; once that commits, the segments since
+    /// the previous checkpoint go to the compactor to be merged into one batch.
     fn stage_checkpoint(&mut self, txn: &WriteTransaction, head: &HeadState) -> Result<(), StoreError> {
+        self.compact_ready = self.pending.take().filter(|p| p.keys.len() > 1 || p.header.count > 1);
         let cp = Checkpoint {
             origin: self.shared.origin.clone(),
             size: head.frontier.size(),
@@ -281,8 +408,7 @@ impl Writer {
         };
         let note = cp.sign(&self.key);
         txn.open_table(store::CHECKPOINTS)?.insert(cp.size, note.as_str())?;
-        // A checkpoint always closes the batch, so checkpoints fall on batch boundaries.
-        self.open = None;
+        self.durable = true;
         self.last_checkpoint = cp.size;
         self.last_checkpoint_at = Instant::now();
         Ok(())
@@ -379,7 +505,7 @@ impl Writer {
                 "refused_appends": f.refused,
             }),
         };
-        if let Err(e) = self.write(|w, txn| w.stage(txn, vec![entry])) {
+        if let Err(e) = self.write(|w, txn| w.stage(txn, vec![entry.encode_tail()])) {
             tracing::error!(error = %e, "could not record ledger recovery");
         }
     }
@@ -394,15 +520,16 @@ impl Writer {
                 return Ok((None, head));
             };
             let mut range = Frontier::default();
-            for leaf in store::leaves_in(&txn.open_table(store::LEAVES)?, from, to)? {
-                range.push(leaf);
+            for k in &keys {
+                let Some((header, body)) = store::remove_batch(txn, *k)? else { continue };
+                let (hashes, _) = store::split_body(*k, &header, &body)?;
+                let leaves: Vec<Hash> = hashes.chunks_exact(32).filter_map(|c| c.try_into().ok()).collect();
+                for leaf in &leaves {
+                    range.push(*leaf);
+                }
+                write_leaves(txn, *k, &leaves)?;
             }
             let range_root = hex::encode(&range.root());
-            let mut batches = txn.open_table(store::BATCHES)?;
-            for k in &keys {
-                batches.remove(*k)?;
-            }
-            drop(batches);
             txn.open_table(store::PRUNED)?.insert(from, to)?;
             let signature = sign_statement(&key, PRUNE_DOMAIN, &prune_statement(&origin, from, to, &range_root));
             let entry = Entry {
@@ -421,8 +548,9 @@ impl Writer {
                     "signature": signature,
                 }),
             };
-            let (receipts, head) = w.stage(txn, vec![entry])?;
+            let (receipts, head) = w.stage(txn, vec![entry.encode_tail()])?;
             w.stage_checkpoint(txn, &head)?;
+            w.durable = true;
             let seq = receipts.first().map(|r| r.seq).unwrap_or_default();
             Ok((Some(PruneOutcome { from, to, record_seq: seq }), head))
         })?;
@@ -475,15 +603,56 @@ fn write_leaves(txn: &WriteTransaction, first: u64, leaves: &[lucid_common::merk
     Ok(())
 }
 
-/// Compresses and stores a batch (replacing an earlier version of an open batch).
-fn write_batch(txn: &WriteTransaction, batch: &OpenBatch) -> Result<(), StoreError> {
-    let compressed = zstd::bulk::compress(&batch.packed, super::ZSTD_LEVEL)
-        .map_err(|e| StoreError::Corrupt(format!("compressing batch: {e}")))?;
-    let mut value = Vec::with_capacity(BatchHeader::LEN + compressed.len());
-    value.extend_from_slice(&batch.header.encode());
-    value.extend_from_slice(&compressed);
-    txn.open_table(store::BATCHES)?.insert(batch.first_seq, value.as_slice())?;
+/// The `time_ns` of a canonical record encoding, read without a full parse.
+fn record_time(bytes: &[u8]) -> Option<u64> {
+    let at = bytes.windows(10).position(|w| w == b"\"time_ns\":")? + 10;
+    let digits = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&bytes[at..at + digits]).ok()?.parse().ok()
+}
+
+/// Swaps merged batches in for their segments, unless a segment is gone (pruned
+/// meanwhile), in which case that merge is dropped and the segments stay.
+fn apply_replaces(txn: &WriteTransaction, replaces: Vec<Compacted>) -> Result<(), StoreError> {
+    if replaces.is_empty() {
+        return Ok(());
+    }
+    for c in replaces {
+        let mut all_present = true;
+        {
+            let batches = txn.open_table(store::BATCHES)?;
+            for key in &c.keys {
+                all_present &= batches.get(*key)?.is_some();
+            }
+        }
+        if !all_present {
+            continue;
+        }
+        for key in &c.keys {
+            store::remove_batch(txn, *key)?;
+        }
+        store::put_batch(txn, c.first_seq, &c.header, &c.body)?;
+    }
     Ok(())
+}
+
+/// Compresses merged batches off the writer thread and hands them back to it.
+pub(crate) fn spawn_compactor(
+    jobs: std::sync::mpsc::Receiver<Pending>,
+    writer: mpsc::Sender<Command>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("ledger-compact".into()).spawn(move || {
+        for p in jobs {
+            match store::encode_body(&p.leaves, &p.packed, super::ZSTD_LEVEL) {
+                Ok(body) => {
+                    let c = Compacted { first_seq: p.first_seq, keys: p.keys, header: p.header, body };
+                    if writer.blocking_send(Command::Replace(c)).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "merging ledger segments failed; they stay as they are"),
+            }
+        }
+    })
 }
 
 /// Sends a tick every `period` until the writer goes away.
