@@ -2,4 +2,5 @@
 //! `main.rs` only parses arguments and starts [`daemon`].
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod ledger;

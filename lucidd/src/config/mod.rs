@@ -1,0 +1,336 @@
+//! Configuration: the `LucidEnvironment` YAML format, its profiles and its validation.
+//!
+//! Loading is two steps (STYLE.md 6): [`model`] parses the text with spans, then
+//! [`resolve`] checks every value and expands profiles into an [`Environment`], the
+//! typed structure the rest of lucidd uses. Any error names file, line and column, and
+//! nothing is applied unless the whole file is valid. The resolved form is what is
+//! digested and diffed for `config` ledger records.
+
+pub mod auditors;
+pub mod diff;
+pub mod model;
+pub mod schema;
+pub mod values;
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::de::value::MapDeserializer;
+use serde::Serialize;
+use serde_saphyr::{Location, Spanned};
+use sha2::{Digest, Sha256};
+
+use auditors::{AuditorId, AuditorSettings, ObservabilityEnv};
+use model::{FailPolicy, Gpu, Infrastructure, Metadata, Profile, RawAgent, RawAuditorRef, RawEnvironment};
+
+/// The only `apiVersion` this release reads.
+pub const API_VERSION: &str = "lucid.io/v1alpha1";
+/// The only `kind` this release reads.
+pub const KIND: &str = "LucidEnvironment";
+/// Default time budget of an auditor.
+pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
+
+/// The SOC 2 profile's chain, written in the reference format.
+const SOC2_PROFILE: &str = include_str!("profiles/soc2.yaml");
+/// The environment `lucidd --dev` runs without a config file.
+pub const DEV_DEFAULT: &str = include_str!("profiles/dev.yaml");
+
+/// Why a configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The text is not a valid environment.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        /// The file.
+        file: String,
+        /// 1-based line.
+        line: u64,
+        /// 1-based column.
+        column: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    fn at(file: &str, loc: Location, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid { file: file.to_string(), line: loc.line(), column: loc.column(), message: message.into() }
+    }
+
+    /// Where the error is, for API responses.
+    pub fn location(&self) -> Option<lucid_common::api::SourceLocation> {
+        match self {
+            ConfigError::Invalid { file, line, column, .. } => {
+                Some(lucid_common::api::SourceLocation { file: file.clone(), line: *line, column: *column })
+            }
+            ConfigError::Read { .. } => None,
+        }
+    }
+}
+
+/// A validated environment with profiles expanded: what lucidd runs.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    /// `lucid.io/v1alpha1`.
+    pub api_version: String,
+    /// `LucidEnvironment`.
+    pub kind: String,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// The environment.
+    pub spec: Spec,
+}
+
+/// Resolved `spec`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spec {
+    /// Where the host runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub infrastructure: Option<Infrastructure>,
+    /// Agents.
+    pub agents: Vec<Agent>,
+}
+
+/// A resolved agent.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Agent {
+    /// Unique name.
+    pub name: String,
+    /// Model routing.
+    pub model: Model,
+    /// GPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<Gpu>,
+    /// The chain.
+    pub audit_chain: AuditChain,
+}
+
+/// Resolved model reference.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Model {
+    /// Model id.
+    pub id: String,
+}
+
+/// A resolved chain.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditChain {
+    /// Before the model.
+    pub pre_request: Vec<AuditorConfig>,
+    /// After the model.
+    pub post_response: Vec<AuditorConfig>,
+}
+
+/// A resolved auditor entry.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditorConfig {
+    /// Which auditor.
+    pub auditor_id: AuditorId,
+    /// Display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Closed or open.
+    pub fail_policy: FailPolicy,
+    /// Time budget.
+    pub timeout_ms: u32,
+    /// Typed settings, defaults filled in.
+    pub env: AuditorSettings,
+}
+
+impl Environment {
+    /// The normalised form as JSON (what digests and diffs are computed over).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// SHA-256 of the normalised form (hex).
+    pub fn digest(&self) -> String {
+        let bytes = serde_json::to_vec(&self.to_json()).unwrap_or_default();
+        lucid_common::hex::encode(&Sha256::digest(bytes))
+    }
+
+    /// The longest `LOG_RETENTION_DAYS` of any observability auditor (the safe choice
+    /// when agents disagree), if one is configured.
+    pub fn retention_days(&self) -> Option<u32> {
+        self.auditors()
+            .filter_map(|a| match &a.env {
+                AuditorSettings::Observability(ObservabilityEnv { log_retention_days, .. }) => Some(log_retention_days.0),
+                _ => None,
+            })
+            .max()
+    }
+
+    /// Every auditor entry of every agent.
+    pub fn auditors(&self) -> impl Iterator<Item = &AuditorConfig> {
+        self.spec.agents.iter().flat_map(|a| a.audit_chain.pre_request.iter().chain(&a.audit_chain.post_response))
+    }
+}
+
+/// Reads and validates a file.
+pub fn load_file(path: &Path) -> Result<Environment, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+    parse(&text, &file)
+}
+
+/// Validates YAML text; `file` names it in errors.
+pub fn parse(text: &str, file: &str) -> Result<Environment, ConfigError> {
+    let raw: RawEnvironment = serde_saphyr::from_str(text).map_err(|e| yaml_error(file, &e))?;
+    resolve(raw, file)
+}
+
+fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
+    let loc = e.location().unwrap_or(Location::UNKNOWN);
+    let rendered = e.without_snippet().to_string();
+    // The rendering repeats the position ("error: line 2 column 5: ..."); keep the message.
+    let message = rendered
+        .lines()
+        .next()
+        .map(|first| match first.split_once(": ") {
+            Some((head, rest)) if head.starts_with("error") => match rest.split_once(": ") {
+                Some((pos, msg)) if pos.starts_with("line ") => msg.to_string(),
+                _ => rest.to_string(),
+            },
+            _ => first.to_string(),
+        })
+        .unwrap_or(rendered.clone());
+    ConfigError::Invalid { file: file.to_string(), line: loc.line().max(1), column: loc.column().max(1), message }
+}
+
+fn resolve(raw: RawEnvironment, file: &str) -> Result<Environment, ConfigError> {
+    if raw.api_version.value != API_VERSION {
+        return Err(ConfigError::at(
+            file,
+            raw.api_version.referenced,
+            format!("apiVersion must be {API_VERSION:?}, found {:?}", raw.api_version.value),
+        ));
+    }
+    if raw.kind.value != KIND {
+        return Err(ConfigError::at(file, raw.kind.referenced, format!("kind must be {KIND:?}, found {:?}", raw.kind.value)));
+    }
+    let mut names = HashSet::new();
+    let mut models = HashSet::new();
+    let mut agents = Vec::new();
+    for agent in raw.spec.agents {
+        if !names.insert(agent.name.value.clone()) {
+            return Err(ConfigError::at(file, agent.name.referenced, format!("agent name {:?} is used twice", agent.name.value)));
+        }
+        if !models.insert(agent.model.id.value.clone()) {
+            return Err(ConfigError::at(
+                file,
+                agent.model.id.referenced,
+                format!("model id {:?} is served by two agents; requests could not be routed", agent.model.id.value),
+            ));
+        }
+        agents.push(resolve_agent(agent, file)?);
+    }
+    Ok(Environment {
+        api_version: raw.api_version.value,
+        kind: raw.kind.value,
+        metadata: raw.metadata,
+        spec: Spec { infrastructure: raw.spec.infrastructure, agents },
+    })
+}
+
+fn resolve_agent(agent: RawAgent, file: &str) -> Result<Agent, ConfigError> {
+    let mut chain = match agent.profile {
+        Some(profile) => profile_chain(profile)?,
+        None => AuditChain::default(),
+    };
+    if let Some(raw) = agent.audit_chain {
+        if let Some(pre) = raw.pre_request {
+            chain.pre_request = resolve_stage(pre, file, "preRequest")?;
+        }
+        if let Some(post) = raw.post_response {
+            chain.post_response = resolve_stage(post, file, "postResponse")?;
+        }
+    }
+    Ok(Agent {
+        name: agent.name.value,
+        model: Model { id: agent.model.id.value },
+        gpu: agent.gpu,
+        audit_chain: chain,
+    })
+}
+
+fn resolve_stage(refs: Vec<RawAuditorRef>, file: &str, stage: &str) -> Result<Vec<AuditorConfig>, ConfigError> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for r in refs {
+        let id = AuditorId::parse(&r.auditor_id.value).ok_or_else(|| {
+            let known: Vec<&str> = AuditorId::ALL.iter().map(|a| a.as_str()).collect();
+            ConfigError::at(
+                file,
+                r.auditor_id.referenced,
+                format!("unknown auditorId {:?}; known auditors: {}", r.auditor_id.value, known.join(", ")),
+            )
+        })?;
+        if !seen.insert(id) {
+            return Err(ConfigError::at(file, r.auditor_id.referenced, format!("{} appears twice in {stage}", id.as_str())));
+        }
+        if r.timeout_ms == Some(0) {
+            return Err(ConfigError::at(file, r.auditor_id.referenced, "timeoutMs must be at least 1"));
+        }
+        out.push(AuditorConfig {
+            auditor_id: id,
+            name: r.name,
+            fail_policy: r.fail_policy.unwrap_or_default(),
+            timeout_ms: r.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
+            env: resolve_env(id, r.env.unwrap_or_default(), file)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Checks each env key on its own first, so an error points at that key (an unknown
+/// key) or its value (a bad value); then builds the typed settings from all of them.
+fn resolve_env(
+    id: AuditorId,
+    env: std::collections::HashMap<Spanned<String>, Spanned<String>>,
+    file: &str,
+) -> Result<AuditorSettings, ConfigError> {
+    let mut entries: Vec<(Spanned<String>, Spanned<String>)> = env.into_iter().collect();
+    entries.sort_by_key(|(k, _)| (k.referenced.line(), k.referenced.column()));
+    for (key, value) in &entries {
+        let one = MapDeserializer::<_, serde::de::value::Error>::new(std::iter::once((key.value.as_str(), value.value.as_str())));
+        if let Err(e) = AuditorSettings::from_env(id, one) {
+            let message = e.to_string();
+            let (loc, message) = if message.starts_with("unknown field") {
+                (key.referenced, format!("{} does not take env key {:?}: {message}", id.as_str(), key.value))
+            } else {
+                (value.referenced, format!("{}: {message}", key.value))
+            };
+            return Err(ConfigError::at(file, loc, message));
+        }
+    }
+    let all = MapDeserializer::<_, serde::de::value::Error>::new(
+        entries.iter().map(|(k, v)| (k.value.as_str(), v.value.as_str())),
+    );
+    AuditorSettings::from_env(id, all).map_err(|e| ConfigError::at(file, Location::UNKNOWN, e.to_string()))
+}
+
+/// The chain a profile expands to.
+pub fn profile_chain(profile: Profile) -> Result<AuditChain, ConfigError> {
+    match profile {
+        Profile::Soc2 => {
+            let env = parse(SOC2_PROFILE, "<profile soc2>")?;
+            Ok(env.spec.agents.into_iter().next().map(|a| a.audit_chain).unwrap_or_default())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

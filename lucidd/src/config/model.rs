@@ -1,0 +1,166 @@
+//! Step one of loading: the `LucidEnvironment` YAML as written, with source spans on
+//! the values that are checked after parsing. Pure: no I/O, no runtime objects.
+
+use std::collections::{BTreeMap, HashMap};
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+/// The top-level document.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "LucidEnvironment", description = "A Lucid host environment: agents and the audit chains that guard them.")]
+pub struct RawEnvironment {
+    /// Must be `lucid.io/v1alpha1`.
+    #[schemars(with = "ApiVersion")]
+    pub api_version: Spanned<String>,
+    /// Must be `LucidEnvironment`.
+    #[schemars(with = "KindName")]
+    pub kind: Spanned<String>,
+    /// Name and labels.
+    pub metadata: Metadata,
+    /// The environment.
+    pub spec: RawSpec,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "ApiVersion")]
+#[allow(dead_code)]
+enum ApiVersion {
+    #[serde(rename = "lucid.io/v1alpha1")]
+    V1Alpha1,
+}
+
+#[derive(JsonSchema)]
+#[schemars(rename = "Kind")]
+#[allow(dead_code)]
+enum KindName {
+    LucidEnvironment,
+}
+
+/// `metadata`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Environment name; also the default checkpoint origin suffix.
+    pub name: String,
+    /// Free-form labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `spec`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSpec {
+    /// Where the host runs (informational, copied into evidence).
+    #[serde(default)]
+    pub infrastructure: Option<Infrastructure>,
+    /// The models served behind lucidd, each with its audit chain.
+    pub agents: Vec<RawAgent>,
+}
+
+/// `spec.infrastructure`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Infrastructure {
+    /// Cloud or on-premises provider, e.g. `aws`.
+    pub provider: String,
+    /// Region or site.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// A named audit-chain preset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// The SOC 2 chain of the reference example: guardrails, PII, credentials before the
+    /// model; observability and change management after it.
+    Soc2,
+}
+
+/// `spec.agents[]`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAgent {
+    /// Agent name, unique in the environment.
+    #[schemars(with = "String")]
+    pub name: Spanned<String>,
+    /// The model requests are routed by.
+    pub model: RawModel,
+    /// The GPU it runs on (informational, copied into evidence).
+    #[serde(default)]
+    pub gpu: Option<Gpu>,
+    /// A preset chain; stages given in `auditChain` replace the preset's.
+    #[serde(default)]
+    pub profile: Option<Profile>,
+    /// The audit chain.
+    #[serde(default)]
+    pub audit_chain: Option<RawChain>,
+}
+
+/// `spec.agents[].model`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// Model id as clients send it in `model`, unique in the environment.
+    #[schemars(with = "String")]
+    pub id: Spanned<String>,
+}
+
+/// `spec.agents[].gpu`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Gpu {
+    /// GPU model, e.g. `A10G`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// GPU memory, e.g. `24GB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+}
+
+/// `spec.agents[].auditChain`.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawChain {
+    /// Auditors run on the prompt before the model sees it, in order.
+    #[serde(default)]
+    pub pre_request: Option<Vec<RawAuditorRef>>,
+    /// Auditors run on the response before the client sees it, in order.
+    #[serde(default)]
+    pub post_response: Option<Vec<RawAuditorRef>>,
+}
+
+/// What an auditor does when it fails or runs out of time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FailPolicy {
+    /// Deny the request (the default: a control that cannot run does not pass).
+    #[default]
+    Closed,
+    /// Let the request proceed and record the failure.
+    Open,
+}
+
+/// One entry of a chain stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAuditorRef {
+    /// Which auditor.
+    pub auditor_id: Spanned<String>,
+    /// Display name, e.g. the control it evidences.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Auditor settings; keys and value types depend on `auditorId`.
+    #[serde(default)]
+    pub env: Option<HashMap<Spanned<String>, Spanned<String>>>,
+    /// Fail closed (default) or open.
+    #[serde(default)]
+    pub fail_policy: Option<FailPolicy>,
+    /// Time budget in milliseconds.
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
+}

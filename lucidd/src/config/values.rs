@@ -1,0 +1,162 @@
+//! Typed `env` values. The reference format writes every env value as a string
+//! (`"true"`, `"0.8"`, `"365"`); these types accept that form and the native YAML one,
+//! and reject anything else with a message that says what was expected.
+
+use std::borrow::Cow;
+
+use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
+use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// A boolean switch: `true`/`false`, quoted or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Flag(pub bool);
+
+/// A classifier threshold in `[0, 1]`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Threshold(pub f64);
+
+/// A number of days, 1 to 36500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Days(pub u32);
+
+/// Accepts a scalar in any YAML form and hands its text to `parse`.
+struct ScalarText<T> {
+    expecting: &'static str,
+    parse: fn(&str) -> Result<T, String>,
+}
+
+impl<T> Visitor<'_> for ScalarText<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.parse)(v.trim()).map_err(E::custom)
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+        self.visit_str(if v { "true" } else { "false" })
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        self.visit_str(&v.to_string())
+    }
+}
+
+fn parse_flag(s: &str) -> Result<Flag, String> {
+    match s {
+        "true" => Ok(Flag(true)),
+        "false" => Ok(Flag(false)),
+        other => Err(format!("expected \"true\" or \"false\", found {other:?}")),
+    }
+}
+
+fn parse_threshold(s: &str) -> Result<Threshold, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(Threshold(v)),
+        Ok(v) => Err(format!("threshold must be between 0 and 1, found {v}")),
+        Err(_) => Err(format!("expected a threshold between 0 and 1, found {s:?}")),
+    }
+}
+
+fn parse_days(s: &str) -> Result<Days, String> {
+    match s.parse::<u32>() {
+        Ok(v) if (1..=36500).contains(&v) => Ok(Days(v)),
+        Ok(v) => Err(format!("day count must be between 1 and 36500, found {v}")),
+        Err(_) => Err(format!("expected a whole number of days, found {s:?}")),
+    }
+}
+
+impl<'de> Deserialize<'de> for Flag {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "\"true\" or \"false\"", parse: parse_flag })
+    }
+}
+
+impl<'de> Deserialize<'de> for Threshold {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "a threshold between 0 and 1", parse: parse_threshold })
+    }
+}
+
+impl<'de> Deserialize<'de> for Days {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "a number of days", parse: parse_days })
+    }
+}
+
+impl JsonSchema for Flag {
+    fn schema_name() -> Cow<'static, str> {
+        "Flag".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A switch: true or false (the string form \"true\" is what the reference examples use).",
+            "anyOf": [{ "type": "boolean" }, { "type": "string", "enum": ["true", "false"] }]
+        })
+    }
+}
+
+impl JsonSchema for Threshold {
+    fn schema_name() -> Cow<'static, str> {
+        "Threshold".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A classifier threshold between 0 and 1, as a number or a string such as \"0.8\".",
+            "anyOf": [
+                { "type": "number", "minimum": 0, "maximum": 1 },
+                { "type": "string", "pattern": "^\\s*(0(\\.[0-9]+)?|1(\\.0+)?|\\.[0-9]+)\\s*$" }
+            ]
+        })
+    }
+}
+
+impl JsonSchema for Days {
+    fn schema_name() -> Cow<'static, str> {
+        "Days".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A number of days from 1 to 36500, as a number or a string such as \"365\".",
+            "anyOf": [
+                { "type": "integer", "minimum": 1, "maximum": 36500 },
+                { "type": "string", "pattern": "^\\s*[1-9][0-9]{0,4}\\s*$" }
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_rules() {
+        assert_eq!(parse_flag("true"), Ok(Flag(true)));
+        assert!(parse_flag("yes").is_err());
+        assert_eq!(parse_threshold("0.8"), Ok(Threshold(0.8)));
+        assert!(parse_threshold("1.5").is_err());
+        assert!(parse_threshold("high").is_err());
+        assert_eq!(parse_days("365"), Ok(Days(365)));
+        assert!(parse_days("0").is_err());
+        assert!(parse_days("-3").is_err());
+    }
+}
