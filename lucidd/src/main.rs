@@ -1,1 +1,116 @@
-fn main() {}
+//! `lucidd`: argument parsing and logging set-up; everything else is in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lucidd::daemon::state::Mode;
+use lucidd::daemon::DaemonOptions;
+
+/// The Lucid host daemon: audit gateway, model integrity and evidence ledger.
+#[derive(Parser)]
+#[command(name = "lucidd", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (production default: /etc/lucid/lucid.yaml).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Development mode: state and socket in a local directory, embedded soc2 defaults.
+    #[arg(long)]
+    dev: bool,
+    /// State directory (dev default: ./.lucid; production: /var/lib/lucid).
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Control socket (dev default: DIR/lucidd.sock; production: /run/lucid/lucidd.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Group whose members may use the control socket.
+    #[arg(long, default_value = "lucid", value_name = "GROUP")]
+    control_group: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a configuration file without starting; exit 0 if valid, 2 if not.
+    CheckConfig {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the JSON Schema (draft-07) of the configuration format.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Some(Command::CheckConfig { file }) => match lucidd::config::load_file(&file) {
+            Ok(env) => {
+                println!(
+                    "{}: valid ({} agents, digest {})",
+                    file.display(),
+                    env.spec.agents.len(),
+                    env.digest()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Some(Command::Schema) => {
+            print!("{}", lucidd::config::schema::schema_json());
+            ExitCode::SUCCESS
+        }
+        None => run_daemon(cli),
+    }
+}
+
+fn run_daemon(cli: Cli) -> ExitCode {
+    let opts = if cli.dev {
+        let state_dir = cli.state_dir.unwrap_or_else(|| PathBuf::from(".lucid"));
+        DaemonOptions {
+            mode: Mode::Dev,
+            socket: cli.socket.unwrap_or_else(|| state_dir.join(lucid_common::api::DEV_SOCKET_NAME)),
+            state_dir,
+            config: cli.config,
+            control_group: cli.control_group,
+        }
+    } else {
+        DaemonOptions {
+            mode: Mode::Production,
+            state_dir: cli.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/lucid")),
+            socket: cli.socket.unwrap_or_else(|| PathBuf::from(lucid_common::api::DEFAULT_SOCKET)),
+            config: Some(cli.config.unwrap_or_else(|| PathBuf::from("/etc/lucid/lucid.yaml"))),
+            control_group: cli.control_group,
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lucidd: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(lucidd::daemon::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("lucidd: {e:#}");
+            eprintln!("lucidd: {e:#}");
+            // A configuration error is a usage error (2); anything else is 1.
+            if e.downcast_ref::<lucidd::config::ConfigError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LUCID_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}

@@ -1,0 +1,79 @@
+//! The control API that `lucidctl` talks to: HTTP/1.1 and JSON over a Unix socket,
+//! NDJSON for streams, authorised by peer credentials ([`auth`]).
+//!
+//! | route                          | what                                             |
+//! |--------------------------------|--------------------------------------------------|
+//! | `GET  /v1/status`              | daemon, config and ledger status                 |
+//! | `GET  /v1/logs`                | records as NDJSON; `follow=true` keeps streaming |
+//! | `POST /v1/notes`               | an operator note record                          |
+//! | `POST /v1/config/apply`        | validate, record and swap a configuration        |
+//! | `POST /v1/config/reload`       | what SIGHUP does                                 |
+//! | `GET  /v1/ledger/checkpoint`   | the latest signed checkpoint                     |
+//! | `POST /v1/ledger/checkpoint`   | sign one now                                     |
+//! | `GET  /v1/ledger/prove`        | inclusion proof of `seq`                         |
+//! | `GET  /v1/ledger/consistency`  | consistency proof between two checkpoints        |
+//! | `GET  /v1/ledger/export`       | the verification stream from `from`              |
+//! | `POST /v1/ledger/retention`    | run retention now (`as_of_ns` in dev mode only)  |
+
+pub mod auth;
+pub mod error;
+mod handlers;
+
+use std::future::Future;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::UnixListener;
+
+use crate::daemon::state::AppState;
+
+/// The API's routes with authorisation applied.
+pub fn app(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/status", get(handlers::status))
+        .route("/v1/logs", get(handlers::logs))
+        .route("/v1/notes", post(handlers::note))
+        .route("/v1/config/apply", post(handlers::apply))
+        .route("/v1/config/reload", post(handlers::reload))
+        .route("/v1/ledger/checkpoint", get(handlers::checkpoint).post(handlers::sign_checkpoint))
+        .route("/v1/ledger/prove", get(handlers::prove))
+        .route("/v1/ledger/consistency", get(handlers::consistency))
+        .route("/v1/ledger/export", get(handlers::export))
+        .route("/v1/ledger/retention", post(handlers::retention))
+        .fallback(handlers::not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .with_state(state)
+}
+
+/// Binds the control socket. A stale socket file is replaced; a live one means
+/// another daemon is running, which is an error.
+pub async fn bind(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
+    if path.exists() {
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{} is in use: is another lucidd running?", path.display()),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(listener)
+}
+
+/// Serves the API until `shutdown` completes.
+pub async fn serve(
+    listener: UnixListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state).into_make_service_with_connect_info::<auth::PeerCred>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}

@@ -1,0 +1,123 @@
+//! The daemon's lifetime: load configuration, open the ledger, start the control API,
+//! the sinks and the timers, tell systemd it is ready, then react to signals.
+
+pub mod hostkey;
+pub mod notify;
+pub mod retention;
+pub mod state;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config;
+use crate::ledger::{now_ns, Ledger, LedgerOptions};
+use state::{AppState, Mode, RunInfo};
+
+/// Where the daemon keeps things and what it loads.
+#[derive(Clone, Debug)]
+pub struct DaemonOptions {
+    /// Dev or production.
+    pub mode: Mode,
+    /// Ledger, host key, sink cursors.
+    pub state_dir: PathBuf,
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Configuration file; `None` runs the embedded dev default.
+    pub config: Option<PathBuf>,
+    /// Group whose members may use the control socket.
+    pub control_group: String,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
+    let (env, source) = match &opts.config {
+        Some(path) => (config::load_file(path)?, path.display().to_string()),
+        None => (config::parse(config::DEV_DEFAULT, "embedded:dev")?, "embedded:dev".to_string()),
+    };
+    std::fs::create_dir_all(&opts.state_dir)
+        .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
+    if opts.mode == Mode::Production {
+        std::fs::set_permissions(&opts.state_dir, std::fs::Permissions::from_mode(0o750))
+            .with_context(|| format!("restricting {}", opts.state_dir.display()))?;
+    }
+    let key = hostkey::load_or_create(&opts.state_dir.join("host.key"))?;
+    let origin = format!("{}/lucid", hostname());
+    let ledger = Arc::new(
+        Ledger::open(LedgerOptions::new(opts.state_dir.join("ledger.redb"), origin), key)
+            .with_context(|| format!("opening the ledger in {}", opts.state_dir.display()))?,
+    );
+    let control_gid = nix::unistd::Group::from_name(&opts.control_group).ok().flatten().map(|g| g.gid.as_raw());
+    let run = RunInfo {
+        mode: opts.mode,
+        started_ns: now_ns(),
+        state_dir: opts.state_dir.clone(),
+        socket: opts.socket.clone(),
+        config_path: opts.config.clone(),
+        control_gid,
+    };
+    let state = Arc::new(AppState::new(ledger.clone(), run, env, source));
+    state.record_start().await.context("recording the start in the ledger")?;
+    crate::export::journald::spawn(state.clone(), opts.state_dir.join("journald.cursor"));
+
+    // Production relies on the socket's group (0660, group lucid) and peer
+    // credentials; dev mode relies on peer credentials alone.
+    let socket_mode = if opts.mode == Mode::Dev { 0o666 } else { 0o660 };
+    let listener = crate::control::bind(&opts.socket, socket_mode)
+        .await
+        .with_context(|| format!("binding the control socket {}", opts.socket.display()))?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::control::serve(listener, state.clone(), async {
+        let _ = stop_rx.await;
+    }));
+    retention::spawn(state.clone());
+    notify::spawn_watchdog(ledger.clone());
+
+    let ready = format!(
+        "ready: {} agents, ledger {} records, socket {}",
+        state.config().env.spec.agents.len(),
+        ledger.head().next_seq,
+        opts.socket.display()
+    );
+    tracing::info!(mode = opts.mode.as_str(), socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "lucidd {ready}");
+    notify::ready(&ready);
+
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stopped_by = loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                notify::reloading(false);
+                match state.reload().await {
+                    Ok(r) => tracing::info!(seq = r.seq, changes = r.changes.len(), "reloaded configuration on SIGHUP"),
+                    Err(e) => tracing::error!(error = %e, "SIGHUP reload refused; the previous configuration stays in force"),
+                }
+                notify::reloading(true);
+            }
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+        }
+    };
+    notify::stopping();
+    tracing::info!(signal = stopped_by, "stopping: flushing the ledger");
+    let _ = stop_tx.send(());
+    if let Err(e) = state.record_stop(stopped_by).await {
+        tracing::error!(error = %e, "could not record the stop");
+    }
+    ledger.shutdown().await;
+    let _ = server.await;
+    let _ = std::fs::remove_file(&opts.socket);
+    Ok(())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}

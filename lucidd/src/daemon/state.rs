@@ -1,0 +1,300 @@
+//! What the daemon's tasks share: the ledger, the active configuration and facts
+//! about this run. The configuration is swapped whole (an `Arc` behind a lock), and
+//! only after the `config` record that evidences the change is durable.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use lucid_common::api::{AgentStatus, ApplyResponse, CheckpointInfo, ConfigStatus, LedgerStatus, Status};
+use lucid_common::record::{Entry, Kind, Severity};
+use serde_json::json;
+
+use crate::config::{self, ConfigError, Environment};
+use crate::ledger::{now_ns, Health, Ledger, LedgerError};
+
+/// How the daemon was started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// `--dev`: state in a local directory, embedded defaults, retention drills allowed.
+    Dev,
+    /// `--config FILE` under systemd.
+    Production,
+}
+
+impl Mode {
+    /// `dev` or `production`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Dev => "dev",
+            Mode::Production => "production",
+        }
+    }
+}
+
+/// Who asked for a change, as the kernel vouches for it (SO_PEERCRED), or the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    /// A control-socket client.
+    Peer {
+        /// User id.
+        uid: u32,
+        /// Group id.
+        gid: u32,
+        /// Process id.
+        pid: i32,
+    },
+    /// The daemon itself (start-up, SIGHUP).
+    Daemon(&'static str),
+}
+
+impl Actor {
+    /// As recorded in evidence.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Actor::Peer { uid, gid, pid } => {
+                let user = nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(*uid)).ok().flatten().map(|u| u.name);
+                json!({ "uid": uid, "gid": gid, "pid": pid, "user": user })
+            }
+            Actor::Daemon(trigger) => json!({ "daemon": trigger }),
+        }
+    }
+}
+
+/// The configuration in force.
+#[derive(Clone, Debug)]
+pub struct ActiveConfig {
+    /// The environment.
+    pub env: Environment,
+    /// Where it came from: a file path, or `embedded:dev`.
+    pub source: String,
+    /// Digest of its normalised form.
+    pub digest: String,
+    /// When it took effect.
+    pub applied_ns: u64,
+    /// The `config` record that evidences it.
+    pub record_seq: Option<u64>,
+}
+
+/// Why an apply did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The new configuration is invalid; nothing changed.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+    /// The change could not be recorded; nothing changed (fail closed).
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+}
+
+/// Facts about this run.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// Dev or production.
+    pub mode: Mode,
+    /// When the daemon started.
+    pub started_ns: u64,
+    /// State directory.
+    pub state_dir: PathBuf,
+    /// Control socket.
+    pub socket: PathBuf,
+    /// Config file re-read on SIGHUP (none in dev mode without `--config`).
+    pub config_path: Option<PathBuf>,
+    /// Group whose members may use the control socket.
+    pub control_gid: Option<u32>,
+}
+
+/// Shared daemon state.
+pub struct AppState {
+    /// The evidence ledger.
+    pub ledger: Arc<Ledger>,
+    /// Facts about this run.
+    pub run: RunInfo,
+    /// Whether records are being written to journald.
+    pub journald: AtomicBool,
+    config: RwLock<Arc<ActiveConfig>>,
+    apply_lock: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    /// State for a daemon whose configuration is `env` (not yet recorded).
+    pub fn new(ledger: Arc<Ledger>, run: RunInfo, env: Environment, source: String) -> AppState {
+        let active = ActiveConfig { digest: env.digest(), env, source, applied_ns: now_ns(), record_seq: None };
+        AppState {
+            ledger,
+            run,
+            journald: AtomicBool::new(false),
+            config: RwLock::new(Arc::new(active)),
+            apply_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<ActiveConfig> {
+        self.config.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Records the start of this run and the configuration it loaded.
+    pub async fn record_start(&self) -> Result<(), LedgerError> {
+        let cfg = self.config();
+        self.ledger
+            .append(Entry {
+                kind: Kind::System,
+                source: "lucidd".into(),
+                controls: vec!["CC7.2".into()],
+                severity: Severity::Notice,
+                subject: "lucidd.start".into(),
+                body: json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "mode": self.run.mode.as_str(),
+                    "pid": std::process::id(),
+                    "verifier_key": self.ledger.verifier_key().to_string(),
+                }),
+            })
+            .await?;
+        let receipt = self
+            .ledger
+            .append(config_entry("config.load", &cfg, None, &Actor::Daemon("startup"), &[]))
+            .await?;
+        self.swap(ActiveConfig { record_seq: Some(receipt.seq), ..(*cfg).clone() });
+        Ok(())
+    }
+
+    /// Records an orderly stop.
+    pub async fn record_stop(&self, signal: &str) -> Result<(), LedgerError> {
+        self.ledger
+            .append(Entry {
+                kind: Kind::System,
+                source: "lucidd".into(),
+                controls: vec!["CC7.2".into()],
+                severity: Severity::Notice,
+                subject: "lucidd.stop".into(),
+                body: json!({ "signal": signal, "pid": std::process::id() }),
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// Validates `text`, records the change, then swaps it in. Nothing is applied if
+    /// either step fails.
+    pub async fn apply(&self, text: &str, file: &str, actor: Actor) -> Result<ApplyResponse, ApplyError> {
+        let env = config::parse(text, file)?;
+        let _serial = self.apply_lock.lock().await;
+        let old = self.config();
+        let new = ActiveConfig { digest: env.digest(), env, source: file.to_string(), applied_ns: now_ns(), record_seq: None };
+        let changes = config::diff::diff(&old.env.to_json(), &new.env.to_json());
+        let subject = match actor {
+            Actor::Daemon("SIGHUP") => "config.reload",
+            _ => "config.apply",
+        };
+        let receipt = self.ledger.append(config_entry(subject, &new, Some(&old), &actor, &changes)).await?;
+        self.swap(ActiveConfig { record_seq: Some(receipt.seq), applied_ns: receipt.time_ns, ..new.clone() });
+        tracing::info!(seq = receipt.seq, old = %old.digest, new = %new.digest, changes = changes.len(), "configuration applied");
+        Ok(ApplyResponse { seq: receipt.seq, old_digest: old.digest.clone(), new_digest: new.digest, changes })
+    }
+
+    /// SIGHUP: re-reads the config file (or the embedded default) and applies it.
+    pub async fn reload(&self) -> Result<ApplyResponse, ApplyError> {
+        match &self.run.config_path {
+            Some(path) => {
+                let file = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
+                self.apply(&text, &file, Actor::Daemon("SIGHUP")).await
+            }
+            None => self.apply(config::DEV_DEFAULT, "embedded:dev", Actor::Daemon("SIGHUP")).await,
+        }
+    }
+
+    fn swap(&self, active: ActiveConfig) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
+    }
+
+    /// The answer to `GET /v1/status`.
+    pub fn status(&self) -> Status {
+        let cfg = self.config();
+        let ledger = &self.ledger;
+        let head = ledger.head();
+        let (health, error, failed_since_ns) = match &*ledger.health().borrow() {
+            Health::Ok => ("ok".to_string(), None, None),
+            Health::Failed { error, since_ns } => ("failed".to_string(), Some(error.clone()), Some(*since_ns)),
+        };
+        let latest_checkpoint = head.checkpoint.as_ref().and_then(|(_, note)| {
+            let cp = lucid_common::checkpoint::Checkpoint::verify(note, ledger.verifier_key()).ok()?;
+            Some(CheckpointInfo { size: cp.size, root: lucid_common::hex::encode(&cp.root), time_ns: cp.time_ns })
+        });
+        let now = now_ns();
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            mode: self.run.mode.as_str().to_string(),
+            pid: std::process::id(),
+            started_ns: self.run.started_ns,
+            uptime_s: now.saturating_sub(self.run.started_ns) / 1_000_000_000,
+            state_dir: self.run.state_dir.display().to_string(),
+            verifier_key: ledger.verifier_key().to_string(),
+            journald: self.journald.load(Ordering::Relaxed),
+            config: ConfigStatus {
+                name: cfg.env.metadata.name.clone(),
+                source: cfg.source.clone(),
+                digest: cfg.digest.clone(),
+                applied_ns: cfg.applied_ns,
+                record_seq: cfg.record_seq,
+                retention_days: cfg.env.retention_days(),
+                agents: cfg
+                    .env
+                    .spec
+                    .agents
+                    .iter()
+                    .map(|a| {
+                        let chain = a.audit_chain.pre_request.iter().chain(&a.audit_chain.post_response);
+                        let mut controls: Vec<String> =
+                            chain.flat_map(|c| c.auditor_id.controls().iter().map(|s| s.to_string())).collect();
+                        controls.sort();
+                        controls.dedup();
+                        AgentStatus {
+                            name: a.name.clone(),
+                            model: a.model.id.clone(),
+                            pre_request: a.audit_chain.pre_request.iter().map(|c| c.auditor_id.as_str().to_string()).collect(),
+                            post_response: a.audit_chain.post_response.iter().map(|c| c.auditor_id.as_str().to_string()).collect(),
+                            controls,
+                        }
+                    })
+                    .collect(),
+            },
+            ledger: LedgerStatus {
+                health,
+                error,
+                failed_since_ns,
+                refused_appends: ledger.refused_appends(),
+                records: head.next_seq,
+                latest_checkpoint,
+                pruned_to: ledger.pruned_to().unwrap_or(0),
+                db_bytes: ledger.db_bytes(),
+                path: ledger.options().path.display().to_string(),
+            },
+        }
+    }
+}
+
+fn config_entry(
+    subject: &str,
+    new: &ActiveConfig,
+    old: Option<&ActiveConfig>,
+    actor: &Actor,
+    changes: &[lucid_common::api::ConfigChange],
+) -> Entry {
+    Entry {
+        kind: Kind::Config,
+        source: "lucidd".into(),
+        controls: vec!["CC8.1".into()],
+        severity: Severity::Notice,
+        subject: subject.into(),
+        body: json!({
+            "source": new.source,
+            "name": new.env.metadata.name,
+            "old_digest": old.map(|o| o.digest.clone()),
+            "new_digest": new.digest,
+            "changes": changes,
+            "actor": actor.to_json(),
+        }),
+    }
+}
