@@ -1,1 +1,127 @@
-fn main() {}
+//! `lucidctl`: the operator's CLI for lucidd. It talks to the daemon over its control
+//! socket and verifies evidence itself (with `lucid-common`), so an auditor can check
+//! the ledger without taking the daemon's word for it.
+
+mod client;
+mod commands;
+mod exit;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use client::{CallError, Client};
+use output::Format;
+
+/// Operate lucidd: status, evidence logs, configuration, ledger verification.
+#[derive(Parser)]
+#[command(name = "lucidctl", version, about, after_help = exit::HELP)]
+pub struct Cli {
+    #[command(flatten)]
+    target: Target,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Which daemon to talk to.
+#[derive(Args)]
+pub struct Target {
+    /// Control socket of the daemon [default: /run/lucid/lucidd.sock].
+    #[arg(long, global = true, env = "LUCID_SOCKET", value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Talk to a dev daemon whose state directory is DIR (its socket is DIR/lucidd.sock).
+    #[arg(long, global = true, value_name = "DIR", conflicts_with = "socket")]
+    dev_state: Option<PathBuf>,
+}
+
+impl Target {
+    fn socket(&self) -> PathBuf {
+        match (&self.socket, &self.dev_state) {
+            (Some(s), _) => s.clone(),
+            (None, Some(dir)) => dir.join(lucid_common::api::DEV_SOCKET_NAME),
+            (None, None) => PathBuf::from(lucid_common::api::DEFAULT_SOCKET),
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Daemon, configuration and ledger status.
+    Status {
+        /// Show every agent's chain and the ledger's details.
+        #[arg(long)]
+        detailed: bool,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Show evidence records, newest last; --follow keeps streaming.
+    Logs(commands::logs::LogsArgs),
+    /// Validate a configuration file and apply it to the running daemon (recorded in the ledger).
+    Apply {
+        /// The LucidEnvironment YAML file.
+        #[arg(short = 'f', long = "file", value_name = "FILE")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Record an operator note in the ledger, for example a change ticket.
+    Annotate {
+        /// The note.
+        #[arg(short, long)]
+        message: String,
+        /// A ticket or change reference, e.g. CHG-1234.
+        #[arg(long)]
+        ticket: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Verify the ledger, prove records, show checkpoints.
+    #[command(subcommand)]
+    Ledger(commands::ledger::LedgerCommand),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (lucidctl.1 and one per subcommand) into a directory.
+    Man {
+        /// Output directory.
+        dir: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lucidctl: {e}");
+            return ExitCode::from(exit::DAEMON_ERROR);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("lucidctl: {}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<u8, CallError> {
+    let client = Client::new(cli.target.socket());
+    match cli.command {
+        Command::Status { detailed, output } => commands::status::run(&client, detailed, output).await,
+        Command::Logs(args) => commands::logs::run(&client, args).await,
+        Command::Apply { file, output } => commands::config::apply(&client, &file, output).await,
+        Command::Annotate { message, ticket, output } => commands::config::annotate(&client, message, ticket, output).await,
+        Command::Ledger(cmd) => commands::ledger::run(&client, cmd).await,
+        Command::Completions { shell } => commands::generate::completions(shell),
+        Command::Man { dir } => commands::generate::man(&dir),
+    }
+}

@@ -60,7 +60,10 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         control_gid,
     };
     let state = Arc::new(AppState::new(ledger.clone(), run, env, source));
-    state.record_start().await.context("recording the start in the ledger")?;
+    if let Err(e) = state.record_start().await {
+        // Keep serving reads (status, verify) so the operator can see why.
+        tracing::error!(error = %e, "could not record the start in the ledger; lucidd runs failed closed");
+    }
     crate::export::journald::spawn(state.clone(), opts.state_dir.join("journald.cursor"));
 
     // Production relies on the socket's group (0660, group lucid) and peer

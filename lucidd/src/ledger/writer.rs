@@ -112,7 +112,14 @@ impl Writer {
             wal: None,
             durable: false,
         };
-        w.reload()?;
+        if let Err(e) = w.reload() {
+            match e {
+                // Integrity problems (a truncated ledger): stay readable so
+                // `lucidctl ledger verify` can show them, but refuse to append.
+                StoreError::Corrupt(_) => w.enter_failure(&e),
+                other => return Err(other),
+            }
+        }
         Ok(w)
     }
 
@@ -128,6 +135,7 @@ impl Writer {
         self.head = store::read_head(&txn)?;
         self.last_checkpoint = store::latest_checkpoint(&txn)?.map(|(size, _)| size).unwrap_or(0);
         drop(txn);
+        let stored = self.head.frontier.size();
         self.pending = None;
         self.compact_ready = None;
         let (wal, groups) = Wal::open(&self.opts.path.with_extension("wal"), self.opts.wal_capacity)?;
@@ -162,6 +170,14 @@ impl Writer {
         let db = self.db()?;
         let txn = db.begin_read()?;
         self.shared.publish_head(&self.head, store::latest_checkpoint(&txn)?);
+        if self.last_checkpoint > self.head.frontier.size() {
+            return Err(StoreError::Corrupt(format!(
+                "ledger truncated: a signed checkpoint covers {} records but only {} are stored (before replay: {stored}); \
+                 appends are refused; run `lucidctl ledger verify`",
+                self.last_checkpoint,
+                self.head.frontier.size()
+            )));
+        }
         Ok(())
     }
 
@@ -458,7 +474,10 @@ impl Writer {
             self.shared.set_health(Health::Failed { error: message, since_ns: now_ns() });
         }
         // redb refuses further use after an I/O error: close it so recovery can reopen.
-        self.shared.close_db();
+        // Corrupt data is not cured by reopening; readers keep the database.
+        if !matches!(e, StoreError::Corrupt(_)) {
+            self.shared.close_db();
+        }
     }
 
     fn try_recover(&mut self) {

@@ -1,0 +1,49 @@
+//! `lucidctl status`.
+
+use lucid_common::api::Status;
+
+use crate::client::{CallError, Client};
+use crate::exit;
+use crate::output::{self, Format};
+
+pub async fn run(client: &Client, detailed: bool, format: Format) -> Result<u8, CallError> {
+    let s: Status = client.get("/v1/status").await?;
+    if format == Format::Json {
+        output::json(&s)?;
+        return Ok(exit::OK);
+    }
+    let ledger_health = match &s.ledger.error {
+        None => s.ledger.health.clone(),
+        Some(e) => format!("{} since {}: {e} (refusing work that needs evidence)", s.ledger.health.to_uppercase(), output::time(s.ledger.failed_since_ns.unwrap_or(0))),
+    };
+    let checkpoint = match &s.ledger.latest_checkpoint {
+        Some(cp) => format!("size {} at {} (root {}…)", cp.size, output::time(cp.time_ns), &cp.root[..16.min(cp.root.len())]),
+        None => "none yet".into(),
+    };
+    let mut t = output::table(&[]);
+    t.add_row(vec!["lucidd".to_string(), format!("{} ({}), pid {}, up {}s", s.version, s.mode, s.pid, s.uptime_s)]);
+    t.add_row(vec!["config".to_string(), format!("{} from {} (digest {}…)", s.config.name, s.config.source, &s.config.digest[..12.min(s.config.digest.len())])]);
+    t.add_row(vec!["agents".to_string(), s.config.agents.iter().map(|a| format!("{} ({})", a.name, a.model)).collect::<Vec<_>>().join(", ")]);
+    t.add_row(vec!["ledger".to_string(), format!("{ledger_health}, {} records, {}", s.ledger.records, output::size(s.ledger.db_bytes))]);
+    t.add_row(vec!["checkpoint".to_string(), checkpoint]);
+    t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
+    if detailed {
+        t.add_row(vec!["state".to_string(), s.state_dir.clone()]);
+        t.add_row(vec!["database".to_string(), s.ledger.path.clone()]);
+        t.add_row(vec!["verifier key".to_string(), s.verifier_key.clone()]);
+        t.add_row(vec!["retention".to_string(), s.config.retention_days.map(|d| format!("{d} days")).unwrap_or_else(|| "keep forever".into())]);
+        t.add_row(vec!["pruned".to_string(), if s.ledger.pruned_to == 0 { "nothing".into() } else { format!("bodies of records 0..{}", s.ledger.pruned_to) }]);
+        t.add_row(vec!["refused".to_string(), format!("{} appends since start", s.ledger.refused_appends)]);
+        t.add_row(vec!["config record".to_string(), s.config.record_seq.map(|n| format!("#{n} at {}", output::time(s.config.applied_ns))).unwrap_or_default()]);
+    }
+    output::line(&t.to_string())?;
+    if detailed {
+        let mut chains = output::table(&["AGENT", "MODEL", "PRE-REQUEST", "POST-RESPONSE", "CONTROLS"]);
+        for a in &s.config.agents {
+            chains.add_row(vec![a.name.clone(), a.model.clone(), a.pre_request.join("\n"), a.post_response.join("\n"), a.controls.join(" ")]);
+        }
+        output::line("")?;
+        output::line(&chains.to_string())?;
+    }
+    Ok(if s.ledger.health == "ok" { exit::OK } else { exit::DAEMON_ERROR })
+}

@@ -1,0 +1,93 @@
+//! Output: stable JSON (`-o json`), readable text and tables, and quiet exits on a
+//! closed pipe (`lucidctl logs | head`).
+
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+
+use clap::ValueEnum;
+
+use crate::client::CallError;
+use crate::exit;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable text and tables.
+    #[default]
+    Text,
+    /// Stable JSON, one document (or one object per line for streams).
+    Json,
+}
+
+/// Writes a line to stdout; a closed pipe becomes a quiet, successful exit.
+pub fn line(text: &str) -> Result<(), CallError> {
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}").and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(i32::from(exit::OK)),
+        Err(e) => Err(CallError::new(exit::IO, format!("writing output: {e}"))),
+    }
+}
+
+/// Writes a value as pretty JSON.
+pub fn json<T: serde::Serialize>(value: &T) -> Result<(), CallError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CallError::new(exit::IO, e.to_string()))?;
+    line(&text)
+}
+
+/// RFC 3339 time (milliseconds, UTC) of a nanosecond timestamp.
+pub fn time(ns: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
+}
+
+/// A table with the house style; no header row when `header` is empty.
+pub fn table(header: &[&str]) -> comfy_table::Table {
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::NOTHING);
+    if !header.is_empty() {
+        t.set_header(header.iter().map(|h| comfy_table::Cell::new(h).add_attribute(comfy_table::Attribute::Bold)));
+    }
+    t
+}
+
+/// Bytes as a short human size.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
+}
+
+/// Parses `--since`/`--until`: RFC 3339 (`2026-11-22T10:00:00Z`), a date
+/// (`2026-11-22`), or an age (`15m`, `2h`, `7d`) meaning that long ago.
+pub fn parse_time(text: &str) -> Result<u64, String> {
+    let to_ns = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+    if let Ok(age) = humantime::parse_duration(text) {
+        return Ok(to_ns(std::time::SystemTime::now() - age));
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(text) {
+        return Ok(to_ns(t));
+    }
+    if let Ok(t) = humantime::parse_rfc3339_weak(&format!("{text} 00:00:00")) {
+        return Ok(to_ns(t));
+    }
+    Err(format!("{text:?} is not a time: use RFC 3339 (2026-11-22T10:00:00Z), a date (2026-11-22) or an age (15m, 2h, 7d)"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_parse_in_three_forms() {
+        assert!(super::parse_time("2026-11-22T10:00:00Z").is_ok());
+        assert!(super::parse_time("2026-11-22").is_ok());
+        let an_hour_ago = super::parse_time("1h").unwrap_or(0);
+        let now = super::parse_time("0s").unwrap_or(0);
+        assert!(now > an_hour_ago && now - an_hour_ago >= 3_599_000_000_000);
+        assert!(super::parse_time("yesterday-ish").is_err());
+        assert_eq!(super::size(2048), "2.0 KiB");
+    }
+}
