@@ -501,7 +501,9 @@ impl Writer {
         })();
         if let Err(e) = probe {
             tracing::debug!(error = %e, "ledger still cannot write");
-            self.shared.close_db();
+            if !matches!(e, StoreError::Corrupt(_)) {
+                self.shared.close_db();
+            }
             return;
         }
         let Some(f) = self.failure.take() else { return };
