@@ -182,8 +182,7 @@ impl Ledger {
     /// when `sink` returns false. Starts at the batch or pruned range holding `from`.
     pub fn export(&self, from: u64, mut sink: impl FnMut(Vec<u8>) -> bool) -> Result<(), LedgerError> {
         let txn = self.read_txn()?;
-        let head = store::read_head(&txn)?;
-        let next_seq = head.frontier.size();
+        let next_seq = store::head_size(&txn)?;
         let latest_checkpoint = store::latest_checkpoint(&txn)?.map(|(s, _)| s).unwrap_or(0);
         let pruned: Vec<(u64, u64)> = {
             let t = txn.open_table(store::PRUNED).map_err(StoreError::from)?;

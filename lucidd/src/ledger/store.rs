@@ -168,6 +168,18 @@ pub fn read_head(txn: &ReadTransaction) -> Result<HeadState, StoreError> {
     Ok(HeadState { frontier: frontier_at(txn, size)?, last_time: header.max_time })
 }
 
+/// Number of records the stored batches reach (the head's size), without computing
+/// its frontier: cheap, and works on a damaged ledger that verification must report.
+pub fn head_size(txn: &ReadTransaction) -> Result<u64, StoreError> {
+    let t = txn.open_table(BATCHES)?;
+    let last = t.last()?.map(|(k, v)| (k.value(), BatchHeader::decode(v.value())));
+    Ok(match last {
+        Some((first, Some(h))) => first + u64::from(h.count),
+        Some((first, None)) => return Err(StoreError::Corrupt(format!("batch {first} header"))),
+        None => pruned_to(txn)?,
+    })
+}
+
 /// Reads one stored value from `meta`.
 pub fn read_meta(txn: &ReadTransaction, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
     Ok(txn.open_table(META)?.get(key)?.map(|v| v.value().to_vec()))
