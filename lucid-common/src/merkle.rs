@@ -106,7 +106,7 @@ impl Frontier {
     pub fn from_bytes(bytes: &[u8]) -> Option<Frontier> {
         let size = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?);
         let rest = &bytes[8..];
-        if rest.len() % 32 != 0 {
+        if !rest.len().is_multiple_of(32) {
             return None;
         }
         let nodes = rest.chunks_exact(32).map(|c| c.try_into().ok()).collect::<Option<Vec<Hash>>>()?;

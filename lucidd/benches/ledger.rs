@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 /// A decision record shaped like the gateway's: auditor, verdict, scores, spans.
 fn entry(i: u64) -> Entry {
-    let denied = i % 17 == 0;
+    let denied = i.is_multiple_of(17);
     Entry {
         kind: Kind::Decision,
         source: "gateway".into(),
@@ -28,14 +28,14 @@ fn entry(i: u64) -> Entry {
         body: json!({
             "agent": "soc2-agent",
             "model": "meta-llama/Llama-3.1-8B",
-            "stage": if i % 2 == 0 { "preRequest" } else { "postResponse" },
+            "stage": if i.is_multiple_of(2) { "preRequest" } else { "postResponse" },
             "auditor": "lucid-guardrails-auditor",
             "decision": if denied { "deny" } else { "proceed" },
             "scores": { "injection": (i % 1000) as f64 / 1000.0, "toxicity": (i % 97) as f64 / 97.0 },
             "latency_us": 180 + i % 400,
             "client": format!("10.0.{}.{}", i % 7, i % 250),
             "prompt_tokens": 40 + i % 900,
-            "pii": if i % 5 == 0 { json!([{"type": "email", "start": 12, "end": 31}]) } else { json!([]) },
+            "pii": if i.is_multiple_of(5) { json!([{"type": "email", "start": 12, "end": 31}]) } else { json!([]) },
         }),
     }
 }

@@ -171,6 +171,7 @@ fn notes_logs_filters_and_follow() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = follow.kill();
+    let _ = follow.wait();
     let seen = reader.join().unwrap();
     assert!(seen.contains("followed note"), "follow output: {seen}");
     assert!(seen.contains(&format!("\"seq\":{seq}")), "the follow starts with recent notes: {seen}");

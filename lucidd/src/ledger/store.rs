@@ -368,7 +368,7 @@ impl SubtreeSource for StoredTree<'_> {
 
     fn subtree_hash(&self, start: u64, end: u64) -> Result<Hash, StoreError> {
         let n = end - start;
-        if n.is_power_of_two() && start % n == 0 && n >= CHUNK {
+        if n.is_power_of_two() && start.is_multiple_of(n) && n >= CHUNK {
             let key = node_key(n.trailing_zeros(), start / n);
             let t = self.txn.open_table(NODES)?;
             let raw = t.get(key)?.ok_or_else(|| StoreError::Corrupt(format!("node {start}..{end} missing")))?;

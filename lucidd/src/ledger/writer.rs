@@ -35,7 +35,7 @@ use super::{now_ns, Health, LedgerError, LedgerOptions, PruneOutcome, Receipt, S
 /// Work for the writer thread.
 pub(crate) enum Command {
     /// An entry pre-encoded by [`Entry::encode_tail`] on the appender's thread.
-    Append(Vec<u8>, oneshot::Sender<Result<Receipt, LedgerError>>),
+    Append(Vec<u8>, ReplyTo),
     /// A merged batch from the compactor, replacing the segments it was made of.
     Replace(Compacted),
     Checkpoint(oneshot::Sender<Result<Option<u64>, LedgerError>>),
@@ -43,6 +43,9 @@ pub(crate) enum Command {
     Tick,
     Shutdown(oneshot::Sender<()>),
 }
+
+/// Where an appender waits for its receipt.
+type ReplyTo = oneshot::Sender<Result<Receipt, LedgerError>>;
 
 /// Most appends taken into one transaction.
 const MAX_GROUP: usize = 8192;
@@ -245,7 +248,7 @@ impl Writer {
     /// transaction, then answers the appenders.
     fn commit_group(
         &mut self,
-        group: Vec<(Vec<u8>, oneshot::Sender<Result<Receipt, LedgerError>>)>,
+        group: Vec<(Vec<u8>, ReplyTo)>,
         replaces: Vec<Compacted>,
     ) {
         if let Some(f) = &mut self.failure {

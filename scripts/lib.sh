@@ -1,0 +1,49 @@
+# Shared by dev.sh and test.sh: install only what is missing, idempotently.
+# shellcheck shell=bash
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else die "need root for: $* (run as root or install sudo)"; fi
+}
+
+# need_apt PKG... : installs the Debian packages that are not installed yet.
+need_apt() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing Debian packages: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+}
+
+# need_rust: a Rust toolchain new enough for the workspace (rust-version in Cargo.toml).
+need_rust() {
+    if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+    if ! command -v cargo >/dev/null 2>&1; then
+        need_apt curl ca-certificates
+        say "installing Rust with rustup"
+        curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal --component clippy \
+            || die "could not install Rust; install rustup (https://rustup.rs) and re-run"
+        . "$HOME/.cargo/env"
+    fi
+    local want have
+    want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
+    have=$(rustc --version | awk '{print $2}')
+    if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" != "$want" ]; then
+        command -v rustup >/dev/null 2>&1 && rustup toolchain install stable --profile minimal \
+            || die "rustc $have is older than $want"
+    fi
+}
+
+# need_cargo_tool BIN CRATE : cargo install CRATE unless BIN is on PATH.
+need_cargo_tool() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    say "installing $2 with cargo"
+    cargo install --locked "$2"
+}

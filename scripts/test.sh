@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs every test: lints, unit tests and the integration
+# tests that drive the real lucidd and lucidctl binaries. As root it also runs the
+# tests that need root (a tmpfs for the full-disk test, journald, another uid for
+# the access test); otherwise those say they were skipped and why.
+set -euo pipefail
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+. scripts/lib.sh
+
+# systemd: systemd-analyze and a journald to run standalone; util-linux: setpriv;
+# libsqlite3-dev: the ledger benchmark's SQLite peer (a dev-dependency).
+need_apt build-essential pkg-config libsqlite3-dev systemd util-linux
+need_rust
+need_cargo_tool cargo-nextest cargo-nextest
+
+say "building"
+cargo build --locked --workspace --bins --all-targets
+if cargo clippy --version >/dev/null 2>&1; then
+    say "clippy"
+    cargo clippy --locked --workspace --all-targets -- -D warnings
+else
+    say "clippy is not installed (rustup component add clippy); lints skipped"
+fi
+say "tests"
+cargo nextest run --locked --workspace --no-fail-fast "$@"
