@@ -47,3 +47,18 @@ need_cargo_tool() {
     say "installing $2 with cargo"
     cargo install --locked "$2"
 }
+
+# need_venv PKG... : a virtualenv in .venv with these PyPI packages (tests use it).
+need_venv() {
+    if [ ! -x "$ROOT/.venv/bin/python" ]; then
+        say "creating .venv"
+        python3 -m venv "$ROOT/.venv"
+    fi
+    local missing=()
+    for p in "$@"; do
+        "$ROOT/.venv/bin/python" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    say "installing into .venv: ${missing[*]}"
+    "$ROOT/.venv/bin/python" -m pip install -q "${missing[@]}"
+}

@@ -10,9 +10,11 @@ cd "$ROOT"
 
 # systemd: systemd-analyze and a journald to run standalone; util-linux: setpriv;
 # libsqlite3-dev: the ledger benchmark's SQLite peer (a dev-dependency).
-need_apt build-essential pkg-config libsqlite3-dev systemd util-linux
+need_apt build-essential pkg-config libsqlite3-dev systemd util-linux python3-venv
 need_rust
 need_cargo_tool cargo-nextest cargo-nextest
+# Python tools the tests use as independent checkers (a JSON Schema validator).
+need_venv jsonschema pyyaml
 
 say "building"
 cargo build --locked --workspace --bins --all-targets

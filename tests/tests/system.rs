@@ -166,6 +166,13 @@ fn a_full_disk_fails_closed_and_recovers_without_losing_acknowledged_records() {
         .expect("a ledger.recovered record states the failure window");
     assert!(rec["body"]["refused_appends"].as_u64().unwrap() >= 2, "{rec}");
     assert!(rec["body"]["error"].as_str().unwrap().contains("disk full"));
+    let anomalies = d.ctl_ok(&["logs", "--anomalies"]);
+    assert!(anomalies.contains("ledger.recovered") && !anomalies.contains("before 3"), "{anomalies}");
+    if Path::new(JOURNAL_SOCKET).exists() {
+        let failed = journal_entries("MESSAGE_ID", "374ac128fff3444e8b43564e9a9d23a1");
+        assert!(failed.iter().any(|e| e["LUCID_ERROR"].as_str().unwrap_or_default().contains("disk full")), "journald has the failure");
+        assert!(!journal_entries("MESSAGE_ID", "046064624f174e81abcbcc75fcdd5931").is_empty(), "journald has the recovery");
+    }
     // Nothing acknowledged was lost, and the ledger verifies.
     let notes = d.ctl_ok(&["logs", "--kind", "note", "--since", "2000-01-01", "-o", "json"]);
     let stored: std::collections::HashSet<u64> = notes
@@ -196,4 +203,43 @@ fn systemd_unit_verifies_and_scores_at_most_2_5() {
         .unwrap_or_else(|| panic!("no score in: {text}"));
     assert!(score <= 2.5, "exposure {score}: {text}");
     eprintln!("lucidd.service exposure score: {score}");
+}
+
+#[test]
+fn tells_systemd_ready_status_watchdog_reload_and_stop() {
+    use std::os::unix::net::UnixDatagram;
+    let tmp = tempfile::tempdir().unwrap();
+    let notify = tmp.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&notify).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let mut d = Daemon::start_env(
+        &tmp.path().join("state"),
+        &[],
+        &[("NOTIFY_SOCKET", notify.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
+    );
+    let mut seen = String::new();
+    let mut wait_for = |what: &str, seen: &mut String| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut buf = [0u8; 4096];
+        while !seen.contains(what) {
+            assert!(Instant::now() < deadline, "no {what} from lucidd; got: {seen}");
+            if let Ok(n) = sock.recv(&mut buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+        }
+    };
+    wait_for("READY=1", &mut seen);
+    assert!(seen.contains("STATUS=ready:"), "{seen}");
+    seen.clear();
+    wait_for("WATCHDOG=1", &mut seen);
+    seen.clear();
+    wait_for("WATCHDOG=1", &mut seen);
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    seen.clear();
+    wait_for("RELOADING=1", &mut seen);
+    wait_for("READY=1", &mut seen);
+    let _ = d.stop();
+    seen.clear();
+    wait_for("STOPPING=1", &mut seen);
 }

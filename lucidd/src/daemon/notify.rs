@@ -38,13 +38,20 @@ fn send(states: &[NotifyState<'_>]) {
     }
 }
 
+/// The watchdog period systemd asked for, as `sd_watchdog_enabled(3)` reads it:
+/// `WATCHDOG_USEC`, unless `WATCHDOG_PID` names another process.
+fn watchdog_usec() -> Option<u64> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok().filter(|u| *u > 0)?;
+    match std::env::var("WATCHDOG_PID").ok().map(|p| p.parse::<u32>()) {
+        Some(Ok(pid)) if pid != std::process::id() => None,
+        _ => Some(usec),
+    }
+}
+
 /// Pings the watchdog at half its period, but only while the ledger writer is alive:
 /// a wedged writer (a hung disk) must get the daemon restarted, not kept alive.
 pub fn spawn_watchdog(ledger: Arc<Ledger>) {
-    let mut usec = 0;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
-        return;
-    }
+    let Some(usec) = watchdog_usec() else { return };
     let period = Duration::from_micros(usec / 2);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
