@@ -208,6 +208,15 @@ fn verify_rate(ledger: &Ledger) -> (f64, u64) {
     (report.records_checked as f64 / start.elapsed().as_secs_f64(), report.records_checked)
 }
 
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn rounds() -> usize {
+    std::env::var("LUCID_BENCH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(3).max(1)
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let s = scale();
@@ -216,18 +225,37 @@ async fn main() {
     let mut big = None;
     for (concurrency, total) in counts {
         let total = total.max(concurrency);
-        let ours = lucid(concurrency, total).await;
-        let peer = sqlite(concurrency, total).await;
+        // Alternate the two stores over several rounds (each on a fresh database) and
+        // compare medians: this disk's fsync latency drifts over seconds.
+        let (mut lucid_rates, mut sqlite_rates) = (Vec::new(), Vec::new());
+        for round in 0..rounds() {
+            let per_round = (total / rounds() as u64).max(concurrency);
+            if round % 2 == 1 {
+                sqlite_rates.push(sqlite(concurrency, per_round).await.per_s);
+            }
+            let ours = lucid(concurrency, per_round).await;
+            lucid_rates.push(ours.per_s);
+            if round % 2 == 0 {
+                sqlite_rates.push(sqlite(concurrency, per_round).await.per_s);
+            }
+        }
+        let (ours_per_s, peer_per_s) = (median(lucid_rates.clone()), median(sqlite_rates.clone()));
         results.insert(
             format!("appenders_{concurrency}"),
             json!({
-                "records": total,
-                "lucid_per_s": ours.per_s.round(),
-                "sqlite_per_s": peer.per_s.round(),
-                "ratio_vs_sqlite": (ours.per_s / peer.per_s * 100.0).round() / 100.0,
+                "records_per_round": (total / rounds() as u64).max(concurrency),
+                "rounds": rounds(),
+                "lucid_per_s": ours_per_s.round(),
+                "sqlite_per_s": peer_per_s.round(),
+                "ratio_vs_sqlite": (ours_per_s / peer_per_s * 100.0).round() / 100.0,
+                "lucid_rounds": lucid_rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
+                "sqlite_rounds": sqlite_rates.iter().map(|r| r.round()).collect::<Vec<_>>(),
             }),
         );
         if concurrency == 256 {
+            // Disk use and verify rate on one full-size ledger and its SQLite twin.
+            let ours = lucid(concurrency, total).await;
+            let peer = sqlite(concurrency, total).await;
             big = Some((ours, peer, total));
         }
     }

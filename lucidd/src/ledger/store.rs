@@ -223,8 +223,19 @@ impl Batch {
 
 /// Encodes a batch body: leaf hashes, then the compressed records.
 pub fn encode_body(leaves: &[Hash], packed: &[u8], level: i32) -> Result<Vec<u8>, StoreError> {
+    let mut compressor = zstd::bulk::Compressor::new(level).map_err(|e| StoreError::Corrupt(format!("zstd: {e}")))?;
+    encode_body_with(&mut compressor, leaves, packed)
+}
+
+/// [`encode_body`] with a compressor that is kept and reused: creating a zstd context
+/// per batch costs more than compressing a small one.
+pub fn encode_body_with(
+    compressor: &mut zstd::bulk::Compressor<'static>,
+    leaves: &[Hash],
+    packed: &[u8],
+) -> Result<Vec<u8>, StoreError> {
     let compressed =
-        zstd::bulk::compress(packed, level).map_err(|e| StoreError::Corrupt(format!("compressing batch: {e}")))?;
+        compressor.compress(packed).map_err(|e| StoreError::Corrupt(format!("compressing batch: {e}")))?;
     let mut body = Vec::with_capacity(leaves.len() * 32 + compressed.len());
     for l in leaves {
         body.extend_from_slice(l);

@@ -89,6 +89,8 @@ pub(crate) struct Writer {
     compact_ready: Option<Pending>,
     compactor: std::sync::mpsc::Sender<Pending>,
     wal: Option<Wal>,
+    /// Reused for every segment (see [`store::encode_body_with`]).
+    compressor: zstd::bulk::Compressor<'static>,
     /// Set while staging when the transaction must commit durably (checkpoint, prune,
     /// a full log); a durable commit lets the log start over.
     durable: bool,
@@ -114,6 +116,8 @@ impl Writer {
             compactor,
             wal: None,
             durable: false,
+            compressor: zstd::bulk::Compressor::new(SEGMENT_LEVEL)
+                .map_err(|e| StoreError::Corrupt(format!("zstd: {e}")))?,
         };
         if let Err(e) = w.reload() {
             match e {
@@ -389,7 +393,7 @@ impl Writer {
                 wal.append(first_new, header.count, &packed)?;
             }
         }
-        let body = store::encode_body(&leaves, &packed, SEGMENT_LEVEL)?;
+        let body = store::encode_body_with(&mut self.compressor, &leaves, &packed)?;
         store::put_batch(txn, first_new, &header, &body)?;
         if !nodes.is_empty() {
             let mut node_table = txn.open_table(store::NODES)?;
@@ -665,8 +669,12 @@ pub(crate) fn spawn_compactor(
     writer: mpsc::Sender<Command>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("ledger-compact".into()).spawn(move || {
+        let Ok(mut compressor) = zstd::bulk::Compressor::new(super::ZSTD_LEVEL) else {
+            tracing::warn!("no zstd context for merging; segments stay as they are");
+            return;
+        };
         for p in jobs {
-            match store::encode_body(&p.leaves, &p.packed, super::ZSTD_LEVEL) {
+            match store::encode_body_with(&mut compressor, &p.leaves, &p.packed) {
                 Ok(body) => {
                     let c = Compacted { first_seq: p.first_seq, keys: p.keys, header: p.header, body };
                     if writer.blocking_send(Command::Replace(c)).is_err() {
