@@ -218,7 +218,7 @@ fn tells_systemd_ready_status_watchdog_reload_and_stop() {
         &[("NOTIFY_SOCKET", notify.to_str().unwrap()), ("WATCHDOG_USEC", "200000")],
     );
     let mut seen = String::new();
-    let mut wait_for = |what: &str, seen: &mut String| {
+    let wait_for = |what: &str, seen: &mut String| {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut buf = [0u8; 4096];
         while !seen.contains(what) {
