@@ -137,21 +137,13 @@ impl AppState {
     /// Records the start of this run and the configuration it loaded.
     pub async fn record_start(&self) -> Result<(), LedgerError> {
         let cfg = self.config();
-        self.ledger
-            .append(Entry {
-                kind: Kind::System,
-                source: "lucidd".into(),
-                controls: vec!["CC7.2".into()],
-                severity: Severity::Notice,
-                subject: "lucidd.start".into(),
-                body: json!({
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "mode": self.run.mode.as_str(),
-                    "pid": std::process::id(),
-                    "verifier_key": self.ledger.verifier_key().to_string(),
-                }),
-            })
-            .await?;
+        let body = json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "mode": self.run.mode.as_str(),
+            "pid": std::process::id(),
+            "verifier_key": self.ledger.verifier_key().to_string(),
+        });
+        self.ledger.append(lifecycle_entry("lucidd.start", body)).await?;
         let receipt = self
             .ledger
             .append(config_entry("config.load", &cfg, None, &Actor::Daemon("startup"), &[]))
@@ -162,17 +154,8 @@ impl AppState {
 
     /// Records an orderly stop.
     pub async fn record_stop(&self, signal: &str) -> Result<(), LedgerError> {
-        self.ledger
-            .append(Entry {
-                kind: Kind::System,
-                source: "lucidd".into(),
-                controls: vec!["CC7.2".into()],
-                severity: Severity::Notice,
-                subject: "lucidd.stop".into(),
-                body: json!({ "signal": signal, "pid": std::process::id() }),
-            })
-            .await
-            .map(|_| ())
+        let body = json!({ "signal": signal, "pid": std::process::id() });
+        self.ledger.append(lifecycle_entry("lucidd.stop", body)).await.map(|_| ())
     }
 
     /// Validates `text`, records the change, then swaps it in. Nothing is applied if
@@ -272,6 +255,18 @@ impl AppState {
                 path: ledger.options().path.display().to_string(),
             },
         }
+    }
+}
+
+/// A daemon lifecycle record (start, stop): monitoring evidence (CC7.2).
+fn lifecycle_entry(subject: &str, body: serde_json::Value) -> Entry {
+    Entry {
+        kind: Kind::System,
+        source: "lucidd".into(),
+        controls: vec!["CC7.2".into()],
+        severity: Severity::Notice,
+        subject: subject.into(),
+        body,
     }
 }
 
