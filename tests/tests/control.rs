@@ -281,3 +281,23 @@ fn completions_and_man_pages_are_generated() {
     assert!(page.contains("Exit codes") || page.contains("exit codes") || page.contains("lucidctl"), "{page}");
     assert!(man.join("lucidctl-ledger.1").exists());
 }
+
+#[test]
+fn lucid_socket_selects_the_daemon_and_a_closed_pipe_exits_quietly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    for i in 0..300 {
+        assert_eq!(d.http("POST", "/v1/notes", &format!("{{\"message\":\"n{i}\"}}")).0, 200);
+    }
+    let out = Command::new(bin("lucidctl")).env("LUCID_SOCKET", &d.socket).args(["status", "-o", "json"]).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // `lucidctl logs | head -1`: lucidctl must exit 0 without an error when head closes the pipe.
+    let script = format!(
+        "{} --socket {} logs -n 300 | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+        bin("lucidctl").display(),
+        d.socket.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&script).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{out:?}");
+}
