@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Days, Flag, Threshold};
+use super::values::{Days, EntityOperators, Flag, PiiOperator, Threshold};
 
 /// Known auditor ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
@@ -20,6 +20,9 @@ pub enum AuditorId {
     /// Credential and secret detection.
     #[serde(rename = "lucid-policy-auditor")]
     Policy,
+    /// Credential and secret detection under its own id (gitleaks-format rules).
+    #[serde(rename = "lucid-secrets-auditor")]
+    Secrets,
     /// Logging, retention and anomaly detection.
     #[serde(rename = "lucid-observability-auditor")]
     Observability,
@@ -30,8 +33,14 @@ pub enum AuditorId {
 
 impl AuditorId {
     /// Every known id.
-    pub const ALL: [AuditorId; 5] =
-        [AuditorId::Guardrails, AuditorId::PiiCompliance, AuditorId::Policy, AuditorId::Observability, AuditorId::Eval];
+    pub const ALL: [AuditorId; 6] = [
+        AuditorId::Guardrails,
+        AuditorId::PiiCompliance,
+        AuditorId::Policy,
+        AuditorId::Secrets,
+        AuditorId::Observability,
+        AuditorId::Eval,
+    ];
 
     /// The id as written in configuration.
     pub fn as_str(self) -> &'static str {
@@ -39,6 +48,7 @@ impl AuditorId {
             AuditorId::Guardrails => "lucid-guardrails-auditor",
             AuditorId::PiiCompliance => "lucid-pii-compliance-auditor",
             AuditorId::Policy => "lucid-policy-auditor",
+            AuditorId::Secrets => "lucid-secrets-auditor",
             AuditorId::Observability => "lucid-observability-auditor",
             AuditorId::Eval => "lucid-eval-auditor",
         }
@@ -53,8 +63,8 @@ impl AuditorId {
     pub fn controls(self) -> &'static [&'static str] {
         match self {
             AuditorId::Guardrails => &["CC6.6", "CC7.2"],
-            AuditorId::PiiCompliance => &["CC6.1", "C1.1", "P4.1"],
-            AuditorId::Policy => &["CC6.1", "CC6.7"],
+            AuditorId::PiiCompliance => &["CC6.1", "CC6.3", "C1.1", "P1.1"],
+            AuditorId::Policy | AuditorId::Secrets => &["CC6.1", "C1.1"],
             AuditorId::Observability => &["CC7.2", "CC7.3"],
             AuditorId::Eval => &["CC8.1", "CC7.1"],
         }
@@ -77,6 +87,10 @@ pub struct GuardrailsEnv {
     pub toxicity_block_on_detection: Flag,
     /// Toxicity score threshold.
     pub toxicity_threshold: Threshold,
+    /// Look for jailbreak attempts at all.
+    pub jailbreak_detection_enabled: Flag,
+    /// Add a canary token to the system prompt and deny responses that leak it.
+    pub system_prompt_canary: Flag,
 }
 
 impl Default for GuardrailsEnv {
@@ -88,6 +102,8 @@ impl Default for GuardrailsEnv {
             jailbreak_threshold: Threshold(0.8),
             toxicity_block_on_detection: Flag(true),
             toxicity_threshold: Threshold(0.7),
+            jailbreak_detection_enabled: Flag(true),
+            system_prompt_canary: Flag(true),
         }
     }
 }
@@ -102,11 +118,22 @@ pub struct PiiEnv {
     pub pii_redact_on_detection: Flag,
     /// Enforce per-client access rules.
     pub access_control_enabled: Flag,
+    /// What redaction does to an entity: `tag` (`<EMAIL>`), `mask` (`****`), `hash`
+    /// (a keyed hash) or `keep`.
+    pub pii_operator: PiiOperator,
+    /// Per-entity operators, e.g. `email=mask,ssn=hash,ip_address=keep`.
+    pub pii_operators: EntityOperators,
 }
 
 impl Default for PiiEnv {
     fn default() -> Self {
-        PiiEnv { pii_detection_enabled: Flag(true), pii_redact_on_detection: Flag(true), access_control_enabled: Flag(true) }
+        PiiEnv {
+            pii_detection_enabled: Flag(true),
+            pii_redact_on_detection: Flag(true),
+            access_control_enabled: Flag(true),
+            pii_operator: PiiOperator::Tag,
+            pii_operators: EntityOperators::default(),
+        }
     }
 }
 
@@ -118,11 +145,13 @@ pub struct PolicyEnv {
     pub credential_detection_enabled: Flag,
     /// Deny text that contains one.
     pub credential_block_on_detection: Flag,
+    /// A gitleaks TOML config whose rules replace the built-in set.
+    pub gitleaks_config: Option<String>,
 }
 
 impl Default for PolicyEnv {
     fn default() -> Self {
-        PolicyEnv { credential_detection_enabled: Flag(true), credential_block_on_detection: Flag(true) }
+        PolicyEnv { credential_detection_enabled: Flag(true), credential_block_on_detection: Flag(true), gitleaks_config: None }
     }
 }
 
@@ -168,7 +197,7 @@ pub enum AuditorSettings {
     Guardrails(GuardrailsEnv),
     /// `lucid-pii-compliance-auditor`.
     PiiCompliance(PiiEnv),
-    /// `lucid-policy-auditor`.
+    /// `lucid-policy-auditor` or `lucid-secrets-auditor`.
     Policy(PolicyEnv),
     /// `lucid-observability-auditor`.
     Observability(ObservabilityEnv),
@@ -182,7 +211,7 @@ impl AuditorSettings {
         Ok(match id {
             AuditorId::Guardrails => AuditorSettings::Guardrails(GuardrailsEnv::deserialize(env)?),
             AuditorId::PiiCompliance => AuditorSettings::PiiCompliance(PiiEnv::deserialize(env)?),
-            AuditorId::Policy => AuditorSettings::Policy(PolicyEnv::deserialize(env)?),
+            AuditorId::Policy | AuditorId::Secrets => AuditorSettings::Policy(PolicyEnv::deserialize(env)?),
             AuditorId::Observability => AuditorSettings::Observability(ObservabilityEnv::deserialize(env)?),
             AuditorId::Eval => AuditorSettings::Eval(EvalEnv::deserialize(env)?),
         })
@@ -193,7 +222,7 @@ impl AuditorSettings {
         match id {
             AuditorId::Guardrails => generator.subschema_for::<GuardrailsEnv>(),
             AuditorId::PiiCompliance => generator.subschema_for::<PiiEnv>(),
-            AuditorId::Policy => generator.subschema_for::<PolicyEnv>(),
+            AuditorId::Policy | AuditorId::Secrets => generator.subschema_for::<PolicyEnv>(),
             AuditorId::Observability => generator.subschema_for::<ObservabilityEnv>(),
             AuditorId::Eval => generator.subschema_for::<EvalEnv>(),
         }

@@ -21,7 +21,7 @@ use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
 use auditors::{AuditorId, AuditorSettings, ObservabilityEnv};
-use model::{FailPolicy, Gpu, Infrastructure, Metadata, Profile, RawAgent, RawAuditorRef, RawEnvironment};
+use model::{FailPolicy, Gateway, Gpu, Infrastructure, Metadata, Profile, RawAgent, RawAuditorRef, RawEnvironment, Upstream};
 
 /// The only `apiVersion` this release reads.
 pub const API_VERSION: &str = "lucid.io/v1alpha1";
@@ -97,6 +97,8 @@ pub struct Spec {
     /// Where the host runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub infrastructure: Option<Infrastructure>,
+    /// The gateway (defaults filled in).
+    pub gateway: Gateway,
     /// Agents.
     pub agents: Vec<Agent>,
 }
@@ -112,6 +114,8 @@ pub struct Agent {
     /// GPU.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gpu: Option<Gpu>,
+    /// Where requests go.
+    pub upstream: Upstream,
     /// The chain.
     pub audit_chain: AuditChain,
 }
@@ -207,6 +211,11 @@ fn yaml_error(file: &str, e: &serde_saphyr::Error) -> ConfigError {
             _ => first.to_string(),
         })
         .unwrap_or(rendered.clone());
+    // Custom errors carry the position again at the end ("... at line 18, column 14").
+    let message = match message.rsplit_once(" at line ") {
+        Some((head, tail)) if tail.contains(", column ") => head.to_string(),
+        _ => message,
+    };
     ConfigError::Invalid { file: file.to_string(), line: loc.line().max(1), column: loc.column().max(1), message }
 }
 
@@ -241,7 +250,7 @@ fn resolve(raw: RawEnvironment, file: &str) -> Result<Environment, ConfigError> 
         api_version: raw.api_version.value,
         kind: raw.kind.value,
         metadata: raw.metadata,
-        spec: Spec { infrastructure: raw.spec.infrastructure, agents },
+        spec: Spec { infrastructure: raw.spec.infrastructure, gateway: raw.spec.gateway.unwrap_or_default(), agents },
     })
 }
 
@@ -262,6 +271,7 @@ fn resolve_agent(agent: RawAgent, file: &str) -> Result<Agent, ConfigError> {
         name: agent.name.value,
         model: Model { id: agent.model.id.value },
         gpu: agent.gpu,
+        upstream: agent.upstream.unwrap_or_else(model::default_upstream),
         audit_chain: chain,
     })
 }

@@ -57,8 +57,65 @@ pub struct RawSpec {
     /// Where the host runs (informational, copied into evidence).
     #[serde(default)]
     pub infrastructure: Option<Infrastructure>,
+    /// The OpenAI-compatible gateway in front of the agents.
+    #[serde(default)]
+    pub gateway: Option<Gateway>,
     /// The models served behind lucidd, each with its audit chain.
     pub agents: Vec<RawAgent>,
+}
+
+/// `spec.gateway`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Gateway {
+    /// Address the gateway listens on.
+    #[serde(default = "default_listen")]
+    #[schemars(with = "String")]
+    pub listen: std::net::SocketAddr,
+    /// Largest request body accepted, in bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+impl Default for Gateway {
+    fn default() -> Self {
+        Gateway { listen: default_listen(), max_body_bytes: default_max_body() }
+    }
+}
+
+fn default_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8700))
+}
+
+fn default_max_body() -> usize {
+    4 << 20
+}
+
+/// `spec.agents[].upstream`.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Upstream {
+    /// Base URL of the OpenAI-compatible server, e.g. `http://127.0.0.1:8000/v1`.
+    pub url: super::values::HttpUrl,
+    /// Give up on the upstream after this many seconds.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u64,
+    /// Name of an environment variable holding the upstream's API key, if it needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+}
+
+fn default_timeout() -> u64 {
+    120
+}
+
+/// vLLM's default address.
+pub fn default_upstream() -> Upstream {
+    Upstream {
+        url: super::values::HttpUrl("http://127.0.0.1:8000/v1".into()),
+        timeout_seconds: default_timeout(),
+        api_key_env: None,
+    }
 }
 
 /// `spec.infrastructure`.
@@ -93,6 +150,9 @@ pub struct RawAgent {
     /// The GPU it runs on (informational, copied into evidence).
     #[serde(default)]
     pub gpu: Option<Gpu>,
+    /// The model server requests are forwarded to (default: vLLM's, http://127.0.0.1:8000/v1).
+    #[serde(default)]
+    pub upstream: Option<Upstream>,
     /// A preset chain; stages given in `auditChain` replace the preset's.
     #[serde(default)]
     pub profile: Option<Profile>,

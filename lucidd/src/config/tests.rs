@@ -130,3 +130,32 @@ fn committed_schema_matches_the_types() {
     let schema: serde_json::Value = serde_json::from_str(committed).unwrap();
     assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
 }
+
+#[test]
+fn gateway_upstream_and_operators_are_typed() {
+    let text = example_with(
+        "      gpu:\n",
+        "      upstream:\n        url: http://10.0.0.5:8000/v1/\n        timeoutSeconds: 30\n      gpu:\n",
+    )
+    .replace("  agents:\n", "  gateway:\n    listen: 0.0.0.0:9000\n  agents:\n");
+    let env = parse(&text, "t").unwrap();
+    assert_eq!(env.spec.gateway.listen.port(), 9000);
+    assert_eq!(env.spec.agents[0].upstream.url.0, "http://10.0.0.5:8000/v1");
+    assert_eq!(env.spec.agents[0].upstream.timeout_seconds, 30);
+    // Defaults: vLLM's address and the gateway on loopback.
+    let plain = parse(EXAMPLE, "x").unwrap();
+    assert_eq!(plain.spec.agents[0].upstream.url.0, "http://127.0.0.1:8000/v1");
+    assert_eq!(plain.spec.gateway.listen.to_string(), "127.0.0.1:8700");
+
+    let (line, col, msg) = err(&text.replace("url: http://10.0.0.5:8000/v1/", "url: ftp://x"));
+    assert_eq!((line, col), (18, 14), "{msg}");
+    assert!(!msg.contains("at line"), "the position is not repeated: {msg}");
+    let (line, _, msg) = err(&text.replace("listen: 0.0.0.0:9000", "listen: nowhere"));
+    assert_eq!(line, 12, "{msg}");
+    let ops = example_with("ACCESS_CONTROL_ENABLED: \"true\"", "ACCESS_CONTROL_ENABLED: \"true\"\n              PII_OPERATORS: \"email_address=mask,shoe_size=hash\"");
+    let (line, col, msg) = err(&ops);
+    assert_eq!((line, col), (33, 30), "{msg}");
+    assert!(msg.contains("shoe_size"), "{msg}");
+    let ok = example_with("ACCESS_CONTROL_ENABLED: \"true\"", "ACCESS_CONTROL_ENABLED: \"true\"\n              PII_OPERATORS: \"email_address=mask,us_ssn=hash\"");
+    assert!(parse(&ok, "ok").is_ok());
+}

@@ -23,6 +23,116 @@ pub struct Threshold(pub f64);
 #[serde(transparent)]
 pub struct Days(pub u32);
 
+/// What redaction does to a detected entity.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiOperator {
+    /// Replace with the entity type, e.g. `<EMAIL_ADDRESS>`.
+    #[default]
+    Tag,
+    /// Replace every character with `*`.
+    Mask,
+    /// Replace with a keyed hash, e.g. `<EMAIL_ADDRESS:3f9a...>`: equal values stay joinable.
+    Hash,
+    /// Leave the text as it is (still recorded).
+    Keep,
+}
+
+impl PiiOperator {
+    fn parse(s: &str) -> Result<PiiOperator, String> {
+        match s {
+            "tag" => Ok(PiiOperator::Tag),
+            "mask" => Ok(PiiOperator::Mask),
+            "hash" => Ok(PiiOperator::Hash),
+            "keep" => Ok(PiiOperator::Keep),
+            other => Err(format!("unknown PII operator {other:?}; one of tag, mask, hash, keep")),
+        }
+    }
+}
+
+/// Entity types the PII auditor knows, as written in `PII_OPERATORS`.
+pub const PII_ENTITIES: &[&str] = &[
+    "email_address",
+    "phone_number",
+    "us_ssn",
+    "credit_card",
+    "iban",
+    "ip_address",
+    "date_of_birth",
+    "passport",
+    "drivers_license",
+];
+
+/// Per-entity operators: `email_address=mask,us_ssn=hash`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct EntityOperators(pub std::collections::BTreeMap<String, PiiOperator>);
+
+fn parse_entity_operators(s: &str) -> Result<EntityOperators, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (entity, op) = item.split_once('=').ok_or_else(|| format!("expected entity=operator, found {item:?}"))?;
+        let entity = entity.trim().to_ascii_lowercase();
+        if !PII_ENTITIES.contains(&entity.as_str()) {
+            return Err(format!("unknown PII entity {entity:?}; one of {}", PII_ENTITIES.join(", ")));
+        }
+        map.insert(entity, PiiOperator::parse(op.trim())?);
+    }
+    Ok(EntityOperators(map))
+}
+
+impl<'de> Deserialize<'de> for EntityOperators {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "entity=operator pairs", parse: parse_entity_operators })
+    }
+}
+
+impl JsonSchema for EntityOperators {
+    fn schema_name() -> Cow<'static, str> {
+        "EntityOperators".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let entities = PII_ENTITIES.join("|");
+        json_schema!({
+            "description": "Comma-separated entity=operator pairs, e.g. \"email_address=mask,us_ssn=hash\".",
+            "type": "string",
+            "pattern": format!("^\\s*(({entities})=(tag|mask|hash|keep)\\s*(,\\s*|$))*$")
+        })
+    }
+}
+
+/// An `http://` or `https://` base URL, without a trailing slash.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct HttpUrl(pub String);
+
+fn parse_url(s: &str) -> Result<HttpUrl, String> {
+    let rest = s.strip_prefix("http://").or_else(|| s.strip_prefix("https://"));
+    match rest {
+        Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => {
+            Ok(HttpUrl(s.trim_end_matches('/').to_string()))
+        }
+        _ => Err(format!("expected an http:// or https:// URL, found {s:?}")),
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "an http(s) URL", parse: parse_url })
+    }
+}
+
+impl JsonSchema for HttpUrl {
+    fn schema_name() -> Cow<'static, str> {
+        "HttpUrl".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "pattern": "^https?://[^/\\s]+", "description": "An http(s) base URL." })
+    }
+}
+
 /// Accepts a scalar in any YAML form and hands its text to `parse`.
 struct ScalarText<T> {
     expecting: &'static str,
