@@ -1,0 +1,190 @@
+//! Runs the configured auditors of one stage, in order, on a [`Subject`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use lucid_common::record::{Entry, Kind, Severity};
+use serde::Serialize;
+use serde_json::json;
+
+use super::guardrails::GuardrailsAuditor;
+use super::pii::PiiAuditor;
+use super::secrets::{RuleSet, SecretsAuditor};
+use super::{Auditor, Outcome, Stage, Subject, Verdict};
+use crate::config::auditors::{AuditorId, AuditorSettings};
+use crate::config::model::FailPolicy;
+use crate::config::{AuditChain, AuditorConfig};
+
+/// A configured auditor in a chain.
+pub struct Link {
+    /// Its configuration entry.
+    pub config: AuditorConfig,
+    /// The auditor; `None` for auditors with no per-request work (observability, eval).
+    pub auditor: Option<Arc<dyn Auditor>>,
+}
+
+/// An agent's two stages, built from configuration.
+pub struct Chain {
+    /// `preRequest`.
+    pub pre: Vec<Link>,
+    /// `postResponse`.
+    pub post: Vec<Link>,
+    /// Whether proceed decisions are recorded too (`LOG_ALL_EVENTS`).
+    pub log_all: bool,
+}
+
+/// What one auditor decided for one request, with how long it took.
+#[derive(Clone, Debug, Serialize)]
+pub struct Decision {
+    /// Which auditor.
+    pub auditor: AuditorId,
+    /// Its display name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The stage.
+    pub stage: Stage,
+    /// SOC 2 controls it evidences.
+    pub controls: Vec<String>,
+    /// The verdict.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Microseconds it took.
+    pub latency_us: u64,
+    /// Set when the auditor failed or ran out of time and its fail policy decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+}
+
+/// Why a chain could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BuildError(pub String);
+
+impl Chain {
+    /// Builds the auditors of an agent's chain. `hash_key` keys PII hashing.
+    pub fn build(chain: &AuditChain, hash_key: [u8; 32]) -> Result<Chain, BuildError> {
+        let build_stage = |links: &[AuditorConfig]| -> Result<Vec<Link>, BuildError> {
+            links.iter().map(|c| Ok(Link { config: c.clone(), auditor: build_auditor(c, hash_key)? })).collect()
+        };
+        let log_all = chain.pre_request.iter().chain(&chain.post_response).all(|c| match &c.env {
+            AuditorSettings::Observability(o) => o.log_all_events.0,
+            _ => true,
+        });
+        Ok(Chain { pre: build_stage(&chain.pre_request)?, post: build_stage(&chain.post_response)?, log_all })
+    }
+
+    /// Runs a stage: applies redactions as it goes, stops at the first deny.
+    pub fn run(&self, stage: Stage, subject: &mut Subject) -> Vec<Decision> {
+        let links = match stage {
+            Stage::PreRequest => &self.pre,
+            Stage::PostResponse => &self.post,
+        };
+        let mut decisions = Vec::new();
+        for link in links {
+            let Some(auditor) = &link.auditor else { continue };
+            let started = Instant::now();
+            let result = auditor.audit(stage, subject);
+            let latency_us = started.elapsed().as_micros() as u64;
+            let budget_us = u64::from(link.config.timeout_ms) * 1000;
+            let (verdict, failure) = match result {
+                Ok(v) if latency_us <= budget_us => (v, None),
+                Ok(_) => failed(&link.config, format!("took {latency_us} us, over its {} ms budget", link.config.timeout_ms)),
+                Err(e) => failed(&link.config, e.to_string()),
+            };
+            if verdict.outcome == Outcome::Redact {
+                subject.apply(&verdict.redactions);
+            }
+            let mut controls: Vec<String> = link.config.auditor_id.controls().iter().map(|c| c.to_string()).collect();
+            if failure.is_some() {
+                controls.push("PI1.5".into());
+            }
+            let deny = verdict.outcome == Outcome::Deny;
+            decisions.push(Decision {
+                auditor: link.config.auditor_id,
+                name: link.config.name.clone(),
+                stage,
+                controls,
+                verdict,
+                latency_us,
+                failure,
+            });
+            if deny {
+                break;
+            }
+        }
+        decisions
+    }
+}
+
+fn failed(config: &AuditorConfig, why: String) -> (Verdict, Option<String>) {
+    let mut v = Verdict::proceed();
+    v.outcome = match config.fail_policy {
+        FailPolicy::Closed => Outcome::Deny,
+        FailPolicy::Open => Outcome::Warn,
+    };
+    v.reason = Some(format!("auditor could not decide ({why}); failing {}", match config.fail_policy {
+        FailPolicy::Closed => "closed",
+        FailPolicy::Open => "open",
+    }));
+    (v, Some(why))
+}
+
+fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn Auditor>>, BuildError> {
+    Ok(match &c.env {
+        AuditorSettings::Guardrails(env) => Some(Arc::new(GuardrailsAuditor::new(env.clone()))),
+        AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key))),
+        AuditorSettings::Policy(env) => {
+            let rules = match &env.gitleaks_config {
+                Some(path) => Arc::new(RuleSet::load(path).map_err(|e| BuildError(e.to_string()))?),
+                None => RuleSet::builtin().map_err(BuildError)?,
+            };
+            Some(Arc::new(SecretsAuditor::new(c.auditor_id, env.clone(), rules)))
+        }
+        AuditorSettings::Observability(_) | AuditorSettings::Eval(_) => None,
+    })
+}
+
+/// Who and what a decision was about, for its ledger record.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestInfo {
+    /// The request id returned to the client.
+    pub request_id: String,
+    /// Agent name.
+    pub agent: String,
+    /// Model id.
+    pub model: String,
+    /// API key id, if the client used one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// Which endpoint (`chat.completions`, `audit`, ...).
+    pub endpoint: String,
+}
+
+/// The ledger record of one decision: ids, outcome, scores, span types and offsets,
+/// latency. Never the text.
+pub fn decision_entry(info: &RequestInfo, d: &Decision) -> Entry {
+    let severity = match d.verdict.outcome {
+        Outcome::Proceed => Severity::Info,
+        Outcome::Warn | Outcome::Redact => Severity::Notice,
+        Outcome::Deny => Severity::Warning,
+    };
+    Entry {
+        kind: Kind::Decision,
+        source: "gateway".into(),
+        controls: d.controls.clone(),
+        severity,
+        subject: info.request_id.clone(),
+        body: json!({
+            "request": info,
+            "auditor": d.auditor,
+            "name": d.name,
+            "stage": d.stage,
+            "outcome": d.verdict.outcome,
+            "reason": d.verdict.reason,
+            "scores": d.verdict.scores,
+            "spans": d.verdict.findings,
+            "latency_us": d.latency_us,
+            "failure": d.failure,
+        }),
+    }
+}

@@ -1,0 +1,201 @@
+//! The audit chain: auditors that judge a prompt before the model sees it
+//! (`preRequest`) and a response before the client sees it (`postResponse`).
+//!
+//! Each auditor returns a [`Verdict`]: proceed, warn, redact (with replacements) or
+//! deny. The [`chain::Chain`] runs them in configured order on a [`Subject`] (the
+//! message texts and their normalised views), applies redactions before the next
+//! auditor, stops at the first deny, and turns a failing or slow auditor into a deny
+//! (fail closed) or a warn (fail open). Auditors know no transport: the gateway and
+//! `/v1/audit` feed them.
+
+pub mod chain;
+pub mod guardrails;
+pub mod normalize;
+pub mod pii;
+pub mod secrets;
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::config::auditors::AuditorId;
+use normalize::{decoded_layers, Layer, View};
+
+/// Which side of the model a chain runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Stage {
+    /// On the prompt, before the upstream.
+    PreRequest,
+    /// On the response, before the client.
+    PostResponse,
+}
+
+impl Stage {
+    /// As written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::PreRequest => "preRequest",
+            Stage::PostResponse => "postResponse",
+        }
+    }
+}
+
+/// One text under audit (a message's content, a completion's text).
+#[derive(Clone, Debug)]
+pub struct Segment {
+    /// The message role, if any (`system`, `user`, `tool`, ...).
+    pub role: Option<String>,
+    /// The text as it will be forwarded.
+    pub original: String,
+    /// Its normalised form.
+    pub view: View,
+    /// Encoded text found inside it, decoded.
+    pub layers: Vec<Layer>,
+}
+
+impl Segment {
+    /// A segment and its views.
+    pub fn new(role: Option<String>, original: String) -> Segment {
+        let view = View::new(&original);
+        let layers = decoded_layers(&view.text);
+        Segment { role, original, view, layers }
+    }
+}
+
+/// Everything one chain run looks at.
+#[derive(Clone, Debug, Default)]
+pub struct Subject {
+    /// The texts, in message order.
+    pub segments: Vec<Segment>,
+}
+
+impl Subject {
+    /// A subject from (role, text) pairs.
+    pub fn new(texts: impl IntoIterator<Item = (Option<String>, String)>) -> Subject {
+        Subject { segments: texts.into_iter().map(|(r, t)| Segment::new(r, t)).collect() }
+    }
+
+    /// Total bytes of text.
+    pub fn len(&self) -> usize {
+        self.segments.iter().map(|s| s.original.len()).sum()
+    }
+
+    /// Whether there is no text at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Applies replacements (original byte spans) to the segments, rebuilding views.
+    pub fn apply(&mut self, redactions: &[Redaction]) {
+        for (i, seg) in self.segments.iter_mut().enumerate() {
+            let mut mine: Vec<&Redaction> = redactions.iter().filter(|r| r.segment == i).collect();
+            if mine.is_empty() {
+                continue;
+            }
+            mine.sort_by_key(|r| std::cmp::Reverse(r.start));
+            let mut text = seg.original.clone();
+            let mut floor = usize::MAX;
+            for r in mine {
+                // Overlapping redactions: keep the one further right, skip the rest.
+                if r.end > floor || r.end > text.len() || !text.is_char_boundary(r.start) || !text.is_char_boundary(r.end) {
+                    continue;
+                }
+                text.replace_range(r.start..r.end, &r.replacement);
+                floor = r.start;
+            }
+            *seg = Segment::new(seg.role.clone(), text);
+        }
+    }
+}
+
+/// What an auditor found, at original byte offsets of one segment. Never the text.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Finding {
+    /// Entity type or rule id, e.g. `email_address`, `aws-access-token`, `injection`.
+    pub kind: String,
+    /// Segment index.
+    pub segment: usize,
+    /// Start byte offset in the segment's original text.
+    pub start: usize,
+    /// End byte offset.
+    pub end: usize,
+    /// Confidence in [0, 1].
+    pub score: f64,
+    /// Where it was seen if not in the plain text: `base64`, `hex`, `rot13`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<&'static str>,
+}
+
+/// A replacement to apply to one segment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redaction {
+    /// Segment index.
+    pub segment: usize,
+    /// Start byte offset in the original text.
+    pub start: usize,
+    /// End byte offset.
+    pub end: usize,
+    /// What replaces it.
+    pub replacement: String,
+}
+
+/// The four outcomes of DESIGN.md section 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    /// Nothing to object to.
+    Proceed,
+    /// Let it through, but record a concern.
+    Warn,
+    /// Let it through modified.
+    Redact,
+    /// Stop it.
+    Deny,
+}
+
+/// One auditor's conclusion.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// Why, in words that never quote the offending text.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// What was found.
+    pub findings: Vec<Finding>,
+    /// Named scores (e.g. `injection`).
+    pub scores: BTreeMap<String, f64>,
+    /// Replacements, for `Redact`.
+    #[serde(skip)]
+    pub redactions: Vec<Redaction>,
+}
+
+impl Verdict {
+    /// Nothing found.
+    pub fn proceed() -> Verdict {
+        Verdict { outcome: Outcome::Proceed, reason: None, findings: Vec::new(), scores: BTreeMap::new(), redactions: Vec::new() }
+    }
+}
+
+/// Why an auditor could not judge (its fail policy decides what happens).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuditError(pub String);
+
+/// An auditor: pure, synchronous, fast (rule auditors take microseconds).
+pub trait Auditor: Send + Sync {
+    /// Which configured auditor this is.
+    fn id(&self) -> AuditorId;
+    /// Judges the subject at a stage.
+    fn audit(&self, stage: Stage, subject: &Subject) -> Result<Verdict, AuditError>;
+}
+
+/// Maps a span of a segment's normalised view (or of one of its layers) back to the
+/// original text.
+pub fn original_span(seg: &Segment, layer: Option<usize>, start: usize, end: usize) -> (usize, usize) {
+    match layer.and_then(|l| seg.layers.get(l)) {
+        Some(l) => seg.view.original_span(l.span.0, l.span.1),
+        None => seg.view.original_span(start, end),
+    }
+}

@@ -1,0 +1,395 @@
+//! `lucid-pii-compliance-auditor`: finds personal data and redacts it (CC6.1, C1.1,
+//! P1.1).
+//!
+//! Recognisers are regexes plus a validator (Luhn for cards, mod-97 for IBANs, the SSN
+//! rules) and, for formats that ordinary numbers share (dates, passport and licence
+//! numbers, bare digit runs), context words that must appear just before. Each entity
+//! type has an operator: a type tag, a mask, a keyed hash, or keep.
+
+use std::sync::OnceLock;
+
+use hmac::{Hmac, Mac};
+use regex::Regex;
+use sha2::Sha256;
+
+use super::normalize::fixed;
+use super::{AuditError, Auditor, Finding, Outcome, Redaction, Stage, Subject, Verdict};
+use crate::config::auditors::{AuditorId, PiiEnv};
+use crate::config::values::PiiOperator;
+
+/// One entity type's recogniser.
+struct Recognizer {
+    entity: &'static str,
+    regex: Regex,
+    /// Context words, one of which must occur shortly before the match (None: not needed).
+    context: Option<&'static [&'static str]>,
+    validate: fn(&str) -> bool,
+    score: f64,
+}
+
+/// Words just before a dotted quad that make it a version, not an address.
+const VERSION_WORDS: &[&str] = &["version", "release", "v.", "ver", "build", "firmware", "section", "§"];
+
+/// How far before a match context words are looked for (bytes).
+const CONTEXT_WINDOW: usize = 48;
+
+fn recognizers() -> &'static [Recognizer] {
+    static R: OnceLock<Vec<Recognizer>> = OnceLock::new();
+    R.get_or_init(|| {
+        vec![
+            Recognizer {
+                entity: "email_address",
+                regex: fixed(r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"),
+                context: None,
+                validate: |_| true,
+                score: 0.95,
+            },
+            Recognizer {
+                entity: "credit_card",
+                regex: fixed(r"\b(?:\d[ -]?){12,18}\d\b"),
+                context: None,
+                validate: valid_card,
+                score: 0.95,
+            },
+            Recognizer {
+                entity: "iban",
+                regex: fixed(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
+                context: None,
+                validate: valid_iban,
+                score: 0.95,
+            },
+            Recognizer {
+                entity: "us_ssn",
+                regex: fixed(r"\b\d{3}-\d{2}-\d{4}\b"),
+                context: None,
+                validate: valid_ssn,
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "us_ssn",
+                regex: fixed(r"\b\d{9}\b"),
+                context: Some(&["ssn", "social security", "social-security", "ss#"]),
+                validate: valid_ssn,
+                score: 0.8,
+            },
+            Recognizer {
+                entity: "phone_number",
+                regex: fixed(r"\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){1,4}\d{2,4}\b"),
+                context: None,
+                validate: valid_phone,
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "phone_number",
+                regex: fixed(r"(?:\(\d{3}\) ?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"),
+                context: None,
+                validate: valid_phone,
+                score: 0.75,
+            },
+            Recognizer {
+                entity: "phone_number",
+                regex: fixed(r"\b0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}\b"),
+                context: None,
+                validate: valid_phone,
+                score: 0.6,
+            },
+            Recognizer {
+                entity: "phone_number",
+                regex: fixed(r"\b\d{3}[ .-]?\d{3}[ .-]?\d{4}\b"),
+                context: Some(&["phone", "tel", "call", "mobile", "cell", "whatsapp", "fax", "contact", "text me"]),
+                validate: valid_phone,
+                score: 0.6,
+            },
+            Recognizer {
+                entity: "phone_number",
+                regex: fixed(r"\b\d{7,12}\b"),
+                context: Some(&["phone", "tel", "call", "mobile", "cell", "whatsapp", "fax", "contact"]),
+                validate: |_| true,
+                score: 0.6,
+            },
+            Recognizer {
+                entity: "ip_address",
+                regex: fixed(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
+                context: None,
+                validate: |_| true,
+                score: 0.7,
+            },
+            Recognizer {
+                entity: "ip_address",
+                regex: fixed(r"(?i)(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}(?::[0-9a-f]{1,4})*|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4}"),
+                context: None,
+                validate: |s| s.parse::<std::net::Ipv6Addr>().is_ok() && s.matches(':').count() >= 2,
+                score: 0.7,
+            },
+            Recognizer {
+                entity: "date_of_birth",
+                regex: fixed(r"(?i)\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2} (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{4}|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2},? \d{4})\b"),
+                context: Some(&["born", "birth", "dob", "d.o.b", "birthday", "geboren", "né le", "née le"]),
+                validate: |_| true,
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "passport",
+                regex: fixed(r"\b[A-Z0-9]{6,9}\b"),
+                context: Some(&["passport"]),
+                validate: |s| s.chars().any(|c| c.is_ascii_digit()),
+                score: 0.8,
+            },
+            Recognizer {
+                entity: "drivers_license",
+                regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{4,14}[A-Z0-9]\b"),
+                context: Some(&["driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no"]),
+                validate: |s| s.chars().any(|c| c.is_ascii_digit()),
+                score: 0.8,
+            },
+        ]
+    })
+}
+
+fn digits(s: &str) -> Vec<u32> {
+    s.chars().filter_map(|c| c.to_digit(10)).collect()
+}
+
+/// Luhn checksum plus a known issuer prefix and length.
+pub fn valid_card(s: &str) -> bool {
+    let d = digits(s);
+    if !(13..=19).contains(&d.len()) || d.iter().all(|x| *x == d[0]) {
+        return false;
+    }
+    let prefix2 = d[0] * 10 + d[1];
+    let prefix4 = prefix2 * 100 + d[2] * 10 + d[3];
+    let issuer = d[0] == 4
+        || (51..=55).contains(&prefix2)
+        || (2221..=2720).contains(&prefix4)
+        || prefix2 == 34
+        || prefix2 == 37
+        || prefix4 == 6011
+        || prefix2 == 65
+        || prefix2 == 35
+        || prefix2 == 36
+        || prefix2 == 38
+        || prefix2 == 62;
+    let sum: u32 = d
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, x)| if i % 2 == 1 { let y = x * 2; if y > 9 { y - 9 } else { y } } else { *x })
+        .sum();
+    issuer && sum.is_multiple_of(10)
+}
+
+/// ISO 13616: country code, check digits, mod 97 == 1.
+pub fn valid_iban(s: &str) -> bool {
+    let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if !(15..=34).contains(&compact.len()) {
+        return false;
+    }
+    let rearranged = format!("{}{}", &compact[4..], &compact[..4]);
+    let mut rem: u64 = 0;
+    for c in rearranged.chars() {
+        let v = match c {
+            '0'..='9' => c as u64 - '0' as u64,
+            'A'..='Z' => c as u64 - 'A' as u64 + 10,
+            _ => return false,
+        };
+        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+    }
+    rem == 1
+}
+
+/// SSA rules: area not 000, 666 or 9xx; group not 00; serial not 0000.
+pub fn valid_ssn(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 9 {
+        return false;
+    }
+    let area = d[0] * 100 + d[1] * 10 + d[2];
+    let group = d[3] * 10 + d[4];
+    let serial = d[5] * 1000 + d[6] * 100 + d[7] * 10 + d[8];
+    area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 && !d.iter().all(|x| *x == d[0])
+}
+
+/// 7 to 15 digits, and not a date-like or version-like dotted triple.
+fn valid_phone(s: &str) -> bool {
+    let n = digits(s).len();
+    (7..=15).contains(&n) && !(s.matches('.').count() >= 2 && !s.starts_with('+'))
+}
+
+fn has_context(text: &str, start: usize, words: &[&str]) -> bool {
+    has_context_within(text, start, CONTEXT_WINDOW, words)
+}
+
+fn has_context_within(text: &str, start: usize, window: usize, words: &[&str]) -> bool {
+    let mut from = start.saturating_sub(window);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    let before = text[from..start].to_lowercase();
+    words.iter().any(|w| before.contains(w))
+}
+
+/// Finds PII in one text (a normalised view or a decoded layer): (entity, start, end, score).
+pub fn detect(text: &str) -> Vec<(&'static str, usize, usize, f64)> {
+    let mut out: Vec<(&'static str, usize, usize, f64)> = Vec::new();
+    for r in recognizers() {
+        for m in r.regex.find_iter(text) {
+            if let Some(words) = r.context {
+                if !has_context(text, m.start(), words) {
+                    continue;
+                }
+            }
+            if !(r.validate)(m.as_str()) {
+                continue;
+            }
+            if r.entity == "ip_address" && m.as_str().contains('.') && has_context_within(text, m.start(), 12, VERSION_WORDS) {
+                continue;
+            }
+            // The first recogniser to claim a span wins (cards before phones, SSNs before dates).
+            if out.iter().any(|(_, s, e, _)| m.start() < *e && *s < m.end()) {
+                continue;
+            }
+            out.push((r.entity, m.start(), m.end(), r.score));
+        }
+    }
+    out.sort_by_key(|(_, s, _, _)| *s);
+    out
+}
+
+/// The auditor, configured.
+pub struct PiiAuditor {
+    env: PiiEnv,
+    hash_key: [u8; 32],
+}
+
+impl PiiAuditor {
+    /// An auditor with these settings; `hash_key` keys the `hash` operator.
+    pub fn new(env: PiiEnv, hash_key: [u8; 32]) -> PiiAuditor {
+        PiiAuditor { env, hash_key }
+    }
+
+    fn operator(&self, entity: &str) -> PiiOperator {
+        self.env.pii_operators.0.get(entity).copied().unwrap_or(self.env.pii_operator)
+    }
+
+    fn replacement(&self, entity: &str, value: &str) -> Option<String> {
+        let tag = entity.to_ascii_uppercase();
+        match self.operator(entity) {
+            PiiOperator::Keep => None,
+            PiiOperator::Tag => Some(format!("<{tag}>")),
+            PiiOperator::Mask => Some("*".repeat(value.chars().count())),
+            PiiOperator::Hash => Some(format!("<{tag}:{}>", keyed_hash(&self.hash_key, value))),
+        }
+    }
+}
+
+/// First 8 bytes (hex) of HMAC-SHA256(key, value): equal values stay joinable across
+/// records without the value being recoverable.
+pub fn keyed_hash(key: &[u8; 32], value: &str) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else { return String::new() };
+    mac.update(value.as_bytes());
+    lucid_common::hex::encode(&mac.finalize().into_bytes()[..8])
+}
+
+impl Auditor for PiiAuditor {
+    fn id(&self) -> AuditorId {
+        AuditorId::PiiCompliance
+    }
+
+    fn audit(&self, _stage: Stage, subject: &Subject) -> Result<Verdict, AuditError> {
+        if !self.env.pii_detection_enabled.0 {
+            return Ok(Verdict::proceed());
+        }
+        let mut v = Verdict::proceed();
+        for (i, seg) in subject.segments.iter().enumerate() {
+            let mut spans: Vec<(&'static str, usize, usize, f64, Option<&'static str>)> = Vec::new();
+            for (entity, s, e, score) in detect(&seg.view.text) {
+                let (a, b) = seg.view.original_span(s, e);
+                spans.push((entity, a, b, score, None));
+            }
+            for layer in &seg.layers {
+                if let Some((entity, _, _, score)) = detect(&layer.text).into_iter().next() {
+                    let (a, b) = seg.view.original_span(layer.span.0, layer.span.1);
+                    if !spans.iter().any(|(_, s, e, _, _)| a < *e && *s < b) {
+                        spans.push((entity, a, b, score, Some(layer.encoding)));
+                    }
+                }
+            }
+            for (entity, a, b, score, encoding) in spans {
+                v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding });
+                if self.env.pii_redact_on_detection.0 {
+                    if let Some(replacement) = seg.original.get(a..b).and_then(|value| self.replacement(entity, value)) {
+                        v.redactions.push(Redaction { segment: i, start: a, end: b, replacement });
+                    }
+                }
+            }
+        }
+        if !v.findings.is_empty() {
+            let mut kinds: Vec<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            v.outcome = if v.redactions.is_empty() { Outcome::Warn } else { Outcome::Redact };
+            v.reason = Some(format!("personal data found: {}", kinds.join(", ")));
+            v.scores.insert("pii".into(), v.findings.iter().map(|f| f.score).fold(0.0, f64::max));
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<&'static str> {
+        detect(text).into_iter().map(|(k, ..)| k).collect()
+    }
+
+    #[test]
+    fn recognisers_compile_and_find_each_entity() {
+        assert_eq!(kinds("mail jane.doe@example.com now"), ["email_address"]);
+        assert_eq!(kinds("card 4111 1111 1111 1111 exp"), ["credit_card"]);
+        assert_eq!(kinds("card 4111 1111 1111 1112 exp"), Vec::<&str>::new(), "fails Luhn");
+        assert_eq!(kinds("IBAN GB82 WEST 1234 5698 7654 32"), ["iban"]);
+        assert_eq!(kinds("IBAN GB82 WEST 1234 5698 7654 33"), Vec::<&str>::new(), "fails mod 97");
+        assert_eq!(kinds("ssn 123-45-6789"), ["us_ssn"]);
+        assert_eq!(kinds("id 000-12-3456"), Vec::<&str>::new());
+        assert_eq!(kinds("call me at +44 20 7946 0958"), ["phone_number"]);
+        assert_eq!(kinds("call (555) 123-4567"), ["phone_number"]);
+        assert_eq!(kinds("host 192.168.10.4 down"), ["ip_address"]);
+        assert_eq!(kinds("v6 2001:db8::8a2e:370:7334 up"), ["ip_address"]);
+        assert_eq!(kinds("born on 1985-03-12 in Leeds"), ["date_of_birth"]);
+        assert_eq!(kinds("the release of 1985-03-12"), Vec::<&str>::new(), "a date without context");
+        assert_eq!(kinds("passport number X1234567"), ["passport"]);
+        assert_eq!(kinds("driver's license D123-4567-8901"), ["drivers_license"]);
+    }
+
+    #[test]
+    fn look_alikes_are_not_pii() {
+        for benign in [
+            "order 123456789 shipped",
+            "uuid 123e4567-e89b-12d3-a456-426614174000",
+            "sha 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "version 1.2.3.4 released",
+            "see section 4.2.1 of the spec",
+            "let x = 10.0 * 3;",
+        ] {
+            assert!(kinds(benign).is_empty(), "{benign}: {:?}", detect(benign));
+        }
+    }
+
+    #[test]
+    fn operators_tag_mask_hash_keep() {
+        let mut env = PiiEnv::default();
+        env.pii_operators = crate::config::values::EntityOperators(
+            [("email_address".to_string(), PiiOperator::Mask), ("us_ssn".to_string(), PiiOperator::Hash), ("ip_address".to_string(), PiiOperator::Keep)].into(),
+        );
+        let a = PiiAuditor::new(env, [1; 32]);
+        let mut s = Subject::new([(Some("user".into()), "me a@b.co ssn 123-45-6789 ip 10.1.2.3 tel +1 415 555 0100".to_string())]);
+        let v = a.audit(Stage::PreRequest, &s).unwrap();
+        assert_eq!(v.outcome, Outcome::Redact);
+        assert_eq!(v.findings.len(), 4);
+        s.apply(&v.redactions);
+        let out = &s.segments[0].original;
+        assert!(out.starts_with("me ****** ssn <US_SSN:"), "{out}");
+        assert!(out.contains("ip 10.1.2.3") && out.ends_with("tel <PHONE_NUMBER>"), "{out}");
+    }
+}

@@ -1,0 +1,364 @@
+//! `lucid-policy-auditor` / `lucid-secrets-auditor`: credential detection (CC6.1, C1.1).
+//!
+//! Rules are read in the gitleaks TOML format (id, regex, secretGroup, entropy,
+//! keywords, allowlists), so an operator's existing gitleaks config loads as it is
+//! (`GITLEAKS_CONFIG`); the built-in set (`rules/default-secrets.toml`) is in the same
+//! format. An Aho-Corasick scan for all rules' keywords picks the few rules worth
+//! running on a text, so most text never meets a regex.
+
+use std::collections::HashSet;
+use std::sync::{Arc, OnceLock};
+
+use aho_corasick::AhoCorasick;
+use regex::Regex;
+use serde::Deserialize;
+
+use super::{AuditError, Auditor, Finding, Outcome, Redaction, Stage, Subject, Verdict};
+use crate::config::auditors::{AuditorId, PolicyEnv};
+
+/// The built-in rules.
+pub const DEFAULT_RULES: &str = include_str!("rules/default-secrets.toml");
+
+/// Why a rules file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    /// Not TOML, or not the gitleaks shape.
+    #[error("{file}: {message}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// What is wrong (with line and column from the TOML parser).
+        message: String,
+    },
+    /// A rule's regex does not compile.
+    #[error("{file}: rule {rule}: {message}")]
+    Regex {
+        /// The file.
+        file: String,
+        /// The rule id.
+        rule: String,
+        /// The regex error.
+        message: String,
+    },
+    /// The keyword automaton could not be built.
+    #[error("{file}: keywords: {message}")]
+    Keywords {
+        /// The file.
+        file: String,
+        /// The error.
+        message: String,
+    },
+    /// The file could not be read.
+    #[error("{file}: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+#[derive(Deserialize)]
+struct GlConfig {
+    #[serde(default)]
+    rules: Vec<GlRule>,
+    #[serde(default)]
+    allowlist: Option<GlAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<GlAllowlist>,
+}
+
+#[derive(Deserialize)]
+struct GlRule {
+    id: String,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default, rename = "secretGroup")]
+    secret_group: Option<usize>,
+    #[serde(default)]
+    entropy: Option<f64>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    #[serde(default)]
+    allowlist: Option<GlAllowlist>,
+    #[serde(default)]
+    allowlists: Vec<GlAllowlist>,
+}
+
+#[derive(Deserialize, Default)]
+struct GlAllowlist {
+    #[serde(default)]
+    regexes: Vec<String>,
+    #[serde(default, rename = "regexTarget")]
+    regex_target: Option<String>,
+    #[serde(default)]
+    stopwords: Vec<String>,
+}
+
+struct Allow {
+    regexes: Vec<Regex>,
+    /// Match the regexes against the whole match instead of the secret.
+    on_match: bool,
+    stopwords: Vec<String>,
+}
+
+impl Allow {
+    fn allows(&self, secret: &str, whole: &str) -> bool {
+        let target = if self.on_match { whole } else { secret };
+        let lower = secret.to_lowercase();
+        self.regexes.iter().any(|r| r.is_match(target)) || self.stopwords.iter().any(|w| lower.contains(w.as_str()))
+    }
+}
+
+struct Rule {
+    id: String,
+    regex: Regex,
+    secret_group: usize,
+    entropy: Option<f64>,
+    has_keywords: bool,
+    allow: Vec<Allow>,
+}
+
+/// A compiled rule set.
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    /// Keyword automaton; pattern i belongs to rule `keyword_rule[i]`.
+    keywords: AhoCorasick,
+    keyword_rule: Vec<usize>,
+    global: Vec<Allow>,
+}
+
+fn compile_allow(file: &str, rule: &str, a: GlAllowlist) -> Result<Allow, RulesError> {
+    let regexes = a
+        .regexes
+        .iter()
+        .map(|r| Regex::new(r).map_err(|e| RulesError::Regex { file: file.into(), rule: rule.into(), message: e.to_string() }))
+        .collect::<Result<_, _>>()?;
+    Ok(Allow {
+        regexes,
+        on_match: matches!(a.regex_target.as_deref(), Some("match") | Some("line")),
+        stopwords: a.stopwords.into_iter().map(|w| w.to_lowercase()).collect(),
+    })
+}
+
+impl RuleSet {
+    /// Parses and compiles a gitleaks config; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<RuleSet, RulesError> {
+        let cfg: GlConfig = toml::from_str(text).map_err(|e| RulesError::Parse { file: file.into(), message: e.to_string() })?;
+        let mut rules = Vec::new();
+        let mut patterns = Vec::new();
+        let mut keyword_rule = Vec::new();
+        for r in cfg.rules {
+            // Path-only rules (no regex) concern file names, which prompts do not have.
+            let Some(source) = r.regex.as_deref() else { continue };
+            let regex = Regex::new(source)
+                .map_err(|e| RulesError::Regex { file: file.into(), rule: r.id.clone(), message: e.to_string() })?;
+            let mut allow = Vec::new();
+            for a in r.allowlist.into_iter().chain(r.allowlists) {
+                allow.push(compile_allow(file, &r.id, a)?);
+            }
+            for k in &r.keywords {
+                patterns.push(k.to_lowercase());
+                keyword_rule.push(rules.len());
+            }
+            rules.push(Rule {
+                id: r.id,
+                secret_group: r.secret_group.unwrap_or(0).min(regex.captures_len().saturating_sub(1)),
+                regex,
+                entropy: r.entropy,
+                has_keywords: !r.keywords.is_empty(),
+                allow,
+            });
+        }
+        let mut global = Vec::new();
+        for a in cfg.allowlist.into_iter().chain(cfg.allowlists) {
+            global.push(compile_allow(file, "(global allowlist)", a)?);
+        }
+        let keywords = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(&patterns)
+            .map_err(|e| RulesError::Keywords { file: file.into(), message: e.to_string() })?;
+        Ok(RuleSet { rules, keywords, keyword_rule, global })
+    }
+
+    /// Reads a gitleaks config file.
+    pub fn load(path: &str) -> Result<RuleSet, RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read { file: path.into(), source })?;
+        RuleSet::parse(&text, path)
+    }
+
+    /// The built-in rules (compiled once).
+    pub fn builtin() -> Result<Arc<RuleSet>, String> {
+        static SET: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
+        SET.get_or_init(|| RuleSet::parse(DEFAULT_RULES, "<built-in rules>").map(Arc::new).map_err(|e| e.to_string()))
+            .clone()
+    }
+
+    /// Number of rules.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Whether there are no rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Finds secrets in `text`: (rule id, start, end) of the secret part.
+    pub fn scan<'a>(&'a self, text: &str) -> Vec<(&'a str, usize, usize)> {
+        let mut candidates: HashSet<usize> =
+            self.rules.iter().enumerate().filter(|(_, r)| !r.has_keywords).map(|(i, _)| i).collect();
+        for m in self.keywords.find_overlapping_iter(text) {
+            candidates.insert(self.keyword_rule[m.pattern().as_usize()]);
+        }
+        let mut candidates: Vec<usize> = candidates.into_iter().collect();
+        candidates.sort_unstable();
+        let mut out: Vec<(&str, usize, usize)> = Vec::new();
+        for i in candidates {
+            let rule = &self.rules[i];
+            for caps in rule.regex.captures_iter(text) {
+                let (Some(whole), Some(secret)) = (caps.get(0), caps.get(rule.secret_group).or_else(|| caps.get(0))) else {
+                    continue;
+                };
+                if rule.entropy.is_some_and(|min| shannon_entropy(secret.as_str()) < min) {
+                    continue;
+                }
+                if rule.allow.iter().chain(&self.global).any(|a| a.allows(secret.as_str(), whole.as_str())) {
+                    continue;
+                }
+                if out.iter().any(|(_, s, e)| secret.start() < *e && *s < secret.end()) {
+                    continue;
+                }
+                out.push((rule.id.as_str(), secret.start(), secret.end()));
+            }
+        }
+        out.sort_by_key(|(_, s, _)| *s);
+        out
+    }
+}
+
+/// Shannon entropy in bits per character, as gitleaks computes it.
+pub fn shannon_entropy(s: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    for b in s.bytes() {
+        counts[b as usize] += 1;
+    }
+    let n = s.len() as f64;
+    counts.iter().filter(|c| **c > 0).map(|c| {
+        let p = f64::from(*c) / n;
+        -p * p.log2()
+    }).sum()
+}
+
+/// The auditor, configured.
+pub struct SecretsAuditor {
+    id: AuditorId,
+    env: PolicyEnv,
+    rules: Arc<RuleSet>,
+}
+
+impl SecretsAuditor {
+    /// An auditor with these settings and rules.
+    pub fn new(id: AuditorId, env: PolicyEnv, rules: Arc<RuleSet>) -> SecretsAuditor {
+        SecretsAuditor { id, env, rules }
+    }
+}
+
+impl Auditor for SecretsAuditor {
+    fn id(&self) -> AuditorId {
+        self.id
+    }
+
+    fn audit(&self, _stage: Stage, subject: &Subject) -> Result<Verdict, AuditError> {
+        if !self.env.credential_detection_enabled.0 {
+            return Ok(Verdict::proceed());
+        }
+        let mut v = Verdict::proceed();
+        for (i, seg) in subject.segments.iter().enumerate() {
+            for (rule, s, e) in self.rules.scan(&seg.view.text) {
+                let (a, b) = seg.view.original_span(s, e);
+                v.findings.push(Finding { kind: rule.into(), segment: i, start: a, end: b, score: 1.0, encoding: None });
+                v.redactions.push(Redaction { segment: i, start: a, end: b, replacement: format!("<SECRET:{rule}>") });
+            }
+            for layer in &seg.layers {
+                if let Some((rule, _, _)) = self.rules.scan(&layer.text).into_iter().next() {
+                    let (a, b) = seg.view.original_span(layer.span.0, layer.span.1);
+                    v.findings.push(Finding { kind: rule.into(), segment: i, start: a, end: b, score: 1.0, encoding: Some(layer.encoding) });
+                    v.redactions.push(Redaction { segment: i, start: a, end: b, replacement: format!("<SECRET:{rule}>") });
+                }
+            }
+        }
+        if !v.findings.is_empty() {
+            let mut kinds: Vec<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
+            kinds.sort_unstable();
+            kinds.dedup();
+            v.reason = Some(format!("credential found: {}", kinds.join(", ")));
+            v.scores.insert("credential".into(), 1.0);
+            v.outcome = if self.env.credential_block_on_detection.0 { Outcome::Deny } else { Outcome::Redact };
+        }
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids(text: &str) -> Vec<String> {
+        let rules = RuleSet::builtin().unwrap();
+        rules.scan(text).into_iter().map(|(id, ..)| id.to_string()).collect()
+    }
+
+    #[test]
+    fn builtin_rules_compile_and_find_provider_tokens() {
+        assert!(RuleSet::builtin().unwrap().len() >= 25);
+        assert_eq!(ids("key AKIAQWERTYUIOPASDFGH here"), ["aws-access-key-id"]);
+        assert_eq!(ids("export GITHUB_TOKEN=ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"), ["github-token"]);
+        assert_eq!(ids("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx"), ["slack-token"]);
+        assert_eq!(ids("sk_live_4eC39HqLyjWDarjtT1zdp7dc00aBcDeF"), ["stripe-secret-key"]);
+        assert_eq!(ids("hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh"), ["huggingface-token"]);
+        assert_eq!(ids("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MaoTTAtjv4WZlF0qnIA9\n-----END RSA PRIVATE KEY-----"), ["private-key"]);
+        assert_eq!(ids("db_password = \"h7Gk2pQ9xL4mN8vR3tY6\""), ["generic-secret-assignment"]);
+    }
+
+    #[test]
+    fn look_alikes_are_not_secrets() {
+        for benign in [
+            "the example key AKIAIOSFODNN7EXAMPLE from the AWS docs",
+            "password = \"changeme\"",
+            "token = ${API_TOKEN}",
+            "api_key = your_api_key_here",
+            "commit 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+            "uuid 123e4567-e89b-12d3-a456-426614174000",
+            "the secret to good bread is patience",
+        ] {
+            assert!(ids(benign).is_empty(), "{benign}: {:?}", ids(benign));
+        }
+    }
+
+    #[test]
+    fn gitleaks_configs_load_with_secret_groups_and_allowlists() {
+        let cfg = r#"
+title = "custom"
+[[rules]]
+id = "acme-token"
+regex = '''acme_(?:live|test)_([a-z0-9]{12})'''
+secretGroup = 1
+keywords = ["acme_"]
+[rules.allowlist]
+stopwords = ["000000"]
+[[rules]]
+id = "path-only"
+path = '''\.pem$'''
+"#;
+        let set = RuleSet::parse(cfg, "acme.toml").unwrap();
+        assert_eq!(set.len(), 1);
+        let found = set.scan("x acme_live_abc123def456 y acme_test_000000abcdef");
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0, "acme-token");
+        let bad = RuleSet::parse("[[rules]]\nid = \"x\"\nregex = '''(unclosed'''\n", "bad.toml");
+        assert!(matches!(bad, Err(RulesError::Regex { .. })));
+        let bad = RuleSet::parse("[[rules]\n", "bad.toml");
+        assert!(matches!(bad, Err(RulesError::Parse { .. })));
+    }
+}
