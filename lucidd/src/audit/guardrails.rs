@@ -11,6 +11,9 @@ use super::normalize::{fixed, rot13};
 use super::{AuditError, Auditor, Finding, Outcome, Stage, Subject, Verdict};
 use crate::config::auditors::{AuditorId, GuardrailsEnv};
 
+/// A score, where it matched (original offsets) and through which encoding.
+type Reading = (f64, Option<(usize, usize)>, Option<&'static str>);
+
 struct Pattern {
     regex: Regex,
     weight: f64,
@@ -101,7 +104,7 @@ impl Auditor for GuardrailsAuditor {
                 if seg.role.as_deref() == Some("system") {
                     continue;
                 }
-                let mut readings: Vec<(f64, Option<(usize, usize)>, Option<&'static str>)> = Vec::new();
+                let mut readings: Vec<Reading> = Vec::new();
                 let (s, span) = score(&seg.view.text, jailbreak);
                 readings.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), None));
                 let (s, span) = score(&rot13(&seg.view.text), jailbreak);

@@ -212,7 +212,7 @@ pub fn valid_ssn(s: &str) -> bool {
 /// 7 to 15 digits, and not a date-like or version-like dotted triple.
 fn valid_phone(s: &str) -> bool {
     let n = digits(s).len();
-    (7..=15).contains(&n) && !(s.matches('.').count() >= 2 && !s.starts_with('+'))
+    (7..=15).contains(&n) && (s.starts_with('+') || s.matches('.').count() < 2)
 }
 
 fn has_context(text: &str, start: usize, words: &[&str]) -> bool {
@@ -378,10 +378,17 @@ mod tests {
 
     #[test]
     fn operators_tag_mask_hash_keep() {
-        let mut env = PiiEnv::default();
-        env.pii_operators = crate::config::values::EntityOperators(
-            [("email_address".to_string(), PiiOperator::Mask), ("us_ssn".to_string(), PiiOperator::Hash), ("ip_address".to_string(), PiiOperator::Keep)].into(),
-        );
+        let env = PiiEnv {
+            pii_operators: crate::config::values::EntityOperators(
+                [
+                    ("email_address".to_string(), PiiOperator::Mask),
+                    ("us_ssn".to_string(), PiiOperator::Hash),
+                    ("ip_address".to_string(), PiiOperator::Keep),
+                ]
+                .into(),
+            ),
+            ..PiiEnv::default()
+        };
         let a = PiiAuditor::new(env, [1; 32]);
         let mut s = Subject::new([(Some("user".into()), "me a@b.co ssn 123-45-6789 ip 10.1.2.3 tel +1 415 555 0100".to_string())]);
         let v = a.audit(Stage::PreRequest, &s).unwrap();
