@@ -62,6 +62,9 @@ pub struct Status {
     pub verifier_key: String,
     /// Whether ledger records are being written to journald.
     pub journald: bool,
+    /// Address the OpenAI-compatible gateway listens on.
+    #[serde(default)]
+    pub gateway: Option<String>,
     /// The active configuration.
     pub config: ConfigStatus,
     /// The evidence ledger.

@@ -11,4 +11,5 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod export;
+pub mod gateway;
 pub mod ledger;

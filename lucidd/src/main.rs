@@ -28,6 +28,9 @@ struct Cli {
     /// Group whose members may use the control socket.
     #[arg(long, default_value = "lucid", value_name = "GROUP")]
     control_group: String,
+    /// Gateway address, overriding spec.gateway.listen (port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +80,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
             state_dir,
             config: cli.config,
             control_group: cli.control_group,
+            listen: cli.listen,
         }
     } else {
         DaemonOptions {
@@ -85,6 +89,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
             socket: cli.socket.unwrap_or_else(|| PathBuf::from(lucid_common::api::DEFAULT_SOCKET)),
             config: Some(cli.config.unwrap_or_else(|| PathBuf::from("/etc/lucid/lucid.yaml"))),
             control_group: cli.control_group,
+            listen: cli.listen,
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -55,6 +55,10 @@ impl Daemon {
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("daemon log file");
         let mut cmd = Command::new(bin("lucidd"));
         cmd.arg("--dev").arg("--state-dir").arg(dir).args(extra);
+        if !extra.contains(&"--listen") {
+            // Tests run side by side: each gateway takes a free port.
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

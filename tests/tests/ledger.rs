@@ -243,6 +243,7 @@ fn production_daemons_refuse_retention_drills() {
         .arg(&state)
         .arg("--socket")
         .arg(&socket)
+        .args(["--listen", "127.0.0.1:0"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();

@@ -26,6 +26,7 @@ pub async fn run(client: &Client, detailed: bool, format: Format) -> Result<u8, 
     t.add_row(vec!["agents".to_string(), s.config.agents.iter().map(|a| format!("{} ({})", a.name, a.model)).collect::<Vec<_>>().join(", ")]);
     t.add_row(vec!["ledger".to_string(), format!("{ledger_health}, {} records, {}", s.ledger.records, output::size(s.ledger.db_bytes))]);
     t.add_row(vec!["checkpoint".to_string(), checkpoint]);
+    t.add_row(vec!["gateway".to_string(), s.gateway.clone().unwrap_or_else(|| "not listening".into())]);
     t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
     if detailed {
         t.add_row(vec!["state".to_string(), s.state_dir.clone()]);

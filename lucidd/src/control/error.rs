@@ -63,6 +63,7 @@ impl From<ApplyError> for ApiError {
                 err
             }
             ApplyError::Ledger(l) => l.into(),
+            ApplyError::Chain(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", m),
         }
     }
 }

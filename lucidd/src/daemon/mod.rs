@@ -30,6 +30,8 @@ pub struct DaemonOptions {
     pub config: Option<PathBuf>,
     /// Group whose members may use the control socket.
     pub control_group: String,
+    /// Gateway address overriding `spec.gateway.listen` (port 0 picks a free port).
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -45,6 +47,22 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             .with_context(|| format!("restricting {}", opts.state_dir.display()))?;
     }
     let key = hostkey::load_or_create(&opts.state_dir.join("host.key"))?;
+    let pii_hash_key: [u8; 32] = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(b"lucid/pii-hash/v1\n");
+        h.update(key.to_bytes());
+        h.finalize().into()
+    };
+    for agent in &env.spec.agents {
+        crate::audit::chain::Chain::build(&agent.audit_chain, pii_hash_key)
+            .map_err(|e| anyhow::anyhow!("agent {}: {e}", agent.name))?;
+    }
+    let listen = opts.listen.unwrap_or(env.spec.gateway.listen);
+    let gateway_listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding the gateway to {listen} (spec.gateway.listen, or --listen)"))?;
+    let gateway_addr = gateway_listener.local_addr().ok();
     let origin = format!("{}/lucid", hostname());
     let ledger = Arc::new(
         Ledger::open(LedgerOptions::new(opts.state_dir.join("ledger.redb"), origin), key)
@@ -58,6 +76,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         socket: opts.socket.clone(),
         config_path: opts.config.clone(),
         control_gid,
+        pii_hash_key,
+        gateway_addr,
     };
     let state = Arc::new(AppState::new(ledger.clone(), run, env, source));
     if let Err(e) = state.record_start().await {
@@ -76,14 +96,19 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let server = tokio::spawn(crate::control::serve(listener, state.clone(), async {
         let _ = stop_rx.await;
     }));
+    let (gw_stop_tx, gw_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let gateway = tokio::spawn(crate::gateway::serve(state.clone(), gateway_listener, async {
+        let _ = gw_stop_rx.await;
+    }));
     retention::spawn(state.clone());
     notify::spawn_watchdog(ledger.clone());
 
     let ready = format!(
-        "ready: {} agents, ledger {} records, socket {}",
+        "ready: {} agents, ledger {} records, socket {}, gateway {}",
         state.config().env.spec.agents.len(),
         ledger.head().next_seq,
-        opts.socket.display()
+        opts.socket.display(),
+        gateway_addr.map(|a| a.to_string()).unwrap_or_default()
     );
     tracing::info!(mode = opts.mode.as_str(), socket = %opts.socket.display(), state_dir = %opts.state_dir.display(), "lucidd {ready}");
     notify::ready(&ready);
@@ -108,6 +133,12 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     notify::stopping();
     tracing::info!(signal = stopped_by, "stopping: flushing the ledger");
     let _ = stop_tx.send(());
+    let _ = gw_stop_tx.send(());
+    match gateway.await {
+        Ok(Err(e)) => tracing::error!(error = %e, %listen, "the gateway could not serve"),
+        Err(e) => tracing::error!(error = %e, "the gateway task failed"),
+        Ok(Ok(())) => {}
+    }
     if let Err(e) = state.record_stop(stopped_by).await {
         tracing::error!(error = %e, "could not record the stop");
     }

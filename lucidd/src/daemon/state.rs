@@ -85,6 +85,9 @@ pub enum ApplyError {
     /// The change could not be recorded; nothing changed (fail closed).
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// An auditor could not be built (for example its gitleaks config file is bad).
+    #[error("{0}")]
+    Chain(String),
 }
 
 /// Facts about this run.
@@ -102,6 +105,10 @@ pub struct RunInfo {
     pub config_path: Option<PathBuf>,
     /// Group whose members may use the control socket.
     pub control_gid: Option<u32>,
+    /// Keys the PII `hash` operator (derived from the host key; never leaves memory).
+    pub pii_hash_key: [u8; 32],
+    /// Where the gateway listens.
+    pub gateway_addr: Option<std::net::SocketAddr>,
 }
 
 /// Shared daemon state.
@@ -162,6 +169,10 @@ impl AppState {
     /// either step fails.
     pub async fn apply(&self, text: &str, file: &str, actor: Actor) -> Result<ApplyResponse, ApplyError> {
         let env = config::parse(text, file)?;
+        for agent in &env.spec.agents {
+            crate::audit::chain::Chain::build(&agent.audit_chain, self.run.pii_hash_key)
+                .map_err(|e| ApplyError::Chain(format!("agent {}: {e}", agent.name)))?;
+        }
         let _serial = self.apply_lock.lock().await;
         let old = self.config();
         let new = ActiveConfig { digest: env.digest(), env, source: file.to_string(), applied_ns: now_ns(), record_seq: None };
@@ -215,6 +226,7 @@ impl AppState {
             state_dir: self.run.state_dir.display().to_string(),
             verifier_key: ledger.verifier_key().to_string(),
             journald: self.journald.load(Ordering::Relaxed),
+            gateway: self.run.gateway_addr.map(|a| a.to_string()),
             config: ConfigStatus {
                 name: cfg.env.metadata.name.clone(),
                 source: cfg.source.clone(),

@@ -1,0 +1,275 @@
+//! The OpenAI-compatible gateway: lucidd in front of the model server.
+//!
+//! Each request is routed by its `model` to an agent, its texts run through the agent's
+//! `preRequest` chain, every decision is recorded in the ledger (durably, before the
+//! upstream sees anything: fail closed), and only then is the (possibly redacted)
+//! request forwarded. Responses run through `postResponse`; streamed responses are
+//! held back in a sliding window ([`stream`]) so a deny or redaction lands before the
+//! client receives the offending text.
+
+pub mod openai;
+mod proxy;
+mod routes;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::audit::chain::{decision_entry, Decision, RequestInfo};
+use crate::audit::{Outcome, Stage, Subject};
+use crate::daemon::state::AppState;
+use openai::{error_body, Slot};
+pub use routes::{AgentRoute, Routes};
+
+/// What the gateway's handlers share.
+pub struct GatewayState {
+    /// The daemon (ledger, configuration).
+    pub app: Arc<AppState>,
+    /// Upstream HTTP client.
+    pub client: reqwest::Client,
+    routes: routes::RouteCache,
+}
+
+/// The gateway's routes.
+pub fn app(state: Arc<GatewayState>, max_body: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/v1/audit", post(audit))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint", "invalid_request_error", "not_found") })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Serves the gateway on a bound listener until `shutdown`.
+pub async fn serve(
+    app_state: Arc<AppState>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .map_err(|e| std::io::Error::other(format!("HTTP client: {e}")))?;
+    let max_body = app_state.config().env.spec.gateway.max_body_bytes;
+    let state = Arc::new(GatewayState { app: app_state, client, routes: routes::RouteCache::default() });
+    let listen: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?listen, "gateway listening");
+    axum::serve(listener, app(state, max_body)).with_graceful_shutdown(shutdown).await
+}
+
+/// An OpenAI-style error response.
+pub fn error(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
+    (status, Json(error_body(message, kind, code, None))).into_response()
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 12];
+    let _ = getrandom::getrandom(&mut b);
+    format!("lucid-{}", lucid_common::hex::encode(&b))
+}
+
+/// Records decisions; all are appended concurrently so they share one fsync.
+async fn record(app: &AppState, info: &RequestInfo, decisions: &[Decision], log_all: bool) -> Result<(), Response> {
+    let appends = decisions
+        .iter()
+        .filter(|d| log_all || d.verdict.outcome != Outcome::Proceed)
+        .map(|d| app.ledger.append(decision_entry(info, d)));
+    for result in futures_util::future::join_all(appends).await {
+        if let Err(e) = result {
+            tracing::error!(error = %e, request = %info.request_id, "decision could not be recorded; refusing the request");
+            return Err(error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "lucid cannot record evidence right now, so it does not forward requests (fail closed)",
+                "server_error",
+                "lucid_ledger_unavailable",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The deny response: which auditor and control, never the offending text.
+fn blocked(info: &RequestInfo, d: &Decision) -> Response {
+    let status = if d.stage == Stage::PreRequest { StatusCode::FORBIDDEN } else { StatusCode::BAD_GATEWAY };
+    let message = format!(
+        "{} blocked by {} ({}): {}",
+        if d.stage == Stage::PreRequest { "request" } else { "response" },
+        d.auditor.as_str(),
+        d.controls.join(", "),
+        d.verdict.reason.as_deref().unwrap_or("policy")
+    );
+    let extra = json!({ "auditor": d.auditor, "controls": d.controls, "stage": d.stage, "request_id": info.request_id });
+    let mut response = (status, Json(error_body(&message, "invalid_request_error", "lucid_blocked", Some(extra)))).into_response();
+    if let Ok(v) = info.request_id.parse() {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, Response> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        error(StatusCode::BAD_REQUEST, &format!("the body is not valid JSON: {e}"), "invalid_request_error", "invalid_json")
+    })?;
+    if !value.is_object() {
+        return Err(error(StatusCode::BAD_REQUEST, "the body must be a JSON object", "invalid_request_error", "invalid_json"));
+    }
+    Ok(value)
+}
+
+/// Everything needed to run a request through an agent.
+struct Prepared {
+    route: Arc<AgentRoute>,
+    info: RequestInfo,
+    body: Value,
+}
+
+/// Routes by model, runs `preRequest`, records the decisions, writes redactions back.
+async fn prepare(
+    gw: &GatewayState,
+    headers: &HeaderMap,
+    raw: &[u8],
+    endpoint: &str,
+    texts: fn(&Value) -> Vec<(Slot, Option<String>, String)>,
+    prompt_field: &str,
+) -> Result<Prepared, Response> {
+    let mut body = parse_body(raw)?;
+    let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_string) else {
+        return Err(error(StatusCode::BAD_REQUEST, "`model` is required", "invalid_request_error", "missing_model"));
+    };
+    let routes = gw.routes.get(&gw.app).map_err(|e| {
+        tracing::error!(error = %e, "building the audit chains failed");
+        error(StatusCode::INTERNAL_SERVER_ERROR, "the audit chain could not be built", "server_error", "lucid_chain")
+    })?;
+    let Some(route) = routes.by_model.get(&model).cloned() else {
+        return Err(error(
+            StatusCode::NOT_FOUND,
+            &format!("the model `{model}` is not served here"),
+            "invalid_request_error",
+            "model_not_found",
+        ));
+    };
+    let info = RequestInfo {
+        request_id: request_id(),
+        agent: route.agent.name.clone(),
+        model,
+        key_id: bearer(headers).map(|k| lucid_common::hex::encode(&sha2::Sha256::digest(k.as_bytes())[..6])),
+        endpoint: endpoint.into(),
+    };
+    let found = texts(&body);
+    let slots: Vec<Slot> = found.iter().map(|(s, ..)| s.clone()).collect();
+    let mut subject = Subject::new(found.into_iter().map(|(_, role, text)| (role, text)));
+    let decisions = route.chain.run(Stage::PreRequest, &mut subject);
+    record(&gw.app, &info, &decisions, route.chain.log_all).await?;
+    if let Some(denied) = decisions.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
+        return Err(blocked(&info, denied));
+    }
+    openai::write_back(&mut body, &slots, &subject, prompt_field, true);
+    Ok(Prepared { route, info, body })
+}
+
+use sha2::Digest as _;
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
+}
+
+async fn chat_completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
+    let mut p = match prepare(&gw, &headers, &raw, "chat.completions", openai::chat_request_texts, "prompt").await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let canary = p.route.add_canary(&mut p.body);
+    proxy::forward(gw, p, "chat/completions", true, canary).await
+}
+
+async fn completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
+    match prepare(&gw, &headers, &raw, "completions", |b| openai::prompt_texts(b, "prompt"), "prompt").await {
+        Ok(p) => proxy::forward(gw, p, "completions", false, None).await,
+        Err(r) => r,
+    }
+}
+
+async fn embeddings(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
+    match prepare(&gw, &headers, &raw, "embeddings", |b| openai::prompt_texts(b, "input"), "input").await {
+        Ok(p) => proxy::forward_plain(gw, p, "embeddings").await,
+        Err(r) => r,
+    }
+}
+
+async fn models(State(gw): State<Arc<GatewayState>>) -> Response {
+    let cfg = gw.app.config();
+    let data: Vec<Value> = cfg
+        .env
+        .spec
+        .agents
+        .iter()
+        .map(|a| json!({ "id": a.model.id, "object": "model", "created": 0, "owned_by": format!("lucid:{}", a.name) }))
+        .collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `POST /v1/audit`: run a chain without an upstream and return the decisions.
+async fn audit(State(gw): State<Arc<GatewayState>>, raw: axum::body::Bytes) -> Response {
+    let body = match parse_body(&raw) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let stage = match body.get("stage").and_then(Value::as_str).unwrap_or("pre") {
+        "pre" | "preRequest" => Stage::PreRequest,
+        "post" | "postResponse" => Stage::PostResponse,
+        other => {
+            return error(StatusCode::BAD_REQUEST, &format!("unknown stage `{other}`: pre or post"), "invalid_request_error", "bad_stage")
+        }
+    };
+    let routes = match gw.routes.get(&gw.app) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e, "server_error", "lucid_chain"),
+    };
+    let route = match body.get("agent").and_then(Value::as_str) {
+        Some(name) => routes.by_model.values().find(|r| r.agent.name == name).cloned(),
+        None => routes.by_model.values().min_by(|a, b| a.agent.name.cmp(&b.agent.name)).cloned(),
+    };
+    let Some(route) = route else {
+        return error(StatusCode::NOT_FOUND, "no such agent", "invalid_request_error", "agent_not_found");
+    };
+    let texts = if body.get("messages").is_some() {
+        openai::chat_request_texts(&body)
+    } else if let Some(t) = body.get("text").and_then(Value::as_str) {
+        vec![(Slot::Prompt(None), Some(if stage == Stage::PreRequest { "user" } else { "assistant" }.into()), t.to_string())]
+    } else {
+        return error(StatusCode::BAD_REQUEST, "give `text` or `messages`", "invalid_request_error", "missing_text");
+    };
+    let info = RequestInfo {
+        request_id: request_id(),
+        agent: route.agent.name.clone(),
+        model: route.agent.model.id.clone(),
+        key_id: None,
+        endpoint: "audit".into(),
+    };
+    let mut subject = Subject::new(texts.into_iter().map(|(_, r, t)| (r, t)));
+    let decisions = route.chain.run(stage, &mut subject);
+    if let Err(r) = record(&gw.app, &info, &decisions, route.chain.log_all).await {
+        return r;
+    }
+    let outcome = decisions.iter().map(|d| d.verdict.outcome).max().unwrap_or(Outcome::Proceed);
+    let texts: Vec<&str> = subject.segments.iter().map(|s| s.original.as_str()).collect();
+    Json(json!({
+        "request_id": info.request_id,
+        "agent": info.agent,
+        "stage": stage,
+        "outcome": outcome,
+        "decisions": decisions,
+        "texts": texts,
+    }))
+    .into_response()
+}
