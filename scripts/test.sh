@@ -13,8 +13,9 @@ cd "$ROOT"
 need_apt build-essential pkg-config libsqlite3-dev systemd util-linux python3-venv
 need_rust
 need_cargo_tool cargo-nextest cargo-nextest
-# Python tools the tests use as independent checkers (a JSON Schema validator).
-need_venv jsonschema pyyaml
+# Python tools the tests use: an independent JSON Schema validator, and the openai SDK
+# with pytest as the gateway's real client.
+need_venv jsonschema pyyaml openai pytest
 
 say "building"
 cargo build --locked --workspace --bins --all-targets
@@ -26,3 +27,5 @@ else
 fi
 say "tests"
 cargo nextest run --locked --workspace --no-fail-fast "$@"
+say "gateway tests (the openai SDK against the real lucidd)"
+.venv/bin/python -m pytest -q tests/python

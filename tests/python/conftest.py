@@ -1,0 +1,176 @@
+"""Fixtures for the gateway tests: a small OpenAI-compatible upstream that records what
+it receives, the real lucidd (dev mode, temp state dir) in front of it, and the real
+`openai` SDK as the client."""
+
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import openai
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
+MODEL = "test-model"
+
+
+class Upstream:
+    """A scripted model server. `reply` is the assistant text; streamed replies are cut
+    into `chunk` sized pieces."""
+
+    def __init__(self):
+        self.received = []
+        self.reply = "Hello from the model."
+        self.chunk = 7
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handler(self):
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                upstream.received.append({"path": self.path, "body": body})
+                if self.path.endswith("/embeddings"):
+                    return self._json({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
+                                       "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+                chat = self.path.endswith("/chat/completions")
+                if body.get("stream"):
+                    return self._stream(body, chat)
+                choice = ({"index": 0, "message": {"role": "assistant", "content": upstream.reply}, "finish_reason": "stop"}
+                          if chat else {"index": 0, "text": upstream.reply, "finish_reason": "stop"})
+                self._json({"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": 1,
+                            "model": body["model"], "choices": [choice],
+                            "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
+
+            def _json(self, obj):
+                data = json.dumps(obj).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _stream(self, body, chat):
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                text = upstream.reply
+                pieces = [text[i:i + upstream.chunk] for i in range(0, len(text), upstream.chunk)]
+                base = {"id": "chunk-1", "object": "chat.completion.chunk" if chat else "text_completion",
+                        "created": 1, "model": body["model"]}
+                if chat:
+                    self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+                for p in pieces:
+                    choice = {"index": 0, "delta": {"content": p}, "finish_reason": None} if chat else {"index": 0, "text": p, "finish_reason": None}
+                    self._event({**base, "choices": [choice]})
+                    time.sleep(0.005)
+                end = {"index": 0, "delta": {}, "finish_reason": "stop"} if chat else {"index": 0, "text": "", "finish_reason": "stop"}
+                self._event({**base, "choices": [end]})
+                self.wfile.write(b"data: [DONE]\n\n")
+                self.wfile.flush()
+                self.close_connection = True
+
+            def _event(self, obj):
+                self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
+                self.wfile.flush()
+
+        return Handler
+
+    def close(self):
+        self.server.shutdown()
+
+
+class Lucidd:
+    """The real daemon in dev mode on a temp state directory."""
+
+    def __init__(self, upstream_url, extra_yaml=""):
+        self.dir = Path(tempfile.mkdtemp(prefix="lucid-py-"))
+        self.config = self.dir / "env.yaml"
+        self.config.write_text(f"""apiVersion: lucid.io/v1alpha1
+kind: LucidEnvironment
+metadata:
+  name: gateway-test
+spec:
+  agents:
+    - name: test-agent
+      model:
+        id: {MODEL}
+      upstream:
+        url: {upstream_url}
+        timeoutSeconds: 10
+      profile: soc2
+      auditChain:
+        postResponse:
+          - auditorId: lucid-policy-auditor
+          - auditorId: lucid-pii-compliance-auditor
+          - auditorId: lucid-observability-auditor
+{extra_yaml}""")
+        state = self.dir / "state"
+        self.log = open(self.dir / "lucidd.log", "w")
+        self.proc = subprocess.Popen(
+            [str(TARGET / "lucidd"), "--dev", "--state-dir", str(state), "--config", str(self.config), "--listen", "127.0.0.1:0"],
+            stdout=subprocess.DEVNULL, stderr=self.log)
+        self.state = state
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("lucidd exited: " + (self.dir / "lucidd.log").read_text())
+            try:
+                status = self.ctl_json("status")
+                self.gateway = "http://" + status["gateway"]
+                return
+            except (subprocess.CalledProcessError, json.JSONDecodeError, KeyError, TypeError):
+                time.sleep(0.05)
+        raise RuntimeError("lucidd did not come up: " + (self.dir / "lucidd.log").read_text())
+
+    def ctl(self, *args, check=True):
+        return subprocess.run([str(TARGET / "lucidctl"), "--dev-state", str(self.state), *args],
+                              capture_output=True, text=True, check=check)
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl(*args, "-o", "json").stdout)
+
+    def decisions(self):
+        out = self.ctl("logs", "--kind", "decision", "--since", "2000-01-01", "-o", "json").stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    def close(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+@pytest.fixture
+def upstream():
+    u = Upstream()
+    yield u
+    u.close()
+
+
+@pytest.fixture
+def lucidd(upstream):
+    d = Lucidd(upstream.url)
+    yield d
+    d.close()
+
+
+@pytest.fixture
+def client(lucidd):
+    return openai.OpenAI(base_url=lucidd.gateway + "/v1", api_key="test-key", max_retries=0, timeout=20)
