@@ -17,6 +17,8 @@ pub const REJECTED: u8 = 5;
 pub const DAEMON_ERROR: u8 = 6;
 /// A local file could not be read or written.
 pub const IO: u8 = 7;
+/// `lucidctl audit`: the chain denied the text.
+pub const DENIED: u8 = 8;
 
 /// The text for `--help`.
 pub const HELP: &str = "\
@@ -28,4 +30,5 @@ Exit codes:
   4  access denied: run as root or as a member of the lucid group
   5  request rejected (invalid configuration, unknown record, bad input)
   6  lucidd failed (for example: its ledger cannot write, so it fails closed)
-  7  a local file could not be read or written";
+  7  a local file could not be read or written
+  8  lucidctl audit: the audit chain denied the text";

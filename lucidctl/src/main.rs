@@ -80,6 +80,21 @@ enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Run an agent's audit chain on text read from stdin (no model involved).
+    Audit {
+        /// Which stage's auditors: pre (the prompt) or post (a response).
+        #[arg(long, value_parser = ["pre", "post"], default_value = "pre")]
+        stage: String,
+        /// The agent whose chain runs [default: the first agent].
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Gateway API keys: create, list, revoke.
+    #[command(subcommand)]
+    Keys(commands::keys::KeysCommand),
     /// Verify the ledger, prove records, show checkpoints.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
@@ -121,6 +136,8 @@ async fn run(cli: Cli) -> Result<u8, CallError> {
         Command::Apply { file, output } => commands::config::apply(&client, &file, output).await,
         Command::Annotate { message, ticket, output } => commands::config::annotate(&client, message, ticket, output).await,
         Command::Ledger(cmd) => commands::ledger::run(&client, cmd).await,
+        Command::Audit { stage, agent, output } => commands::audit::run(&client, &stage, agent, output).await,
+        Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
         Command::Completions { shell } => commands::generate::completions(shell),
         Command::Man { dir } => commands::generate::man(&dir),
     }

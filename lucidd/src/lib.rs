@@ -6,6 +6,7 @@
 //! ledger records.
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod audit;
 pub mod config;
 pub mod control;

@@ -133,6 +133,8 @@ spec:
             try:
                 status = self.ctl_json("status")
                 self.gateway = "http://" + status["gateway"]
+                created = self.ctl_json("keys", "create", "--name", "pytest")
+                self.key, self.key_id = created["secret"], created["key"]["id"]
                 return
             except (subprocess.CalledProcessError, json.JSONDecodeError, KeyError, TypeError):
                 time.sleep(0.05)
@@ -173,4 +175,4 @@ def lucidd(upstream):
 
 @pytest.fixture
 def client(lucidd):
-    return openai.OpenAI(base_url=lucidd.gateway + "/v1", api_key="test-key", max_retries=0, timeout=20)
+    return openai.OpenAI(base_url=lucidd.gateway + "/v1", api_key=lucidd.key, max_retries=0, timeout=20)

@@ -103,3 +103,28 @@ def test_every_decision_is_in_a_verifying_ledger(client, upstream, lucidd):
     assert all({"lucid-guardrails-auditor", "lucid-pii-compliance-auditor", "lucid-policy-auditor"} <= a for a in per_request.values())
     verify = lucidd.ctl_json("ledger", "verify")
     assert verify["ok"] is True
+
+
+def test_keys_are_required_scoped_and_revocable(client, upstream, lucidd):
+    anonymous = openai.OpenAI(base_url=lucidd.gateway + "/v1", api_key="not-a-key", max_retries=0)
+    before = len(upstream.received)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.chat.completions.create(model=MODEL, messages=user("hi"))
+    client.chat.completions.create(model=MODEL, messages=user("hi"))
+    lucidd.ctl("keys", "revoke", lucidd.key_id)
+    with pytest.raises(openai.AuthenticationError) as e:
+        client.chat.completions.create(model=MODEL, messages=user("hi again"))
+    assert "revoked" in str(e.value)
+    assert len(upstream.received) == before + 1, "refused requests never reach the model"
+    limited = lucidd.ctl_json("keys", "create", "--name", "limited", "--rate", "2")
+    c = openai.OpenAI(base_url=lucidd.gateway + "/v1", api_key=limited["secret"], max_retries=0)
+    c.chat.completions.create(model=MODEL, messages=user("1"))
+    c.chat.completions.create(model=MODEL, messages=user("2"))
+    with pytest.raises(openai.RateLimitError):
+        c.chat.completions.create(model=MODEL, messages=user("3"))
+    denials = [d for d in lucidd.decisions() if d["body"]["name"] == "access control"]
+    reasons = " ".join(d["body"]["reason"] for d in denials)
+    assert "no valid API key" in reasons and "revoked" in reasons and "over its rate" in reasons
+    listed = lucidd.ctl_json("keys", "list")
+    assert all("secret" not in k for k in listed)
+    assert any(k["id"] == lucidd.key_id and k["revoked_ns"] for k in listed)

@@ -301,3 +301,35 @@ fn lucid_socket_selects_the_daemon_and_a_closed_pipe_exits_quietly() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "{out:?}");
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"), "{out:?}");
 }
+
+#[test]
+fn lucidctl_audit_filters_stdin_through_the_chain() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    let run = |input: &str, args: &[&str]| {
+        let mut child = Command::new(bin("lucidctl"))
+            .arg("--dev-state")
+            .arg(&d.dir)
+            .arg("audit")
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run("please email jane@example.com the report", &[]);
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("redact") && text.contains("please email <EMAIL_ADDRESS> the report"), "{text}");
+    let out = run("token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", &["-o", "json"]);
+    assert_eq!(out.status.code(), Some(8), "a denial exits 8");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["decisions"].as_array().unwrap().last().unwrap()["auditor"], "lucid-policy-auditor");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("ghp_A1b2"), "the secret is not echoed");
+    // Each decision is a ledger record.
+    let logs = d.ctl_ok(&["logs", "--kind", "decision", "-o", "json"]);
+    assert!(logs.lines().count() >= 4, "{logs}");
+}

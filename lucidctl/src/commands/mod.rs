@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
+pub mod audit;
 pub mod config;
 pub mod generate;
+pub mod keys;
 pub mod ledger;
 pub mod logs;
 pub mod status;

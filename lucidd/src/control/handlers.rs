@@ -265,3 +265,61 @@ fn ndjson(records: &[lucid_common::record::Record]) -> Bytes {
     }
     Bytes::from(out)
 }
+
+#[derive(Deserialize)]
+pub struct CreateKey {
+    name: String,
+    #[serde(default)]
+    agents: Vec<String>,
+    #[serde(default)]
+    rate_per_minute: u32,
+}
+
+pub async fn list_keys(State(state): State<Arc<AppState>>) -> Response {
+    Json(state.keys.list()).into_response()
+}
+
+pub async fn create_key(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Result<Json<CreateKey>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = json_body(body)?;
+    if req.name.trim().is_empty() {
+        return Err(ApiError::bad_request("a key needs a name"));
+    }
+    let known: Vec<String> = state.config().env.spec.agents.iter().map(|a| a.name.clone()).collect();
+    if let Some(unknown) = req.agents.iter().find(|a| !known.contains(a)) {
+        return Err(ApiError::bad_request(format!("no agent named {unknown:?}; agents: {}", known.join(", "))));
+    }
+    let (key, secret) = state
+        .keys
+        .create(&req.name, req.agents, req.rate_per_minute, now_ns())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    if let Err(e) = state.ledger.append(crate::daemon::state::access_entry("key.create", &key, &actor(&peer))).await {
+        // A key the ledger does not know about must not work: withdraw it.
+        let _ = state.keys.revoke(&key.id, now_ns());
+        return Err(e.into());
+    }
+    Ok(Json(json!({ "key": key, "secret": secret })).into_response())
+}
+
+pub async fn revoke_key(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Response, ApiError> {
+    let key = state.keys.revoke(&id, now_ns()).map_err(|e| match e {
+        crate::access::StoreError::NotFound(_) => ApiError::not_found(e.to_string()),
+        other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", other.to_string()),
+    })?;
+    state.ledger.append(crate::daemon::state::access_entry("key.revoke", &key, &actor(&peer))).await?;
+    Ok(Json(key).into_response())
+}
+
+pub async fn audit(State(state): State<Arc<AppState>>, body: Result<Json<serde_json::Value>, JsonRejection>) -> Response {
+    match json_body(body) {
+        Ok(b) => crate::gateway::run_audit(&state, &b).await,
+        Err(e) => e.into_response(),
+    }
+}

@@ -14,6 +14,10 @@
 //! | `GET  /v1/ledger/consistency`  | consistency proof between two checkpoints        |
 //! | `GET  /v1/ledger/export`       | the verification stream from `from`              |
 //! | `POST /v1/ledger/retention`    | run retention now (`as_of_ns` in dev mode only)  |
+//! | `GET  /v1/keys`                | gateway API keys (never the secrets)             |
+//! | `POST /v1/keys`                | create a key; the secret is in this answer only  |
+//! | `POST /v1/keys/{id}/revoke`    | revoke a key (effective on the next request)     |
+//! | `POST /v1/audit`               | run an agent's chain on a text, no upstream      |
 
 pub mod auth;
 pub mod error;
@@ -43,6 +47,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/ledger/consistency", get(handlers::consistency))
         .route("/v1/ledger/export", get(handlers::export))
         .route("/v1/ledger/retention", post(handlers::retention))
+        .route("/v1/keys", get(handlers::list_keys).post(handlers::create_key))
+        .route("/v1/keys/{id}/revoke", post(handlers::revoke_key))
+        .route("/v1/audit", post(handlers::audit))
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .with_state(state)

@@ -79,7 +79,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         pii_hash_key,
         gateway_addr,
     };
-    let state = Arc::new(AppState::new(ledger.clone(), run, env, source));
+    let keys = crate::access::KeyStore::open(opts.state_dir.join("keys.json"))?;
+    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys));
     if let Err(e) = state.record_start().await {
         // Keep serving reads (status, verify) so the operator can see why.
         tracing::error!(error = %e, "could not record the start in the ledger; lucidd runs failed closed");

@@ -119,18 +119,30 @@ pub struct AppState {
     pub run: RunInfo,
     /// Whether records are being written to journald.
     pub journald: AtomicBool,
+    /// Gateway API keys.
+    pub keys: crate::access::KeyStore,
+    /// Agents' built audit chains, by model (rebuilt when the config changes).
+    pub routes: crate::gateway::routes::RouteCache,
     config: RwLock<Arc<ActiveConfig>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
 
 impl AppState {
     /// State for a daemon whose configuration is `env` (not yet recorded).
-    pub fn new(ledger: Arc<Ledger>, run: RunInfo, env: Environment, source: String) -> AppState {
+    pub fn new(
+        ledger: Arc<Ledger>,
+        run: RunInfo,
+        env: Environment,
+        source: String,
+        keys: crate::access::KeyStore,
+    ) -> AppState {
         let active = ActiveConfig { digest: env.digest(), env, source, applied_ns: now_ns(), record_seq: None };
         AppState {
             ledger,
             run,
             journald: AtomicBool::new(false),
+            keys,
+            routes: crate::gateway::routes::RouteCache::default(),
             config: RwLock::new(Arc::new(active)),
             apply_lock: tokio::sync::Mutex::new(()),
         }
@@ -267,6 +279,25 @@ impl AppState {
                 path: ledger.options().path.display().to_string(),
             },
         }
+    }
+}
+
+/// An access-control change (a key created or revoked): CC6.1, CC6.2, CC6.3.
+pub fn access_entry(subject: &str, key: &crate::access::ApiKey, actor: &Actor) -> Entry {
+    Entry {
+        kind: Kind::Config,
+        source: "lucidd".into(),
+        controls: vec!["CC6.1".into(), "CC6.2".into(), "CC6.3".into()],
+        severity: Severity::Notice,
+        subject: subject.into(),
+        body: json!({
+            "key_id": key.id,
+            "name": key.name,
+            "agents": key.agents,
+            "rate_per_minute": key.rate_per_minute,
+            "revoked_ns": key.revoked_ns,
+            "actor": actor.to_json(),
+        }),
     }
 }
 

@@ -6,10 +6,12 @@
 //! request forwarded. Responses run through `postResponse`; streamed responses are
 //! held back in a sliding window ([`stream`]) so a deny or redaction lands before the
 //! client receives the offending text.
+// Handlers return early with ready responses; boxing them would only add noise.
+#![allow(clippy::result_large_err)]
 
 pub mod openai;
 mod proxy;
-mod routes;
+pub mod routes;
 mod stream;
 
 use std::net::SocketAddr;
@@ -34,7 +36,6 @@ pub struct GatewayState {
     pub app: Arc<AppState>,
     /// Upstream HTTP client.
     pub client: reqwest::Client,
-    routes: routes::RouteCache,
 }
 
 /// The gateway's routes.
@@ -61,7 +62,7 @@ pub async fn serve(
         .build()
         .map_err(|e| std::io::Error::other(format!("HTTP client: {e}")))?;
     let max_body = app_state.config().env.spec.gateway.max_body_bytes;
-    let state = Arc::new(GatewayState { app: app_state, client, routes: routes::RouteCache::default() });
+    let state = Arc::new(GatewayState { app: app_state, client });
     let listen: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?listen, "gateway listening");
     axum::serve(listener, app(state, max_body)).with_graceful_shutdown(shutdown).await
@@ -139,14 +140,14 @@ async fn prepare(
     headers: &HeaderMap,
     raw: &[u8],
     endpoint: &str,
-    texts: fn(&Value) -> Vec<(Slot, Option<String>, String)>,
+    texts: fn(&Value) -> openai::Texts,
     prompt_field: &str,
 ) -> Result<Prepared, Response> {
     let mut body = parse_body(raw)?;
     let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_string) else {
         return Err(error(StatusCode::BAD_REQUEST, "`model` is required", "invalid_request_error", "missing_model"));
     };
-    let routes = gw.routes.get(&gw.app).map_err(|e| {
+    let routes = gw.app.routes.get(&gw.app).map_err(|e| {
         tracing::error!(error = %e, "building the audit chains failed");
         error(StatusCode::INTERNAL_SERVER_ERROR, "the audit chain could not be built", "server_error", "lucid_chain")
     })?;
@@ -158,13 +159,19 @@ async fn prepare(
             "model_not_found",
         ));
     };
-    let info = RequestInfo {
+    let mut info = RequestInfo {
         request_id: request_id(),
         agent: route.agent.name.clone(),
         model,
-        key_id: bearer(headers).map(|k| lucid_common::hex::encode(&sha2::Sha256::digest(k.as_bytes())[..6])),
+        key_id: None,
         endpoint: endpoint.into(),
     };
+    if route.access_control {
+        match gw.app.keys.authorize(bearer(headers), &route.agent.name) {
+            Ok(key) => info.key_id = Some(key.id),
+            Err(refusal) => return Err(refuse(gw, &info, refusal).await),
+        }
+    }
     let found = texts(&body);
     let slots: Vec<Slot> = found.iter().map(|(s, ..)| s.clone()).collect();
     let mut subject = Subject::new(found.into_iter().map(|(_, role, text)| (role, text)));
@@ -177,7 +184,37 @@ async fn prepare(
     Ok(Prepared { route, info, body })
 }
 
-use sha2::Digest as _;
+/// Records and answers a refused API key (401 unknown or revoked, 403 out of scope,
+/// 429 over its rate).
+async fn refuse(gw: &GatewayState, info: &RequestInfo, refusal: crate::access::Refusal) -> Response {
+    use crate::access::Refusal;
+    let (status, code, reason, key_id) = match refusal {
+        Refusal::Unknown => (StatusCode::UNAUTHORIZED, "invalid_api_key", "no valid API key".to_string(), None),
+        Refusal::Revoked(id) => (StatusCode::UNAUTHORIZED, "invalid_api_key", format!("API key {id} is revoked"), Some(id)),
+        Refusal::OutOfScope(id) => {
+            (StatusCode::FORBIDDEN, "lucid_key_scope", format!("API key {id} may not use agent {}", info.agent), Some(id))
+        }
+        Refusal::RateLimited(id) => (StatusCode::TOO_MANY_REQUESTS, "rate_limit_exceeded", format!("API key {id} is over its rate"), Some(id)),
+    };
+    let mut verdict = crate::audit::Verdict::proceed();
+    verdict.outcome = Outcome::Deny;
+    verdict.reason = Some(reason.clone());
+    let decision = Decision {
+        auditor: crate::config::auditors::AuditorId::PiiCompliance,
+        name: Some("access control".into()),
+        stage: Stage::PreRequest,
+        controls: vec!["CC6.1".into(), "CC6.3".into()],
+        verdict,
+        latency_us: 0,
+        failure: None,
+    };
+    let info = RequestInfo { key_id, ..info.clone() };
+    if let Err(r) = record(&gw.app, &info, &[decision], true).await {
+        return r;
+    }
+    let kind = if status == StatusCode::TOO_MANY_REQUESTS { "requests" } else { "invalid_request_error" };
+    error(status, &reason, kind, code)
+}
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
@@ -220,10 +257,16 @@ async fn models(State(gw): State<Arc<GatewayState>>) -> Response {
 
 /// `POST /v1/audit`: run a chain without an upstream and return the decisions.
 async fn audit(State(gw): State<Arc<GatewayState>>, raw: axum::body::Bytes) -> Response {
-    let body = match parse_body(&raw) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+    match parse_body(&raw) {
+        Ok(body) => run_audit(&gw.app, &body).await,
+        Err(r) => r,
+    }
+}
+
+/// Runs an agent's chain on `{stage, agent?, text | messages}` and answers with the
+/// decisions and the (redacted) texts. Served by the gateway and the control socket
+/// (`lucidctl audit`), for applications that do not route through the proxy.
+pub async fn run_audit(app: &AppState, body: &Value) -> Response {
     let stage = match body.get("stage").and_then(Value::as_str).unwrap_or("pre") {
         "pre" | "preRequest" => Stage::PreRequest,
         "post" | "postResponse" => Stage::PostResponse,
@@ -231,7 +274,7 @@ async fn audit(State(gw): State<Arc<GatewayState>>, raw: axum::body::Bytes) -> R
             return error(StatusCode::BAD_REQUEST, &format!("unknown stage `{other}`: pre or post"), "invalid_request_error", "bad_stage")
         }
     };
-    let routes = match gw.routes.get(&gw.app) {
+    let routes = match app.routes.get(app) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e, "server_error", "lucid_chain"),
     };
@@ -243,7 +286,7 @@ async fn audit(State(gw): State<Arc<GatewayState>>, raw: axum::body::Bytes) -> R
         return error(StatusCode::NOT_FOUND, "no such agent", "invalid_request_error", "agent_not_found");
     };
     let texts = if body.get("messages").is_some() {
-        openai::chat_request_texts(&body)
+        openai::chat_request_texts(body)
     } else if let Some(t) = body.get("text").and_then(Value::as_str) {
         vec![(Slot::Prompt(None), Some(if stage == Stage::PreRequest { "user" } else { "assistant" }.into()), t.to_string())]
     } else {
@@ -258,10 +301,14 @@ async fn audit(State(gw): State<Arc<GatewayState>>, raw: axum::body::Bytes) -> R
     };
     let mut subject = Subject::new(texts.into_iter().map(|(_, r, t)| (r, t)));
     let decisions = route.chain.run(stage, &mut subject);
-    if let Err(r) = record(&gw.app, &info, &decisions, route.chain.log_all).await {
+    if let Err(r) = record(app, &info, &decisions, route.chain.log_all).await {
         return r;
     }
     let outcome = decisions.iter().map(|d| d.verdict.outcome).max().unwrap_or(Outcome::Proceed);
+    if let Some(denied) = decisions.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
+        // Never echo what was denied: hand back the text with the findings replaced.
+        subject.apply(&denied.verdict.redactions);
+    }
     let texts: Vec<&str> = subject.segments.iter().map(|s| s.original.as_str()).collect();
     Json(json!({
         "request_id": info.request_id,

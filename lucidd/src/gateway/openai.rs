@@ -22,8 +22,11 @@ pub enum Slot {
     Choice(usize),
 }
 
+/// Texts found in a body: where each came from, the message role, the text.
+pub type Texts = Vec<(Slot, Option<String>, String)>;
+
 /// Texts of a chat request: every message, tool results and tool-call arguments included.
-pub fn chat_request_texts(body: &Value) -> Vec<(Slot, Option<String>, String)> {
+pub fn chat_request_texts(body: &Value) -> Texts {
     let mut out = Vec::new();
     let Some(messages) = body.get("messages").and_then(Value::as_array) else { return out };
     for (i, m) in messages.iter().enumerate() {
@@ -51,7 +54,7 @@ pub fn chat_request_texts(body: &Value) -> Vec<(Slot, Option<String>, String)> {
 }
 
 /// Texts of a completions (`prompt`) or embeddings (`input`) request.
-pub fn prompt_texts(body: &Value, field: &str) -> Vec<(Slot, Option<String>, String)> {
+pub fn prompt_texts(body: &Value, field: &str) -> Texts {
     match body.get(field) {
         Some(Value::String(s)) => vec![(Slot::Prompt(None), Some("user".into()), s.clone())],
         Some(Value::Array(items)) => items
@@ -64,7 +67,7 @@ pub fn prompt_texts(body: &Value, field: &str) -> Vec<(Slot, Option<String>, Str
 }
 
 /// Texts of a non-streamed response: each choice's content.
-pub fn response_texts(body: &Value, chat: bool) -> Vec<(Slot, Option<String>, String)> {
+pub fn response_texts(body: &Value, chat: bool) -> Texts {
     let Some(choices) = body.get("choices").and_then(Value::as_array) else { return Vec::new() };
     choices
         .iter()

@@ -19,6 +19,8 @@ pub struct AgentRoute {
     pub chain: Chain,
     /// The system-prompt canary, when the guardrails auditor asks for one.
     pub canary: Option<String>,
+    /// Whether requests need an API key (`ACCESS_CONTROL_ENABLED`).
+    pub access_control: bool,
 }
 
 impl AgentRoute {
@@ -65,7 +67,12 @@ impl RouteCache {
                 .iter()
                 .any(|a| matches!(&a.env, AuditorSettings::Guardrails(g) if g.system_prompt_canary.0))
                 .then(new_canary);
-            by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary }));
+            let access_control = agent
+                .audit_chain
+                .pre_request
+                .iter()
+                .any(|a| matches!(&a.env, AuditorSettings::PiiCompliance(p) if p.access_control_enabled.0));
+            by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary, access_control }));
         }
         let routes = Arc::new(Routes { digest: cfg.digest.clone(), by_model });
         *current = Some(routes.clone());
