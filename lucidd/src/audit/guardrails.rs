@@ -45,7 +45,7 @@ fn patterns(jailbreak: bool) -> &'static [Pattern] {
                 p(r"\byou (?:must|will) now (?:only )?(?:obey|follow|answer as)\b", 0.6),
                 p(r"\bfrom now on,? you (?:are|will|must)\b", 0.45),
                 p(r"\b(?:end of|ignore the) (?:document|context|user input)\b.{0,40}\b(?:instead|now)\b", 0.5),
-                p(r"\b(?:send|post|exfiltrate|forward) (?:the |all )?(?:conversation|chat history|user data|secrets|api keys?) to\b", 0.8),
+                p(r"\b(?:send|post|exfiltrate|forward|upload) (?:the |all |this )?(?:conversation(?: history)?|chat (?:history|log)|user data|secrets|api keys?|passwords|system prompt) to\b", 0.8),
             ]
         })
     }
@@ -165,6 +165,7 @@ mod tests {
             "What instructions came with the IKEA shelf?",
             "Write a Python function that ignores blank lines.",
             "How do I reset my router to factory settings?",
+            "Please send the invoice to accounting and post the notes to the wiki.",
         ] {
             let v = audit(benign);
             assert_eq!(v.outcome, Outcome::Proceed, "{benign}: {:?}", v.scores);

@@ -28,7 +28,7 @@ struct Recognizer {
 }
 
 /// Words just before a dotted quad that make it a version, not an address.
-const VERSION_WORDS: &[&str] = &["version", "release", "v.", "ver", "build", "firmware", "section", "§"];
+const VERSION_WORDS: &[&str] = &["version", "release", "v", "ver", "build", "firmware", "section", "§", "sdk"];
 
 /// How far before a match context words are looked for (bytes).
 const CONTEXT_WINDOW: usize = 48;
@@ -45,17 +45,17 @@ fn recognizers() -> &'static [Recognizer] {
                 score: 0.95,
             },
             Recognizer {
-                entity: "credit_card",
-                regex: fixed(r"\b(?:\d[ -]?){12,18}\d\b"),
-                context: None,
-                validate: valid_card,
-                score: 0.95,
-            },
-            Recognizer {
                 entity: "iban",
                 regex: fixed(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
                 context: None,
                 validate: valid_iban,
+                score: 0.95,
+            },
+            Recognizer {
+                entity: "credit_card",
+                regex: fixed(r"\b(?:\d[ -]?){12,18}\d\b"),
+                context: None,
+                validate: valid_card,
                 score: 0.95,
             },
             Recognizer {
@@ -215,6 +215,17 @@ fn valid_phone(s: &str) -> bool {
     (7..=15).contains(&n) && (s.starts_with('+') || s.matches('.').count() < 2)
 }
 
+/// Whether one of the two words right before `start` is in `words`.
+fn preceded_by_word(text: &str, start: usize, words: &[&str]) -> bool {
+    let before = text[..start].to_lowercase();
+    before
+        .split(|c: char| !c.is_alphanumeric() && c != '§')
+        .filter(|w| !w.is_empty())
+        .rev()
+        .take(2)
+        .any(|w| words.contains(&w))
+}
+
 fn has_context(text: &str, start: usize, words: &[&str]) -> bool {
     has_context_within(text, start, CONTEXT_WINDOW, words)
 }
@@ -241,7 +252,7 @@ pub fn detect(text: &str) -> Vec<(&'static str, usize, usize, f64)> {
             if !(r.validate)(m.as_str()) {
                 continue;
             }
-            if r.entity == "ip_address" && m.as_str().contains('.') && has_context_within(text, m.start(), 12, VERSION_WORDS) {
+            if r.entity == "ip_address" && m.as_str().contains('.') && preceded_by_word(text, m.start(), VERSION_WORDS) {
                 continue;
             }
             // The first recogniser to claim a span wins (cards before phones, SSNs before dates).
