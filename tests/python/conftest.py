@@ -28,6 +28,8 @@ class Upstream:
         self.received = []
         self.reply = "Hello from the model."
         self.chunk = 7
+        ThreadingHTTPServer.request_queue_size = 1024
+        ThreadingHTTPServer.daemon_threads = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -112,7 +114,7 @@ spec:
         id: {MODEL}
       upstream:
         url: {upstream_url}
-        timeoutSeconds: 10
+        timeoutSeconds: 60
       profile: soc2
       auditChain:
         postResponse:
