@@ -1,0 +1,141 @@
+//! Audit-chain benchmark: added latency (p50/p99) of the full rule chain at 1 KB, 4 KB
+//! and 64 KB prompts, and scanning MB/s of the PII and credential auditors, against
+//! Presidio's pattern recognizers and detect-secrets run by `peers/audit_peers.py` on
+//! the same texts in the same run. Prints one JSON line.
+//!
+//! `cargo bench -p lucidd --bench audit` (needs `.venv` with presidio-analyzer and
+//! detect-secrets for the peers; without it the peers are reported missing).
+
+use std::path::Path;
+use std::time::Instant;
+
+use lucidd::audit::chain::Chain;
+use lucidd::audit::pii::PiiAuditor;
+use lucidd::audit::secrets::{RuleSet, SecretsAuditor};
+use lucidd::audit::{Auditor, Stage, Subject};
+use lucidd::config::auditors::{AuditorId, PiiEnv, PolicyEnv};
+use serde_json::json;
+
+/// Prose with the occasional email, phone, card, key and token, like real prompts.
+fn text_of(bytes: usize, seed: u64) -> String {
+    let words = [
+        "the", "model", "should", "summarise", "quarterly", "report", "and", "list", "risks", "for", "our", "customers",
+        "in", "Europe", "please", "include", "numbers", "from", "table", "three", "with", "a", "short", "note",
+    ];
+    let extras = [
+        "contact jane.doe@example.com",
+        "call +44 20 7946 0958",
+        "order 123456789",
+        "card 4111 1111 1111 1111",
+        "key AKIAQWERTYUIOPASDFGH",
+        "token ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8",
+        "version 1.2.3.4",
+        "password = hunter2",
+    ];
+    let mut s = String::with_capacity(bytes + 64);
+    let mut x = seed | 1;
+    while s.len() < bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 53 == 0 {
+            s.push_str(extras[(x / 53 % extras.len() as u64) as usize]);
+        } else {
+            s.push_str(words[(x % words.len() as u64) as usize]);
+        }
+        s.push(if x % 11 == 0 { '\n' } else { ' ' });
+    }
+    s.truncate(bytes);
+    while !s.is_char_boundary(s.len()) {
+        s.pop();
+    }
+    s
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn chain_latency(chain: &Chain, size: usize) -> (f64, f64) {
+    let texts: Vec<String> = (0..64).map(|i| text_of(size, 7 + i)).collect();
+    let iterations = (2_000_000 / size).clamp(200, 5000);
+    let mut us = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let t = &texts[i % texts.len()];
+        let start = Instant::now();
+        let mut subject = Subject::new([(Some("user".to_string()), t.clone())]);
+        let decisions = chain.run(Stage::PreRequest, &mut subject);
+        std::hint::black_box(decisions);
+        us.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    us.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&us, 0.5), percentile(&us, 0.99))
+}
+
+fn scan_rate(auditor: &dyn Auditor, texts: &[String]) -> f64 {
+    let subjects: Vec<Subject> = texts.iter().map(|t| Subject::new([(Some("user".to_string()), t.clone())])).collect();
+    let start = Instant::now();
+    let mut bytes = 0usize;
+    while start.elapsed().as_secs_f64() < 2.0 {
+        for s in &subjects {
+            std::hint::black_box(auditor.audit(Stage::PreRequest, s).ok());
+            bytes += s.len();
+        }
+    }
+    bytes as f64 / start.elapsed().as_secs_f64() / 1e6
+}
+
+fn main() {
+    let env = lucidd::config::parse(lucidd::config::DEV_DEFAULT, "dev").unwrap_or_else(|e| panic_free_exit(&e.to_string()));
+    let chain = Chain::build(&env.spec.agents[0].audit_chain, [3; 32]).unwrap_or_else(|e| panic_free_exit(&e.to_string()));
+    let mut out = serde_json::Map::new();
+    for (name, size) in [("1k", 1024), ("4k", 4096), ("64k", 65536)] {
+        let (p50, p99) = chain_latency(&chain, size);
+        out.insert(format!("chain_{name}_us"), json!({ "p50": (p50 * 10.0).round() / 10.0, "p99": (p99 * 10.0).round() / 10.0 }));
+    }
+    // Scanning rates on 64 KiB texts (one core: this loop is single-threaded).
+    let texts: Vec<String> = (0..8).map(|i| text_of(65536, 100 + i)).collect();
+    let pii = PiiAuditor::new(PiiEnv::default(), [3; 32]);
+    let rules = RuleSet::builtin().unwrap_or_else(|e| panic_free_exit(&e));
+    let secrets = SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), rules);
+    let pii_rate = scan_rate(&pii, &texts);
+    let secrets_rate = scan_rate(&secrets, &texts);
+    out.insert("pii_mb_s".into(), json!((pii_rate * 10.0).round() / 10.0));
+    out.insert("credentials_mb_s".into(), json!((secrets_rate * 10.0).round() / 10.0));
+
+    // Peers on the same texts.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic_free_exit(&e.to_string()));
+    let files: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let p = dir.path().join(format!("text{i}.txt"));
+            let _ = std::fs::write(&p, t);
+            p.display().to_string()
+        })
+        .collect();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join(".venv/bin/python");
+    let script = root.join("lucidd/benches/peers/audit_peers.py");
+    let peers: serde_json::Value = std::process::Command::new(&python)
+        .arg(&script)
+        .args(&files)
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
+        .unwrap_or_else(|| json!({ "error": format!("could not run {} {}", python.display(), script.display()) }));
+    if let Some(p) = peers["presidio_pii_mb_s"].as_f64() {
+        out.insert("pii_vs_presidio".into(), json!((pii_rate / p * 10.0).round() / 10.0));
+    }
+    if let Some(p) = peers["detect_secrets_mb_s"].as_f64() {
+        out.insert("credentials_vs_detect_secrets".into(), json!((secrets_rate / p * 10.0).round() / 10.0));
+    }
+    out.insert("peers".into(), peers);
+    out.insert("bench".into(), json!("audit"));
+    println!("{}", serde_json::Value::Object(out));
+}
+
+fn panic_free_exit(msg: &str) -> ! {
+    eprintln!("audit bench: {msg}");
+    std::process::exit(1)
+}
