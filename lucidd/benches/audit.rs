@@ -38,12 +38,12 @@ fn text_of(bytes: usize, seed: u64) -> String {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 53 == 0 {
+        if x.is_multiple_of(53) {
             s.push_str(extras[(x / 53 % extras.len() as u64) as usize]);
         } else {
             s.push_str(words[(x % words.len() as u64) as usize]);
         }
-        s.push(if x % 11 == 0 { '\n' } else { ' ' });
+        s.push(if x.is_multiple_of(11) { '\n' } else { ' ' });
     }
     s.truncate(bytes);
     while !s.is_char_boundary(s.len()) {
