@@ -28,6 +28,7 @@ class Upstream:
         self.received = []
         self.reply = "Hello from the model."
         self.chunk = 7
+        self.echo_system = False
         ThreadingHTTPServer.request_queue_size = 1024
         ThreadingHTTPServer.daemon_threads = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -50,6 +51,8 @@ class Upstream:
                     return self._json({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                                        "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
                 chat = self.path.endswith("/chat/completions")
+                if upstream.echo_system and chat:
+                    upstream.reply = next(m["content"] for m in body["messages"] if m["role"] == "system")
                 if body.get("stream"):
                     return self._stream(body, chat)
                 choice = ({"index": 0, "message": {"role": "assistant", "content": upstream.reply}, "finish_reason": "stop"}
@@ -95,6 +98,7 @@ class Upstream:
 
     def close(self):
         self.server.shutdown()
+        self.server.server_close()
 
 
 class Lucidd:

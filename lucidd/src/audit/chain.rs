@@ -134,7 +134,7 @@ fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn
         AuditorSettings::Guardrails(env) => Some(Arc::new(GuardrailsAuditor::new(env.clone()))),
         AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key))),
         AuditorSettings::Policy(env) => {
-            let rules = match &env.gitleaks_config {
+            let rules = match &env.gitleaks_config.0 {
                 Some(path) => Arc::new(RuleSet::load(path).map_err(|e| BuildError(e.to_string()))?),
                 None => RuleSet::builtin().map_err(BuildError)?,
             };
@@ -186,5 +186,49 @@ pub fn decision_entry(info: &RequestInfo, d: &Decision) -> Entry {
             "latency_us": d.latency_us,
             "failure": d.failure,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(policy: &str, timeout_ms: u32) -> Chain {
+        let yaml = format!(
+            "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: t\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n          - auditorId: lucid-pii-compliance-auditor\n            failPolicy: {policy}\n            timeoutMs: {timeout_ms}\n          - auditorId: lucid-policy-auditor\n"
+        );
+        let env = crate::config::parse(&yaml, "t").unwrap();
+        Chain::build(&env.spec.agents[0].audit_chain, [0; 32]).unwrap()
+    }
+
+    fn big_subject() -> Subject {
+        // Enough text that scanning it takes longer than a 1 ms budget.
+        let text = "mail a.b@example.com or call +1 415 555 0100 about it. ".repeat(2_000);
+        Subject::new([(Some("user".into()), text)])
+    }
+
+    #[test]
+    fn an_auditor_over_its_budget_fails_closed_or_open_and_says_so() {
+        let decisions = chain("closed", 1).run(Stage::PreRequest, &mut big_subject());
+        assert_eq!(decisions.len(), 1, "a deny stops the chain");
+        assert_eq!(decisions[0].verdict.outcome, Outcome::Deny);
+        assert!(decisions[0].failure.as_deref().unwrap_or_default().contains("budget"));
+        assert!(decisions[0].controls.contains(&"PI1.5".to_string()));
+
+        let decisions = chain("open", 1).run(Stage::PreRequest, &mut big_subject());
+        assert_eq!(decisions[0].verdict.outcome, Outcome::Warn);
+        assert_eq!(decisions.len(), 2, "failing open lets the chain go on");
+
+        let decisions = chain("closed", 60_000).run(Stage::PreRequest, &mut Subject::new([(None, "mail a@b.co".to_string())]));
+        assert_eq!(decisions[0].verdict.outcome, Outcome::Redact);
+        assert!(decisions[0].failure.is_none());
+    }
+
+    #[test]
+    fn a_bad_gitleaks_file_is_refused_when_the_chain_is_built() {
+        let yaml = "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: t\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n          - auditorId: lucid-secrets-auditor\n            env:\n              GITLEAKS_CONFIG: /nonexistent/gitleaks.toml\n";
+        let env = crate::config::parse(yaml, "t").unwrap();
+        let err = Chain::build(&env.spec.agents[0].audit_chain, [0; 32]).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("/nonexistent/gitleaks.toml"), "{err}");
     }
 }

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Days, EntityOperators, Flag, PiiOperator, Threshold};
+use super::values::{Days, EntityOperators, Flag, OptionalPath, PiiOperator, Threshold};
 
 /// Known auditor ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
@@ -146,12 +146,12 @@ pub struct PolicyEnv {
     /// Deny text that contains one.
     pub credential_block_on_detection: Flag,
     /// A gitleaks TOML config whose rules replace the built-in set.
-    pub gitleaks_config: Option<String>,
+    pub gitleaks_config: OptionalPath,
 }
 
 impl Default for PolicyEnv {
     fn default() -> Self {
-        PolicyEnv { credential_detection_enabled: Flag(true), credential_block_on_detection: Flag(true), gitleaks_config: None }
+        PolicyEnv { credential_detection_enabled: Flag(true), credential_block_on_detection: Flag(true), gitleaks_config: OptionalPath(None) }
     }
 }
 

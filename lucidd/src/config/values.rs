@@ -133,6 +133,30 @@ impl JsonSchema for HttpUrl {
     }
 }
 
+/// An optional file path given as an env value (`""` or absent: none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct OptionalPath(pub Option<String>);
+
+impl<'de> Deserialize<'de> for OptionalPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText {
+            expecting: "a file path",
+            parse: |s| Ok(OptionalPath((!s.is_empty()).then(|| s.to_string()))),
+        })
+    }
+}
+
+impl JsonSchema for OptionalPath {
+    fn schema_name() -> Cow<'static, str> {
+        "OptionalPath".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "A file path (empty: none)." })
+    }
+}
+
 /// Accepts a scalar in any YAML form and hands its text to `parse`.
 struct ScalarText<T> {
     expecting: &'static str,

@@ -101,7 +101,7 @@ async fn record(app: &AppState, info: &RequestInfo, decisions: &[Decision], log_
 
 /// The deny response: which auditor and control, never the offending text.
 fn blocked(info: &RequestInfo, d: &Decision) -> Response {
-    let status = if d.stage == Stage::PreRequest { StatusCode::FORBIDDEN } else { StatusCode::BAD_GATEWAY };
+    let status = StatusCode::FORBIDDEN;
     let message = format!(
         "{} blocked by {} ({}): {}",
         if d.stage == Stage::PreRequest { "request" } else { "response" },
