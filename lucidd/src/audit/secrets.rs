@@ -6,7 +6,6 @@
 //! format. An Aho-Corasick scan for all rules' keywords picks the few rules worth
 //! running on a text, so most text never meets a regex.
 
-use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 use aho_corasick::AhoCorasick;
@@ -206,13 +205,19 @@ impl RuleSet {
 
     /// Finds secrets in `text`: (rule id, start, end) of the secret part.
     pub fn scan<'a>(&'a self, text: &str) -> Vec<(&'a str, usize, usize)> {
-        let mut candidates: HashSet<usize> =
-            self.rules.iter().enumerate().filter(|(_, r)| !r.has_keywords).map(|(i, _)| i).collect();
-        for m in self.keywords.find_overlapping_iter(text) {
-            candidates.insert(self.keyword_rule[m.pattern().as_usize()]);
+        let mut wanted: Vec<bool> = self.rules.iter().map(|r| !r.has_keywords).collect();
+        let mut left = wanted.iter().filter(|w| !**w).count();
+        for m in self.keywords.find_iter(text) {
+            let rule = self.keyword_rule[m.pattern().as_usize()];
+            if !wanted[rule] {
+                wanted[rule] = true;
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
         }
-        let mut candidates: Vec<usize> = candidates.into_iter().collect();
-        candidates.sort_unstable();
+        let candidates: Vec<usize> = wanted.iter().enumerate().filter(|(_, w)| **w).map(|(i, _)| i).collect();
         let mut out: Vec<(&str, usize, usize)> = Vec::new();
         for i in candidates {
             let rule = &self.rules[i];
