@@ -207,7 +207,7 @@ impl RuleSet {
     pub fn scan<'a>(&'a self, text: &str) -> Vec<(&'a str, usize, usize)> {
         let mut wanted: Vec<bool> = self.rules.iter().map(|r| !r.has_keywords).collect();
         let mut left = wanted.iter().filter(|w| !**w).count();
-        for m in self.keywords.find_iter(text) {
+        for m in self.keywords.find_overlapping_iter(text) {
             let rule = self.keyword_rule[m.pattern().as_usize()];
             if !wanted[rule] {
                 wanted[rule] = true;
