@@ -7,8 +7,6 @@
 //! so a finding can be redacted in the original; [`decoded_layers`] undoes encodings,
 //! and a finding inside a layer maps to the whole encoded token.
 
-use std::sync::OnceLock;
-
 use unicode_normalization::UnicodeNormalization;
 
 /// The normalised text and, for each of its bytes, where it came from.
@@ -97,11 +95,6 @@ pub struct Layer {
     pub span: (usize, usize),
 }
 
-fn token_patterns() -> &'static (regex::Regex, regex::Regex) {
-    static P: OnceLock<(regex::Regex, regex::Regex)> = OnceLock::new();
-    P.get_or_init(|| (fixed(r"[A-Za-z0-9+/_-]{20,}={0,2}"), fixed(r"\b(?:[0-9a-fA-F]{2}){12,}\b")))
-}
-
 /// Compiles a built-in pattern. They are constants, and every one is compiled by the
 /// unit tests, so a failure here is a bug caught before release.
 #[allow(clippy::expect_used)]
@@ -111,25 +104,48 @@ pub fn fixed(pattern: &str) -> regex::Regex {
 
 /// Decodes base64 and hex tokens whose content is mostly printable text.
 pub fn decoded_layers(text: &str) -> Vec<Layer> {
-    let (b64, hex) = token_patterns();
     let mut out = Vec::new();
-    for m in b64.find_iter(text) {
-        if let Some(decoded) = decode_base64(m.as_str()).and_then(printable) {
-            out.push(Layer { encoding: "base64", text: decoded, span: (m.start(), m.end()) });
-        }
-    }
-    for m in hex.find_iter(text) {
-        if let Some(decoded) = lucid_common::hex::decode(m.as_str()).and_then(printable) {
-            out.push(Layer { encoding: "hex", text: decoded, span: (m.start(), m.end()) });
+    let bytes = text.as_bytes();
+    for (start, mut end) in runs(bytes, |b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-'), 20) {
+        // Base64 padding: at most two '='.
+        end += bytes[end..].iter().take(2).take_while(|b| **b == b'=').count();
+        let token = &text[start..end];
+        let is_hex = token.len() >= 24 && token.len() % 2 == 0 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        let decoded = if is_hex { lucid_common::hex::decode(token) } else { decode_base64(token.trim_end_matches('=')) };
+        if let Some(decoded) = decoded.and_then(printable) {
+            out.push(Layer { encoding: if is_hex { "hex" } else { "base64" }, text: decoded, span: (start, end) });
         }
     }
     out
 }
 
+/// Maximal runs of bytes satisfying `keep`, at least `min` long, as byte ranges. A
+/// plain loop: far faster than a regex over prose, where every word starts a candidate.
+fn runs(bytes: &[u8], keep: impl Fn(u8) -> bool, min: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let mut start = None;
+    for (i, &b) in bytes.iter().enumerate() {
+        match (keep(b), start) {
+            (true, None) => start = Some(i),
+            (false, Some(s)) => {
+                if i - s >= min {
+                    out.push((s, i));
+                }
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(s) = start.filter(|s| bytes.len() - s >= min) {
+        out.push((s, bytes.len()));
+    }
+    out
+}
+
 fn decode_base64(token: &str) -> Option<Vec<u8>> {
-    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
     use base64::Engine as _;
-    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(token).ok())
+    [STANDARD_NO_PAD, URL_SAFE_NO_PAD].iter().find_map(|e| e.decode(token).ok())
 }
 
 fn printable(bytes: Vec<u8>) -> Option<String> {
