@@ -110,7 +110,7 @@ pub fn decoded_layers(text: &str) -> Vec<Layer> {
         // Base64 padding: at most two '='.
         end += bytes[end..].iter().take(2).take_while(|b| **b == b'=').count();
         let token = &text[start..end];
-        let is_hex = token.len() >= 24 && token.len() % 2 == 0 && token.bytes().all(|b| b.is_ascii_hexdigit());
+        let is_hex = token.len() >= 24 && token.len().is_multiple_of(2) && token.bytes().all(|b| b.is_ascii_hexdigit());
         let decoded = if is_hex { lucid_common::hex::decode(token) } else { decode_base64(token.trim_end_matches('=')) };
         if let Some(decoded) = decoded.and_then(printable) {
             out.push(Layer { encoding: if is_hex { "hex" } else { "base64" }, text: decoded, span: (start, end) });
