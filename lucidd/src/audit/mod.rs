@@ -191,6 +191,14 @@ pub trait Auditor: Send + Sync {
     fn audit(&self, stage: Stage, subject: &Subject) -> Result<Verdict, AuditError>;
 }
 
+/// The distinct kinds among findings, sorted and comma-separated (for reasons).
+pub fn finding_kinds(findings: &[Finding]) -> String {
+    let mut kinds: Vec<&str> = findings.iter().map(|f| f.kind.as_str()).collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds.join(", ")
+}
+
 /// Maps a span of a segment's normalised view (or of one of its layers) back to the
 /// original text.
 pub fn original_span(seg: &Segment, layer: Option<usize>, start: usize, end: usize) -> (usize, usize) {

@@ -335,11 +335,8 @@ impl Auditor for PiiAuditor {
             }
         }
         if !v.findings.is_empty() {
-            let mut kinds: Vec<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
             v.outcome = if v.redactions.is_empty() { Outcome::Warn } else { Outcome::Redact };
-            v.reason = Some(format!("personal data found: {}", kinds.join(", ")));
+            v.reason = Some(format!("personal data found: {}", super::finding_kinds(&v.findings)));
             v.scores.insert("pii".into(), v.findings.iter().map(|f| f.score).fold(0.0, f64::max));
         }
         Ok(v)

@@ -294,10 +294,7 @@ impl Auditor for SecretsAuditor {
             }
         }
         if !v.findings.is_empty() {
-            let mut kinds: Vec<&str> = v.findings.iter().map(|f| f.kind.as_str()).collect();
-            kinds.sort_unstable();
-            kinds.dedup();
-            v.reason = Some(format!("credential found: {}", kinds.join(", ")));
+            v.reason = Some(format!("credential found: {}", super::finding_kinds(&v.findings)));
             v.scores.insert("credential".into(), 1.0);
             v.outcome = if self.env.credential_block_on_detection.0 { Outcome::Deny } else { Outcome::Redact };
         }
