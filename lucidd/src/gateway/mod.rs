@@ -79,6 +79,29 @@ fn request_id() -> String {
     format!("lucid-{}", lucid_common::hex::encode(&b))
 }
 
+/// Texts larger than this are audited on a blocking thread, so a burst of large prompts
+/// does not stall the runtime's workers.
+const INLINE_AUDIT_BYTES: usize = 16 * 1024;
+
+/// Runs a stage of an agent's chain, inline for small subjects, on a blocking thread
+/// for large ones.
+pub(crate) async fn run_chain(route: &Arc<AgentRoute>, stage: Stage, mut subject: Subject) -> (Vec<Decision>, Subject) {
+    if subject.len() > INLINE_AUDIT_BYTES {
+        let (r, s) = (route.clone(), subject.clone());
+        let job = tokio::task::spawn_blocking(move || {
+            let mut s = s;
+            let decisions = r.chain.run(stage, &mut s);
+            (decisions, s)
+        });
+        if let Ok(done) = job.await {
+            return done;
+        }
+        // The blocking pool is shutting down: judge inline rather than skip the audit.
+    }
+    let decisions = route.chain.run(stage, &mut subject);
+    (decisions, subject)
+}
+
 /// Records decisions; all are appended concurrently so they share one fsync.
 async fn record(app: &AppState, info: &RequestInfo, decisions: &[Decision], log_all: bool) -> Result<(), Response> {
     let appends = decisions
@@ -174,8 +197,8 @@ async fn prepare(
     }
     let found = texts(&body);
     let slots: Vec<Slot> = found.iter().map(|(s, ..)| s.clone()).collect();
-    let mut subject = Subject::new(found.into_iter().map(|(_, role, text)| (role, text)));
-    let decisions = route.chain.run(Stage::PreRequest, &mut subject);
+    let subject = Subject::new(found.into_iter().map(|(_, role, text)| (role, text)));
+    let (decisions, subject) = run_chain(&route, Stage::PreRequest, subject).await;
     record(&gw.app, &info, &decisions, route.chain.log_all).await?;
     if let Some(denied) = decisions.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
         return Err(blocked(&info, denied));
@@ -299,8 +322,8 @@ pub async fn run_audit(app: &AppState, body: &Value) -> Response {
         key_id: None,
         endpoint: "audit".into(),
     };
-    let mut subject = Subject::new(texts.into_iter().map(|(_, r, t)| (r, t)));
-    let decisions = route.chain.run(stage, &mut subject);
+    let subject = Subject::new(texts.into_iter().map(|(_, r, t)| (r, t)));
+    let (decisions, mut subject) = run_chain(&route, stage, subject).await;
     if let Err(r) = record(app, &info, &decisions, route.chain.log_all).await {
         return r;
     }

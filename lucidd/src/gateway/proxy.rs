@@ -62,8 +62,8 @@ pub async fn forward(gw: Arc<GatewayState>, p: Prepared, path: &str, chat: bool,
     };
     let found = openai::response_texts(&body, chat);
     let slots: Vec<_> = found.iter().map(|(s, ..)| s.clone()).collect();
-    let mut subject = Subject::new(found.into_iter().map(|(_, r, t)| (r, t)));
-    let mut decisions = p.route.chain.run(Stage::PostResponse, &mut subject);
+    let subject = Subject::new(found.into_iter().map(|(_, r, t)| (r, t)));
+    let (mut decisions, subject) = super::run_chain(&p.route, Stage::PostResponse, subject).await;
     if let Some(d) = canary.as_deref().and_then(|c| stream::canary_decision(&subject, c)) {
         decisions.push(d);
     }
