@@ -53,6 +53,9 @@ enum Command {
         /// Show every agent's chain and the ledger's details.
         #[arg(long)]
         detailed: bool,
+        /// Also verify the whole ledger here (as `ledger verify`); exit 1 if it is not intact.
+        #[arg(long)]
+        integrity: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -131,7 +134,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<u8, CallError> {
     let client = Client::new(cli.target.socket());
     match cli.command {
-        Command::Status { detailed, output } => commands::status::run(&client, detailed, output).await,
+        Command::Status { detailed, integrity, output } => commands::status::run(&client, detailed, integrity, output).await,
         Command::Logs(args) => commands::logs::run(&client, args).await,
         Command::Apply { file, output } => commands::config::apply(&client, &file, output).await,
         Command::Annotate { message, ticket, output } => commands::config::annotate(&client, message, ticket, output).await,

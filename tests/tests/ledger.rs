@@ -84,6 +84,9 @@ fn intact_ledger_verifies_with_and_without_from() {
     let report = d.ctl_json(&["ledger", "verify"]);
     assert_eq!(report["ok"], true, "{report}");
     assert!(report["records_checked"].as_u64().unwrap() >= 33);
+    let status = d.ctl_json(&["status", "--integrity"]);
+    assert_eq!(status["integrity"]["ok"], true, "{status}");
+    assert!(d.ctl_ok(&["status", "--integrity"]).contains("intact:"));
     let partial = d.ctl_json(&["ledger", "verify", "--from", "20"]);
     assert_eq!(partial["ok"], true, "{partial}");
     assert!(partial["from"].as_u64().unwrap() <= 20);
@@ -111,6 +114,11 @@ fn a_modified_record_is_located() {
     let (seq, text) = verify_fails_at(&dir);
     assert_eq!(seq, 17, "{text}");
     assert!(text.contains("modified"), "{text}");
+    // `status --integrity` says the same and exits 1.
+    let d = Daemon::start(&dir, &[]);
+    let out = d.ctl(&["status", "--integrity"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("BROKEN at record 17"), "{out:?}");
 }
 
 #[test]

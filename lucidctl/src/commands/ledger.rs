@@ -65,6 +65,30 @@ pub async fn run(client: &Client, cmd: LedgerCommand) -> Result<u8, CallError> {
 }
 
 async fn verify(client: &Client, from: u64, key: Option<String>, format: Format) -> Result<u8, CallError> {
+    let (report, key) = verify_report(client, from, key).await?;
+    if format == Format::Json {
+        output::json(&report)?;
+    } else {
+        print_report(&report, &key)?;
+    }
+    Ok(if report.ok { exit::OK } else { exit::VERIFY_FAILED })
+}
+
+/// The `status --integrity` line for a verification report.
+pub fn integrity_line(r: &VerifyReport) -> String {
+    match &r.failure {
+        None => format!(
+            "intact: {} records recomputed, {} checkpoint signatures, root {}…",
+            r.tree_size,
+            r.checkpoints_checked,
+            &r.root[..16.min(r.root.len())]
+        ),
+        Some(f) => format!("BROKEN at record {}: {}", f.seq, f.reason),
+    }
+}
+
+/// Streams the ledger from `from` and verifies it here; the report and the key used.
+pub async fn verify_report(client: &Client, from: u64, key: Option<String>) -> Result<(VerifyReport, VerifierKey), CallError> {
     let key = match key {
         Some(k) => k,
         None => client.get::<Status>("/v1/status").await?.verifier_key,
@@ -82,13 +106,7 @@ async fn verify(client: &Client, from: u64, key: Option<String>, format: Format)
             }
         }
     }
-    let report = verifier.finish();
-    if format == Format::Json {
-        output::json(&report)?;
-    } else {
-        print_report(&report, &key)?;
-    }
-    Ok(if report.ok { exit::OK } else { exit::VERIFY_FAILED })
+    Ok((verifier.finish(), key))
 }
 
 fn print_report(r: &VerifyReport, key: &VerifierKey) -> Result<(), CallError> {

@@ -6,11 +6,20 @@ use crate::client::{CallError, Client};
 use crate::exit;
 use crate::output::{self, Format};
 
-pub async fn run(client: &Client, detailed: bool, format: Format) -> Result<u8, CallError> {
+pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Format) -> Result<u8, CallError> {
     let s: Status = client.get("/v1/status").await?;
+    let verified = match integrity {
+        true => Some(super::ledger::verify_report(client, 0, None).await?.0),
+        false => None,
+    };
+    let broken = verified.as_ref().is_some_and(|r| !r.ok);
     if format == Format::Json {
-        output::json(&s)?;
-        return Ok(exit::OK);
+        let mut value = serde_json::to_value(&s).unwrap_or_default();
+        if let (Some(r), Some(obj)) = (&verified, value.as_object_mut()) {
+            obj.insert("integrity".into(), serde_json::to_value(r).unwrap_or_default());
+        }
+        output::json(&value)?;
+        return Ok(if broken { exit::VERIFY_FAILED } else { exit::OK });
     }
     let ledger_health = match &s.ledger.error {
         None => s.ledger.health.clone(),
@@ -27,6 +36,9 @@ pub async fn run(client: &Client, detailed: bool, format: Format) -> Result<u8, 
     t.add_row(vec!["ledger".to_string(), format!("{ledger_health}, {} records, {}", s.ledger.records, output::size(s.ledger.db_bytes))]);
     t.add_row(vec!["checkpoint".to_string(), checkpoint]);
     t.add_row(vec!["gateway".to_string(), s.gateway.clone().unwrap_or_else(|| "not listening".into())]);
+    if let Some(r) = &verified {
+        t.add_row(vec!["integrity".to_string(), super::ledger::integrity_line(r)]);
+    }
     t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
     if detailed {
         t.add_row(vec!["state".to_string(), s.state_dir.clone()]);
@@ -46,5 +58,11 @@ pub async fn run(client: &Client, detailed: bool, format: Format) -> Result<u8, 
         output::line("")?;
         output::line(&chains.to_string())?;
     }
-    Ok(if s.ledger.health == "ok" { exit::OK } else { exit::DAEMON_ERROR })
+    Ok(if broken {
+        exit::VERIFY_FAILED
+    } else if s.ledger.health == "ok" {
+        exit::OK
+    } else {
+        exit::DAEMON_ERROR
+    })
 }
