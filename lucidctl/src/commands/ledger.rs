@@ -36,6 +36,14 @@ pub enum LedgerCommand {
         /// The record's sequence number.
         seq: u64,
     },
+    /// Print a consistency proof (JSON) between two signed checkpoints, after checking
+    /// it here: the newer tree extends the older one without rewriting it.
+    Consistency {
+        /// Older checkpoint's tree size.
+        old: u64,
+        /// Newer checkpoint's tree size.
+        new: u64,
+    },
     /// Print the latest signed checkpoint.
     Checkpoint {
         /// Output format (text prints the signed note itself).
@@ -56,6 +64,7 @@ pub async fn run(client: &Client, cmd: LedgerCommand) -> Result<u8, CallError> {
         LedgerCommand::Verify { from, key, output } => verify(client, from, key, output).await,
         LedgerCommand::Prove { seq } => prove(client, seq).await,
         LedgerCommand::Checkpoint { output } => checkpoint(client, output).await,
+        LedgerCommand::Consistency { old, new } => consistency(client, old, new).await,
         LedgerCommand::Retention { as_of } => {
             let r: serde_json::Value = client.post("/v1/ledger/retention", &serde_json::json!({ "as_of_ns": as_of })).await?;
             output::json(&r)?;
@@ -157,6 +166,24 @@ async fn prove(client: &Client, seq: u64) -> Result<u8, CallError> {
     output::json(&p)?;
     if !ok {
         eprintln!("lucidctl: the inclusion proof of record {seq} does NOT verify against checkpoint {}", cp.size);
+        return Ok(exit::VERIFY_FAILED);
+    }
+    Ok(exit::OK)
+}
+
+async fn consistency(client: &Client, old: u64, new: u64) -> Result<u8, CallError> {
+    let p: lucid_common::api::ConsistencyProof = client.get(&format!("/v1/ledger/consistency?old={old}&new={new}")).await?;
+    let key = client.get::<Status>("/v1/status").await?.verifier_key;
+    let key = VerifierKey::parse(&key).map_err(|e| CallError::new(exit::DAEMON_ERROR, e.to_string()))?;
+    let checked = (|| {
+        let a = Checkpoint::verify(&p.old_checkpoint, &key).ok()?;
+        let b = Checkpoint::verify(&p.new_checkpoint, &key).ok()?;
+        let proof: Vec<_> = p.proof.iter().map(|h| hex::decode32(h)).collect::<Option<_>>()?;
+        Some(a.size == old && b.size == new && lucid_common::merkle::verify_consistency(old, new, &a.root, &b.root, &proof))
+    })();
+    output::json(&p)?;
+    if checked != Some(true) {
+        eprintln!("lucidctl: the consistency proof {old} -> {new} does NOT verify");
         return Ok(exit::VERIFY_FAILED);
     }
     Ok(exit::OK)
