@@ -34,6 +34,8 @@ def test_pii_reaches_the_upstream_redacted(client, upstream, lucidd):
     assert pii, "the redaction is recorded"
     spans = pii[-1]["body"]["spans"]
     assert {s["kind"] for s in spans} == {"email_address", "phone_number"}
+    # Each span carries a keyed hash: joinable across records, not reversible.
+    assert all(len(s["hash"]) == 16 for s in spans)
     # The ledger holds types and offsets, never the values.
     ledger_text = lucidd.ctl("logs", "--since", "2000-01-01", "-o", "json").stdout
     assert "jane.doe@example.com" not in ledger_text

@@ -117,7 +117,7 @@ impl Auditor for GuardrailsAuditor {
                     top = top.max(s);
                     if s >= threshold {
                         if let Some((a, b)) = span {
-                            v.findings.push(Finding { kind: name.into(), segment: i, start: a, end: b, score: s, encoding });
+                            v.findings.push(Finding { kind: name.into(), segment: i, start: a, end: b, score: s, encoding, hash: None });
                         }
                         if block {
                             v.outcome = Outcome::Deny;

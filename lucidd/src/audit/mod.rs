@@ -125,6 +125,9 @@ pub struct Finding {
     /// Where it was seen if not in the plain text: `base64`, `hex`, `rot13`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'static str>,
+    /// Keyed hash of the value (PII), so records can be correlated without the value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// A replacement to apply to one segment.

@@ -326,7 +326,8 @@ impl Auditor for PiiAuditor {
                 }
             }
             for (entity, a, b, score, encoding) in spans {
-                v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding });
+                let hash = seg.original.get(a..b).map(|value| keyed_hash(&self.hash_key, value));
+                v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding, hash });
                 if self.env.pii_redact_on_detection.0 {
                     if let Some(replacement) = seg.original.get(a..b).and_then(|value| self.replacement(entity, value)) {
                         v.redactions.push(Redaction { segment: i, start: a, end: b, replacement });

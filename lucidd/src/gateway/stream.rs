@@ -33,7 +33,7 @@ pub fn canary_decision(subject: &Subject, canary: &str) -> Option<Decision> {
     let mut verdict = Verdict::proceed();
     verdict.outcome = Outcome::Deny;
     verdict.reason = Some("the response repeats the system prompt's canary: system prompt leakage".into());
-    verdict.findings.push(Finding { kind: "system_prompt_leak".into(), segment: i, start: a, end: b, score: 1.0, encoding: None });
+    verdict.findings.push(Finding { kind: "system_prompt_leak".into(), segment: i, start: a, end: b, score: 1.0, encoding: None, hash: None });
     Some(Decision {
         auditor: AuditorId::Guardrails,
         name: None,
