@@ -48,7 +48,23 @@ pub fn app(state: Arc<GatewayState>, max_body: usize) -> Router {
         .route("/v1/audit", post(audit))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint", "invalid_request_error", "not_found") })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn(trace))
         .with_state(state)
+}
+
+/// Wraps each gateway request in a tracing span and logs its status and latency.
+async fn trace(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use tracing::Instrument;
+    let span = tracing::info_span!("gateway", method = %request.method(), path = %request.uri().path());
+    async move {
+        let started = std::time::Instant::now();
+        let response = next.run(request).await;
+        let request_id = response.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-").to_string();
+        tracing::debug!(status = response.status().as_u16(), request_id, elapsed_us = started.elapsed().as_micros() as u64, "gateway request");
+        response
+    }
+    .instrument(span)
+    .await
 }
 
 /// Serves the gateway on a bound listener until `shutdown`.
