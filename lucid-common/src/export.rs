@@ -141,11 +141,6 @@ impl FrameReader {
         }
         Some((tag, payload))
     }
-
-    /// Bytes received but not yet returned as a frame.
-    pub fn pending(&self) -> usize {
-        self.buf.len() - self.pos
-    }
 }
 
 /// The first record that failed verification, and why.

@@ -201,12 +201,3 @@ pub fn finding_kinds(findings: &[Finding]) -> String {
     kinds.dedup();
     kinds.join(", ")
 }
-
-/// Maps a span of a segment's normalised view (or of one of its layers) back to the
-/// original text.
-pub fn original_span(seg: &Segment, layer: Option<usize>, start: usize, end: usize) -> (usize, usize) {
-    match layer.and_then(|l| seg.layers.get(l)) {
-        Some(l) => seg.view.original_span(l.span.0, l.span.1),
-        None => seg.view.original_span(start, end),
-    }
-}

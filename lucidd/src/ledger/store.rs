@@ -180,11 +180,6 @@ pub fn head_size(txn: &ReadTransaction) -> Result<u64, StoreError> {
     })
 }
 
-/// Reads one stored value from `meta`.
-pub fn read_meta(txn: &ReadTransaction, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(txn.open_table(META)?.get(key)?.map(|v| v.value().to_vec()))
-}
-
 /// The latest checkpoint note, if any.
 pub fn latest_checkpoint(txn: &ReadTransaction) -> Result<Option<(u64, String)>, StoreError> {
     let t = txn.open_table(CHECKPOINTS)?;
