@@ -10,10 +10,16 @@ use lucid_tests::{is_root, skip, Daemon};
 
 const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
 
+/// Whether something listens on the journal socket (a socket file left by a journald
+/// that has since exited refuses the datagram).
+fn journald_listening() -> bool {
+    std::os::unix::net::UnixDatagram::unbound().and_then(|s| s.send_to(&[], JOURNAL_SOCKET)).is_ok()
+}
+
 /// Makes sure a journald is listening (starting the distribution's binary standalone
 /// if none is); returns false if that is impossible here.
 fn ensure_journald() -> bool {
-    if Path::new(JOURNAL_SOCKET).exists() {
+    if journald_listening() {
         return true;
     }
     if !is_root() || !Path::new("/lib/systemd/systemd-journald").exists() {
@@ -25,7 +31,7 @@ fn ensure_journald() -> bool {
         .spawn();
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if Path::new(JOURNAL_SOCKET).exists() {
+        if journald_listening() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -49,7 +55,11 @@ fn every_record_reaches_journald_with_structured_fields() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let d = Daemon::start(&tmp.path().join("state"), &[]);
-    assert_eq!(d.ctl_json(&["status"])["journald"], true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.ctl_json(&["status"])["journald"] != true {
+        assert!(Instant::now() < deadline, "lucidd did not connect to the listening journald");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let marker = format!("journald test note {}", std::process::id());
     let r = d.ctl_json(&["annotate", "--message", &marker, "--ticket", "CHG-7"]);
     let seq = r["seq"].as_u64().unwrap().to_string();
@@ -79,6 +89,62 @@ fn every_record_reaches_journald_with_structured_fields() {
     for kind in lucid_common::record::Kind::ALL {
         let id = lucidd::export::journald::message_id(kind);
         assert!(catalog.contains(&format!("-- {id}")), "catalog lacks {kind} ({id})");
+    }
+}
+
+/// Splits a native-protocol datagram into its fields.
+fn journal_fields(d: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    let mut rest = d;
+    while !rest.is_empty() {
+        let nl = rest.iter().position(|&b| b == b'\n').unwrap();
+        let line = &rest[..nl];
+        if let Some(eq) = line.iter().position(|&b| b == b'=') {
+            out.insert(String::from_utf8_lossy(&line[..eq]).into(), String::from_utf8_lossy(&line[eq + 1..]).into());
+            rest = &rest[nl + 1..];
+        } else {
+            let len = u64::from_le_bytes(rest[nl + 1..nl + 9].try_into().unwrap()) as usize;
+            out.insert(String::from_utf8_lossy(line).into(), String::from_utf8_lossy(&rest[nl + 9..nl + 9 + len]).into());
+            rest = &rest[nl + 9 + len + 1..];
+        }
+    }
+    out
+}
+
+#[test]
+fn records_written_while_journald_is_away_arrive_when_it_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let socket = tmp.path().join("journal.socket");
+    // A socket file with nobody behind it, as a crashed journald leaves.
+    drop(std::os::unix::net::UnixDatagram::bind(&socket).unwrap());
+    let d = Daemon::start_env(&tmp.path().join("state"), &[], &[("LUCID_JOURNAL_SOCKET", socket.to_str().unwrap())]);
+    assert_eq!(d.ctl_json(&["status"])["journald"], false);
+    let mut seqs = Vec::new();
+    for i in 0..5 {
+        let r = d.ctl_json(&["annotate", "--message", &format!("while away {i}")]);
+        seqs.push(r["seq"].as_u64().unwrap());
+    }
+    // journald comes back: every record so far arrives, in order, none twice.
+    std::fs::remove_file(&socket).unwrap();
+    let server = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    server.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    while got.last() != seqs.last() {
+        let n = server.recv(&mut buf).expect("lucidd did not resend the records once journald listened again");
+        if n == 0 {
+            continue; // the connect probe
+        }
+        let f = journal_fields(&buf[..n]);
+        if let Some(seq) = f.get("LUCID_SEQ") {
+            got.push(seq.parse::<u64>().unwrap());
+        }
+    }
+    assert_eq!(got, (0..=*seqs.last().unwrap()).collect::<Vec<_>>(), "records from the first one on, in order, none twice");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while d.ctl_json(&["status"])["journald"] != true {
+        assert!(Instant::now() < deadline, "status does not show journald connected");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

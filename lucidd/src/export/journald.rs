@@ -6,10 +6,11 @@
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lucid_common::record::{Kind, Record, Severity};
-use tracing::Dispatch;
-use tracing_subscriber::layer::SubscriberExt;
+
+use super::journal_protocol::{JournalSocket, JOURNAL_SOCKET};
 
 use crate::daemon::state::AppState;
 use crate::ledger::{Health, Ledger, MESSAGE_ID_LEDGER_FAILED, MESSAGE_ID_LEDGER_RECOVERED};
@@ -31,74 +32,80 @@ pub fn message_id(kind: Kind) -> &'static str {
 /// Records read per step.
 const STEP: u64 = 1024;
 
+/// Wait between attempts to reach journald while it is absent or refusing entries.
+const RETRY: Duration = Duration::from_secs(2);
+
 /// A connection to journald for ledger records (separate from the daemon's own logs,
 /// which go to stderr).
 pub struct JournaldSink {
-    dispatch: Dispatch,
+    socket: JournalSocket,
 }
 
 impl JournaldSink {
-    /// Connects; fails when no journald socket is there.
+    /// Connects; fails when no journald is listening.
     pub fn connect() -> std::io::Result<JournaldSink> {
-        let mappings = tracing_journald::PriorityMappings {
-            info: tracing_journald::Priority::Informational,
-            ..tracing_journald::PriorityMappings::new()
-        };
-        let layer = tracing_journald::layer()?
-            .with_field_prefix(None)
-            .with_syslog_identifier("lucidd".into())
-            .with_priority_mappings(mappings);
-        Ok(JournaldSink { dispatch: Dispatch::new(tracing_subscriber::registry().with(layer)) })
+        Ok(JournaldSink { socket: JournalSocket::connect(&socket_path())? })
     }
 
-    /// Sends one record.
-    pub fn send(&self, r: &Record) {
+    /// Sends one record; an error means journald did not get it.
+    pub fn send(&self, r: &Record) -> std::io::Result<()> {
         let controls = r.controls.join(",");
         let body = r.body.to_string();
         let text = format!("{} {}: {}", r.kind, r.subject, summary(r));
-        let id = message_id(r.kind);
-        tracing::dispatcher::with_default(&self.dispatch, || {
-            macro_rules! emit {
-                ($level:ident) => {
-                    tracing::$level!(
-                        target: "lucid::ledger",
-                        message_id = id,
-                        lucid_seq = r.seq,
-                        lucid_time_ns = r.time_ns,
-                        lucid_kind = r.kind.as_str(),
-                        lucid_source = r.source.as_str(),
-                        lucid_controls = controls.as_str(),
-                        lucid_severity = r.severity.as_str(),
-                        lucid_subject = r.subject.as_str(),
-                        lucid_body = body.as_str(),
-                        "{}",
-                        text
-                    )
-                };
-            }
-            match r.severity {
-                Severity::Info | Severity::Notice => emit!(info),
-                Severity::Warning => emit!(warn),
-                Severity::Error | Severity::Critical => emit!(error),
-            }
-        });
+        let (seq, time_ns) = (r.seq.to_string(), r.time_ns.to_string());
+        self.socket.send(&[
+            ("MESSAGE", text.as_str()),
+            ("PRIORITY", priority(r.severity)),
+            ("SYSLOG_IDENTIFIER", "lucidd"),
+            ("MESSAGE_ID", message_id(r.kind)),
+            ("LUCID_SEQ", seq.as_str()),
+            ("LUCID_TIME_NS", time_ns.as_str()),
+            ("LUCID_KIND", r.kind.as_str()),
+            ("LUCID_SOURCE", r.source.as_str()),
+            ("LUCID_CONTROLS", controls.as_str()),
+            ("LUCID_SEVERITY", r.severity.as_str()),
+            ("LUCID_SUBJECT", r.subject.as_str()),
+            ("LUCID_BODY", body.as_str()),
+        ])
     }
 
     /// Sends a ledger health change (failure or recovery).
-    pub fn send_health(&self, health: &Health) {
-        tracing::dispatcher::with_default(&self.dispatch, || match health {
-            Health::Failed { error, .. } => tracing::error!(
-                target: "lucid::ledger",
-                message_id = MESSAGE_ID_LEDGER_FAILED,
-                lucid_error = error.as_str(),
-                "evidence ledger cannot write ({error}); lucidd refuses work that needs evidence until it recovers"
-            ),
-            Health::Ok => tracing::warn!(
-                target: "lucid::ledger",
-                message_id = MESSAGE_ID_LEDGER_RECOVERED,
-                "evidence ledger can write again; lucidd accepts work"
-            ),
-        });
+    pub fn send_health(&self, health: &Health) -> std::io::Result<()> {
+        match health {
+            Health::Failed { error, .. } => {
+                let text = format!("evidence ledger cannot write ({error}); lucidd refuses work that needs evidence until it recovers");
+                self.socket.send(&[
+                    ("MESSAGE", text.as_str()),
+                    ("PRIORITY", "3"),
+                    ("SYSLOG_IDENTIFIER", "lucidd"),
+                    ("MESSAGE_ID", MESSAGE_ID_LEDGER_FAILED),
+                    ("LUCID_ERROR", error.as_str()),
+                ])
+            }
+            Health::Ok => self.socket.send(&[
+                ("MESSAGE", "evidence ledger can write again; lucidd accepts work"),
+                ("PRIORITY", "4"),
+                ("SYSLOG_IDENTIFIER", "lucidd"),
+                ("MESSAGE_ID", MESSAGE_ID_LEDGER_RECOVERED),
+            ]),
+        }
+    }
+}
+
+/// The journal socket: `LUCID_JOURNAL_SOCKET` where the journal is reached elsewhere
+/// (a container with the host's socket bind-mounted; tests), else systemd's path.
+pub fn socket_path() -> PathBuf {
+    std::env::var_os("LUCID_JOURNAL_SOCKET").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(JOURNAL_SOCKET))
+}
+
+/// syslog priority of a severity.
+fn priority(s: Severity) -> &'static str {
+    match s {
+        Severity::Info => "6",
+        Severity::Notice => "5",
+        Severity::Warning => "4",
+        Severity::Error => "3",
+        Severity::Critical => "2",
     }
 }
 
@@ -113,58 +120,103 @@ fn read_cursor(path: &PathBuf) -> Option<u64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// Starts the sink if journald is reachable: follows the ledger from the saved cursor
-/// (or from the current head on first run) and reports health changes.
-pub fn spawn(state: Arc<AppState>, cursor_path: PathBuf) {
-    let sink = match JournaldSink::connect() {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::info!(error = %e, "journald not reachable; ledger records are not mirrored to the journal");
-            return;
+/// Connects, retrying every [`RETRY`] until journald listens; `status` shows the state.
+async fn reconnect(state: &AppState) -> Arc<JournaldSink> {
+    let mut told = false;
+    loop {
+        match JournaldSink::connect() {
+            Ok(s) => {
+                state.journald.store(true, Ordering::Relaxed);
+                if told {
+                    tracing::info!("journald reachable again; mirroring ledger records from the saved cursor");
+                }
+                return Arc::new(s);
+            }
+            Err(e) => {
+                state.journald.store(false, Ordering::Relaxed);
+                if !told {
+                    tracing::warn!(error = %e, socket = %socket_path().display(), "journald not reachable; ledger records will be mirrored once it is (they stay in the ledger meanwhile)");
+                    told = true;
+                }
+                tokio::time::sleep(RETRY).await;
+            }
         }
-    };
-    state.journald.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts the sink: follows the ledger from the saved cursor (or from the current head
+/// on first run) and reports health changes. The cursor moves only past records
+/// journald accepted; while journald is absent the sink waits and then catches up.
+pub fn spawn(state: Arc<AppState>, cursor_path: PathBuf) {
     let ledger: Arc<Ledger> = state.ledger.clone();
-    let health_sink = sink.clone();
     let mut health = ledger.health();
     tokio::spawn(async move {
-        while health.changed().await.is_ok() {
-            let now = health.borrow_and_update().clone();
-            health_sink.send_health(&now);
-        }
-    });
-    tokio::spawn(async move {
+        let mut sink = reconnect(&state).await;
         let mut cursor = read_cursor(&cursor_path).unwrap_or(0);
         let mut head = ledger.subscribe();
+        let mut pending_health: Option<Health> = None;
         loop {
+            if let Some(h) = pending_health.take() {
+                if let Err(e) = sink.send_health(&h) {
+                    pending_health = Some(h);
+                    tracing::warn!(error = %e, "journald refused an entry; reconnecting");
+                    sink = reconnect_after_failure(&state).await;
+                    continue;
+                }
+            }
             let next = head.borrow_and_update().next_seq;
+            let mut failed = false;
             while cursor < next {
                 let (l, from, to) = (ledger.clone(), cursor, (cursor + STEP).min(next));
-                let sink = sink.clone();
+                let s = sink.clone();
                 let sent = tokio::task::spawn_blocking(move || {
                     let records = l.records(from, to)?;
+                    let mut done = from;
                     for r in &records {
-                        sink.send(r);
+                        if let Err(e) = s.send(r) {
+                            return Ok((done, Some(e)));
+                        }
+                        done = r.seq + 1;
                     }
-                    Ok::<_, crate::ledger::LedgerError>(())
+                    Ok::<_, crate::ledger::LedgerError>((to, None))
                 })
                 .await;
                 match sent {
-                    Ok(Ok(())) => {
-                        cursor = to;
-                        if let Err(e) = std::fs::write(&cursor_path, format!("{cursor}\n")) {
-                            tracing::warn!(error = %e, "saving the journald cursor failed");
+                    Ok(Ok((done, err))) => {
+                        if done > cursor {
+                            cursor = done;
+                            if let Err(e) = std::fs::write(&cursor_path, format!("{cursor}\n")) {
+                                tracing::warn!(error = %e, "saving the journald cursor failed");
+                            }
+                        }
+                        if let Some(e) = err {
+                            tracing::warn!(error = %e, seq = cursor, "journald refused a record; reconnecting and resending from it");
+                            failed = true;
+                            break;
                         }
                     }
-                    _ => {
-                        // Reading failed (ledger reopening): try again on the next change.
-                        break;
-                    }
+                    // Reading failed (ledger reopening): try again on the next change.
+                    _ => break,
                 }
             }
-            if head.changed().await.is_err() {
-                return;
+            if failed {
+                sink = reconnect_after_failure(&state).await;
+                continue;
+            }
+            tokio::select! {
+                changed = head.changed() => if changed.is_err() { return },
+                changed = health.changed() => {
+                    if changed.is_err() { return }
+                    pending_health = Some(health.borrow_and_update().clone());
+                }
             }
         }
     });
+}
+
+/// After a failed send: marks journald unreachable, waits, and connects again.
+async fn reconnect_after_failure(state: &AppState) -> Arc<JournaldSink> {
+    state.journald.store(false, Ordering::Relaxed);
+    tokio::time::sleep(RETRY).await;
+    reconnect(state).await
 }
