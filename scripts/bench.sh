@@ -9,6 +9,8 @@ cd "$ROOT"
 
 need_apt build-essential pkg-config libsqlite3-dev python3-venv
 need_rust
-need_venv presidio-analyzer detect-secrets
+need_venv presidio-analyzer presidio-anonymizer detect-secrets structlog
+# LLM Guard's Secrets scanner without the model stack the rest of llm-guard pulls in.
+.venv/bin/python -m pip show -q llm-guard >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps llm-guard
 cargo bench --locked -p lucidd --bench ledger
 cargo bench --locked -p lucidd --bench audit

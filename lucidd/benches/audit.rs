@@ -130,6 +130,9 @@ fn main() {
     if let Some(p) = peers["detect_secrets_mb_s"].as_f64() {
         out.insert("credentials_vs_detect_secrets".into(), json!((secrets_rate / p * 10.0).round() / 10.0));
     }
+    if let Some(p) = peers["llm_guard_secrets_mb_s"].as_f64() {
+        out.insert("credentials_vs_llm_guard_secrets".into(), json!((secrets_rate / p * 10.0).round() / 10.0));
+    }
     out.insert("peers".into(), peers);
     out.insert("bench".into(), json!("audit"));
     println!("{}", serde_json::Value::Object(out));
