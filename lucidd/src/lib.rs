@@ -13,4 +13,5 @@ pub mod control;
 pub mod daemon;
 pub mod export;
 pub mod gateway;
+pub mod infer;
 pub mod ledger;

@@ -1,0 +1,354 @@
+//! The transformer encoder on the CPU: BERT, RoBERTa/XLM-R and DeBERTa-v2/v3.
+//!
+//! A batch is *packed*: the tokens of all sequences are rows of one matrix, so every
+//! dense layer is one GEMM over real tokens only, and attention runs per sequence over
+//! its own rows. Padding never costs compute and needs no mask.
+
+use rayon::prelude::*;
+
+use super::config::{Family, ModelConfig};
+use super::ops::{matmul_serial, softmax_rows, Activation, LayerNorm, Linear, View};
+use super::weights::Weights;
+use super::InferError;
+
+/// Token ids of several sequences laid end to end.
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    /// All token ids.
+    pub ids: Vec<u32>,
+    /// (first row, length) of each sequence.
+    pub seqs: Vec<(usize, usize)>,
+}
+
+impl Packed {
+    /// Appends one sequence.
+    pub fn push(&mut self, ids: &[u32]) {
+        self.seqs.push((self.ids.len(), ids.len()));
+        self.ids.extend_from_slice(ids);
+    }
+
+    /// Number of token rows.
+    pub fn rows(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// DeBERTa's relative-position machinery, shared by all layers.
+struct Relative {
+    /// Normalised relative embeddings, `2 * span` rows.
+    embeddings: Vec<f32>,
+    /// Half the number of relative positions (`att_span` in the reference code).
+    span: usize,
+    /// Log-bucket count (0: none) and the maximum distance.
+    buckets: i64,
+    max_distance: i64,
+    c2p: bool,
+    p2c: bool,
+    share_att_key: bool,
+}
+
+impl Relative {
+    /// The (possibly bucketed) relative position of query `i` to key `j`.
+    fn position(&self, i: usize, j: usize) -> i64 {
+        let rel = i as i64 - j as i64;
+        if self.buckets <= 0 || self.max_distance <= 0 {
+            return rel;
+        }
+        // make_log_bucket_position, computed in f32 as the reference does.
+        let mid = self.buckets / 2;
+        let abs = if rel < mid && rel > -mid { mid - 1 } else { rel.abs() };
+        if abs <= mid {
+            return rel;
+        }
+        let (midf, absf) = (mid as f32, abs as f32);
+        let log_pos = ((absf / midf).ln() / ((self.max_distance - 1) as f32 / midf).ln() * (mid - 1) as f32).ceil() + midf;
+        log_pos as i64 * rel.signum()
+    }
+}
+
+/// One layer's view of the relative embeddings: projected to keys (c2p) and queries (p2c).
+#[derive(Clone, Copy)]
+struct LayerRel<'a> {
+    r: &'a Relative,
+    pos_key: Option<&'a [f32]>,
+    pos_query: Option<&'a [f32]>,
+}
+
+struct Layer {
+    qkv: Linear,
+    /// DeBERTa without shared keys: separate projections of the relative embeddings.
+    pos_key: Option<Linear>,
+    pos_query: Option<Linear>,
+    attn_out: Linear,
+    ln1: LayerNorm,
+    inter: Linear,
+    out: Linear,
+    ln2: LayerNorm,
+}
+
+/// A loaded encoder.
+pub struct Encoder {
+    family: Family,
+    hidden: usize,
+    heads: usize,
+    words: Vec<f32>,
+    /// Width of the word embeddings (DeBERTa may project them up).
+    embedding_size: usize,
+    embed_proj: Option<Linear>,
+    positions: Option<Vec<f32>>,
+    max_positions: usize,
+    /// First position id (RoBERTa counts from after the padding index).
+    position_offset: usize,
+    token_type: Option<Vec<f32>>,
+    emb_ln: LayerNorm,
+    layers: Vec<Layer>,
+    act: Activation,
+    relative: Option<Relative>,
+}
+
+impl Encoder {
+    /// Loads the encoder tensors of `cfg`'s family from `w`.
+    pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Encoder, InferError> {
+        let family = cfg.family().ok_or_else(|| InferError::Unsupported(format!("model_type {}", cfg.model_type)))?;
+        let (h, heads) = (cfg.hidden_size, cfg.num_attention_heads);
+        if heads == 0 || h % heads != 0 {
+            return Err(InferError::Unsupported(format!("hidden_size {h} is not a multiple of {heads} heads")));
+        }
+        let vocab = w.shape(&format!("{}embeddings.word_embeddings.weight", w.prefix)).map_or(0, |s| s[0]);
+        let embedding_size = cfg.embedding_size.unwrap_or(h);
+        let words = w.encoder("embeddings.word_embeddings.weight", &[vocab, embedding_size])?;
+        let embed_proj = match embedding_size != h {
+            true => {
+                let p = w.prefix.clone();
+                let t = w.take(&format!("{p}embeddings.embed_proj.weight"), &[h, embedding_size])?;
+                Some(Linear::from_parts(t, vec![0.0; h], h, embedding_size))
+            }
+            false => None,
+        };
+        let absolute = family != Family::DebertaV2 || cfg.position_biased_input.unwrap_or(true);
+        let positions = match absolute {
+            true => Some(w.encoder("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, embedding_size])?),
+            false => None,
+        };
+        let position_offset = match family {
+            Family::Roberta => cfg.pad_token_id.unwrap_or(1) + 1,
+            _ => 0,
+        };
+        let token_type = match cfg.type_vocab_size {
+            0 => None,
+            n => Some(w.encoder("embeddings.token_type_embeddings.weight", &[n, embedding_size])?),
+        };
+        let p = w.prefix.clone();
+        let emb_ln = LayerNorm::load(w, &format!("{p}embeddings.LayerNorm"), embedding_size, cfg.layer_norm_eps)?;
+        let (self_names, attn_span) = match family {
+            Family::DebertaV2 => (["query_proj", "key_proj", "value_proj"], true),
+            _ => (["query", "key", "value"], false),
+        };
+        let (c2p, p2c) = cfg.pos_att();
+        let relative_on = attn_span && cfg.relative_attention;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let l = format!("{p}encoder.layer.{i}");
+            let qkv = Linear::concat(vec![
+                Linear::load(w, &format!("{l}.attention.self.{}", self_names[0]), h, h)?,
+                Linear::load(w, &format!("{l}.attention.self.{}", self_names[1]), h, h)?,
+                Linear::load(w, &format!("{l}.attention.self.{}", self_names[2]), h, h)?,
+            ]);
+            let (mut pos_key, mut pos_query) = (None, None);
+            if relative_on && !cfg.share_att_key {
+                if c2p {
+                    pos_key = Some(Linear::load(w, &format!("{l}.attention.self.pos_key_proj"), h, h)?);
+                }
+                if p2c {
+                    pos_query = Some(Linear::load(w, &format!("{l}.attention.self.pos_query_proj"), h, h)?);
+                }
+            }
+            layers.push(Layer {
+                qkv,
+                pos_key,
+                pos_query,
+                attn_out: Linear::load(w, &format!("{l}.attention.output.dense"), h, h)?,
+                ln1: LayerNorm::load(w, &format!("{l}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)?,
+                inter: Linear::load(w, &format!("{l}.intermediate.dense"), cfg.intermediate_size, h)?,
+                out: Linear::load(w, &format!("{l}.output.dense"), h, cfg.intermediate_size)?,
+                ln2: LayerNorm::load(w, &format!("{l}.output.LayerNorm"), h, cfg.layer_norm_eps)?,
+            });
+        }
+        let relative = match relative_on {
+            false => None,
+            true => {
+                let max_distance = if cfg.max_relative_positions < 1 { cfg.max_position_embeddings as i64 } else { cfg.max_relative_positions };
+                let span = if cfg.position_buckets > 0 { cfg.position_buckets } else { max_distance } as usize;
+                let mut embeddings = w.take(&format!("{p}encoder.rel_embeddings.weight"), &[2 * span, h])?;
+                if cfg.norm_rel_ebd.as_deref().is_some_and(|n| n.contains("layer_norm")) {
+                    LayerNorm::load(w, &format!("{p}encoder.LayerNorm"), h, cfg.layer_norm_eps)?.apply(&mut embeddings);
+                }
+                Some(Relative { embeddings, span, buckets: cfg.position_buckets, max_distance, c2p, p2c, share_att_key: cfg.share_att_key })
+            }
+        };
+        Ok(Encoder {
+            family,
+            hidden: h,
+            heads,
+            words,
+            embedding_size,
+            embed_proj,
+            positions,
+            max_positions: cfg.max_position_embeddings,
+            position_offset,
+            token_type,
+            emb_ln,
+            layers,
+            act: Activation::parse(&cfg.hidden_act)?,
+            relative,
+        })
+    }
+
+    /// Width of the hidden states.
+    pub fn hidden(&self) -> usize {
+        self.hidden
+    }
+
+    /// Longest sequence the model takes (its position table, or for relative-only
+    /// models the length it was trained for).
+    pub fn max_tokens(&self) -> usize {
+        self.max_positions.saturating_sub(self.position_offset)
+    }
+
+    /// Runs the encoder; returns the last hidden state, one row per token.
+    pub fn forward(&self, batch: &Packed) -> Result<Vec<f32>, InferError> {
+        let mut x = self.embed(batch)?;
+        let rows = batch.rows();
+        for layer in &self.layers {
+            x = self.layer(layer, x, batch, rows);
+        }
+        Ok(x)
+    }
+
+    fn embed(&self, batch: &Packed) -> Result<Vec<f32>, InferError> {
+        let e = self.embedding_size;
+        let vocab = self.words.len() / e.max(1);
+        let mut x = vec![0.0f32; batch.rows() * e];
+        for &(start, len) in &batch.seqs {
+            if len > self.max_tokens() {
+                return Err(InferError::TooLong { tokens: len, max: self.max_tokens() });
+            }
+            for t in 0..len {
+                let id = batch.ids[start + t] as usize;
+                if id >= vocab {
+                    return Err(InferError::Token { id, vocab });
+                }
+                let row = &mut x[(start + t) * e..(start + t + 1) * e];
+                row.copy_from_slice(&self.words[id * e..(id + 1) * e]);
+                if let Some(pos) = &self.positions {
+                    let p = self.position_offset + t;
+                    row.iter_mut().zip(&pos[p * e..(p + 1) * e]).for_each(|(v, q)| *v += q);
+                }
+                if let Some(tt) = &self.token_type {
+                    row.iter_mut().zip(&tt[..e]).for_each(|(v, q)| *v += q);
+                }
+            }
+        }
+        self.emb_ln.apply(&mut x);
+        Ok(match &self.embed_proj {
+            Some(p) => p.forward(&x, batch.rows()),
+            None => x,
+        })
+    }
+
+    fn layer(&self, l: &Layer, x: Vec<f32>, batch: &Packed, rows: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let qkv = l.qkv.forward(&x, rows);
+        // Relative embeddings projected by this layer (DeBERTa): [2*span, h] each.
+        let rel = self.relative.as_ref().map(|r| {
+            let n = 2 * r.span;
+            let (pk, pq) = if r.share_att_key {
+                let both = l.qkv.forward(&r.embeddings, n);
+                let take = |which: usize| -> Vec<f32> { both.chunks_exact(3 * h).flat_map(|row| row[which * h..(which + 1) * h].to_vec()).collect() };
+                (r.c2p.then(|| take(1)), r.p2c.then(|| take(0)))
+            } else {
+                (l.pos_key.as_ref().map(|p| p.forward(&r.embeddings, n)), l.pos_query.as_ref().map(|p| p.forward(&r.embeddings, n)))
+            };
+            (r, pk, pq)
+        });
+        let mut ctx = vec![0.0f32; rows * h];
+        let mut chunks = Vec::with_capacity(batch.seqs.len());
+        let mut rest = ctx.as_mut_slice();
+        for &(start, len) in &batch.seqs {
+            let (mine, tail) = rest.split_at_mut(len * h);
+            chunks.push((start, len, mine));
+            rest = tail;
+        }
+        chunks.into_par_iter().for_each(|(start, len, out)| {
+            let rel = rel.as_ref().map(|(r, pk, pq)| LayerRel { r, pos_key: pk.as_deref(), pos_query: pq.as_deref() });
+            self.attend(&qkv, start, len, out, rel);
+        });
+        let mut a = l.attn_out.forward(&ctx, rows);
+        a.iter_mut().zip(&x).for_each(|(v, r)| *v += r);
+        l.ln1.apply(&mut a);
+        let mut inter = l.inter.forward(&a, rows);
+        self.act.apply(&mut inter);
+        let mut o = l.out.forward(&inter, rows);
+        o.iter_mut().zip(&a).for_each(|(v, r)| *v += r);
+        l.ln2.apply(&mut o);
+        o
+    }
+
+    /// Attention of one sequence (rows `start..start+len` of `qkv`) into `out`.
+    fn attend(&self, qkv: &[f32], start: usize, len: usize, out: &mut [f32], rel: Option<LayerRel>) {
+        let (h, heads) = (self.hidden, self.heads);
+        let d = h / heads;
+        let all = View::rows(qkv, 3 * h);
+        let factor = match rel {
+            Some(l) => 1 + usize::from(l.r.c2p) + usize::from(l.r.p2c),
+            None => 1,
+        };
+        let scale = 1.0 / ((d * factor) as f32).sqrt();
+        let mut scores = vec![0.0f32; len * len];
+        // Relative positions of this length, computed once for all heads.
+        let positions: Vec<i64> = match rel {
+            Some(l) => (0..len).flat_map(|i| (0..len).map(move |j| l.r.position(i, j))).collect(),
+            None => Vec::new(),
+        };
+        let mut c2p = Vec::new();
+        let mut p2c = Vec::new();
+        for head in 0..heads {
+            let q = all.at(start, head * d);
+            let k = all.at(start, h + head * d);
+            let v = all.at(start, 2 * h + head * d);
+            matmul_serial(&mut scores, len, len, len, d, q, k.t(), scale, false);
+            if let Some(LayerRel { r, pos_key, pos_query }) = rel {
+                let n = 2 * r.span;
+                let span = r.span as i64;
+                let clamp = |p: i64| (p + span).clamp(0, n as i64 - 1) as usize;
+                if let Some(pk) = pos_key {
+                    // c2p[i][p] = q_i . pk_p
+                    c2p.resize(len * n, 0.0);
+                    matmul_serial(&mut c2p, n, len, n, d, q, View::rows(pk, h).at(0, head * d).t(), scale, false);
+                    for i in 0..len {
+                        for j in 0..len {
+                            scores[i * len + j] += c2p[i * n + clamp(positions[i * len + j])];
+                        }
+                    }
+                }
+                if let Some(pq) = pos_query {
+                    // p2c[j][p] = k_j . pq_p, used at position -rel(j, i).
+                    p2c.resize(len * n, 0.0);
+                    matmul_serial(&mut p2c, n, len, n, d, k, View::rows(pq, h).at(0, head * d).t(), scale, false);
+                    for i in 0..len {
+                        for j in 0..len {
+                            scores[i * len + j] += p2c[j * n + clamp(-positions[j * len + i])];
+                        }
+                    }
+                }
+            }
+            softmax_rows(&mut scores, len);
+            matmul_serial(&mut out[head * d..], h, len, d, len, View::rows(&scores, len), v, 1.0, false);
+        }
+    }
+
+    /// The family this encoder was loaded as.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+}

@@ -1,0 +1,118 @@
+//! A classifier directory loaded whole: tokenizer, encoder and heads; texts in,
+//! per-head probabilities out, long texts scored as the maximum over overlapping
+//! windows.
+
+use std::path::{Path, PathBuf};
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use super::config::ModelConfig;
+use super::encoder::{Encoder, Packed};
+use super::heads::{Head, HeadOutput};
+use super::weights::Weights;
+use super::InferError;
+
+/// Longest window, in tokens, whatever the position table allows.
+pub const MAX_WINDOW: usize = 512;
+
+/// A loaded classifier (or bare encoder, when it has no heads).
+pub struct Model {
+    /// Where it was loaded from.
+    pub dir: PathBuf,
+    /// Its config.
+    pub config: ModelConfig,
+    tokenizer: Tokenizer,
+    encoder: Encoder,
+    /// Heads, all scored in the same encoder pass.
+    pub heads: Vec<Head>,
+    window: usize,
+}
+
+/// One text's scores: per head, the probabilities maximised over the text's windows.
+#[derive(Clone, Debug)]
+pub struct TextScores {
+    /// Per head, in `Model::heads` order.
+    pub heads: Vec<Vec<f32>>,
+    /// Windows the text was split into.
+    pub windows: usize,
+}
+
+impl Model {
+    /// Loads `config.json`, `model.safetensors`, `tokenizer.json` and, when present,
+    /// `heads.json`/`heads.safetensors` from `dir`.
+    pub fn load(dir: &Path) -> Result<Model, InferError> {
+        let cfg_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|source| InferError::Io { path: cfg_path.display().to_string(), source })?;
+        let config: ModelConfig = serde_json::from_str(&text).map_err(|e| InferError::Format { path: cfg_path.display().to_string(), message: e.to_string() })?;
+        let family = config.family().ok_or_else(|| InferError::Unsupported(format!("model_type {} (supported: bert, roberta, xlm-roberta, deberta-v2)", config.model_type)))?;
+        let mut weights = Weights::load(&dir.join("model.safetensors"))?;
+        let encoder = Encoder::load(&config, &mut weights)?;
+        let mut heads: Vec<Head> = Head::from_checkpoint(&config, family, &mut weights)?.into_iter().collect();
+        if dir.join("heads.json").exists() {
+            heads.extend(Head::from_pack(dir, config.hidden_size)?);
+        }
+        let tok_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| InferError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
+        let window = encoder.max_tokens().min(MAX_WINDOW);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: window,
+                stride: window / 4,
+                strategy: TruncationStrategy::LongestFirst,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| InferError::Tokenizer(e.to_string()))?;
+        tokenizer.with_padding(None);
+        Ok(Model { dir: dir.to_path_buf(), config, tokenizer, encoder, heads, window })
+    }
+
+    /// Longest window in tokens.
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    /// Token ids of a text's windows (special tokens included); overlapping by a quarter.
+    pub fn windows(&self, text: &str) -> Result<Vec<Vec<u32>>, InferError> {
+        let enc = self.tokenizer.encode(text, true).map_err(|e| InferError::Tokenizer(e.to_string()))?;
+        let mut out = vec![enc.get_ids().to_vec()];
+        out.extend(enc.get_overflowing().iter().map(|o| o.get_ids().to_vec()));
+        Ok(out)
+    }
+
+    /// The last hidden state of a packed batch.
+    pub fn hidden(&self, batch: &Packed) -> Result<Vec<f32>, InferError> {
+        self.encoder.forward(batch)
+    }
+
+    /// Every head on every sequence of a packed batch: `[head][sequence]`.
+    pub fn run(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
+        let hidden = self.encoder.forward(batch)?;
+        Ok(self.heads.iter().map(|h| h.apply(&hidden, self.encoder.hidden(), batch)).collect())
+    }
+
+    /// Scores texts: all windows of all texts in one packed pass.
+    pub fn score(&self, texts: &[&str]) -> Result<Vec<TextScores>, InferError> {
+        let mut batch = Packed::default();
+        let mut owner = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            for w in self.windows(t)? {
+                batch.push(&w);
+                owner.push(i);
+            }
+        }
+        let outputs = self.run(&batch)?;
+        let mut scores: Vec<TextScores> = texts
+            .iter()
+            .map(|_| TextScores { heads: self.heads.iter().map(|h| vec![0.0; h.labels.len()]).collect(), windows: 0 })
+            .collect();
+        for (seq, &text) in owner.iter().enumerate() {
+            scores[text].windows += 1;
+            for (h, per_seq) in outputs.iter().enumerate() {
+                for (best, p) in scores[text].heads[h].iter_mut().zip(&per_seq[seq].probs) {
+                    *best = best.max(*p);
+                }
+            }
+        }
+        Ok(scores)
+    }
+}

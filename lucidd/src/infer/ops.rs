@@ -1,0 +1,263 @@
+//! The CPU backend's numerical building blocks over row-major f32 matrices: GEMM (the
+//! `gemm` crate: SIMD kernels, rayon threads), LayerNorm, GELU, softmax.
+
+use gemm::Parallelism;
+
+use super::weights::Weights;
+use super::InferError;
+
+/// Rows above which a GEMM is split across threads (below it, threads cost more than
+/// they save).
+const PARALLEL_ROWS: usize = 16;
+
+fn parallelism(rows: usize) -> Parallelism {
+    if rows >= PARALLEL_ROWS {
+        Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        Parallelism::None
+    }
+}
+
+/// A strided view of a matrix: element (i, j) at `data[offset + i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub struct View<'a> {
+    /// The backing slice.
+    pub data: &'a [f32],
+    /// Index of element (0, 0).
+    pub offset: usize,
+    /// Step between rows.
+    pub rs: usize,
+    /// Step between columns.
+    pub cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A dense row-major matrix with `cols` columns.
+    pub fn rows(data: &'a [f32], cols: usize) -> View<'a> {
+        View { data, offset: 0, rs: cols, cs: 1 }
+    }
+
+    /// The transpose of this view.
+    pub fn t(self) -> View<'a> {
+        View { rs: self.cs, cs: self.rs, ..self }
+    }
+
+    /// The view starting at element (i, j).
+    pub fn at(self, i: usize, j: usize) -> View<'a> {
+        View { offset: self.offset + i * self.rs + j * self.cs, ..self }
+    }
+
+    /// Whether an m x n matrix fits in the backing slice.
+    fn fits(&self, m: usize, n: usize) -> bool {
+        m == 0 || n == 0 || self.offset + (m - 1) * self.rs + (n - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m x n] (row stride dst_rs) = (accumulate ? dst : 0) + scale * a[m x k] * b[k x n]`.
+///
+/// Bounds are checked here, so the unsafe GEMM call below only ever reads and writes
+/// inside the slices it was given.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, a: View, b: View, scale: f32, accumulate: bool) {
+    matmul_with(dst, dst_rs, m, n, k, a, b, scale, accumulate, parallelism(m));
+}
+
+/// [`matmul`] on the calling thread only (for work already spread across threads).
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_serial(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, a: View, b: View, scale: f32, accumulate: bool) {
+    matmul_with(dst, dst_rs, m, n, k, a, b, scale, accumulate, Parallelism::None);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn matmul_with(dst: &mut [f32], dst_rs: usize, m: usize, n: usize, k: usize, a: View, b: View, scale: f32, accumulate: bool, par: Parallelism) {
+    let fits_dst = m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len();
+    if !(fits_dst && a.fits(m, k) && b.fits(k, n)) || (m > 1 && n > dst_rs) {
+        // A shape bug in this module, not input data: leave dst as it is and say so in
+        // debug builds.
+        debug_assert!(false, "matmul out of bounds: m={m} n={n} k={k}");
+        return;
+    }
+    // SAFETY: every element the GEMM touches was bounds-checked above; dst does not
+    // alias a or b (it is a distinct &mut).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr().add(b.offset),
+            b.cs as isize,
+            b.rs as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            par,
+        );
+    }
+}
+
+/// A dense layer `y = x W^T + b` with W stored as in PyTorch (`[out, in]`).
+pub struct Linear {
+    w: Vec<f32>,
+    b: Vec<f32>,
+    /// Output width.
+    pub out: usize,
+    /// Input width.
+    pub inp: usize,
+}
+
+impl Linear {
+    /// A layer from its weight (`[out, in]`) and bias.
+    pub fn from_parts(w: Vec<f32>, b: Vec<f32>, out: usize, inp: usize) -> Linear {
+        Linear { w, b, out, inp }
+    }
+
+    /// Loads `{name}.weight` and `{name}.bias` (full names).
+    pub fn load(w: &mut Weights, name: &str, out: usize, inp: usize) -> Result<Linear, InferError> {
+        Ok(Linear { w: w.take(&format!("{name}.weight"), &[out, inp])?, b: w.take(&format!("{name}.bias"), &[out])?, out, inp })
+    }
+
+    /// Several layers with the same input fused into one (Q, K and V into one GEMM).
+    pub fn concat(parts: Vec<Linear>) -> Linear {
+        let inp = parts.first().map_or(0, |p| p.inp);
+        let mut w = Vec::new();
+        let mut b = Vec::new();
+        let mut out = 0;
+        for p in parts {
+            w.extend_from_slice(&p.w);
+            b.extend_from_slice(&p.b);
+            out += p.out;
+        }
+        Linear { w, b, out, inp }
+    }
+
+    /// `x` has `rows` rows of `inp`; returns `rows` rows of `out`.
+    pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut y = Vec::with_capacity(rows * self.out);
+        for _ in 0..rows {
+            y.extend_from_slice(&self.b);
+        }
+        matmul(&mut y, self.out, rows, self.out, self.inp, View::rows(x, self.inp), View::rows(&self.w, self.inp).t(), 1.0, true);
+        y
+    }
+}
+
+/// LayerNorm over the last dimension.
+pub struct LayerNorm {
+    g: Vec<f32>,
+    b: Vec<f32>,
+    eps: f32,
+}
+
+impl LayerNorm {
+    /// Loads `{name}.weight` and `{name}.bias`.
+    pub fn load(w: &mut Weights, name: &str, width: usize, eps: f64) -> Result<LayerNorm, InferError> {
+        Ok(LayerNorm { g: w.take(&format!("{name}.weight"), &[width])?, b: w.take(&format!("{name}.bias"), &[width])?, eps: eps as f32 })
+    }
+
+    /// Normalises every row of `x` in place.
+    pub fn apply(&self, x: &mut [f32]) {
+        let n = self.g.len();
+        for row in x.chunks_exact_mut(n) {
+            let mean = row.iter().sum::<f32>() / n as f32;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            for ((v, g), b) in row.iter_mut().zip(&self.g).zip(&self.b) {
+                *v = (*v - mean) * inv * g + b;
+            }
+        }
+    }
+}
+
+/// The activations configs name.
+#[derive(Clone, Copy, Debug)]
+pub enum Activation {
+    /// Exact GELU, `x * Phi(x)` (Hugging Face's `gelu`).
+    Gelu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`).
+    GeluTanh,
+    /// ReLU.
+    Relu,
+    /// tanh.
+    Tanh,
+}
+
+impl Activation {
+    /// Parses a config's activation name.
+    pub fn parse(name: &str) -> Result<Activation, InferError> {
+        match name {
+            "gelu" => Ok(Activation::Gelu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Activation::GeluTanh),
+            "relu" => Ok(Activation::Relu),
+            "tanh" => Ok(Activation::Tanh),
+            other => Err(InferError::Unsupported(format!("activation {other}"))),
+        }
+    }
+
+    /// Applies the activation in place.
+    pub fn apply(self, x: &mut [f32]) {
+        match self {
+            Activation::Gelu => x.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + libm::erff(*v * std::f32::consts::FRAC_1_SQRT_2))),
+            Activation::GeluTanh => {
+                const C: f32 = 0.797_884_6; // sqrt(2/pi)
+                x.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + (C * (*v + 0.044715 * *v * *v * *v)).tanh()))
+            }
+            Activation::Relu => x.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Tanh => x.iter_mut().for_each(|v| *v = v.tanh()),
+        }
+    }
+}
+
+/// Softmax of each row in place.
+pub fn softmax_rows(x: &mut [f32], cols: usize) {
+    for row in x.chunks_exact_mut(cols) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v - max).exp();
+            sum += *v;
+        }
+        let inv = 1.0 / sum;
+        row.iter_mut().for_each(|v| *v *= inv);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_handles_transposed_and_offset_views() {
+        // a = [[1,2],[3,4]], b^T stored as rows [[5,6],[7,8]] -> a * b = [[17,23],[39,53]].
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let bt = [5.0, 6.0, 7.0, 8.0];
+        let mut out = vec![0.0; 4];
+        matmul(&mut out, 2, 2, 2, 2, View::rows(&a, 2), View::rows(&bt, 2).t(), 1.0, false);
+        assert_eq!(out, [17.0, 23.0, 39.0, 53.0]);
+        let lin = Linear { w: bt.to_vec(), b: vec![1.0, -1.0], out: 2, inp: 2 };
+        assert_eq!(lin.forward(&a, 2), [18.0, 22.0, 40.0, 52.0]);
+        // The second column of a 2x2 block inside a wider matrix.
+        let wide = [0.0, 1.0, 9.0, 0.0, 2.0, 9.0];
+        let mut col = vec![0.0; 1];
+        matmul(&mut col, 1, 1, 1, 2, View::rows(&[1.0, 1.0], 2), View::rows(&wide, 3).at(0, 1), 1.0, false);
+        assert_eq!(col, [3.0]);
+    }
+
+    #[test]
+    fn softmax_and_gelu_match_closed_forms() {
+        let mut x = vec![0.0, (2.0f32).ln()];
+        softmax_rows(&mut x, 2);
+        assert!((x[0] - 1.0 / 3.0).abs() < 1e-6 && (x[1] - 2.0 / 3.0).abs() < 1e-6);
+        let mut g = vec![1.0f32];
+        Activation::Gelu.apply(&mut g);
+        assert!((g[0] - 0.841_344_7).abs() < 1e-6);
+    }
+}
