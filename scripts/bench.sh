@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs the benchmarks, each against its named peer in the
 # same run: the ledger against SQLite, the audit chain against Presidio's pattern
-# recognizers and detect-secrets. Each prints one JSON line.
+# recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
+# ONNX Runtime. Each prints one JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -12,5 +13,8 @@ need_rust
 need_venv presidio-analyzer presidio-anonymizer detect-secrets structlog
 # LLM Guard's Secrets scanner without the model stack the rest of llm-guard pulls in.
 .venv/bin/python -m pip show -q llm-guard >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps llm-guard
+# The classifier engine's peers: PyTorch CPU and ONNX Runtime on all-MiniLM-L6-v2.
+need_torch_venv onnxruntime onnx
 cargo bench --locked -p lucidd --bench ledger
 cargo bench --locked -p lucidd --bench audit
+cargo bench --locked -p lucidd --bench infer

