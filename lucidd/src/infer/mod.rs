@@ -6,6 +6,7 @@
 //! softmax), `encoder` (the transformer), `heads` (classifier heads and pooled linear
 //! heads), `model` (tokenizer + encoder + heads, windows for long texts).
 
+pub mod batcher;
 pub mod config;
 pub mod encoder;
 pub mod heads;

@@ -92,11 +92,17 @@ impl Model {
 
     /// Scores texts: all windows of all texts in one packed pass.
     pub fn score(&self, texts: &[&str]) -> Result<Vec<TextScores>, InferError> {
+        let windows = texts.iter().map(|t| self.windows(t)).collect::<Result<Vec<_>, _>>()?;
+        self.score_windows(&windows)
+    }
+
+    /// Scores already tokenised texts (each a list of windows) in one packed pass.
+    pub fn score_windows(&self, texts: &[Vec<Vec<u32>>]) -> Result<Vec<TextScores>, InferError> {
         let mut batch = Packed::default();
         let mut owner = Vec::new();
-        for (i, t) in texts.iter().enumerate() {
-            for w in self.windows(t)? {
-                batch.push(&w);
+        for (i, windows) in texts.iter().enumerate() {
+            for w in windows {
+                batch.push(w);
                 owner.push(i);
             }
         }
