@@ -10,6 +10,7 @@ pub mod batcher;
 pub mod config;
 pub mod encoder;
 pub mod heads;
+pub mod kernels;
 pub mod model;
 pub mod ops;
 pub mod weights;
