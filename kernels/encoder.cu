@@ -20,26 +20,21 @@ __device__ __forceinline__ float warp_max(float v) {
     return v;
 }
 
-// Sum over the block; every thread gets the result. `scratch` holds WARPS floats.
-__device__ __forceinline__ float block_sum(float v, float* scratch) {
-    v = warp_sum(v);
+// Sum (or maximum, when MAX) over the block; every thread gets the result. `scratch`
+// holds WARPS floats.
+template <bool MAX>
+__device__ __forceinline__ float block_reduce(float v, float* scratch) {
+    v = MAX ? warp_max(v) : warp_sum(v);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < WARPS ? scratch[lane] : 0.0f;
-    return warp_sum(v);
+    v = lane < WARPS ? scratch[lane] : (MAX ? NEG_INF : 0.0f);
+    return MAX ? warp_max(v) : warp_sum(v);
 }
 
-__device__ __forceinline__ float block_max(float v, float* scratch) {
-    v = warp_max(v);
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = lane < WARPS ? scratch[lane] : NEG_INF;
-    return warp_max(v);
-}
+__device__ __forceinline__ float block_sum(float v, float* scratch) { return block_reduce<false>(v, scratch); }
+__device__ __forceinline__ float block_max(float v, float* scratch) { return block_reduce<true>(v, scratch); }
 
 // Normalises row `x` (width n) in place with gamma/beta; one block per row.
 __device__ __forceinline__ void layernorm_row(float* x, const float* gamma, const float* beta, int n, float eps, float* scratch) {
