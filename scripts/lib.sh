@@ -36,8 +36,13 @@ need_rust() {
     want=$(sed -n 's/^rust-version *= *"\(.*\)"/\1/p' "$ROOT/Cargo.toml" | head -1)
     have=$(rustc --version | awk '{print $2}')
     if [ "$(printf '%s\n%s\n' "$want" "$have" | sort -V | head -1)" != "$want" ]; then
-        command -v rustup >/dev/null 2>&1 && rustup toolchain install stable --profile minimal \
-            || die "rustc $have is older than $want"
+        { command -v rustup >/dev/null 2>&1 && rustup toolchain install stable --profile minimal --component clippy \
+            && rustup default stable; } || die "rustc $have is older than $want"
+    fi
+    # The tests run clippy with -D warnings; a toolchain installed without it gets it here.
+    if ! cargo clippy --version >/dev/null 2>&1 && command -v rustup >/dev/null 2>&1; then
+        say "adding clippy"
+        rustup component add clippy
     fi
 }
 
