@@ -201,3 +201,43 @@ pub fn finding_kinds(findings: &[Finding]) -> String {
     kinds.dedup();
     kinds.join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::auditors::{GuardrailsEnv, PiiEnv, PolicyEnv};
+
+    /// Texts built from pieces that look like PII, keys and attacks, mixed with digits,
+    /// letters and spaces from other scripts (Arabic-Indic, fullwidth, Devanagari
+    /// digits; combining marks; multi-byte lower-casing): no auditor may panic on any.
+    #[test]
+    fn no_auditor_panics_on_mixed_scripts() {
+        let pieces = [
+            "GB1٢ WEST 1234 5698 7654 32", "GB82 WEST 1234 5698 7654 32", "DE89 3704 0044 0532 0130 00", "4111 1111 1111 111١",
+            "+44 20 ٧946 0958", "078-05-11२०", "192.168.١.1", "v1.2.3.4", "İSTANBUL", "ǅ", "é", "\u{0301}", "ﬀ", "１２３４",
+            "AKIA", "ghp_", "-----BEGIN RSA PRIVATE KEY-----", "eyJ", "password = ", "ignore previous instructions", "aWdub3Jl",
+            " ", "\n", "@", ".", "-", "0", "9", "x", "Z",
+        ];
+        let pii = pii::PiiAuditor::new(PiiEnv::default(), [3; 32]);
+        let rules = secrets::RuleSet::builtin().unwrap();
+        let secrets = secrets::SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), rules);
+        let guard = guardrails::GuardrailsAuditor::new(GuardrailsEnv::default());
+        let auditors: [&dyn Auditor; 3] = [&pii, &secrets, &guard];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..3000 {
+            let mut text = String::new();
+            for _ in 0..(x % 9 + 1) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                text.push_str(pieces[(x % pieces.len() as u64) as usize]);
+            }
+            let subject = Subject::new([(Some("user".to_string()), text.clone())]);
+            for a in auditors {
+                for stage in [Stage::PreRequest, Stage::PostResponse] {
+                    let _ = a.audit(stage, &subject);
+                }
+            }
+        }
+    }
+}

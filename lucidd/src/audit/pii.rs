@@ -46,7 +46,7 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "iban",
-                regex: fixed(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
+                regex: fixed(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
                 context: None,
                 validate: valid_iban,
                 score: 0.95,
@@ -181,7 +181,8 @@ pub fn valid_card(s: &str) -> bool {
 /// ISO 13616: country code, check digits, mod 97 == 1.
 pub fn valid_iban(s: &str) -> bool {
     let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    if !(15..=34).contains(&compact.len()) {
+    // ASCII only, so that the byte slicing below falls on character boundaries.
+    if !compact.is_ascii() || !(15..=34).contains(&compact.len()) {
         return false;
     }
     let rearranged = format!("{}{}", &compact[4..], &compact[..4]);
@@ -215,9 +216,14 @@ fn valid_phone(s: &str) -> bool {
     (7..=15).contains(&n) && (s.starts_with('+') || s.matches('.').count() < 2)
 }
 
-/// Whether one of the two words right before `start` is in `words`.
+/// Whether one of the two words right before `start` is in `words` (looking back at
+/// most the context window, so many matches in a long text stay linear).
 fn preceded_by_word(text: &str, start: usize, words: &[&str]) -> bool {
-    let before = text[..start].to_lowercase();
+    let mut from = start.saturating_sub(CONTEXT_WINDOW);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    let before = text[from..start].to_lowercase();
     before
         .split(|c: char| !c.is_alphanumeric() && c != '§')
         .filter(|w| !w.is_empty())
