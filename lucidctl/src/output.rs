@@ -62,12 +62,18 @@ pub fn size(bytes: u64) -> String {
     if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
 }
 
+/// The first `n` characters of a daemon-supplied text (a digest, a root), whatever it
+/// holds.
+pub fn short(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
 /// Parses `--since`/`--until`: RFC 3339 (`2026-11-22T10:00:00Z`), a date
 /// (`2026-11-22`), or an age (`15m`, `2h`, `7d`) meaning that long ago.
 pub fn parse_time(text: &str) -> Result<u64, String> {
     let to_ns = |t: std::time::SystemTime| t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
     if let Ok(age) = humantime::parse_duration(text) {
-        return Ok(to_ns(std::time::SystemTime::now() - age));
+        return std::time::SystemTime::now().checked_sub(age).map(to_ns).ok_or_else(|| format!("{text}: further back than this clock can go"));
     }
     if let Ok(t) = humantime::parse_rfc3339_weak(text) {
         return Ok(to_ns(t));
@@ -88,6 +94,9 @@ mod tests {
         let now = super::parse_time("0s").unwrap_or(0);
         assert!(now > an_hour_ago && now - an_hour_ago >= 3_599_000_000_000);
         assert!(super::parse_time("yesterday-ish").is_err());
+        assert!(super::parse_time("500000000000y").is_err(), "an age before the epoch is an error, not a panic");
         assert_eq!(super::size(2048), "2.0 KiB");
+        assert_eq!(super::short("ab€cd", 3), "ab€");
+        assert_eq!(super::short("ab", 16), "ab");
     }
 }

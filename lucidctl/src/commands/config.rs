@@ -22,8 +22,8 @@ pub async fn apply(client: &Client, file: &Path, format: Format) -> Result<u8, C
         "applied {} (record #{}): {} -> {}",
         file.display(),
         r.seq,
-        &r.old_digest[..12.min(r.old_digest.len())],
-        &r.new_digest[..12.min(r.new_digest.len())]
+        output::short(&r.old_digest, 12),
+        output::short(&r.new_digest, 12)
     ))?;
     if r.changes.is_empty() {
         output::line("no changes")?;

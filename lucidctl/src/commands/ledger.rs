@@ -90,7 +90,7 @@ pub fn integrity_line(r: &VerifyReport) -> String {
             "intact: {} records recomputed, {} checkpoint signatures, root {}…",
             r.tree_size,
             r.checkpoints_checked,
-            &r.root[..16.min(r.root.len())]
+            output::short(&r.root, 16)
         ),
         Some(f) => format!("BROKEN at record {}: {}", f.seq, f.reason),
     }

@@ -26,12 +26,12 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         Some(e) => format!("{} since {}: {e} (refusing work that needs evidence)", s.ledger.health.to_uppercase(), output::time(s.ledger.failed_since_ns.unwrap_or(0))),
     };
     let checkpoint = match &s.ledger.latest_checkpoint {
-        Some(cp) => format!("size {} at {} (root {}…)", cp.size, output::time(cp.time_ns), &cp.root[..16.min(cp.root.len())]),
+        Some(cp) => format!("size {} at {} (root {}…)", cp.size, output::time(cp.time_ns), output::short(&cp.root, 16)),
         None => "none yet".into(),
     };
     let mut t = output::table(&[]);
     t.add_row(vec!["lucidd".to_string(), format!("{} ({}), pid {}, up {}s", s.version, s.mode, s.pid, s.uptime_s)]);
-    t.add_row(vec!["config".to_string(), format!("{} from {} (digest {}…)", s.config.name, s.config.source, &s.config.digest[..12.min(s.config.digest.len())])]);
+    t.add_row(vec!["config".to_string(), format!("{} from {} (digest {}…)", s.config.name, s.config.source, output::short(&s.config.digest, 12))]);
     t.add_row(vec!["agents".to_string(), s.config.agents.iter().map(|a| format!("{} ({})", a.name, a.model)).collect::<Vec<_>>().join(", ")]);
     t.add_row(vec!["ledger".to_string(), format!("{ledger_health}, {} records, {}", s.ledger.records, output::size(s.ledger.db_bytes))]);
     t.add_row(vec!["checkpoint".to_string(), checkpoint]);

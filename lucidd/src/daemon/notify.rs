@@ -52,7 +52,8 @@ fn watchdog_usec() -> Option<u64> {
 /// a wedged writer (a hung disk) must get the daemon restarted, not kept alive.
 pub fn spawn_watchdog(ledger: Arc<Ledger>) {
     let Some(usec) = watchdog_usec() else { return };
-    let period = Duration::from_micros(usec / 2);
+    // A tiny WATCHDOG_USEC must not make a zero period (tokio's interval panics on it).
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         loop {
