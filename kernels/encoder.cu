@@ -93,17 +93,19 @@ extern "C" __global__ void bias_residual_layernorm(
 
 // DeBERTa's disentangled terms added to raw attention scores before the softmax.
 // scores: [B*H, T, T]; c2p/p2c: [B*H, T, 2*span] (query/key against projected relative
-// embeddings; either may be null); index[k]: clamped bucket of distance k - (T-1);
-// neg_index[k]: clamped bucket of -(distance (T-1) - k). Grid: B*H*T rows.
+// embeddings; either may be null); index[d + W - 1]: clamped bucket row of distance
+// d = i - j, built once at load for the model's W positions (the bucketing is odd, so
+// p2c reads the same row). Grid: B*H*T rows.
 extern "C" __global__ void deberta_relative_bias(
-    float* scores, const float* c2p, const float* p2c, const int* index, const int* neg_index, int T, int span2) {
+    float* scores, const float* c2p, const float* p2c, const int* index, int W, int T, int span2) {
     const int row = blockIdx.x, bh = row / T, i = row % T;
     float* s = scores + (size_t)row * T;
     const float* c = c2p ? c2p + ((size_t)bh * T + i) * span2 : 0;
     for (int j = threadIdx.x; j < T; j += THREADS) {
+        const int r = index[i - j + W - 1];
         float add = 0.0f;
-        if (c) add += c[index[i + T - 1 - j]];
-        if (p2c) add += p2c[((size_t)bh * T + j) * span2 + neg_index[i + T - 1 - j]];
+        if (c) add += c[r];
+        if (p2c) add += p2c[((size_t)bh * T + j) * span2 + r];
         s[j] += add;
     }
 }
@@ -181,7 +183,8 @@ extern "C" __global__ void score_heads(
     }
     __syncthreads();
     const int k = threadIdx.x;
-    float v = k < L ? logits[k] : NEG_INF;
+    const int labels_here = min(L, WARPS * 4);  // the host refuses heads with more
+    float v = k < labels_here ? logits[k] : NEG_INF;
     float p;
     if (act[h] == 0) {
         const float m = block_max(v, scratch);
@@ -190,7 +193,7 @@ extern "C" __global__ void score_heads(
     } else {
         p = 1.0f / (1.0f + __expf(-v));
     }
-    if (k < L) {
+    if (k < labels_here) {
         const size_t o = (size_t)b * total_labels + k0 + k;
         probs[o] = p;
         decisions[o] = p >= threshold[k0 + k] ? 1 : 0;

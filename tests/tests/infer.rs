@@ -113,6 +113,19 @@ fn broken_model_directories_give_errors_not_panics() {
     std::fs::write(tmp.path().join("model.safetensors"), b"not safetensors").unwrap();
     let err = Model::load(tmp.path()).err().unwrap().to_string();
     assert!(err.contains("model.safetensors"), "{err}");
+    // An empty sequence and a head with no labels are errors, not panics.
+    let bert = Model::load(&src).unwrap();
+    let mut empty = Packed::default();
+    empty.push(&[]);
+    assert!(matches!(bert.run(&empty), Err(lucidd::infer::InferError::Empty)));
+    let pack = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors"] {
+        std::fs::copy(src.join(f), pack.path().join(f)).unwrap();
+    }
+    std::fs::write(pack.path().join("heads.json"), r#"{"pooling": "mean", "heads": [{"name": "none", "labels": [], "activation": "softmax"}]}"#).unwrap();
+    std::fs::write(pack.path().join("heads.safetensors"), b"").unwrap();
+    let err = Model::load(pack.path()).err().unwrap().to_string();
+    assert!(err.contains("head none has 0 labels"), "{err}");
     let cfg = std::fs::read_to_string(src.join("config.json")).unwrap().replace("\"bert\"", "\"gpt2\"");
     std::fs::write(tmp.path().join("config.json"), cfg).unwrap();
     let err = Model::load(tmp.path()).err().unwrap().to_string();

@@ -58,9 +58,12 @@ pub enum BatchError {
         /// Time spent queued.
         waited: Duration,
     },
-    /// Tokenising or running the model failed.
+    /// Tokenising failed (on the caller's thread).
     #[error(transparent)]
     Model(#[from] InferError),
+    /// Running the batch failed; every request in it gets the message.
+    #[error("classifier failed: {0}")]
+    Failed(String),
     /// The worker is gone (shut down).
     #[error("classifier worker stopped")]
     Stopped,
@@ -246,23 +249,32 @@ fn worker(model: &Model, config: BatcherConfig, queue: &(Mutex<Queue>, Condvar),
             stats.wait_us.fetch_add(waited, Ordering::Relaxed);
             stats.max_wait_us.fetch_max(waited, Ordering::Relaxed);
         }
-        let texts: Vec<Vec<Vec<u32>>> = batch.iter().flat_map(|r| r.windows.iter().cloned()).collect();
+        let mut batch = batch;
+        let counts: Vec<usize> = batch.iter().map(|r| r.windows.len()).collect();
+        let texts: Vec<Vec<Vec<u32>>> = batch.iter_mut().flat_map(|r| std::mem::take(&mut r.windows)).collect();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.windows.fetch_add(texts.iter().map(Vec::len).sum::<usize>() as u64, Ordering::Relaxed);
         stats.tokens.fetch_add(batch.iter().map(|r| r.tokens as u64).sum(), Ordering::Relaxed);
-        match model.score_windows(&texts) {
-            Ok(scores) => {
+        // A panic in the model must not take the worker with it: callers would wait on
+        // their tickets forever.
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| model.score_windows(&texts)));
+        match run {
+            Ok(Ok(scores)) => {
                 let mut scores = scores.into_iter();
-                for r in batch {
-                    let mine: Vec<TextScores> = scores.by_ref().take(r.windows.len()).collect();
+                for (r, n) in batch.into_iter().zip(counts) {
+                    let mine: Vec<TextScores> = scores.by_ref().take(n).collect();
                     let _ = r.reply.send(Ok(mine));
                 }
             }
-            Err(e) => {
-                let msg = e.to_string();
+            failed => {
+                let msg = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "the model panicked".to_string(),
+                };
+                tracing::error!(error = %msg, requests = batch.len(), "classifier batch failed");
                 for r in batch {
-                    let _ = r.reply.send(Err(BatchError::Model(InferError::Unsupported(msg.clone()))));
+                    let _ = r.reply.send(Err(BatchError::Failed(msg.clone())));
                 }
             }
         }

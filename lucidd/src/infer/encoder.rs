@@ -35,49 +35,37 @@ impl Packed {
 
 /// DeBERTa's relative-position machinery, shared by all layers.
 struct Relative {
-    /// Normalised relative embeddings, `2 * span` rows.
-    embeddings: Vec<f32>,
-    /// Half the number of relative positions (`att_span` in the reference code).
-    span: usize,
-    /// Log-bucket count (0: none) and the maximum distance.
-    buckets: i64,
-    max_distance: i64,
+    /// Rows of each layer's projected relative embeddings (`2 * att_span`).
+    rows: usize,
+    /// Row of the relative table for each query-minus-key distance d, at
+    /// `d + max_tokens - 1` (bucketed and clamped; built once at load).
+    index: Vec<usize>,
     c2p: bool,
     p2c: bool,
-    share_att_key: bool,
 }
 
-impl Relative {
-    /// The (possibly bucketed) relative position for a query-minus-key distance.
-    fn distance(&self, rel: i64) -> i64 {
-        if self.buckets <= 0 || self.max_distance <= 0 {
-            return rel;
-        }
-        // make_log_bucket_position, computed in f32 as the reference does.
-        let mid = self.buckets / 2;
-        let abs = if rel < mid && rel > -mid { mid - 1 } else { rel.abs() };
-        if abs <= mid {
-            return rel;
-        }
-        let (midf, absf) = (mid as f32, abs as f32);
-        let log_pos = ((absf / midf).ln() / ((self.max_distance - 1) as f32 / midf).ln() * (mid - 1) as f32).ceil() + midf;
-        log_pos as i64 * rel.signum()
+/// make_log_bucket_position of the reference, in f32 as it computes it: distances
+/// beyond `buckets / 2` share log-spaced buckets up to `max_distance`. Odd in `rel`.
+fn bucket(rel: i64, buckets: i64, max_distance: i64) -> i64 {
+    if buckets <= 0 || max_distance <= 0 {
+        return rel;
     }
-}
-
-/// One layer's view of the relative embeddings: projected to keys (c2p) and queries (p2c).
-#[derive(Clone, Copy)]
-struct LayerRel<'a> {
-    r: &'a Relative,
-    pos_key: Option<&'a [f32]>,
-    pos_query: Option<&'a [f32]>,
+    let mid = buckets / 2;
+    let abs = if rel < mid && rel > -mid { mid - 1 } else { rel.abs() };
+    if abs <= mid {
+        return rel;
+    }
+    let (midf, absf) = (mid as f32, abs as f32);
+    let log_pos = ((absf / midf).ln() / ((max_distance - 1) as f32 / midf).ln() * (mid - 1) as f32).ceil() + midf;
+    log_pos as i64 * rel.signum()
 }
 
 struct Layer {
     qkv: Linear,
-    /// DeBERTa without shared keys: separate projections of the relative embeddings.
-    pos_key: Option<Linear>,
-    pos_query: Option<Linear>,
+    /// DeBERTa: the relative embeddings projected to keys (c2p) and to queries (p2c),
+    /// `[rows, h]` each; they depend on weights only, so they are computed at load.
+    rel_key: Option<Vec<f32>>,
+    rel_query: Option<Vec<f32>>,
     attn_out: Linear,
     ln1: LayerNorm,
     inter: Linear,
@@ -145,6 +133,18 @@ impl Encoder {
         };
         let (c2p, p2c) = cfg.pos_att();
         let relative_on = attn_span && cfg.relative_attention;
+        let max_distance = if cfg.max_relative_positions < 1 { cfg.max_position_embeddings as i64 } else { cfg.max_relative_positions };
+        let span = if cfg.position_buckets > 0 { cfg.position_buckets } else { max_distance } as usize;
+        let rel_embeddings = match relative_on {
+            false => None,
+            true => {
+                let mut e = w.take(&format!("{p}encoder.rel_embeddings.weight"), &[2 * span, h])?;
+                if cfg.norm_rel_ebd.as_deref().is_some_and(|n| n.contains("layer_norm")) {
+                    LayerNorm::load(w, &format!("{p}encoder.LayerNorm"), h, cfg.layer_norm_eps)?.apply(&mut e);
+                }
+                Some(e)
+            }
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let l = format!("{p}encoder.layer.{i}");
@@ -153,19 +153,28 @@ impl Encoder {
                 Linear::load(w, &format!("{l}.attention.self.{}", self_names[1]), h, h)?,
                 Linear::load(w, &format!("{l}.attention.self.{}", self_names[2]), h, h)?,
             ]);
-            let (mut pos_key, mut pos_query) = (None, None);
-            if relative_on && !cfg.share_att_key {
-                if c2p {
-                    pos_key = Some(Linear::load(w, &format!("{l}.attention.self.pos_key_proj"), h, h)?);
-                }
-                if p2c {
-                    pos_query = Some(Linear::load(w, &format!("{l}.attention.self.pos_query_proj"), h, h)?);
+            let (mut rel_key, mut rel_query) = (None, None);
+            if let Some(e) = &rel_embeddings {
+                let n = 2 * span;
+                if cfg.share_att_key {
+                    // The layer's own key and query projections (columns h..2h and 0..h).
+                    let both = qkv.forward(e, n);
+                    let cols = |from: usize| -> Vec<f32> { both.chunks_exact(3 * h).flat_map(|row| row[from..from + h].iter().copied()).collect() };
+                    rel_key = c2p.then(|| cols(h));
+                    rel_query = p2c.then(|| cols(0));
+                } else {
+                    if c2p {
+                        rel_key = Some(Linear::load(w, &format!("{l}.attention.self.pos_key_proj"), h, h)?.forward(e, n));
+                    }
+                    if p2c {
+                        rel_query = Some(Linear::load(w, &format!("{l}.attention.self.pos_query_proj"), h, h)?.forward(e, n));
+                    }
                 }
             }
             layers.push(Layer {
                 qkv,
-                pos_key,
-                pos_query,
+                rel_key,
+                rel_query,
                 attn_out: Linear::load(w, &format!("{l}.attention.output.dense"), h, h)?,
                 ln1: LayerNorm::load(w, &format!("{l}.attention.output.LayerNorm"), h, cfg.layer_norm_eps)?,
                 inter: Linear::load(w, &format!("{l}.intermediate.dense"), cfg.intermediate_size, h)?,
@@ -173,18 +182,14 @@ impl Encoder {
                 ln2: LayerNorm::load(w, &format!("{l}.output.LayerNorm"), h, cfg.layer_norm_eps)?,
             });
         }
-        let relative = match relative_on {
-            false => None,
-            true => {
-                let max_distance = if cfg.max_relative_positions < 1 { cfg.max_position_embeddings as i64 } else { cfg.max_relative_positions };
-                let span = if cfg.position_buckets > 0 { cfg.position_buckets } else { max_distance } as usize;
-                let mut embeddings = w.take(&format!("{p}encoder.rel_embeddings.weight"), &[2 * span, h])?;
-                if cfg.norm_rel_ebd.as_deref().is_some_and(|n| n.contains("layer_norm")) {
-                    LayerNorm::load(w, &format!("{p}encoder.LayerNorm"), h, cfg.layer_norm_eps)?.apply(&mut embeddings);
-                }
-                Some(Relative { embeddings, span, buckets: cfg.position_buckets, max_distance, c2p, p2c, share_att_key: cfg.share_att_key })
-            }
-        };
+        let relative = rel_embeddings.map(|_| {
+            let longest = cfg.max_position_embeddings as i64;
+            let rows = 2 * span;
+            let index = (-(longest - 1)..longest)
+                .map(|d| (bucket(d, cfg.position_buckets, max_distance) + span as i64).clamp(0, rows as i64 - 1) as usize)
+                .collect();
+            Relative { rows, index, c2p, p2c }
+        });
         Ok(Encoder {
             family,
             hidden: h,
@@ -232,6 +237,9 @@ impl Encoder {
             if len > self.max_tokens() {
                 return Err(InferError::TooLong { tokens: len, max: self.max_tokens() });
             }
+            if len == 0 {
+                return Err(InferError::Empty);
+            }
             for t in 0..len {
                 let id = batch.ids[start + t] as usize;
                 if id >= vocab {
@@ -258,26 +266,13 @@ impl Encoder {
     fn layer(&self, l: &Layer, x: Vec<f32>, batch: &Packed, rows: usize) -> Vec<f32> {
         let h = self.hidden;
         let qkv = l.qkv.forward(&x, rows);
-        // Relative embeddings projected by this layer (DeBERTa): [2*span, h] each.
-        let rel = self.relative.as_ref().map(|r| {
-            let n = 2 * r.span;
-            let (pk, pq) = if r.share_att_key {
-                let both = l.qkv.forward(&r.embeddings, n);
-                let take = |which: usize| -> Vec<f32> { both.chunks_exact(3 * h).flat_map(|row| row[which * h..(which + 1) * h].to_vec()).collect() };
-                (r.c2p.then(|| take(1)), r.p2c.then(|| take(0)))
-            } else {
-                (l.pos_key.as_ref().map(|p| p.forward(&r.embeddings, n)), l.pos_query.as_ref().map(|p| p.forward(&r.embeddings, n)))
-            };
-            (r, pk, pq)
-        });
         // One task per (sequence, head), so that even one sequence uses every core.
         let d = h / self.heads;
         let tasks: Vec<(usize, usize, usize)> = batch.seqs.iter().flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head))).collect();
         let blocks: Vec<Vec<f32>> = tasks
             .par_iter()
             .map(|&(start, len, head)| {
-                let rel = rel.as_ref().map(|(r, pk, pq)| LayerRel { r, pos_key: pk.as_deref(), pos_query: pq.as_deref() });
-                self.attend(&qkv, start, len, head, rel)
+                self.attend(&qkv, start, len, head, l)
             })
             .collect();
         let mut ctx = vec![0.0f32; rows * h];
@@ -297,14 +292,14 @@ impl Encoder {
         o
     }
 
-    /// One head's attention over one sequence (rows `start..start+len` of `qkv`):
-    /// returns its `len x d` context.
-    fn attend(&self, qkv: &[f32], start: usize, len: usize, head: usize, rel: Option<LayerRel>) -> Vec<f32> {
+    /// One head's attention over one sequence (rows `start..start+len` of `qkv`) in
+    /// layer `l`: returns its `len x d` context.
+    fn attend(&self, qkv: &[f32], start: usize, len: usize, head: usize, l: &Layer) -> Vec<f32> {
         let h = self.hidden;
         let d = h / self.heads;
         let all = View::rows(qkv, 3 * h);
-        let factor = match rel {
-            Some(l) => 1 + usize::from(l.r.c2p) + usize::from(l.r.p2c),
+        let factor = match &self.relative {
+            Some(r) => 1 + usize::from(r.c2p) + usize::from(r.p2c),
             None => 1,
         };
         let scale = 1.0 / ((d * factor) as f32).sqrt();
@@ -313,31 +308,30 @@ impl Encoder {
         let k = all.at(start, h + head * d);
         let v = all.at(start, 2 * h + head * d);
         matmul_serial(&mut scores, len, len, len, d, q, k.t(), scale, false);
-        if let Some(LayerRel { r, pos_key, pos_query }) = rel {
-            let n = 2 * r.span;
-            // Clamped index into the relative table of each distance i - j, from
-            // -(len-1) at index 0 to len-1 at index 2(len-1).
-            let span = r.span as i64;
-            let index: Vec<usize> = (0..2 * len.max(1) - 1).map(|k| (r.distance(k as i64 - (len as i64 - 1)) + span).clamp(0, n as i64 - 1) as usize).collect();
-            let negated: Vec<usize> = (0..2 * len.max(1) - 1).map(|k| (-r.distance((len as i64 - 1) - k as i64) + span).clamp(0, n as i64 - 1) as usize).collect();
-            if let Some(pk) = pos_key {
-                // c2p[i][p] = q_i . pk_p, read at the bucket of i - j.
+        if let Some(r) = &self.relative {
+            let n = r.rows;
+            // Row of the relative table for distance i - j (the bucketing is odd, so
+            // p2c's "minus the bucket of j - i" is the same row).
+            let zero = self.max_tokens() - 1;
+            let row_of = |i: usize, j: usize| r.index[zero + i - j];
+            if let Some(pk) = &l.rel_key {
+                // c2p[i][p] = q_i . pk_p
                 let mut c2p = vec![0.0f32; len * n];
                 matmul_serial(&mut c2p, n, len, n, d, q, View::rows(pk, h).at(0, head * d).t(), scale, false);
                 for i in 0..len {
                     let row = &c2p[i * n..(i + 1) * n];
                     for j in 0..len {
-                        scores[i * len + j] += row[index[i + len - 1 - j]];
+                        scores[i * len + j] += row[row_of(i, j)];
                     }
                 }
             }
-            if let Some(pq) = pos_query {
-                // p2c[j][p] = k_j . pq_p, read at minus the bucket of j - i.
+            if let Some(pq) = &l.rel_query {
+                // p2c[j][p] = k_j . pq_p
                 let mut p2c = vec![0.0f32; len * n];
                 matmul_serial(&mut p2c, n, len, n, d, k, View::rows(pq, h).at(0, head * d).t(), scale, false);
                 for i in 0..len {
                     for j in 0..len {
-                        scores[i * len + j] += p2c[j * n + negated[i + len - 1 - j]];
+                        scores[i * len + j] += p2c[j * n + row_of(i, j)];
                     }
                 }
             }

@@ -13,6 +13,17 @@ use super::ops::{softmax_rows, Activation, Linear};
 use super::weights::Weights;
 use super::InferError;
 
+/// Most labels a head may have (one warp per label in the CUDA scoring kernel, whose
+/// shared buffer holds this many).
+pub const MAX_LABELS: usize = 32;
+
+fn check_labels(head: &str, labels: usize) -> Result<(), InferError> {
+    match (1..=MAX_LABELS).contains(&labels) {
+        true => Ok(()),
+        false => Err(InferError::Labels { head: head.into(), labels, max: MAX_LABELS }),
+    }
+}
+
 /// How a head turns a sequence's hidden states into one vector.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Pooling {
@@ -68,16 +79,19 @@ impl Head {
             }
         };
         let Some(shape) = w.shape(&format!("{out_name}.weight")).map(<[usize]>::to_vec) else { return Ok(None) };
-        let (labels, width) = match shape.as_slice() {
-            [n, width] => (*n, *width),
+        let labels = match shape.as_slice() {
+            [n, _] => *n,
             _ => return Err(InferError::Unsupported(format!("classifier weight of shape {shape:?}"))),
         };
+        check_labels(&out_name, labels)?;
         let pre_width = match family {
             Family::DebertaV2 => cfg.pooler_hidden_size.unwrap_or(h),
             _ => h,
         };
         let pre = Linear::load(w, &pre_name, pre_width, h)?;
-        let out = Linear::load(w, &out_name, labels, width)?;
+        // The classifier's input is the pooler's output: a file that disagrees is a
+        // shape error, not mis-strided logits.
+        let out = Linear::load(w, &out_name, labels, pre_width)?;
         Ok(Some(Head {
             name: "sequence-classification".into(),
             labels: cfg.labels(labels),
@@ -93,6 +107,9 @@ impl Head {
         let spec_path = dir.join("heads.json");
         let text = std::fs::read_to_string(&spec_path).map_err(|source| InferError::Io { path: spec_path.display().to_string(), source })?;
         let spec: PackSpec = serde_json::from_str(&text).map_err(|e| InferError::Format { path: spec_path.display().to_string(), message: e.to_string() })?;
+        for h in &spec.heads {
+            check_labels(&h.name, h.labels.len())?;
+        }
         let mut w = Weights::load_any(&dir.join("heads.safetensors"))?;
         let pooling = match spec.pooling.as_str() {
             "mean" => Pooling::Mean { normalize: spec.normalize },

@@ -70,6 +70,19 @@ pub enum InferError {
         /// Rows of the table.
         vocab: usize,
     },
+    /// A sequence with no tokens (a tokenizer without special tokens, given "").
+    #[error("empty token sequence")]
+    Empty,
+    /// A head with no labels, or more than the scoring kernel takes.
+    #[error("head {head} has {labels} labels (1 to {max} supported)")]
+    Labels {
+        /// The head.
+        head: String,
+        /// Its label count.
+        labels: usize,
+        /// The limit.
+        max: usize,
+    },
     /// A sequence longer than the position table.
     #[error("sequence of {tokens} tokens exceeds the model's {max}")]
     TooLong {
