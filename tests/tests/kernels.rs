@@ -4,22 +4,18 @@
 //! (`LUCID_UPDATE_KERNEL_REGISTERS=1`). No GPU is needed: NVRTC and ptxas come from the
 //! nvidia-cuda-nvrtc-cu12 and nvidia-cuda-nvcc-cu12 wheels (scripts/test.sh).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
-use lucid_tests::skip;
+use lucid_tests::{repo_root, skip, venv_file};
 use lucidd::infer::kernels::{self, KERNELS};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// ptxas: `LUCID_PTXAS`, or the nvcc wheel's in `.venv`.
 fn ptxas() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("LUCID_PTXAS") {
         return Some(PathBuf::from(p));
     }
-    std::fs::read_dir(root().join(".venv/lib")).ok()?.flatten().map(|e| e.path().join("site-packages/nvidia/cuda_nvcc/bin/ptxas")).find(|p| p.exists())
+    venv_file("nvidia/cuda_nvcc/bin/ptxas")
 }
 
 #[test]
@@ -70,7 +66,7 @@ fn kernels_compile_for_sm80_and_sm90_without_spills() {
             assert_eq!(seen, k.functions.len(), "ptxas reported every entry of {} for sm_{arch}:\n{log}", k.name);
         }
     }
-    let recorded = root().join("kernels/registers.txt");
+    let recorded = repo_root().join("kernels/registers.txt");
     if std::env::var_os("LUCID_UPDATE_KERNEL_REGISTERS").is_some() {
         std::fs::write(&recorded, &table).unwrap();
     }

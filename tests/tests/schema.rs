@@ -1,7 +1,6 @@
 //! The committed JSON Schema, checked by an independent validator (Python's
 //! `jsonschema`, Draft 7): it accepts what lucidd accepts and rejects what it rejects.
 
-use std::path::Path;
 use std::process::Command;
 
 use lucid_tests::skip;
@@ -19,7 +18,7 @@ for path in sys.argv[2:]:
 
 #[test]
 fn the_schema_agrees_with_lucidd() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = lucid_tests::repo_root();
     let python = root.join(".venv/bin/python");
     if !python.exists() {
         return skip("the_schema_agrees_with_lucidd", ".venv with jsonschema is missing (scripts/test.sh creates it)");

@@ -85,7 +85,7 @@ fn every_record_reaches_journald_with_structured_fields() {
     let starts = journal_entries("MESSAGE_ID", "5be033456f4a4586bf446c4f976f4c25");
     assert!(starts.iter().any(|e| e["LUCID_SUBJECT"] == "lucidd.start"), "no lucidd.start system record in the journal");
     // Every MESSAGE_ID the daemon uses is explained in the catalog.
-    let catalog = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/lucid.catalog")).unwrap();
+    let catalog = std::fs::read_to_string(lucid_tests::repo_root().join("systemd/lucid.catalog")).unwrap();
     for kind in lucid_common::record::Kind::ALL {
         let id = lucidd::export::journald::message_id(kind);
         assert!(catalog.contains(&format!("-- {id}")), "catalog lacks {kind} ({id})");
@@ -258,7 +258,7 @@ fn systemd_unit_verifies_and_scores_at_most_2_5() {
     if Command::new("systemd-analyze").arg("--version").output().is_err() {
         return skip("systemd_unit_verifies_and_scores_at_most_2_5", "systemd-analyze not installed");
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../systemd/check-units.sh");
+    let script = lucid_tests::repo_root().join("systemd/check-units.sh");
     let out = Command::new("bash").arg(&script).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
