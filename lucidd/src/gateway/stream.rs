@@ -58,7 +58,7 @@ impl Window {
             return self.held.len();
         }
         let mut end = self.held.len().saturating_sub(HOLD_BACK);
-        if let Some(pem) = self.held.find("-----BEGIN") {
+        if let Some(pem) = open_pem(&self.held) {
             end = end.min(pem);
         }
         while !self.held.is_char_boundary(end) {
@@ -66,6 +66,18 @@ impl Window {
         }
         end
     }
+}
+
+/// Start of a PEM block in `text` whose `-----END ...-----` line has not arrived yet.
+/// Finished blocks (a certificate, a key already audited whole) hold nothing back.
+fn open_pem(text: &str) -> Option<usize> {
+    let mut from = 0;
+    while let Some(at) = text[from..].find("-----BEGIN").map(|i| from + i) {
+        let Some(end_line) = text[at..].find("-----END").map(|e| at + e + "-----END".len()) else { return Some(at) };
+        let Some(close) = text[end_line..].find("-----") else { return Some(at) };
+        from = end_line + close + "-----".len();
+    }
+    None
 }
 
 struct Relay {
@@ -294,4 +306,27 @@ fn carries_more_than_text(chunk: &Value, chat: bool) -> bool {
                     d.iter().any(|(k, v)| k != "content" && !v.is_null())
                 }))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unfinished_pem_block_holds_the_stream() {
+        let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let open = "-----BEGIN RSA PRIVATE KEY-----\nMIIE";
+        let prose = "x".repeat(2000);
+        let w = |held: String| Window { held, released: 0 };
+        // A finished block releases like prose: all but the hold-back.
+        let done = w(format!("{cert}{prose}"));
+        assert_eq!(done.safe_len(false), done.held.len() - HOLD_BACK);
+        // An open one holds from its header, even after finished ones.
+        let held = format!("{cert}{prose}{open}{prose}");
+        assert_eq!(w(held.clone()).safe_len(false), held.find(open).unwrap());
+        // The end line itself not complete yet: still held.
+        let partial = format!("{prose}{open}{}\n-----END RSA PRIV", "A".repeat(1000));
+        assert_eq!(w(partial.clone()).safe_len(false), prose.len());
+        assert_eq!(w(partial.clone()).safe_len(true), partial.len());
+    }
 }
