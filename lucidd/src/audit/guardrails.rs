@@ -22,6 +22,8 @@ struct Pattern {
 fn patterns(jailbreak: bool) -> &'static [Pattern] {
     static INJECTION: OnceLock<Vec<Pattern>> = OnceLock::new();
     static JAILBREAK: OnceLock<Vec<Pattern>> = OnceLock::new();
+    // Patterns are lower case and run on ASCII-lower-cased text (measured faster than
+    // `(?i)`); ASCII lower-casing keeps byte offsets, so spans map back exactly.
     let p = |regex: &str, weight: f64| Pattern { regex: fixed(regex), weight };
     if jailbreak {
         JAILBREAK.get_or_init(|| {
@@ -51,17 +53,16 @@ fn patterns(jailbreak: bool) -> &'static [Pattern] {
     }
 }
 
-/// Score of one text against one pattern family: (score, (start, end) of the strongest match).
+/// Score of one ASCII-lower-cased text against one pattern family: (score, (start, end)
+/// of the strongest match).
 fn score(text: &str, jailbreak: bool) -> (f64, Option<(usize, usize)>) {
-    let lower = text.to_lowercase();
     let mut keep = 1.0;
     let mut best: Option<(f64, (usize, usize))> = None;
     for p in patterns(jailbreak) {
-        if let Some(m) = p.regex.find(&lower) {
+        if let Some(m) = p.regex.find(text) {
             keep *= 1.0 - p.weight;
             if best.is_none_or(|(w, _)| p.weight > w) {
-                // Lower-casing can change byte lengths outside ASCII; clamp to the text.
-                best = Some((p.weight, (m.start().min(text.len()), m.end().min(text.len()))));
+                best = Some((p.weight, (m.start(), m.end())));
             }
         }
     }
@@ -94,6 +95,17 @@ impl Auditor for GuardrailsAuditor {
         }
         let families = [("injection", false, true, self.env.injection_threshold.0, self.env.injection_block_on_detection.0),
             ("jailbreak", true, self.env.jailbreak_detection_enabled.0, self.env.jailbreak_threshold.0, self.env.jailbreak_block_on_detection.0)];
+        // Each segment's readings (plain, rot13, decoded layers), lower-cased once for
+        // both families.
+        let readings: Vec<(String, String, Vec<String>)> = subject
+            .segments
+            .iter()
+            .map(|s| {
+                let lower = s.view.text.to_ascii_lowercase();
+                let rot = rot13(&lower);
+                (lower, rot, s.layers.iter().map(|l| l.text.to_ascii_lowercase()).collect())
+            })
+            .collect();
         for (name, jailbreak, enabled, threshold, block) in families {
             if !enabled {
                 continue;
@@ -104,16 +116,17 @@ impl Auditor for GuardrailsAuditor {
                 if seg.role.as_deref() == Some("system") {
                     continue;
                 }
-                let mut readings: Vec<Reading> = Vec::new();
-                let (s, span) = score(&seg.view.text, jailbreak);
-                readings.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), None));
-                let (s, span) = score(&rot13(&seg.view.text), jailbreak);
-                readings.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), Some("rot13")));
-                for layer in &seg.layers {
-                    let (s, _) = score(&layer.text, jailbreak);
-                    readings.push((s, Some(seg.view.original_span(layer.span.0, layer.span.1)), Some(layer.encoding)));
+                let (lower, rot, layers) = &readings[i];
+                let mut scored: Vec<Reading> = Vec::new();
+                let (s, span) = score(lower, jailbreak);
+                scored.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), None));
+                let (s, span) = score(rot, jailbreak);
+                scored.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), Some("rot13")));
+                for (layer, text) in seg.layers.iter().zip(layers) {
+                    let (s, _) = score(text, jailbreak);
+                    scored.push((s, Some(seg.view.original_span(layer.span.0, layer.span.1)), Some(layer.encoding)));
                 }
-                for (s, span, encoding) in readings {
+                for (s, span, encoding) in scored {
                     top = top.max(s);
                     if s >= threshold {
                         if let Some((a, b)) = span {
