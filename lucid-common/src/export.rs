@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{verify_statement, Checkpoint, VerifierKey};
 use crate::merkle::{leaf_hash, Frontier, Hash};
-use crate::record::{peek_seq, Record};
+use crate::record::{peek_head, peek_seq, Record};
 
 /// Domain string of signed prune statements.
 pub const PRUNE_DOMAIN: &str = "lucid/ledger-prune/v1";
@@ -416,8 +416,7 @@ impl Verifier {
 /// `kind` follows `seq` and `time_ns`), so the verifier only searches those for prune
 /// claims.
 fn is_system(bytes: &[u8]) -> bool {
-    const KIND: &[u8] = b"\"kind\":\"system\"";
-    bytes.len() > 64 && bytes[..64].windows(KIND.len()).any(|w| w == KIND)
+    peek_head(bytes).is_some_and(|(_, _, rest)| rest.starts_with(b",\"kind\":\"system\""))
 }
 
 fn header(p: &[u8]) -> Option<(u64, u32)> {

@@ -202,12 +202,27 @@ impl Record {
 /// The verifier uses this to check order at a million records a second; a record
 /// whose bytes do not start with `{"seq":<digits>,` is reported as bad.
 pub fn peek_seq(bytes: &[u8]) -> Option<u64> {
-    let rest = bytes.strip_prefix(b"{\"seq\":")?;
+    number_after(bytes, b"{\"seq\":").map(|(seq, _)| seq)
+}
+
+/// Reads `seq` and `time_ns` from the start of a canonical encoding, and returns the
+/// bytes after them (which begin `,"kind":` ...), without parsing the rest.
+pub fn peek_head(bytes: &[u8]) -> Option<(u64, u64, &[u8])> {
+    let (seq, rest) = number_after(bytes, b"{\"seq\":")?;
+    let (time_ns, rest) = number_after(rest, b",\"time_ns\":")?;
+    Some((seq, time_ns, rest))
+}
+
+/// The decimal number right after `prefix`, which must be followed by a comma; and the
+/// bytes from that comma on.
+fn number_after<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<(u64, &'a [u8])> {
+    let rest = bytes.strip_prefix(prefix)?;
     let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 20 || rest.get(digits) != Some(&b',') {
         return None;
     }
-    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    let n = std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()?;
+    Some((n, &rest[digits..]))
 }
 
 #[cfg(test)]
@@ -259,6 +274,9 @@ mod tests {
         assert_eq!(peek_seq(b"{\"seq\":12"), None);
         assert_eq!(peek_seq(b"{\"time_ns\":1,\"seq\":1,"), None);
         assert_eq!(peek_seq(b"{\"seq\":99999999999999999999999,"), None);
+        let (seq, time, rest) = peek_head(b"{\"seq\":18446744073709551615,\"time_ns\":17,\"kind\":\"system\"}").unwrap();
+        assert_eq!((seq, time, rest), (u64::MAX, 17, &b",\"kind\":\"system\"}"[..]));
+        assert_eq!(peek_head(b"{\"seq\":1,\"kind\":\"x\"}"), None);
     }
 
     #[test]

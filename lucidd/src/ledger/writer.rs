@@ -372,7 +372,7 @@ impl Writer {
             if lucid_common::record::peek_seq(&bytes) != Some(seq) {
                 return Err(StoreError::Corrupt(format!("record for position {seq} carries another sequence number")));
             }
-            let time_ns = record_time(&bytes).unwrap_or(head.last_time).max(head.last_time);
+            let time_ns = lucid_common::record::peek_head(&bytes).map_or(head.last_time, |(_, t, _)| t).max(head.last_time);
             min_time.get_or_insert(time_ns);
             let leaf = leaf_hash(&bytes);
             head.frontier.push_with(leaf, |height, hash| {
@@ -629,13 +629,6 @@ fn write_leaves(txn: &WriteTransaction, first: u64, leaves: &[lucid_common::merk
         rest = later;
     }
     Ok(())
-}
-
-/// The `time_ns` of a canonical record encoding, read without a full parse.
-fn record_time(bytes: &[u8]) -> Option<u64> {
-    let at = bytes.windows(10).position(|w| w == b"\"time_ns\":")? + 10;
-    let digits = bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
-    std::str::from_utf8(&bytes[at..at + digits]).ok()?.parse().ok()
 }
 
 /// Swaps merged batches in for their segments, unless a segment is gone (pruned
