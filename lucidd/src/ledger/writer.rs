@@ -94,6 +94,10 @@ pub(crate) struct Writer {
     /// Set while staging when the transaction must commit durably (checkpoint, prune,
     /// a full log); a durable commit lets the log start over.
     durable: bool,
+    /// The latest committed checkpoint (size, signed note), published with the head.
+    latest_note: Option<(u64, String)>,
+    /// A checkpoint signed in the transaction being staged; latest once it commits.
+    staged_note: Option<(u64, String)>,
 }
 
 impl Writer {
@@ -116,6 +120,8 @@ impl Writer {
             compactor,
             wal: None,
             durable: false,
+            latest_note: None,
+            staged_note: None,
             compressor: zstd::bulk::Compressor::new(SEGMENT_LEVEL)
                 .map_err(|e| StoreError::Corrupt(format!("zstd: {e}")))?,
         };
@@ -140,7 +146,8 @@ impl Writer {
         let db = self.db()?;
         let txn = db.begin_read()?;
         self.head = store::read_head(&txn)?;
-        self.last_checkpoint = store::latest_checkpoint(&txn)?.map(|(size, _)| size).unwrap_or(0);
+        self.latest_note = store::latest_checkpoint(&txn)?;
+        self.last_checkpoint = self.latest_note.as_ref().map_or(0, |(size, _)| *size);
         drop(txn);
         let stored = self.head.frontier.size();
         self.pending = None;
@@ -174,9 +181,7 @@ impl Writer {
         } else if let Some(wal) = &mut self.wal {
             wal.reset();
         }
-        let db = self.db()?;
-        let txn = db.begin_read()?;
-        self.shared.publish_head(&self.head, store::latest_checkpoint(&txn)?);
+        self.shared.publish_head(&self.head, self.latest_note.clone());
         if self.last_checkpoint > self.head.frontier.size() {
             return Err(StoreError::Corrupt(format!(
                 "ledger truncated: a signed checkpoint covers {} records but only {} are stored (before replay: {stored}); \
@@ -300,6 +305,7 @@ impl Writer {
             let db = self.db()?;
             let mut txn = db.begin_write()?;
             self.durable = false;
+            self.staged_note = None;
             let (out, head) = stage(self, &txn)?;
             let wal_full = self.wal.as_ref().is_some_and(|w| w.len() >= self.opts.wal_capacity / 2);
             let durable = self.durable || wal_full;
@@ -320,23 +326,20 @@ impl Writer {
                     // The compactor may be gone at shutdown; the segments then stay as they are.
                     let _ = self.compactor.send(job);
                 }
-                let latest = self.latest_checkpoint_note();
-                self.shared.publish_head(&self.head, latest);
+                if let Some(note) = self.staged_note.take() {
+                    self.latest_note = Some(note);
+                }
+                self.shared.publish_head(&self.head, self.latest_note.clone());
                 Ok(out)
             }
             Err(e) => {
                 self.pending = None;
                 self.compact_ready = None;
+                self.staged_note = None;
                 self.enter_failure(&e);
                 Err(e)
             }
         }
-    }
-
-    fn latest_checkpoint_note(&self) -> Option<(u64, String)> {
-        let db = self.shared.db()?;
-        let txn = db.begin_read().ok()?;
-        store::latest_checkpoint(&txn).ok().flatten()
     }
 
     /// Places entries in the tree, logs them to the write-ahead log and writes them
@@ -431,6 +434,7 @@ impl Writer {
         };
         let note = cp.sign(&self.key);
         txn.open_table(store::CHECKPOINTS)?.insert(cp.size, note.as_str())?;
+        self.staged_note = Some((cp.size, note));
         self.durable = true;
         self.last_checkpoint = cp.size;
         self.last_checkpoint_at = Instant::now();
