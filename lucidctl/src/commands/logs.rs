@@ -88,10 +88,13 @@ pub async fn run(client: &Client, args: LogsArgs) -> Result<u8, CallError> {
     let mut pending = Vec::new();
     while let Some(chunk) = next_chunk(&mut body).await? {
         pending.extend_from_slice(&chunk);
-        while let Some(end) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=end).collect();
-            print_record(&line[..line.len() - 1], args.output)?;
+        // Print every complete line, then drop them from the buffer in one move.
+        let mut start = 0;
+        while let Some(len) = pending[start..].iter().position(|b| *b == b'\n') {
+            print_record(&pending[start..start + len], args.output)?;
+            start += len + 1;
         }
+        pending.drain(..start);
     }
     Ok(exit::OK)
 }

@@ -311,8 +311,9 @@ pub fn matches(q: &LogQuery, r: &Record) -> bool {
         return false;
     }
     if let Some(controls) = &q.control {
-        let wanted: Vec<&str> = controls.split(',').map(str::trim).filter(|c| !c.is_empty()).collect();
-        if !wanted.is_empty() && !r.controls.iter().any(|c| wanted.iter().any(|w| w.eq_ignore_ascii_case(c))) {
+        // Split lazily: this runs for every record a query scans.
+        let mut wanted = controls.split(',').map(str::trim).filter(|c| !c.is_empty()).peekable();
+        if wanted.peek().is_some() && !wanted.any(|w| r.controls.iter().any(|c| w.eq_ignore_ascii_case(c))) {
             return false;
         }
     }
