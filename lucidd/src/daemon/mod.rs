@@ -54,10 +54,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         h.update(key.to_bytes());
         h.finalize().into()
     };
-    for agent in &env.spec.agents {
-        crate::audit::chain::Chain::build(&agent.audit_chain, pii_hash_key)
-            .map_err(|e| anyhow::anyhow!("agent {}: {e}", agent.name))?;
-    }
+    let routes = crate::gateway::routes::Routes::build(&env, &env.digest(), pii_hash_key).map_err(|e| anyhow::anyhow!(e))?;
     let listen = opts.listen.unwrap_or(env.spec.gateway.listen);
     let gateway_listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -81,6 +78,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     };
     let keys = crate::access::KeyStore::open(opts.state_dir.join("keys.json"))?;
     let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys));
+    state.routes.install(routes);
     if let Err(e) = state.record_start().await {
         // Keep serving reads (status, verify) so the operator can see why.
         tracing::error!(error = %e, "could not record the start in the ledger; lucidd runs failed closed");

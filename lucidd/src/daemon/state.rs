@@ -181,13 +181,11 @@ impl AppState {
     /// either step fails.
     pub async fn apply(&self, text: &str, file: &str, actor: Actor) -> Result<ApplyResponse, ApplyError> {
         let env = config::parse(text, file)?;
-        for agent in &env.spec.agents {
-            crate::audit::chain::Chain::build(&agent.audit_chain, self.run.pii_hash_key)
-                .map_err(|e| ApplyError::Chain(format!("agent {}: {e}", agent.name)))?;
-        }
+        let digest = env.digest();
+        let routes = crate::gateway::routes::Routes::build(&env, &digest, self.run.pii_hash_key).map_err(ApplyError::Chain)?;
         let _serial = self.apply_lock.lock().await;
         let old = self.config();
-        let new = ActiveConfig { digest: env.digest(), env, source: file.to_string(), applied_ns: now_ns(), record_seq: None };
+        let new = ActiveConfig { digest, env, source: file.to_string(), applied_ns: now_ns(), record_seq: None };
         let changes = config::diff::diff(&old.env.to_json(), &new.env.to_json());
         let subject = match actor {
             Actor::Daemon("SIGHUP") => "config.reload",
@@ -195,6 +193,7 @@ impl AppState {
         };
         let receipt = self.ledger.append(config_entry(subject, &new, Some(&old), &actor, &changes)).await?;
         self.swap(ActiveConfig { record_seq: Some(receipt.seq), applied_ns: receipt.time_ns, ..new.clone() });
+        self.routes.install(routes);
         tracing::info!(seq = receipt.seq, old = %old.digest, new = %new.digest, changes = changes.len(), "configuration applied");
         Ok(ApplyResponse { seq: receipt.seq, old_digest: old.digest.clone(), new_digest: new.digest, changes })
     }

@@ -50,17 +50,14 @@ pub struct RouteCache {
     current: Mutex<Option<Arc<Routes>>>,
 }
 
-impl RouteCache {
-    /// The routes of the configuration in force.
-    pub fn get(&self, app: &AppState) -> Result<Arc<Routes>, String> {
-        let cfg = app.config();
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(r) = current.as_ref().filter(|r| r.digest == cfg.digest) {
-            return Ok(r.clone());
-        }
+impl Routes {
+    /// Builds every agent's chain for a configuration (`digest` is its digest). This is
+    /// also the check that a configuration can run: start-up and `apply` call it before
+    /// accepting one, and then install the result, so each chain is built once.
+    pub fn build(env: &crate::config::Environment, digest: &str, pii_hash_key: [u8; 32]) -> Result<Routes, String> {
         let mut by_model = HashMap::new();
-        for agent in &cfg.env.spec.agents {
-            let chain = Chain::build(&agent.audit_chain, app.run.pii_hash_key).map_err(|e| e.to_string())?;
+        for agent in &env.spec.agents {
+            let chain = Chain::build(&agent.audit_chain, pii_hash_key).map_err(|e| format!("agent {}: {e}", agent.name))?;
             let canary = agent
                 .audit_chain
                 .pre_request
@@ -74,7 +71,25 @@ impl RouteCache {
                 .any(|a| matches!(&a.env, AuditorSettings::PiiCompliance(p) if p.access_control_enabled.0));
             by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary, access_control }));
         }
-        let routes = Arc::new(Routes { digest: cfg.digest.clone(), by_model });
+        Ok(Routes { digest: digest.to_string(), by_model })
+    }
+}
+
+impl RouteCache {
+    /// Installs routes built for the configuration being swapped in.
+    pub fn install(&self, routes: Routes) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(routes));
+    }
+
+    /// The routes of the configuration in force.
+    pub fn get(&self, app: &AppState) -> Result<Arc<Routes>, String> {
+        let cfg = app.config();
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(r) = current.as_ref().filter(|r| r.digest == cfg.digest) {
+            return Ok(r.clone());
+        }
+        // Only when the configuration changed without routes being installed with it.
+        let routes = Arc::new(Routes::build(&cfg.env, &cfg.digest, app.run.pii_hash_key)?);
         *current = Some(routes.clone());
         Ok(routes)
     }
