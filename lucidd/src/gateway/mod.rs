@@ -138,9 +138,9 @@ async fn record(app: &AppState, info: &RequestInfo, decisions: &[Decision], log_
     Ok(())
 }
 
-/// The deny response: which auditor and control, never the offending text.
-fn blocked(info: &RequestInfo, d: &Decision) -> Response {
-    let status = StatusCode::FORBIDDEN;
+/// The OpenAI-style error body of a denial: which auditor and control, never the
+/// offending text. Plain responses carry it with 403; streams send it as an event.
+pub(crate) fn blocked_body(info: &RequestInfo, d: &Decision) -> Value {
     let message = format!(
         "{} blocked by {} ({}): {}",
         if d.stage == Stage::PreRequest { "request" } else { "response" },
@@ -149,7 +149,12 @@ fn blocked(info: &RequestInfo, d: &Decision) -> Response {
         d.verdict.reason.as_deref().unwrap_or("policy")
     );
     let extra = json!({ "auditor": d.auditor, "controls": d.controls, "stage": d.stage, "request_id": info.request_id });
-    let mut response = (status, Json(error_body(&message, "invalid_request_error", "lucid_blocked", Some(extra)))).into_response();
+    error_body(&message, "invalid_request_error", "lucid_blocked", Some(extra))
+}
+
+/// The deny response.
+fn blocked(info: &RequestInfo, d: &Decision) -> Response {
+    let mut response = (StatusCode::FORBIDDEN, Json(blocked_body(info, d))).into_response();
     if let Ok(v) = info.request_id.parse() {
         response.headers_mut().insert("x-request-id", v);
     }

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{openai::error_body, record, GatewayState, Prepared};
+use super::{blocked_body, openai::error_body, record, GatewayState, Prepared};
 use crate::audit::chain::Decision;
 use crate::audit::{Finding, Outcome, Stage, Subject, Verdict};
 use crate::config::auditors::AuditorId;
@@ -228,9 +228,7 @@ impl Relay {
                 return false;
             }
             if let Some(d) = fresh.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
-                let extra = json!({ "auditor": d.auditor, "controls": d.controls, "stage": d.stage, "request_id": self.p.info.request_id });
-                let message = format!("response blocked by {} ({}): {}", d.auditor.as_str(), d.controls.join(", "), d.verdict.reason.as_deref().unwrap_or("policy"));
-                self.send(&error_body(&message, "invalid_request_error", "lucid_blocked", Some(extra)).to_string()).await;
+                self.send(&blocked_body(&self.p.info, d).to_string()).await;
                 return false;
             }
         }
