@@ -61,6 +61,42 @@ impl Segment {
         let layers = decoded_layers(&view.text);
         Segment { role, original, view, layers }
     }
+
+    /// Runs a detector over the normalised view and over each decoded layer, and gives
+    /// the hits in the original text's offsets. A layer contributes its first hit,
+    /// spanning the whole encoded token, unless that overlaps a hit in the view.
+    pub fn find<K>(&self, detect: impl Fn(&str) -> Vec<(K, usize, usize, f64)>) -> Vec<Hit<K>> {
+        let mut hits: Vec<Hit<K>> = detect(&self.view.text)
+            .into_iter()
+            .map(|(kind, s, e, score)| {
+                let (start, end) = self.view.original_span(s, e);
+                Hit { kind, start, end, score, encoding: None }
+            })
+            .collect();
+        for layer in &self.layers {
+            if let Some((kind, _, _, score)) = detect(&layer.text).into_iter().next() {
+                let (start, end) = self.view.original_span(layer.span.0, layer.span.1);
+                if !hits.iter().any(|h| start < h.end && h.start < end) {
+                    hits.push(Hit { kind, start, end, score, encoding: Some(layer.encoding) });
+                }
+            }
+        }
+        hits
+    }
+}
+
+/// A detector's match in a segment, in original offsets.
+pub struct Hit<K> {
+    /// What was found (entity type, rule id).
+    pub kind: K,
+    /// Start in `Segment::original`.
+    pub start: usize,
+    /// End in `Segment::original`.
+    pub end: usize,
+    /// The detector's confidence.
+    pub score: f64,
+    /// The encoding it was found under (`base64`, `hex`), if inside a decoded layer.
+    pub encoding: Option<&'static str>,
 }
 
 /// Everything one chain run looks at.

@@ -318,20 +318,7 @@ impl Auditor for PiiAuditor {
         }
         let mut v = Verdict::proceed();
         for (i, seg) in subject.segments.iter().enumerate() {
-            let mut spans: Vec<(&'static str, usize, usize, f64, Option<&'static str>)> = Vec::new();
-            for (entity, s, e, score) in detect(&seg.view.text) {
-                let (a, b) = seg.view.original_span(s, e);
-                spans.push((entity, a, b, score, None));
-            }
-            for layer in &seg.layers {
-                if let Some((entity, _, _, score)) = detect(&layer.text).into_iter().next() {
-                    let (a, b) = seg.view.original_span(layer.span.0, layer.span.1);
-                    if !spans.iter().any(|(_, s, e, _, _)| a < *e && *s < b) {
-                        spans.push((entity, a, b, score, Some(layer.encoding)));
-                    }
-                }
-            }
-            for (entity, a, b, score, encoding) in spans {
+            for super::Hit { kind: entity, start: a, end: b, score, encoding } in seg.find(detect) {
                 let hash = seg.original.get(a..b).map(|value| keyed_hash(&self.hash_key, value));
                 v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding, hash });
                 if self.env.pii_redact_on_detection.0 {

@@ -285,17 +285,10 @@ impl Auditor for SecretsAuditor {
         }
         let mut v = Verdict::proceed();
         for (i, seg) in subject.segments.iter().enumerate() {
-            for (rule, s, e) in self.rules.scan(&seg.view.text) {
-                let (a, b) = seg.view.original_span(s, e);
-                v.findings.push(Finding { kind: rule.into(), segment: i, start: a, end: b, score: 1.0, encoding: None, hash: None });
+            let scan = |text: &str| self.rules.scan(text).into_iter().map(|(rule, s, e)| (rule, s, e, 1.0)).collect();
+            for super::Hit { kind: rule, start: a, end: b, score, encoding } in seg.find(scan) {
+                v.findings.push(Finding { kind: rule.into(), segment: i, start: a, end: b, score, encoding, hash: None });
                 v.redactions.push(Redaction { segment: i, start: a, end: b, replacement: format!("<SECRET:{rule}>") });
-            }
-            for layer in &seg.layers {
-                if let Some((rule, _, _)) = self.rules.scan(&layer.text).into_iter().next() {
-                    let (a, b) = seg.view.original_span(layer.span.0, layer.span.1);
-                    v.findings.push(Finding { kind: rule.into(), segment: i, start: a, end: b, score: 1.0, encoding: Some(layer.encoding), hash: None });
-                    v.redactions.push(Redaction { segment: i, start: a, end: b, replacement: format!("<SECRET:{rule}>") });
-                }
             }
         }
         if !v.findings.is_empty() {
