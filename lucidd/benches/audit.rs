@@ -6,7 +6,6 @@
 //! `cargo bench -p lucidd --bench audit` (needs `.venv` with presidio-analyzer and
 //! detect-secrets for the peers; without it the peers are reported missing).
 
-use std::path::Path;
 use std::time::Instant;
 
 use lucidd::audit::chain::Chain;
@@ -15,6 +14,12 @@ use lucidd::audit::secrets::{RuleSet, SecretsAuditor};
 use lucidd::audit::{Auditor, Stage, Subject};
 use lucidd::config::auditors::{AuditorId, PiiEnv, PolicyEnv};
 use serde_json::json;
+
+mod common;
+
+fn fail(msg: &str) -> ! {
+    common::fail("audit", msg)
+}
 
 /// Prose with the occasional email, phone, card, key and token, like real prompts.
 fn text_of(bytes: usize, seed: u64) -> String {
@@ -33,11 +38,9 @@ fn text_of(bytes: usize, seed: u64) -> String {
         "password = hunter2",
     ];
     let mut s = String::with_capacity(bytes + 64);
-    let mut x = seed | 1;
+    let mut rng = common::Rng::new(seed);
     while s.len() < bytes {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        let x = rng.next();
         if x.is_multiple_of(53) {
             s.push_str(extras[(x / 53 % extras.len() as u64) as usize]);
         } else {
@@ -86,8 +89,8 @@ fn scan_rate(auditor: &dyn Auditor, texts: &[String]) -> f64 {
 }
 
 fn main() {
-    let env = lucidd::config::parse(lucidd::config::DEV_DEFAULT, "dev").unwrap_or_else(|e| panic_free_exit(&e.to_string()));
-    let chain = Chain::build(&env.spec.agents[0].audit_chain, [3; 32]).unwrap_or_else(|e| panic_free_exit(&e.to_string()));
+    let env = lucidd::config::parse(lucidd::config::DEV_DEFAULT, "dev").unwrap_or_else(|e| fail(&e.to_string()));
+    let chain = Chain::build(&env.spec.agents[0].audit_chain, [3; 32]).unwrap_or_else(|e| fail(&e.to_string()));
     let mut out = serde_json::Map::new();
     for (name, size) in [("1k", 1024), ("4k", 4096), ("64k", 65536)] {
         let (p50, p99) = chain_latency(&chain, size);
@@ -96,7 +99,7 @@ fn main() {
     // Scanning rates on 64 KiB texts (one core: this loop is single-threaded).
     let texts: Vec<String> = (0..8).map(|i| text_of(65536, 100 + i)).collect();
     let pii = PiiAuditor::new(PiiEnv::default(), [3; 32]);
-    let rules = RuleSet::builtin().unwrap_or_else(|e| panic_free_exit(&e));
+    let rules = RuleSet::builtin().unwrap_or_else(|e| fail(&e));
     let secrets = SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), rules);
     let pii_rate = scan_rate(&pii, &texts);
     let secrets_rate = scan_rate(&secrets, &texts);
@@ -104,7 +107,7 @@ fn main() {
     out.insert("credentials_mb_s".into(), json!((secrets_rate * 10.0).round() / 10.0));
 
     // Peers on the same texts.
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic_free_exit(&e.to_string()));
+    let dir = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
     let files: Vec<String> = texts
         .iter()
         .enumerate()
@@ -114,16 +117,7 @@ fn main() {
             p.display().to_string()
         })
         .collect();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = root.join(".venv/bin/python");
-    let script = root.join("lucidd/benches/peers/audit_peers.py");
-    let peers: serde_json::Value = std::process::Command::new(&python)
-        .arg(&script)
-        .args(&files)
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-        .unwrap_or_else(|| json!({ "error": format!("could not run {} {}", python.display(), script.display()) }));
+    let peers = common::run_peer(".venv", "lucidd/benches/peers/audit_peers.py", &files);
     if let Some(p) = peers["presidio_pii_mb_s"].as_f64() {
         out.insert("pii_vs_presidio".into(), json!((pii_rate / p * 10.0).round() / 10.0));
     }
@@ -138,7 +132,3 @@ fn main() {
     println!("{}", serde_json::Value::Object(out));
 }
 
-fn panic_free_exit(msg: &str) -> ! {
-    eprintln!("audit bench: {msg}");
-    std::process::exit(1)
-}

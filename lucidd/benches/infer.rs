@@ -13,9 +13,10 @@ use lucidd::infer::encoder::Packed;
 use lucidd::infer::Model;
 use serde_json::json;
 
+mod common;
+
 fn exit(msg: &str) -> ! {
-    eprintln!("infer bench: {msg}");
-    std::process::exit(2)
+    common::fail("infer", msg)
 }
 
 fn minilm_dir(root: &Path) -> Option<PathBuf> {
@@ -33,15 +34,12 @@ fn minilm_dir(root: &Path) -> Option<PathBuf> {
 
 /// `batch` sequences of exactly `len` tokens: [CLS], random word pieces, [SEP].
 fn ids(batch: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
-    let mut x = seed | 1;
+    let mut rng = common::Rng::new(seed);
     (0..batch)
         .map(|_| {
             let mut s = vec![101u32];
             while s.len() < len - 1 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                s.push(1996 + (x % 28000) as u32);
+                s.push(1996 + (rng.next() % 28000) as u32);
             }
             s.push(102);
             s
@@ -70,7 +68,7 @@ fn measure(model: &Model, seqs: &[Vec<u32>]) -> (f64, f64) {
 }
 
 fn main() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = common::repo_root();
     let dir = minilm_dir(&root).unwrap_or_else(|| exit("all-MiniLM-L6-v2 not found: run scripts/bench.sh or set LUCID_MINILM_DIR"));
     let model = Model::load(&dir).unwrap_or_else(|e| exit(&e.to_string()));
     let threads = rayon::current_num_threads();
@@ -94,17 +92,8 @@ fn main() {
     if let Err(e) = std::fs::write(&cases_path, serde_json::to_vec(&cases).unwrap_or_default()) {
         exit(&e.to_string());
     }
-    let python = root.join(".venv-torch/bin/python");
-    let script = root.join("lucidd/benches/peers/infer_peers.py");
-    let peers: serde_json::Value = std::process::Command::new(&python)
-        .arg(&script)
-        .arg(&dir)
-        .arg(&cases_path)
-        .arg(threads.to_string())
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice(o.stdout.trim_ascii()).ok())
-        .unwrap_or_else(|| json!({ "error": format!("could not run {} {}", python.display(), script.display()) }));
+    let args = [dir.display().to_string(), cases_path.display().to_string(), threads.to_string()];
+    let peers = common::run_peer(".venv-torch", "lucidd/benches/peers/infer_peers.py", &args);
     for peer in ["torch", "ort"] {
         for batch in [1, 8, 32] {
             for len in [64, 128, 512] {

@@ -52,9 +52,10 @@ fn bench_dir() -> tempfile::TempDir {
     .unwrap_or_else(|e| fail(&format!("temp dir: {e}")))
 }
 
+mod common;
+
 fn fail(msg: &str) -> ! {
-    eprintln!("ledger bench: {msg}");
-    std::process::exit(1)
+    common::fail("ledger", msg)
 }
 
 /// Runs `total` appends from `concurrency` tasks; returns appends per second.
