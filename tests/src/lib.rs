@@ -62,12 +62,26 @@ impl Daemon {
 
     /// Like [`Daemon::start`] with extra environment variables.
     pub fn start_env(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut args = vec!["--dev".as_ref(), "--state-dir".as_ref(), dir.as_os_str()];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        Self::launch(dir, &args, env)
+    }
+
+    /// Starts a production-mode `lucidd --config FILE`, with its state and control
+    /// socket in `dir`.
+    pub fn start_production(dir: &Path, config: &Path) -> Daemon {
+        let socket = dir.join("lucidd.sock");
+        let args = ["--config".as_ref(), config.as_os_str(), "--state-dir".as_ref(), dir.as_os_str(), "--socket".as_ref(), socket.as_os_str()];
+        Self::launch(dir, &args, &[])
+    }
+
+    fn launch(dir: &Path, args: &[&std::ffi::OsStr], env: &[(&str, &str)]) -> Daemon {
         std::fs::create_dir_all(dir).unwrap_or_default();
         let log = dir.with_extension("log");
         let log_file = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("daemon log file");
         let mut cmd = Command::new(bin("lucidd"));
-        cmd.arg("--dev").arg("--state-dir").arg(dir).args(extra);
-        if !extra.contains(&"--listen") {
+        cmd.args(args);
+        if !args.iter().any(|a| *a == "--listen") {
             // Tests run side by side: each gateway takes a free port.
             cmd.args(["--listen", "127.0.0.1:0"]);
         }

@@ -213,7 +213,7 @@ fn retention_prunes_bodies_and_verification_still_passes() {
     let covered = d.ctl_json(&["ledger", "checkpoint"])["info"]["size"].as_u64().unwrap();
     // A drill: run retention as of 400 days from now (365-day retention).
     let later = std::time::SystemTime::now() + Duration::from_secs(400 * 86_400);
-    let later = humantime_rfc3339(later);
+    let later = humantime::format_rfc3339_seconds(later).to_string();
     let r: serde_json::Value = serde_json::from_str(&d.ctl_ok(&["ledger", "retention", "--as-of", &later])).unwrap();
     assert_eq!(r["retention_days"], 365);
     assert_eq!(r["pruned"]["from"], 0);
@@ -235,50 +235,14 @@ fn retention_prunes_bodies_and_verification_still_passes() {
     assert_eq!(d.ctl_json(&["status"])["ledger"]["pruned_to"], covered);
 }
 
-fn humantime_rfc3339(t: std::time::SystemTime) -> String {
-    let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-    // Days since epoch to a civil date (Howard Hinnant's algorithm).
-    let days = (secs / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T00:00:00Z")
-}
-
 #[test]
 fn production_daemons_refuse_retention_drills() {
     let tmp = tempfile::tempdir().unwrap();
     let cfg = tmp.path().join("env.yaml");
     std::fs::write(&cfg, include_str!("../../examples/soc2-environment.yaml")).unwrap();
     let state = tmp.path().join("state");
-    std::fs::create_dir_all(&state).unwrap();
-    let socket = state.join("lucidd.sock");
-    let mut child = std::process::Command::new(lucid_tests::bin("lucidd"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--state-dir")
-        .arg(&state)
-        .arg("--socket")
-        .arg(&socket)
-        .args(["--listen", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    for _ in 0..200 {
-        if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let _d = Daemon::start_production(&state, &cfg);
     let out = lucid_tests::lucidctl(&state, &["ledger", "retention", "--as-of", "2100-01-01"]);
-    let _ = child.kill();
-    let _ = child.wait();
     assert_eq!(out.status.code(), Some(4), "{out:?}");
 }
 
