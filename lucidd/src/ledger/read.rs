@@ -11,7 +11,7 @@ use lucid_common::merkle::{consistency_proof, inclusion_proof};
 use lucid_common::record::{Kind, Record, Severity};
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
-use super::store::{self, BatchHeader, StoreError, StoredTree};
+use super::store::{self, StoreError, StoredTree};
 use super::{Ledger, LedgerError};
 
 /// Leaf hashes per `PRUNED` frame.
@@ -60,7 +60,7 @@ impl Ledger {
         let mut out = Vec::new();
         for item in batches.range(start..).map_err(StoreError::from)? {
             let (k, v) = item.map_err(StoreError::from)?;
-            let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {} header", k.value())))?;
+            let header = store::batch_header(k.value(), v.value())?;
             if q.since_ns.is_some_and(|s| header.max_time < s) {
                 continue;
             }
@@ -98,7 +98,7 @@ impl Ledger {
                 break;
             }
             let (k, v) = item.map_err(StoreError::from)?;
-            let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {} header", k.value())))?;
+            let header = store::batch_header(k.value(), v.value())?;
             if q.until_ns.is_some_and(|u| header.min_time >= u) {
                 continue;
             }
@@ -247,8 +247,11 @@ impl Ledger {
         let checkpoints = txn.open_table(store::CHECKPOINTS).map_err(StoreError::from)?;
         let mut cps = checkpoints.range(start + 1..).map_err(StoreError::from)?.peekable();
         let mut cursor = start;
+        // The cursor only moves forward, so one pass over the sorted ranges suffices.
+        let mut ranges = pruned.iter().peekable();
         loop {
-            if let Some(&(a, b)) = pruned.iter().find(|(a, b)| *a <= cursor && cursor < *b) {
+            while ranges.next_if(|(_, b)| *b <= cursor).is_some() {}
+            if let Some(&&(a, b)) = ranges.peek().filter(|(a, _)| *a <= cursor) {
                 let mut seq = cursor;
                 while seq < b {
                     let end = (seq + PRUNED_FRAME_LEAVES).min(b);
@@ -263,7 +266,7 @@ impl Ledger {
                 let Some(item) = batches.range(cursor..).map_err(StoreError::from)?.next() else { break };
                 let (k, v) = item.map_err(StoreError::from)?;
                 let first = k.value();
-                let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+                let header = store::batch_header(first, v.value())?;
                 let body = store::read_body(&bodies, first)?;
                 let (hashes, compressed) = store::split_body(first, &header, &body)?;
                 let end = first + u64::from(header.count);
@@ -294,7 +297,7 @@ fn load_batch(
     first: u64,
     index: &[u8],
 ) -> Result<store::Batch, StoreError> {
-    let header = BatchHeader::decode(index).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    let header = store::batch_header(first, index)?;
     store::decode_batch(first, header, &store::read_body(bodies, first)?)
 }
 

@@ -157,13 +157,7 @@ pub fn open(path: &Path) -> Result<Database, StoreError> {
 
 /// Derives the committed head from the last batch and the stored nodes.
 pub fn read_head(txn: &ReadTransaction) -> Result<HeadState, StoreError> {
-    let last = {
-        let t = txn.open_table(BATCHES)?;
-        let last = t.last()?.map(|(k, v)| (k.value(), BatchHeader::decode(v.value())));
-        last
-    };
-    let Some((first, header)) = last else { return Ok(HeadState::default()) };
-    let header = header.ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    let Some((first, header)) = last_batch(txn)? else { return Ok(HeadState::default()) };
     let size = first + u64::from(header.count);
     Ok(HeadState { frontier: frontier_at(txn, size)?, last_time: header.max_time })
 }
@@ -171,13 +165,22 @@ pub fn read_head(txn: &ReadTransaction) -> Result<HeadState, StoreError> {
 /// Number of records the stored batches reach (the head's size), without computing
 /// its frontier: cheap, and works on a damaged ledger that verification must report.
 pub fn head_size(txn: &ReadTransaction) -> Result<u64, StoreError> {
-    let t = txn.open_table(BATCHES)?;
-    let last = t.last()?.map(|(k, v)| (k.value(), BatchHeader::decode(v.value())));
-    Ok(match last {
-        Some((first, Some(h))) => first + u64::from(h.count),
-        Some((first, None)) => return Err(StoreError::Corrupt(format!("batch {first} header"))),
+    Ok(match last_batch(txn)? {
+        Some((first, h)) => first + u64::from(h.count),
         None => pruned_to(txn)?,
     })
+}
+
+/// The newest batch's first sequence number and header.
+fn last_batch(txn: &ReadTransaction) -> Result<Option<(u64, BatchHeader)>, StoreError> {
+    let t = txn.open_table(BATCHES)?;
+    let Some((k, v)) = t.last()? else { return Ok(None) };
+    Ok(Some((k.value(), batch_header(k.value(), v.value())?)))
+}
+
+/// Decodes a batch's index entry; a bad one is corruption, named by its first record.
+pub fn batch_header(first: u64, bytes: &[u8]) -> Result<BatchHeader, StoreError> {
+    BatchHeader::decode(bytes).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))
 }
 
 /// The latest checkpoint note, if any.
@@ -259,7 +262,7 @@ pub fn remove_batch(txn: &WriteTransaction, first: u64) -> Result<Option<(BatchH
         removed
     };
     let Some(index) = index else { return Ok(None) };
-    let header = BatchHeader::decode(&index).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    let header = batch_header(first, &index)?;
     let mut bodies = txn.open_table(BODIES)?;
     let mut body = Vec::new();
     let mut part = 0u32;
@@ -268,6 +271,18 @@ pub fn remove_batch(txn: &WriteTransaction, first: u64) -> Result<Option<(BatchH
         part += 1;
     }
     Ok(Some((header, body)))
+}
+
+/// Deletes a batch whose contents live on elsewhere (segments merged into one batch);
+/// unlike [`remove_batch`] it reads nothing back.
+pub fn delete_batch(txn: &WriteTransaction, first: u64) -> Result<(), StoreError> {
+    txn.open_table(BATCHES)?.remove(first)?;
+    let mut bodies = txn.open_table(BODIES)?;
+    let mut part = 0u32;
+    while bodies.remove((first, part))?.is_some() {
+        part += 1;
+    }
+    Ok(())
 }
 
 /// Reads a batch body from its parts.
@@ -300,7 +315,7 @@ pub fn batch_containing(txn: &ReadTransaction, seq: u64) -> Result<Option<(u64, 
     let t = txn.open_table(BATCHES)?;
     let Some((k, v)) = t.range(..=seq)?.next_back().transpose()? else { return Ok(None) };
     let first = k.value();
-    let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+    let header = batch_header(first, v.value())?;
     Ok((seq < first + u64::from(header.count)).then_some((first, header)))
 }
 
@@ -318,7 +333,7 @@ pub fn read_leaves(txn: &ReadTransaction, from: u64, to: u64) -> Result<Vec<Hash
     for item in batches.range(start..to)? {
         let (k, v) = item?;
         let first = k.value();
-        let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+        let header = batch_header(first, v.value())?;
         let body = read_body(&bodies, first)?;
         let (hashes, _) = split_body(first, &header, &body)?;
         if first > seq {

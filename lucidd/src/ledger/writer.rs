@@ -599,7 +599,7 @@ fn prunable(txn: &WriteTransaction, cutoff_ns: u64, last_checkpoint: u64) -> Res
     for item in batches.iter()? {
         let (k, v) = item?;
         let first = k.value();
-        let header = BatchHeader::decode(v.value()).ok_or_else(|| StoreError::Corrupt(format!("batch {first} header")))?;
+        let header = store::batch_header(first, v.value())?;
         let end = first + u64::from(header.count);
         let contiguous = range.is_none_or(|(_, to)| to == first);
         if header.max_time >= cutoff_ns || end > last_checkpoint || !contiguous {
@@ -653,7 +653,7 @@ fn apply_replaces(txn: &WriteTransaction, replaces: Vec<Compacted>) -> Result<()
             continue;
         }
         for key in &c.keys {
-            store::remove_batch(txn, *key)?;
+            store::delete_batch(txn, *key)?;
         }
         store::put_batch(txn, c.first_seq, &c.header, &c.body)?;
     }
