@@ -53,6 +53,19 @@ def test_a_prompt_with_an_aws_key_is_denied_and_never_forwarded(client, upstream
     assert AWS_KEY not in str(err), "the error does not echo the secret"
 
 
+def test_large_prompts_are_audited_off_the_event_loop_alike(client, upstream, lucidd):
+    # Over 16 KiB a prompt is audited on a blocking thread: the same redactions and
+    # denials as inline, and the text arrives whole.
+    filler = "The quarterly report lists risks for our customers in Europe. " * 700
+    client.chat.completions.create(model=MODEL, messages=user(filler + "Mail jane.doe@example.com."))
+    sent = upstream.received[-1]["body"]["messages"][1]["content"]
+    assert len(sent) > 40_000 and sent == filler + "Mail <EMAIL_ADDRESS>."
+    before = len(upstream.received)
+    with pytest.raises(openai.PermissionDeniedError):
+        client.chat.completions.create(model=MODEL, messages=user(filler + f"key {AWS_KEY}"))
+    assert len(upstream.received) == before
+
+
 def test_streams_pass_and_are_reassembled_unchanged(client, upstream):
     upstream.reply = "Paris is the capital of France. " * 30
     stream = client.chat.completions.create(model=MODEL, messages=user("capital?"), stream=True)

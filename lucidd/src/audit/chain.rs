@@ -83,13 +83,16 @@ impl Chain {
         for link in links {
             let Some(auditor) = &link.auditor else { continue };
             let started = Instant::now();
-            let result = auditor.audit(stage, subject);
+            // A panicking auditor is a failing one: its fail policy decides, and the
+            // chain (and the request) carry on.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| auditor.audit(stage, subject)));
             let latency_us = started.elapsed().as_micros() as u64;
             let budget_us = u64::from(link.config.timeout_ms) * 1000;
             let (verdict, failure) = match result {
-                Ok(v) if latency_us <= budget_us => (v, None),
-                Ok(_) => failed(&link.config, format!("took {latency_us} us, over its {} ms budget", link.config.timeout_ms)),
-                Err(e) => failed(&link.config, e.to_string()),
+                Ok(Ok(v)) if latency_us <= budget_us => (v, None),
+                Ok(Ok(_)) => failed(&link.config, format!("took {latency_us} us, over its {} ms budget", link.config.timeout_ms)),
+                Ok(Err(e)) => failed(&link.config, e.to_string()),
+                Err(_) => failed(&link.config, "the auditor panicked".into()),
             };
             if verdict.outcome == Outcome::Redact {
                 subject.apply(&verdict.redactions);
@@ -222,6 +225,31 @@ mod tests {
         let decisions = chain("closed", 60_000).run(Stage::PreRequest, &mut Subject::new([(None, "mail a@b.co".to_string())]));
         assert_eq!(decisions[0].verdict.outcome, Outcome::Redact);
         assert!(decisions[0].failure.is_none());
+    }
+
+    struct Panics;
+
+    impl Auditor for Panics {
+        fn id(&self) -> AuditorId {
+            AuditorId::PiiCompliance
+        }
+
+        fn audit(&self, _stage: Stage, _subject: &Subject) -> Result<Verdict, crate::audit::AuditError> {
+            panic!("auditor bug")
+        }
+    }
+
+    #[test]
+    fn a_panicking_auditor_fails_by_its_policy() {
+        for (policy, outcome, decisions) in [("closed", Outcome::Deny, 1), ("open", Outcome::Warn, 2)] {
+            let mut c = chain(policy, 60_000);
+            c.pre[0].auditor = Some(Arc::new(Panics));
+            let d = c.run(Stage::PreRequest, &mut Subject::new([(None, "hello".to_string())]));
+            assert_eq!(d.len(), decisions, "{policy}");
+            assert_eq!(d[0].verdict.outcome, outcome);
+            assert_eq!(d[0].failure.as_deref(), Some("the auditor panicked"));
+            assert!(d[0].controls.contains(&"PI1.5".to_string()));
+        }
     }
 
     #[test]

@@ -101,20 +101,28 @@ const INLINE_AUDIT_BYTES: usize = 16 * 1024;
 
 /// Runs a stage of an agent's chain, inline for small subjects, on a blocking thread
 /// for large ones.
-pub(crate) async fn run_chain(route: &Arc<AgentRoute>, stage: Stage, mut subject: Subject) -> (Vec<Decision>, Subject) {
-    if subject.len() > INLINE_AUDIT_BYTES {
-        let (r, s) = (route.clone(), subject.clone());
-        let job = tokio::task::spawn_blocking(move || {
-            let mut s = s;
-            let decisions = r.chain.run(stage, &mut s);
-            (decisions, s)
-        });
-        if let Ok(done) = job.await {
-            return done;
-        }
-        // The blocking pool is shutting down: judge inline rather than skip the audit.
+pub(crate) async fn run_chain(route: &Arc<AgentRoute>, stage: Stage, subject: Subject) -> (Vec<Decision>, Subject) {
+    if subject.len() <= INLINE_AUDIT_BYTES {
+        let mut subject = subject;
+        let decisions = route.chain.run(stage, &mut subject);
+        return (decisions, subject);
     }
-    let decisions = route.chain.run(stage, &mut subject);
+    // The subject goes to the blocking thread through a shared slot rather than a copy,
+    // so it is still here if the blocking pool refuses the job (at shutdown).
+    let slot = Arc::new(std::sync::Mutex::new(Some(subject)));
+    let (r, s) = (route.clone(), slot.clone());
+    let job = tokio::task::spawn_blocking(move || {
+        let mut guard = s.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_mut().map(|subject| r.chain.run(stage, subject))
+    });
+    let decisions = job.await.ok().flatten();
+    let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+    let mut subject = taken.unwrap_or_else(|| Subject::new([]));
+    let decisions = match decisions {
+        Some(d) => d,
+        // Not run on the blocking pool: judge inline rather than skip the audit.
+        None => route.chain.run(stage, &mut subject),
+    };
     (decisions, subject)
 }
 
