@@ -288,13 +288,15 @@ impl PiiAuditor {
         self.env.pii_operators.0.get(entity).copied().unwrap_or(self.env.pii_operator)
     }
 
-    fn replacement(&self, entity: &str, value: &str) -> Option<String> {
+    /// The text that replaces `value`; `hash` is its keyed hash, already computed for
+    /// the finding.
+    fn replacement(&self, entity: &str, value: &str, hash: &str) -> Option<String> {
         let tag = entity.to_ascii_uppercase();
         match self.operator(entity) {
             PiiOperator::Keep => None,
             PiiOperator::Tag => Some(format!("<{tag}>")),
             PiiOperator::Mask => Some("*".repeat(value.chars().count())),
-            PiiOperator::Hash => Some(format!("<{tag}:{}>", keyed_hash(&self.hash_key, value))),
+            PiiOperator::Hash => Some(format!("<{tag}:{hash}>")),
         }
     }
 }
@@ -319,13 +321,14 @@ impl Auditor for PiiAuditor {
         let mut v = Verdict::proceed();
         for (i, seg) in subject.segments.iter().enumerate() {
             for super::Hit { kind: entity, start: a, end: b, score, encoding } in seg.find(detect) {
-                let hash = seg.original.get(a..b).map(|value| keyed_hash(&self.hash_key, value));
-                v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding, hash });
+                let Some(value) = seg.original.get(a..b) else { continue };
+                let hash = keyed_hash(&self.hash_key, value);
                 if self.env.pii_redact_on_detection.0 {
-                    if let Some(replacement) = seg.original.get(a..b).and_then(|value| self.replacement(entity, value)) {
+                    if let Some(replacement) = self.replacement(entity, value, &hash) {
                         v.redactions.push(Redaction { segment: i, start: a, end: b, replacement });
                     }
                 }
+                v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding, hash: Some(hash) });
             }
         }
         if !v.findings.is_empty() {
@@ -362,6 +365,16 @@ mod tests {
         assert_eq!(kinds("the release of 1985-03-12"), Vec::<&str>::new(), "a date without context");
         assert_eq!(kinds("passport number X1234567"), ["passport"]);
         assert_eq!(kinds("driver's license D123-4567-8901"), ["drivers_license"]);
+    }
+
+    #[test]
+    fn config_knows_exactly_the_entities_the_recognisers_find() {
+        let mut found: Vec<&str> = recognizers().iter().map(|r| r.entity).collect();
+        found.sort_unstable();
+        found.dedup();
+        let mut known = crate::config::values::PII_ENTITIES.to_vec();
+        known.sort_unstable();
+        assert_eq!(found, known, "PII_ENTITIES (config validation) and the recognisers disagree");
     }
 
     #[test]

@@ -223,8 +223,11 @@ impl Encoder {
     pub fn forward(&self, batch: &Packed) -> Result<Vec<f32>, InferError> {
         let mut x = self.embed(batch)?;
         let rows = batch.rows();
+        // Attention runs one task per (sequence, head), so that even one sequence uses
+        // every core; the same tasks in every layer.
+        let tasks: Vec<(usize, usize, usize)> = batch.seqs.iter().flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head))).collect();
         for layer in &self.layers {
-            x = self.layer(layer, x, batch, rows);
+            x = self.layer(layer, x, &tasks, rows);
         }
         Ok(x)
     }
@@ -263,12 +266,10 @@ impl Encoder {
         })
     }
 
-    fn layer(&self, l: &Layer, x: Vec<f32>, batch: &Packed, rows: usize) -> Vec<f32> {
+    fn layer(&self, l: &Layer, x: Vec<f32>, tasks: &[(usize, usize, usize)], rows: usize) -> Vec<f32> {
         let h = self.hidden;
         let qkv = l.qkv.forward(&x, rows);
-        // One task per (sequence, head), so that even one sequence uses every core.
         let d = h / self.heads;
-        let tasks: Vec<(usize, usize, usize)> = batch.seqs.iter().flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head))).collect();
         let blocks: Vec<Vec<f32>> = tasks
             .par_iter()
             .map(|&(start, len, head)| {
