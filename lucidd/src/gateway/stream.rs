@@ -200,12 +200,13 @@ impl Relay {
 
     /// Audits a choice's held text and releases what is safe; false on deny.
     async fn audit_and_release(&mut self, idx: u64, final_: bool) -> bool {
-        let Some(window) = self.windows.get(&idx) else { return true };
+        let Some(window) = self.windows.get_mut(&idx) else { return true };
         if window.held.is_empty() {
             return true;
         }
         let base = window.released;
-        let mut subject = Subject::new([(Some("assistant".to_string()), window.held.clone())]);
+        // The held text moves into the subject and back (possibly redacted) below.
+        let mut subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut window.held))]);
         let mut decisions = self.p.route.chain.run(Stage::PostResponse, &mut subject);
         if let Some(d) = self.canary.as_deref().and_then(|c| canary_decision(&subject, c)) {
             decisions.push(d);
@@ -233,7 +234,7 @@ impl Relay {
             }
         }
         let Some(window) = self.windows.get_mut(&idx) else { return true };
-        window.held = subject.segments.first().map(|s| s.original.clone()).unwrap_or_default();
+        window.held = subject.segments.pop().map(|s| s.original).unwrap_or_default();
         let n = window.safe_len(final_);
         if n == 0 {
             return true;
