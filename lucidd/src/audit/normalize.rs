@@ -14,23 +14,23 @@ use unicode_normalization::UnicodeNormalization;
 pub struct View {
     /// NFKC, invisible characters removed, look-alike letters folded to Latin.
     pub text: String,
-    /// For each byte of `text`: the original byte range of the character it came from.
-    origin: Vec<(u32, u32)>,
+    /// For each byte of `text`: the original byte range of the character it came from;
+    /// `None` when `text` is the original unchanged (ASCII), so that no map is kept.
+    origin: Option<Vec<(u32, u32)>>,
 }
 
 impl View {
     /// Normalises `original`.
     pub fn new(original: &str) -> View {
+        if original.is_ascii() {
+            // Nothing to fold or remove below ASCII 0x80 (ASCII control characters are
+            // not in the invisible set), so the view is the text itself.
+            return View { text: original.to_string(), origin: None };
+        }
         let mut text = String::with_capacity(original.len());
         let mut origin = Vec::with_capacity(original.len());
-        let ascii_only = original.is_ascii();
         for (at, ch) in original.char_indices() {
             let span = (at as u32, (at + ch.len_utf8()) as u32);
-            if ascii_only {
-                text.push(ch);
-                origin.push(span);
-                continue;
-            }
             if is_invisible(ch) {
                 continue;
             }
@@ -46,17 +46,19 @@ impl View {
                 }
             }
         }
-        View { text, origin }
+        View { text, origin: Some(origin) }
     }
 
     /// The original byte range of normalised bytes `start..end`.
     pub fn original_span(&self, start: usize, end: usize) -> (usize, usize) {
-        if self.origin.is_empty() || start >= end {
+        let len = self.text.len();
+        if len == 0 || start >= end {
             return (0, 0);
         }
-        let a = self.origin[start.min(self.origin.len() - 1)].0;
-        let b = self.origin[(end - 1).min(self.origin.len() - 1)].1;
-        (a as usize, b as usize)
+        match &self.origin {
+            None => (start.min(len - 1), end.min(len)),
+            Some(origin) => (origin[start.min(len - 1)].0 as usize, origin[(end - 1).min(len - 1)].1 as usize),
+        }
     }
 }
 
