@@ -106,6 +106,11 @@ impl ModelConfig {
         }
     }
 
+    /// The family, or the error that names what is supported.
+    pub fn require_family(&self) -> Result<Family, super::InferError> {
+        self.family().ok_or_else(|| super::InferError::Unsupported(format!("model_type {} (supported: bert, roberta, xlm-roberta, camembert, deberta-v2)", self.model_type)))
+    }
+
     /// Labels in index order (`LABEL_i` where config.json names none).
     pub fn labels(&self, n: usize) -> Vec<String> {
         (0..n).map(|i| self.id2label.get(&i.to_string()).cloned().unwrap_or_else(|| format!("LABEL_{i}"))).collect()

@@ -96,7 +96,7 @@ pub struct Encoder {
 impl Encoder {
     /// Loads the encoder tensors of `cfg`'s family from `w`.
     pub fn load(cfg: &ModelConfig, w: &mut Weights) -> Result<Encoder, InferError> {
-        let family = cfg.family().ok_or_else(|| InferError::Unsupported(format!("model_type {}", cfg.model_type)))?;
+        let family = cfg.require_family()?;
         let (h, heads) = (cfg.hidden_size, cfg.num_attention_heads);
         if heads == 0 || h % heads != 0 {
             return Err(InferError::Unsupported(format!("hidden_size {h} is not a multiple of {heads} heads")));

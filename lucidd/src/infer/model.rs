@@ -44,7 +44,8 @@ impl Model {
         let cfg_path = dir.join("config.json");
         let text = std::fs::read_to_string(&cfg_path).map_err(|source| InferError::Io { path: cfg_path.display().to_string(), source })?;
         let config: ModelConfig = serde_json::from_str(&text).map_err(|e| InferError::Format { path: cfg_path.display().to_string(), message: e.to_string() })?;
-        let family = config.family().ok_or_else(|| InferError::Unsupported(format!("model_type {} (supported: bert, roberta, xlm-roberta, deberta-v2)", config.model_type)))?;
+        // Checked before the (large) weights are read.
+        let family = config.require_family()?;
         let mut weights = Weights::load(&dir.join("model.safetensors"))?;
         let encoder = Encoder::load(&config, &mut weights)?;
         let mut heads: Vec<Head> = Head::from_checkpoint(&config, family, &mut weights)?.into_iter().collect();
