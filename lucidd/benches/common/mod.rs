@@ -36,17 +36,23 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Runs `python script args...` (python of the virtualenv `venv` under the repository)
-/// and parses the JSON object it prints last; a peer that cannot run is reported in
-/// the result as `{"error": ...}`, never hidden.
+/// and parses the JSON object on the last line it prints (peers may log to stdout); a
+/// peer that cannot run is reported in the result as `{"error": ...}` with the last
+/// line of its stderr, never hidden.
 pub fn run_peer(venv: &str, script: &str, args: &[String]) -> serde_json::Value {
     let root = repo_root();
     let python = root.join(venv).join("bin/python");
     let script = root.join(script);
-    std::process::Command::new(&python)
-        .arg(&script)
-        .args(args)
-        .output()
-        .ok()
-        .and_then(|o| serde_json::from_slice(o.stdout.trim_ascii()).ok())
-        .unwrap_or_else(|| serde_json::json!({ "error": format!("could not run {} {}", python.display(), script.display()) }))
+    let failed = |why: String| serde_json::json!({ "error": format!("{} {}: {why}", python.display(), script.display()) });
+    match std::process::Command::new(&python).arg(&script).args(args).output() {
+        Err(e) => failed(e.to_string()),
+        Ok(o) => {
+            let stdout = String::from_utf8_lossy(&o.stdout);
+            let last = stdout.trim().lines().last().unwrap_or_default();
+            serde_json::from_str(last).unwrap_or_else(|_| {
+            let stderr = String::from_utf8_lossy(&o.stderr);
+                failed(stderr.trim().lines().last().unwrap_or("no output").to_string())
+            })
+        }
+    }
 }

@@ -5,11 +5,11 @@
 //! (`GITLEAKS_CONFIG`); the built-in set (`audit/rules/default-secrets.toml`) is in the same
 //! format.
 //!
-//! Each rule's regex runs either over the whole text, with the regex engine's literal
-//! prefilter (a SIMD scan for the literal every match must contain, a few microseconds
-//! per 64 KiB for a rule that does not fire), or, for a rule whose every match begins
-//! with a literal holding a byte prose rarely uses (`ghp_`, `sk-ant-`), anchored at the
-//! places that byte occurs, found by one pass shared by all such rules (`anchor`).
+//! Each rule's regex runs either anchored at the places its prefixes occur, found for
+//! many rules in one pass (`anchor`), or, for a rule without a usable prefix, over the
+//! whole text with the regex engine's literal prefilter (a SIMD scan for the literal
+//! every match must contain, a few microseconds per 64 KiB for a rule that does not
+//! fire).
 //! Keywords keep their gitleaks meaning (a rule with keywords applies only to a text
 //! containing one, case-insensitively) but are checked after a regex hit, in the match
 //! first and the whole text only if needed: one up-front keyword automaton over every
@@ -151,6 +151,8 @@ impl Rule {
 pub struct RuleSet {
     rules: Vec<Rule>,
     global: Vec<Allow>,
+    /// The pass over the prefixes of the rules anchored `Via::Shared`.
+    shared: Option<aho_corasick::packed::Searcher>,
 }
 
 fn compile_allow(file: &str, rule: &str, a: GlAllowlist) -> Result<Allow, RulesError> {
@@ -171,6 +173,7 @@ impl RuleSet {
     pub fn parse(text: &str, file: &str) -> Result<RuleSet, RulesError> {
         let cfg: GlConfig = toml::from_str(text).map_err(|e| RulesError::Parse { file: file.into(), message: e.to_string() })?;
         let mut rules = Vec::new();
+        let mut planner = anchor::Planner::default();
         for r in cfg.rules {
             // Path-only rules (no regex) concern file names, which prompts do not have.
             let Some(source) = r.regex.as_deref() else { continue };
@@ -192,7 +195,7 @@ impl RuleSet {
             rules.push(Rule {
                 id: r.id,
                 secret_group: r.secret_group.unwrap_or(0).min(regex.captures_len().saturating_sub(1)),
-                anchor: anchor::Anchor::of(source),
+                anchor: planner.plan(source),
                 regex,
                 entropy: r.entropy,
                 keywords,
@@ -203,7 +206,14 @@ impl RuleSet {
         for a in cfg.allowlist.into_iter().chain(cfg.allowlists) {
             global.push(compile_allow(file, "(global allowlist)", a)?);
         }
-        Ok(RuleSet { rules, global })
+        let shared = planner.finish();
+        if shared.is_none() {
+            // Without the shared pass (no SIMD searcher here), those rules scan alone.
+            for rule in &mut rules {
+                rule.anchor.take_if(|a| a.via == anchor::Via::Shared);
+            }
+        }
+        Ok(RuleSet { rules, global, shared })
     }
 
     /// Reads a gitleaks config file.
@@ -238,7 +248,7 @@ impl RuleSet {
     /// or every rule over the whole text when not (the tests compare the two).
     fn scan_with<'a>(&'a self, text: &str, anchors: bool) -> Vec<(&'a str, usize, usize)> {
         let mut out: Vec<(&str, usize, usize)> = Vec::new();
-        let mut positions = anchor::Positions::new(text.as_bytes());
+        let mut positions = anchor::Positions::new(text.as_bytes(), self.shared.as_ref());
         for rule in &self.rules {
             let mut keyword_in_text = None;
             let mut accept = |caps: &Captures| {
@@ -259,7 +269,7 @@ impl RuleSet {
                 }
                 out.push((rule.id.as_str(), secret.start, secret.end));
             };
-            match rule.anchor.as_ref().filter(|_| anchors).and_then(|a| Some((a, positions.of(a.byte)?))) {
+            match rule.anchor.as_ref().filter(|_| anchors).and_then(|a| Some((a, positions.of(a)?))) {
                 Some((anchor, at)) => {
                     let mut caps = rule.regex.create_captures();
                     let mut next = 0;
@@ -364,7 +374,7 @@ mod tests {
     fn anchored_searches_find_what_whole_text_scans_find() {
         let rules = RuleSet::builtin().unwrap();
         let anchored = rules.rules.iter().filter(|r| r.anchor.is_some()).count();
-        assert!(anchored >= 12, "only {anchored} built-in rules are anchored");
+        assert!(anchored >= 20, "only {anchored} built-in rules are anchored");
         let pieces = [
             "ghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "xghp_A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "ghp_", "gh_", "ghp_short",
             "github_pat_11ABCDEFG0abcdefghijklmn_opqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdefghijklmnopqrstu",
@@ -375,7 +385,11 @@ mod tests {
             "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX0123456789ABCDEFGHIJ",
             "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MaoTTAtjv4WZlF0qnIA9\n-----END RSA PRIVATE KEY-----",
             "-----BEGIN", "----- ", "AKIAQWERTYUIOPASDFGH", "api_key = \"h7Gk2pQ9xL4mN8vR3tY6\"", "a_b_c_d-e-f-g_", "__--__--",
-            "snake_case_name = other_value - 1", "the", "report", " ", "\n", ": ", "=", "é", "ß", "日本", "٢",
+            "snake_case_name = other_value - 1", "AKIA", "AKIAAKIAQWERTYUIOPASDFGH", "EAAAKIAQWERTYUIOPASDFGH",
+            "EAAAbCdEfGhIjKlMnOpQrStUv", "sq0atp-AbCdEfGhIjKlMnOpQrStUv", "glpat-AbCdEfGhIjKlMnOpQrStUv", "gldt-",
+            "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q", "\"type\": \"service_account\"", "\"type\"",
+            "SG.AbCdEfGhIjKlMnOpQrStUv.AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGhIjKlMnOpQ", "dapi0123456789abcdef0123456789abcdef",
+            "aws_secret_access_key = \"wJalrxUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKE1\"", "AWS", "dapidapi", "the", "report", " ", "\n", ": ", "=", "é", "ß", "日本", "٢",
         ];
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
         for round in 0..3000 {
