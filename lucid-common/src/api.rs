@@ -69,6 +69,46 @@ pub struct Status {
     pub config: ConfigStatus,
     /// The evidence ledger.
     pub ledger: LedgerStatus,
+    /// Classifiers loaded for the guardrails auditors.
+    #[serde(default)]
+    pub classifiers: Vec<ClassifierStatus>,
+    /// Why guardrails run on heuristics alone, where the default pack was wanted and
+    /// is not installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_note: Option<String>,
+}
+
+/// A loaded classifier: where it runs, why there, and how its queue is doing.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClassifierStatus {
+    /// Model directory.
+    pub model: String,
+    /// `cpu` or `cuda`.
+    pub backend: String,
+    /// The processor or GPU.
+    pub device: String,
+    /// Why this backend.
+    pub reason: String,
+    /// Heads with their labels, e.g. `injection (benign, injection)`.
+    pub heads: Vec<String>,
+    /// Milliseconds loading took.
+    pub load_ms: u64,
+    /// Encoder passes run.
+    pub batches: u64,
+    /// Requests scored.
+    pub requests: u64,
+    /// Windows (up to 512 tokens) scored.
+    pub windows: u64,
+    /// Tokens scored.
+    pub tokens: u64,
+    /// Requests whose deadline passed in the queue.
+    pub expired: u64,
+    /// Requests refused because the queue was full.
+    pub rejected: u64,
+    /// Mean queue wait, microseconds.
+    pub mean_wait_us: u64,
+    /// Longest queue wait, microseconds.
+    pub max_wait_us: u64,
 }
 
 /// The active configuration, summarised.

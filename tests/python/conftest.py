@@ -130,7 +130,10 @@ spec:
         self.log = open(self.dir / "lucidd.log", "w")
         self.proc = subprocess.Popen(
             [str(TARGET / "lucidd"), "--dev", "--state-dir", str(state), "--config", str(self.config), "--listen", "127.0.0.1:0"],
-            stdout=subprocess.DEVNULL, stderr=self.log)
+            stdout=subprocess.DEVNULL, stderr=self.log,
+            # The default classifier pack is not loaded here: these tests judge the
+            # gateway and rule auditors (tests/tests/classifier.rs covers the pack).
+            env={**os.environ, "LUCID_MODEL_PACK": "none"})
         self.state = state
         deadline = time.time() + 20
         while time.time() < deadline:

@@ -85,6 +85,9 @@ impl Daemon {
             // Tests run side by side: each gateway takes a free port.
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        // The default classifier pack only where a test asks for it: the other tests
+        // judge rule auditors and the ledger, and stay fast and deterministic.
+        cmd.env("LUCID_MODEL_PACK", "none");
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -27,7 +27,7 @@ fn rule_auditors_meet_their_precision_and_recall_floors() {
     let corpus = include_str!("../corpus/corpus.jsonl");
     let pii = PiiAuditor::new(PiiEnv::default(), [7; 32]);
     let secrets = SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), RuleSet::builtin().unwrap());
-    let guard = GuardrailsAuditor::new(GuardrailsEnv::default());
+    let guard = GuardrailsAuditor::new(GuardrailsEnv::default(), None, std::time::Duration::from_secs(1));
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     let mut benign_hits = Vec::new();
     for line in corpus.lines() {

@@ -40,6 +40,12 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         t.add_row(vec!["integrity".to_string(), super::ledger::integrity_line(r)]);
     }
     t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
+    let classifiers = match (s.classifiers.as_slice(), &s.classifier_note) {
+        ([], Some(note)) => format!("none: heuristics only ({note})"),
+        ([], None) => "none configured".into(),
+        (cs, _) => cs.iter().map(|c| format!("{} on {}", c.model, c.backend)).collect::<Vec<_>>().join(", "),
+    };
+    t.add_row(vec!["classifiers".to_string(), classifiers]);
     if detailed {
         t.add_row(vec!["state".to_string(), s.state_dir.clone()]);
         t.add_row(vec!["database".to_string(), s.ledger.path.clone()]);
@@ -57,6 +63,18 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         }
         output::line("")?;
         output::line(&chains.to_string())?;
+        if !s.classifiers.is_empty() {
+            let mut models = output::table(&["MODEL", "BACKEND", "DEVICE", "WHY", "HEADS", "QUEUE"]);
+            for c in &s.classifiers {
+                let queue = format!(
+                    "{} requests in {} batches, {} tokens\nwait mean {} us, max {} us\n{} expired, {} refused",
+                    c.requests, c.batches, c.tokens, c.mean_wait_us, c.max_wait_us, c.expired, c.rejected
+                );
+                models.add_row(vec![c.model.clone(), c.backend.clone(), c.device.clone(), c.reason.clone(), c.heads.join("\n"), queue]);
+            }
+            output::line("")?;
+            output::line(&models.to_string())?;
+        }
     }
     Ok(if broken {
         exit::VERIFY_FAILED

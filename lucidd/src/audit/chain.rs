@@ -1,17 +1,21 @@
 //! Runs the configured auditors of one stage, in order, on a [`Subject`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lucid_common::record::{Entry, Kind, Severity};
 use serde::Serialize;
 use serde_json::json;
 
+use super::classify::ModelSignals;
 use super::guardrails::GuardrailsAuditor;
 use super::pii::PiiAuditor;
 use super::secrets::{RuleSet, SecretsAuditor};
 use super::{Auditor, Outcome, Stage, Subject, Verdict};
-use crate::config::auditors::{AuditorId, AuditorSettings};
+use crate::config::auditors::{AuditorId, AuditorSettings, GuardrailsEnv};
+use crate::config::values::ClassifierModel;
+use crate::infer::service;
 use crate::config::model::FailPolicy;
 use crate::config::{AuditChain, AuditorConfig};
 
@@ -31,6 +35,9 @@ pub struct Chain {
     pub post: Vec<Link>,
     /// Whether proceed decisions are recorded too (`LOG_ALL_EVENTS`).
     pub log_all: bool,
+    /// Whether some auditor waits on a classifier (the chain then runs on a blocking
+    /// thread).
+    pub blocks: bool,
 }
 
 /// What one auditor decided for one request, with how long it took.
@@ -70,7 +77,9 @@ impl Chain {
             AuditorSettings::Observability(o) => o.log_all_events.0,
             _ => true,
         });
-        Ok(Chain { pre: build_stage(&chain.pre_request)?, post: build_stage(&chain.post_response)?, log_all })
+        let (pre, post) = (build_stage(&chain.pre_request)?, build_stage(&chain.post_response)?);
+        let blocks = pre.iter().chain(&post).any(|l| l.auditor.as_ref().is_some_and(|a| a.blocks()));
+        Ok(Chain { pre, post, log_all, blocks })
     }
 
     /// Runs a stage: applies redactions as it goes, stops at the first deny.
@@ -134,7 +143,10 @@ fn failed(config: &AuditorConfig, why: String) -> (Verdict, Option<String>) {
 
 fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn Auditor>>, BuildError> {
     Ok(match &c.env {
-        AuditorSettings::Guardrails(env) => Some(Arc::new(GuardrailsAuditor::new(env.clone()))),
+        AuditorSettings::Guardrails(env) => {
+            let model = classifier(env)?;
+            Some(Arc::new(GuardrailsAuditor::new(env.clone(), model, Duration::from_millis(u64::from(c.timeout_ms)))))
+        }
         AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key))),
         AuditorSettings::Policy(env) => {
             let rules = match &env.gitleaks_config.0 {
@@ -145,6 +157,26 @@ fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn
         }
         AuditorSettings::Observability(_) | AuditorSettings::Eval(_) => None,
     })
+}
+
+/// The classifier a guardrails auditor scores with: the default pack where installed
+/// (heuristics alone, noted for `status`, where not), none, or the configured directory,
+/// which must load.
+fn classifier(env: &GuardrailsEnv) -> Result<Option<ModelSignals>, BuildError> {
+    let dir = match &env.classifier_model {
+        ClassifierModel::Off => return Ok(None),
+        ClassifierModel::Dir(d) => PathBuf::from(d),
+        ClassifierModel::Builtin => match service::builtin_dir() {
+            Ok(Some(d)) => d,
+            Ok(None) => return Ok(None),
+            Err(why) => {
+                service::note_unavailable(&why);
+                return Ok(None);
+            }
+        },
+    };
+    let loaded = service::load(&dir, env.classifier_backend).map_err(|e| BuildError(format!("CLASSIFIER_MODEL {}: {e}", dir.display())))?;
+    ModelSignals::new(loaded, &env.classifier_labels).map(Some).map_err(BuildError)
 }
 
 /// Who and what a decision was about, for its ledger record.

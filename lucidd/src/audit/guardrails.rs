@@ -1,15 +1,19 @@
 //! `lucid-guardrails-auditor` heuristics: prompt-injection and jailbreak patterns on
 //! the normalised text, its rot13 reading and decoded layers (CC6.6). Each pattern
-//! has a weight; a text's score is 1 - Π(1 - w) over the patterns it matches. The
-//! classifier issue adds model scores to the same auditor.
+//! has a weight; a text's score is 1 - Π(1 - w) over the patterns it matches. With a
+//! classifier (`CLASSIFIER_MODEL`), its scores join the heuristics: a signal's score is
+//! the higher of the two, and toxicity (prompts and responses) comes from the model.
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use regex::Regex;
 
+use super::classify::ModelSignals;
 use super::normalize::{fixed, rot13};
 use super::{AuditError, Auditor, Finding, Outcome, Stage, Subject, Verdict};
 use crate::config::auditors::{AuditorId, GuardrailsEnv};
+use crate::config::values::Signal;
 
 /// A score, where it matched (original offsets) and through which encoding.
 type Reading = (f64, Option<(usize, usize)>, Option<&'static str>);
@@ -72,13 +76,44 @@ fn score(text: &str, jailbreak: bool) -> (f64, Option<(usize, usize)>) {
 /// The auditor, configured.
 pub struct GuardrailsAuditor {
     env: GuardrailsEnv,
+    model: Option<ModelSignals>,
+    budget: Duration,
 }
 
 impl GuardrailsAuditor {
-    /// An auditor with these settings.
-    pub fn new(env: GuardrailsEnv) -> GuardrailsAuditor {
-        GuardrailsAuditor { env }
+    /// An auditor with these settings; `model` adds classifier scores, requested within
+    /// `budget` (the auditor's `timeoutMs`).
+    pub fn new(env: GuardrailsEnv, model: Option<ModelSignals>, budget: Duration) -> GuardrailsAuditor {
+        GuardrailsAuditor { env, model, budget }
     }
+}
+
+/// One signal's settings.
+struct Family {
+    name: &'static str,
+    signal: Signal,
+    threshold: f64,
+    block: bool,
+}
+
+/// Applies one reading of a family to the verdict.
+fn judge(v: &mut Verdict, f: &Family, segment: usize, (score, span, encoding): Reading) {
+    if score < f.threshold {
+        return;
+    }
+    if let Some((a, b)) = span {
+        v.findings.push(Finding { kind: f.name.into(), segment, start: a, end: b, score, encoding, hash: None });
+    }
+    if f.block {
+        v.outcome = Outcome::Deny;
+    } else if v.outcome < Outcome::Warn {
+        v.outcome = Outcome::Warn;
+    }
+    v.reason = Some(format!("{} score {score:.2} reaches the threshold {:.2}", f.name, f.threshold));
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
 }
 
 impl Auditor for GuardrailsAuditor {
@@ -86,64 +121,87 @@ impl Auditor for GuardrailsAuditor {
         AuditorId::Guardrails
     }
 
+    fn blocks(&self) -> bool {
+        self.model.is_some()
+    }
+
     fn audit(&self, stage: Stage, subject: &Subject) -> Result<Verdict, AuditError> {
         let mut v = Verdict::proceed();
-        if stage == Stage::PostResponse {
-            // Response-side checks (the system-prompt canary) run in the gateway; the
-            // toxicity classifier arrives with the classifier engine.
-            return Ok(v);
-        }
-        let families = [("injection", false, true, self.env.injection_threshold.0, self.env.injection_block_on_detection.0),
-            ("jailbreak", true, self.env.jailbreak_detection_enabled.0, self.env.jailbreak_threshold.0, self.env.jailbreak_block_on_detection.0)];
-        // Each segment's readings (plain, rot13, decoded layers), lower-cased once for
-        // both families.
-        let readings: Vec<(String, String, Vec<String>)> = subject
-            .segments
-            .iter()
-            .map(|s| {
-                let lower = s.view.text.to_ascii_lowercase();
-                let rot = rot13(&lower);
-                (lower, rot, s.layers.iter().map(|l| l.text.to_ascii_lowercase()).collect())
-            })
-            .collect();
-        for (name, jailbreak, enabled, threshold, block) in families {
-            if !enabled {
-                continue;
+        let e = &self.env;
+        let model_scores = match &self.model {
+            Some(m) => m.score(stage, subject, self.budget)?,
+            None => vec![None; subject.segments.len()],
+        };
+        let has = |s: Signal| self.model.as_ref().is_some_and(|m| m.has(s));
+        let mut families = Vec::new();
+        if stage == Stage::PreRequest {
+            // Response-side injection checks (the system-prompt canary) run in the gateway.
+            families.push(Family { name: "injection", signal: Signal::Injection, threshold: e.injection_threshold.0, block: e.injection_block_on_detection.0 });
+            if e.jailbreak_detection_enabled.0 {
+                families.push(Family { name: "jailbreak", signal: Signal::Jailbreak, threshold: e.jailbreak_threshold.0, block: e.jailbreak_block_on_detection.0 });
             }
+        }
+        if has(Signal::Toxicity) {
+            families.push(Family { name: "toxicity", signal: Signal::Toxicity, threshold: e.toxicity_threshold.0, block: e.toxicity_block_on_detection.0 });
+        }
+        // Each segment's heuristic readings (plain, rot13, decoded layers), lower-cased
+        // once for both pattern families; prompts only.
+        let readings: Vec<(String, String, Vec<String>)> = match stage {
+            Stage::PreRequest => subject
+                .segments
+                .iter()
+                .map(|s| {
+                    let lower = s.view.text.to_ascii_lowercase();
+                    let rot = rot13(&lower);
+                    (lower, rot, s.layers.iter().map(|l| l.text.to_ascii_lowercase()).collect())
+                })
+                .collect(),
+            Stage::PostResponse => Vec::new(),
+        };
+        for f in &families {
             let mut top = 0.0f64;
+            let mut top_model: Option<f64> = None;
             for (i, seg) in subject.segments.iter().enumerate() {
                 // The model reads system messages as instructions anyway.
-                if seg.role.as_deref() == Some("system") {
+                if stage == Stage::PreRequest && seg.role.as_deref() == Some("system") {
                     continue;
                 }
-                let (lower, rot, layers) = &readings[i];
                 let mut scored: Vec<Reading> = Vec::new();
-                let (s, span) = score(lower, jailbreak);
-                scored.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), None));
-                let (s, span) = score(rot, jailbreak);
-                scored.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), Some("rot13")));
-                for (layer, text) in seg.layers.iter().zip(layers) {
-                    let (s, _) = score(text, jailbreak);
-                    scored.push((s, Some(seg.view.original_span(layer.span.0, layer.span.1)), Some(layer.encoding)));
-                }
-                for (s, span, encoding) in scored {
-                    top = top.max(s);
-                    if s >= threshold {
-                        if let Some((a, b)) = span {
-                            v.findings.push(Finding { kind: name.into(), segment: i, start: a, end: b, score: s, encoding, hash: None });
-                        }
-                        if block {
-                            v.outcome = Outcome::Deny;
-                        } else if v.outcome < Outcome::Warn {
-                            v.outcome = Outcome::Warn;
-                        }
-                        v.reason = Some(format!("{name} score {s:.2} reaches the threshold {threshold:.2}"));
+                if let (Some((lower, rot, layers)), Some(jailbreak)) = (readings.get(i), heuristic_family(f.signal)) {
+                    let (s, span) = score(lower, jailbreak);
+                    scored.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), None));
+                    let (s, span) = score(rot, jailbreak);
+                    scored.push((s, span.map(|(a, b)| seg.view.original_span(a, b)), Some("rot13")));
+                    for (layer, text) in seg.layers.iter().zip(layers) {
+                        let (s, _) = score(text, jailbreak);
+                        scored.push((s, Some(seg.view.original_span(layer.span.0, layer.span.1)), Some(layer.encoding)));
                     }
                 }
+                if let Some(m) = model_scores[i].as_ref().and_then(|m| m.get(&f.signal)) {
+                    // The model judges the whole text: its finding spans the segment.
+                    top_model = Some(top_model.unwrap_or(0.0).max(*m));
+                    scored.push((*m, Some((0, seg.original.len())), None));
+                }
+                for reading in scored {
+                    top = top.max(reading.0);
+                    judge(&mut v, f, i, reading);
+                }
             }
-            v.scores.insert(name.into(), (top * 1000.0).round() / 1000.0);
+            v.scores.insert(f.name.into(), round3(top));
+            if let Some(m) = top_model {
+                v.scores.insert(format!("{}_model", f.name), round3(m));
+            }
         }
         Ok(v)
+    }
+}
+
+/// Which heuristic pattern family reads a signal (`Some(jailbreak?)`), if any.
+fn heuristic_family(signal: Signal) -> Option<bool> {
+    match signal {
+        Signal::Injection => Some(false),
+        Signal::Jailbreak => Some(true),
+        Signal::Toxicity | Signal::Ignore => None,
     }
 }
 
@@ -152,7 +210,7 @@ mod tests {
     use super::*;
 
     fn audit(text: &str) -> Verdict {
-        let a = GuardrailsAuditor::new(GuardrailsEnv::default());
+        let a = GuardrailsAuditor::new(GuardrailsEnv::default(), None, Duration::from_secs(1));
         a.audit(Stage::PreRequest, &Subject::new([(Some("user".into()), text.to_string())])).unwrap()
     }
 

@@ -9,6 +9,7 @@
 //! `/v1/audit` feed them.
 
 pub mod chain;
+pub mod classify;
 pub mod guardrails;
 pub mod normalize;
 pub mod pii;
@@ -222,12 +223,18 @@ impl Verdict {
 #[error("{0}")]
 pub struct AuditError(pub String);
 
-/// An auditor: pure, synchronous, fast (rule auditors take microseconds).
+/// An auditor: pure and synchronous; rule auditors take microseconds, a classifier
+/// waits for its batch (`blocks`).
 pub trait Auditor: Send + Sync {
     /// Which configured auditor this is.
     fn id(&self) -> AuditorId;
     /// Judges the subject at a stage.
     fn audit(&self, stage: Stage, subject: &Subject) -> Result<Verdict, AuditError>;
+    /// Whether `audit` may wait (on a classifier's queue) and so must run off the async
+    /// runtime's workers.
+    fn blocks(&self) -> bool {
+        false
+    }
 }
 
 /// The distinct kinds among findings, sorted and comma-separated (for reasons).
@@ -257,7 +264,7 @@ mod tests {
         let pii = pii::PiiAuditor::new(PiiEnv::default(), [3; 32]);
         let rules = secrets::RuleSet::builtin().unwrap();
         let secrets = secrets::SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), rules);
-        let guard = guardrails::GuardrailsAuditor::new(GuardrailsEnv::default());
+        let guard = guardrails::GuardrailsAuditor::new(GuardrailsEnv::default(), None, std::time::Duration::from_secs(1));
         let auditors: [&dyn Auditor; 3] = [&pii, &secrets, &guard];
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..3000 {

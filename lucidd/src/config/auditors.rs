@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Days, EntityOperators, Flag, OptionalPath, PiiOperator, Threshold};
+use super::values::{BackendChoice, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
 
 /// Known auditor ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
@@ -91,6 +91,12 @@ pub struct GuardrailsEnv {
     pub jailbreak_detection_enabled: Flag,
     /// Add a canary token to the system prompt and deny responses that leak it.
     pub system_prompt_canary: Flag,
+    /// The classifier scored beside the heuristics: `builtin`, `none` or a directory.
+    pub classifier_model: ClassifierModel,
+    /// Where it runs: `auto`, `cpu` or `cuda`.
+    pub classifier_backend: BackendChoice,
+    /// Label-to-signal mapping for labels whose names do not say (`LABEL_1=injection`).
+    pub classifier_labels: LabelSignals,
 }
 
 impl Default for GuardrailsEnv {
@@ -104,6 +110,9 @@ impl Default for GuardrailsEnv {
             toxicity_threshold: Threshold(0.7),
             jailbreak_detection_enabled: Flag(true),
             system_prompt_canary: Flag(true),
+            classifier_model: ClassifierModel::Builtin,
+            classifier_backend: BackendChoice::Auto,
+            classifier_labels: LabelSignals::default(),
         }
     }
 }

@@ -157,6 +157,128 @@ impl JsonSchema for OptionalPath {
     }
 }
 
+/// The classifier model the guardrails auditor scores with (`CLASSIFIER_MODEL`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ClassifierModel {
+    /// The default model pack, where it is installed (`builtin`, or the key absent);
+    /// heuristics alone, with a warning, on a host without it.
+    #[default]
+    Builtin,
+    /// No classifier: heuristics only (`none`).
+    Off,
+    /// A Hugging Face classifier directory (config.json, model.safetensors,
+    /// tokenizer.json); loading it must succeed for the configuration to apply.
+    Dir(String),
+}
+
+fn parse_classifier_model(s: &str) -> Result<ClassifierModel, String> {
+    Ok(match s {
+        "" | "builtin" => ClassifierModel::Builtin,
+        "none" | "off" => ClassifierModel::Off,
+        path => ClassifierModel::Dir(path.to_string()),
+    })
+}
+
+impl Serialize for ClassifierModel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            ClassifierModel::Builtin => "builtin",
+            ClassifierModel::Off => "none",
+            ClassifierModel::Dir(d) => d,
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for ClassifierModel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "builtin, none or a model directory", parse: parse_classifier_model })
+    }
+}
+
+impl JsonSchema for ClassifierModel {
+    fn schema_name() -> Cow<'static, str> {
+        "ClassifierModel".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "builtin (the default model pack), none, or a Hugging Face classifier directory." })
+    }
+}
+
+/// Where classifiers run (`CLASSIFIER_BACKEND`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendChoice {
+    /// `cuda` when a driver and a GPU are usable, else `cpu`.
+    #[default]
+    Auto,
+    /// Always the CPU.
+    Cpu,
+    /// The GPU; the configuration is refused where none is usable.
+    Cuda,
+}
+
+/// What a classifier label is evidence of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Signal {
+    /// Prompt injection.
+    Injection,
+    /// Jailbreak attempts.
+    Jailbreak,
+    /// Toxic language.
+    Toxicity,
+    /// Not used (benign, safe, neutral labels).
+    Ignore,
+}
+
+impl Signal {
+    fn parse(s: &str) -> Result<Signal, String> {
+        match s {
+            "injection" => Ok(Signal::Injection),
+            "jailbreak" => Ok(Signal::Jailbreak),
+            "toxicity" => Ok(Signal::Toxicity),
+            "ignore" => Ok(Signal::Ignore),
+            other => Err(format!("unknown signal {other:?}; one of injection, jailbreak, toxicity, ignore")),
+        }
+    }
+}
+
+/// Which classifier label feeds which signal (`CLASSIFIER_LABELS`:
+/// `LABEL_1=injection,insult=toxicity`); labels not named are mapped by their names.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct LabelSignals(pub std::collections::BTreeMap<String, Signal>);
+
+fn parse_label_signals(s: &str) -> Result<LabelSignals, String> {
+    let mut map = std::collections::BTreeMap::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (label, signal) = item.split_once('=').ok_or_else(|| format!("expected label=signal, found {item:?}"))?;
+        map.insert(label.trim().to_string(), Signal::parse(signal.trim())?);
+    }
+    Ok(LabelSignals(map))
+}
+
+impl<'de> Deserialize<'de> for LabelSignals {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "label=signal pairs", parse: parse_label_signals })
+    }
+}
+
+impl JsonSchema for LabelSignals {
+    fn schema_name() -> Cow<'static, str> {
+        "LabelSignals".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "Comma-separated label=signal pairs, e.g. \"LABEL_1=injection\"; signals: injection, jailbreak, toxicity, ignore.",
+            "type": "string",
+            "pattern": "^\\s*([^=,]+=(injection|jailbreak|toxicity|ignore)\\s*(,\\s*|$))*$"
+        })
+    }
+}
+
 /// Accepts a scalar in any YAML form and hands its text to `parse`.
 struct ScalarText<T> {
     expecting: &'static str,

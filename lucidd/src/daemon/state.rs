@@ -182,7 +182,12 @@ impl AppState {
     pub async fn apply(&self, text: &str, file: &str, actor: Actor) -> Result<ApplyResponse, ApplyError> {
         let env = config::parse(text, file)?;
         let digest = env.digest();
-        let routes = crate::gateway::routes::Routes::build(&env, &digest, self.run.pii_hash_key).map_err(ApplyError::Chain)?;
+        // Building may load a classifier (reading its weights): off the runtime's workers.
+        let (e, d, key) = (env.clone(), digest.clone(), self.run.pii_hash_key);
+        let routes = tokio::task::spawn_blocking(move || crate::gateway::routes::Routes::build(&e, &d, key))
+            .await
+            .map_err(|e| ApplyError::Chain(format!("building the audit chains: {e}")))?
+            .map_err(ApplyError::Chain)?;
         let _serial = self.apply_lock.lock().await;
         let old = self.config();
         let new = ActiveConfig { digest, env, source: file.to_string(), applied_ns: now_ns(), record_seq: None };
@@ -277,6 +282,8 @@ impl AppState {
                 db_bytes: ledger.db_bytes(),
                 path: ledger.options().path.display().to_string(),
             },
+            classifiers: crate::infer::service::loaded().iter().map(|c| classifier_status(c)).collect(),
+            classifier_note: crate::infer::service::unavailable(),
         }
     }
 }
@@ -333,5 +340,28 @@ fn config_entry(
             "changes": changes,
             "actor": actor.to_json(),
         }),
+    }
+}
+
+/// A loaded classifier as `status` shows it.
+fn classifier_status(c: &crate::infer::service::Classifier) -> lucid_common::api::ClassifierStatus {
+    let stats = &c.batcher.stats;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let requests = get(&stats.requests);
+    lucid_common::api::ClassifierStatus {
+        model: c.dir.display().to_string(),
+        backend: c.choice.backend.to_string(),
+        device: c.choice.device.clone(),
+        reason: c.choice.reason.clone(),
+        heads: c.batcher.model().heads.iter().map(|h| format!("{} ({})", h.name, h.labels.join(", "))).collect(),
+        load_ms: c.load_ms,
+        batches: get(&stats.batches),
+        requests,
+        windows: get(&stats.windows),
+        tokens: get(&stats.tokens),
+        expired: get(&stats.expired),
+        rejected: get(&stats.rejected),
+        mean_wait_us: get(&stats.wait_us).checked_div(requests).unwrap_or(0),
+        max_wait_us: get(&stats.max_wait_us),
     }
 }

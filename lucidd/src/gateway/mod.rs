@@ -100,9 +100,9 @@ fn request_id() -> String {
 const INLINE_AUDIT_BYTES: usize = 16 * 1024;
 
 /// Runs a stage of an agent's chain, inline for small subjects, on a blocking thread
-/// for large ones.
+/// for large ones and for chains that wait on a classifier.
 pub(crate) async fn run_chain(route: &Arc<AgentRoute>, stage: Stage, subject: Subject) -> (Vec<Decision>, Subject) {
-    if subject.len() <= INLINE_AUDIT_BYTES {
+    if subject.len() <= INLINE_AUDIT_BYTES && !route.chain.blocks {
         let mut subject = subject;
         let decisions = route.chain.run(stage, &mut subject);
         return (decisions, subject);

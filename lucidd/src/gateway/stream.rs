@@ -206,8 +206,8 @@ impl Relay {
         }
         let base = window.released;
         // The held text moves into the subject and back (possibly redacted) below.
-        let mut subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut window.held))]);
-        let mut decisions = self.p.route.chain.run(Stage::PostResponse, &mut subject);
+        let subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut window.held))]);
+        let (mut decisions, mut subject) = super::run_chain(&self.p.route, Stage::PostResponse, subject).await;
         if let Some(d) = self.canary.as_deref().and_then(|c| canary_decision(&subject, c)) {
             decisions.push(d);
         }

@@ -4,8 +4,12 @@
 //! `cpu` is pure Rust (the `gemm` crate's SIMD kernels on rayon threads, f32). Layout:
 //! `config` (config.json), `weights` (safetensors), `ops` (GEMM, LayerNorm, GELU,
 //! softmax), `encoder` (the transformer), `heads` (classifier heads and pooled linear
-//! heads), `model` (tokenizer + encoder + heads, windows for long texts).
+//! heads), `model` (tokenizer + encoder + heads, windows for long texts), `batcher`
+//! (one queue, token-budget batches), `backend` (which backend, and why), `service`
+//! (the models the daemon has loaded, and where the default pack is), `kernels` (the
+//! CUDA sources, compiled by NVRTC).
 
+pub mod backend;
 pub mod batcher;
 pub mod config;
 pub mod encoder;
@@ -13,6 +17,7 @@ pub mod heads;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod service;
 pub mod weights;
 
 pub use model::{Model, TextScores};

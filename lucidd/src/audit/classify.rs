@@ -1,0 +1,136 @@
+//! The classifier side of `lucid-guardrails-auditor`: which of a model's labels are
+//! evidence of what (injection, jailbreak, toxicity), and a subject's scores, from one
+//! batched request per audit.
+//!
+//! Labels are mapped by name (`INJECTION`, `jailbreak`, `toxic`, `insult`, ...) unless
+//! `CLASSIFIER_LABELS` names them, which covers models whose labels say nothing
+//! (`LABEL_1`). A model none of whose labels maps to a signal is refused when the chain
+//! is built, so a swapped-in model cannot silently score nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{AuditError, Stage, Subject};
+use crate::config::values::{LabelSignals, Signal};
+use crate::infer::batcher::Priority;
+use crate::infer::service::Classifier;
+
+/// A signal's score per text: the highest probability among the labels mapped to it.
+pub type SignalScores = BTreeMap<Signal, f64>;
+
+/// A loaded classifier and what its labels mean.
+pub struct ModelSignals {
+    classifier: Arc<Classifier>,
+    /// Per head, per label.
+    map: Vec<Vec<Signal>>,
+}
+
+/// The signal a label is evidence of, by its name.
+fn signal_by_name(label: &str) -> Signal {
+    let l = label.to_ascii_lowercase();
+    if l.contains("jailbreak") {
+        Signal::Jailbreak
+    } else if l.contains("inject") || l.contains("malicious") || l.contains("attack") {
+        Signal::Injection
+    } else if l.contains("toxic") || ["obscene", "threat", "insult", "identity_hate", "hate", "harassment", "profanity"].contains(&l.as_str()) {
+        Signal::Toxicity
+    } else {
+        Signal::Ignore
+    }
+}
+
+impl ModelSignals {
+    /// Maps the classifier's labels; an error when none of them is evidence of anything.
+    pub fn new(classifier: Arc<Classifier>, explicit: &LabelSignals) -> Result<ModelSignals, String> {
+        let heads = &classifier.batcher.model().heads;
+        let map: Vec<Vec<Signal>> = heads
+            .iter()
+            .map(|h| {
+                h.labels
+                    .iter()
+                    .map(|l| explicit.0.iter().find(|(k, _)| k.eq_ignore_ascii_case(l)).map(|(_, s)| *s).unwrap_or_else(|| signal_by_name(l)))
+                    .collect()
+            })
+            .collect();
+        if map.iter().flatten().all(|s| *s == Signal::Ignore) {
+            let labels: Vec<&str> = heads.iter().flat_map(|h| h.labels.iter().map(String::as_str)).collect();
+            return Err(format!(
+                "classifier {}: none of its labels ({}) is evidence of injection, jailbreak or toxicity; name them in CLASSIFIER_LABELS (e.g. LABEL_1=injection)",
+                classifier.dir.display(),
+                if labels.is_empty() { "none: the model has no classification head".to_string() } else { labels.join(", ") }
+            ));
+        }
+        Ok(ModelSignals { classifier, map })
+    }
+
+    /// Whether some label feeds `signal`.
+    pub fn has(&self, signal: Signal) -> bool {
+        self.map.iter().flatten().any(|s| *s == signal)
+    }
+
+    /// Scores of the subject's segments at `stage` (`None` for segments not scored:
+    /// system messages before the request, empty texts), within `budget`.
+    pub fn score(&self, stage: Stage, subject: &Subject, budget: Duration) -> Result<Vec<Option<SignalScores>>, AuditError> {
+        let picked: Vec<usize> = subject
+            .segments
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| {
+                let system_prompt = stage == Stage::PreRequest && s.role.as_deref() == Some("system");
+                !s.view.text.trim().is_empty() && !system_prompt
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let mut out = vec![None; subject.segments.len()];
+        if picked.is_empty() {
+            return Ok(out);
+        }
+        let texts: Vec<&str> = picked.iter().map(|i| subject.segments[*i].view.text.as_str()).collect();
+        let priority = match stage {
+            Stage::PreRequest => Priority::Prompt,
+            Stage::PostResponse => Priority::Response,
+        };
+        let scored = self
+            .classifier
+            .batcher
+            .score(&texts, priority, Instant::now() + budget)
+            .map_err(|e| AuditError(format!("classifier {}: {e}", self.classifier.dir.display())))?;
+        for (i, text) in picked.into_iter().zip(scored) {
+            let mut signals = SignalScores::new();
+            for (probs, labels) in text.heads.iter().zip(&self.map) {
+                for (p, signal) in probs.iter().zip(labels) {
+                    if *signal != Signal::Ignore {
+                        let e = signals.entry(*signal).or_insert(0.0);
+                        *e = e.max(f64::from(*p));
+                    }
+                }
+            }
+            out[i] = Some(signals);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_map_by_name_to_signals() {
+        for (label, signal) in [
+            ("INJECTION", Signal::Injection),
+            ("injection", Signal::Injection),
+            ("MALICIOUS", Signal::Injection),
+            ("JAILBREAK", Signal::Jailbreak),
+            ("toxic", Signal::Toxicity),
+            ("severe_toxic", Signal::Toxicity),
+            ("insult", Signal::Toxicity),
+            ("BENIGN", Signal::Ignore),
+            ("SAFE", Signal::Ignore),
+            ("LABEL_1", Signal::Ignore),
+        ] {
+            assert_eq!(signal_by_name(label), signal, "{label}");
+        }
+    }
+}

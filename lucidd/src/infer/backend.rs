@@ -1,0 +1,128 @@
+//! Which backend runs the classifiers, chosen once per model load and reported by
+//! `lucidctl status --detailed` with the reason, so an operator can tell a host that
+//! fell back to the CPU from one that was told to use it.
+//!
+//! The CUDA driver is loaded dynamically; cudarc panics when a CUDA library is
+//! missing, so its presence is checked before any call, and a host without one gets a
+//! `cpu` choice and one log line, never a panic.
+
+use serde::Serialize;
+
+use super::InferError;
+use crate::config::values::BackendChoice;
+
+/// The backend a model runs on, where, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Choice {
+    /// `cpu` or `cuda`.
+    pub backend: &'static str,
+    /// The processor or GPU, as the operator would recognise it.
+    pub device: String,
+    /// Why this backend (what was asked, what was found).
+    pub reason: String,
+}
+
+/// What a CUDA probe found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Gpu {
+    /// A usable device: its name and compute capability.
+    Usable {
+        /// Device name.
+        name: String,
+        /// Compute capability, e.g. 90 for sm_90.
+        arch: u32,
+    },
+    /// No usable device, and why.
+    Unusable(String),
+}
+
+/// Looks for GPU 0 through the CUDA driver, without panicking where there is none.
+pub fn probe_gpu() -> Gpu {
+    // SAFETY: only tries to dlopen candidate library names; no symbol is called.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Gpu::Unusable("no CUDA driver library (libcuda.so) on this host".into());
+    }
+    let found = std::panic::catch_unwind(|| {
+        let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| format!("CUDA driver present, no usable GPU: {e:?}"))?;
+        let name = ctx.name().map_err(|e| format!("GPU 0: {e:?}"))?;
+        let (major, minor) = ctx.compute_capability().map_err(|e| format!("GPU 0: {e:?}"))?;
+        Ok::<_, String>((name, (major * 10 + minor).max(0) as u32))
+    });
+    match found {
+        Ok(Ok((name, arch))) => Gpu::Usable { name, arch },
+        Ok(Err(why)) => Gpu::Unusable(why),
+        Err(_) => Gpu::Unusable("the CUDA driver library failed to load".into()),
+    }
+}
+
+/// The CPU, as `/proc/cpuinfo` names it, with its thread count and vector width.
+pub fn cpu_device() -> String {
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| info.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    let threads = std::thread::available_parallelism().map(usize::from).unwrap_or(1);
+    let simd = simd_level();
+    format!("{model}, {threads} threads, {simd}")
+}
+
+fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "AVX2+FMA";
+        }
+        "SSE2"
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        "NEON"
+    }
+}
+
+/// Chooses the backend for `wanted`, given what the GPU probe found. `cuda` runs where
+/// the `cuda` encoder is available and a GPU is usable; `auto` falls back to `cpu`
+/// with the reason; `cuda` asked for explicitly where it cannot run is an error, so a
+/// configuration that demands the GPU is refused rather than silently slower.
+pub fn choose(wanted: BackendChoice, gpu: &Gpu) -> Result<Choice, InferError> {
+    let cpu = |reason: String| Choice { backend: "cpu", device: cpu_device(), reason };
+    match (wanted, gpu) {
+        (BackendChoice::Cpu, _) => Ok(cpu("CLASSIFIER_BACKEND=cpu".into())),
+        (BackendChoice::Auto, Gpu::Unusable(why)) => Ok(cpu(format!("auto: {why}"))),
+        (BackendChoice::Cuda, Gpu::Unusable(why)) => Err(InferError::Unsupported(format!("CLASSIFIER_BACKEND=cuda: {why}"))),
+        (BackendChoice::Auto, Gpu::Usable { name, arch }) => {
+            Ok(cpu(format!("auto: GPU {name} (sm_{arch}) found, but this build runs classifiers on the CPU only")))
+        }
+        (BackendChoice::Cuda, Gpu::Usable { name, arch }) => {
+            Err(InferError::Unsupported(format!("CLASSIFIER_BACKEND=cuda: GPU {name} (sm_{arch}) found, but this build runs classifiers on the CPU only")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_falls_back_with_the_reason_and_an_explicit_cuda_is_refused() {
+        let none = Gpu::Unusable("no CUDA driver library (libcuda.so) on this host".into());
+        let c = choose(BackendChoice::Auto, &none).unwrap();
+        assert_eq!(c.backend, "cpu");
+        assert!(c.reason.contains("libcuda"), "{}", c.reason);
+        assert!(choose(BackendChoice::Cuda, &none).is_err());
+        assert_eq!(choose(BackendChoice::Cpu, &none).unwrap().reason, "CLASSIFIER_BACKEND=cpu");
+    }
+
+    #[test]
+    fn probing_a_host_never_panics() {
+        // On this build machine there is no driver; on a GPU host there is a device.
+        match probe_gpu() {
+            Gpu::Usable { name, arch } => assert!(!name.is_empty() && arch >= 50),
+            Gpu::Unusable(why) => assert!(!why.is_empty()),
+        }
+        assert!(!cpu_device().is_empty());
+    }
+}

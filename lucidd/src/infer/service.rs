@@ -1,0 +1,104 @@
+//! Classifiers loaded for the daemon: one model and one batcher per (directory,
+//! backend), shared by every chain that names them and kept while a chain holds them,
+//! so a configuration reload that keeps its model does not load it again, and all
+//! auditors scoring with one encoder share its batches.
+//!
+//! Also where the default model pack is looked for, and what `status` reports.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
+
+use super::backend::{self, Choice, Gpu};
+use super::batcher::{Batcher, BatcherConfig};
+use super::{InferError, Model};
+use crate::config::values::BackendChoice;
+
+/// A model ready to score, with its batcher and where it runs.
+pub struct Classifier {
+    /// Its directory (canonical).
+    pub dir: PathBuf,
+    /// The backend asked for.
+    pub wanted: BackendChoice,
+    /// The backend chosen, and why.
+    pub choice: Choice,
+    /// The queue every request goes through.
+    pub batcher: Batcher,
+    /// How long loading took, in milliseconds.
+    pub load_ms: u64,
+}
+
+static LOADED: Mutex<Vec<Weak<Classifier>>> = Mutex::new(Vec::new());
+static UNAVAILABLE: Mutex<Option<String>> = Mutex::new(None);
+
+/// The GPU probe, run once per process (it creates a CUDA context).
+fn gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(backend::probe_gpu)
+}
+
+/// The classifier in `dir` on the backend `wanted`: the one already loaded, or loaded
+/// now (which reads the weights: call it off the async runtime's workers).
+pub fn load(dir: &Path, wanted: BackendChoice) -> Result<Arc<Classifier>, InferError> {
+    let dir = dir.canonicalize().map_err(|source| InferError::Io { path: dir.display().to_string(), source })?;
+    let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
+    loaded.retain(|w| w.strong_count() > 0);
+    if let Some(c) = loaded.iter().filter_map(Weak::upgrade).find(|c| c.dir == dir && c.wanted == wanted) {
+        return Ok(c);
+    }
+    let started = Instant::now();
+    let choice = backend::choose(wanted, gpu())?;
+    let model = Model::load(&dir)?;
+    let batcher = Batcher::start(Arc::new(model), BatcherConfig::default())
+        .map_err(|source| InferError::Io { path: "classifier worker thread".into(), source })?;
+    let load_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(model = %dir.display(), backend = choice.backend, device = %choice.device, reason = %choice.reason, load_ms, "classifier loaded");
+    let c = Arc::new(Classifier { dir, wanted, choice, batcher, load_ms });
+    loaded.push(Arc::downgrade(&c));
+    Ok(c)
+}
+
+/// Every classifier some chain holds.
+pub fn loaded() -> Vec<Arc<Classifier>> {
+    LOADED.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect()
+}
+
+/// Notes why the default pack is not in use (shown by `status`; logged once).
+pub fn note_unavailable(why: &str) {
+    let mut note = UNAVAILABLE.lock().unwrap_or_else(|p| p.into_inner());
+    if note.as_deref() != Some(why) {
+        tracing::warn!(reason = why, "guardrails run on heuristics only: the default classifier pack is not available");
+        *note = Some(why.to_string());
+    }
+}
+
+/// Why the default pack is not in use, if it was asked for and not found.
+pub fn unavailable() -> Option<String> {
+    UNAVAILABLE.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+/// Where the default model pack is: `$LUCID_MODEL_PACK` (a directory, or `none` to
+/// run without it), else `/usr/share/lucid/models/guard`, else `lucid-pack/guard`
+/// beside the directory of the lucidd binary (where `scripts/pack.sh` assembles it in
+/// a checkout: `target/lucid-pack/guard`). `Ok(None)` when switched off; `Err` says
+/// where it looked.
+pub fn builtin_dir() -> Result<Option<PathBuf>, String> {
+    let mut places = Vec::new();
+    match std::env::var_os("LUCID_MODEL_PACK") {
+        Some(v) if v == "none" => return Ok(None),
+        Some(v) => places.push(PathBuf::from(v)),
+        None => {
+            places.push(PathBuf::from("/usr/share/lucid/models/guard"));
+            if let Some(bin_dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+                places.push(bin_dir.join("../lucid-pack/guard"));
+            }
+        }
+    }
+    match places.iter().find(|p| p.join("config.json").is_file()) {
+        Some(p) => Ok(Some(p.clone())),
+        None => Err(format!(
+            "no model pack in {} (build it with scripts/pack.sh, or set LUCID_MODEL_PACK)",
+            places.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
