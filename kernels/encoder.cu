@@ -72,6 +72,13 @@ extern "C" __global__ void embed_layernorm(
     layernorm_row(x, gamma, beta, n, eps, scratch);
 }
 
+// x = x + bias (broadcast over rows); x is rows x n.
+extern "C" __global__ void bias_add(float* x, const float* bias, long long total, int n) {
+    for (long long i = (long long)blockIdx.x * THREADS + threadIdx.x; i < total; i += (long long)gridDim.x * THREADS) {
+        x[i] += bias[i % n];
+    }
+}
+
 // x = gelu(x + bias), exact (erf) form; x is rows x n.
 extern "C" __global__ void bias_gelu(float* x, const float* bias, long long total, int n) {
     for (long long i = (long long)blockIdx.x * THREADS + threadIdx.x; i < total; i += (long long)gridDim.x * THREADS) {

@@ -47,19 +47,25 @@ fn ids(batch: usize, len: usize, seed: u64) -> Vec<Vec<u32>> {
         .collect()
 }
 
-/// (sequences/s, p50 ms per batch) over at least 2 s and 5 runs.
+/// (sequences/s, p50 ms per batch) of the CPU encoder over at least 2 s and 5 runs.
 fn measure(model: &Model, seqs: &[Vec<u32>]) -> (f64, f64) {
+    timed(seqs, |batch| {
+        std::hint::black_box(model.hidden(batch).unwrap_or_else(|e| exit(&e.to_string())));
+    })
+}
+
+/// (sequences/s, p50 ms per batch) of `run` over a batch of `seqs`.
+fn timed(seqs: &[Vec<u32>], mut run: impl FnMut(&Packed)) -> (f64, f64) {
     let mut batch = Packed::default();
     for s in seqs {
         batch.push(s);
     }
-    let _ = model.hidden(&batch);
+    run(&batch);
     let mut times = Vec::new();
     let start = Instant::now();
     while start.elapsed().as_secs_f64() < 2.0 || times.len() < 5 {
         let t = Instant::now();
-        let h = model.hidden(&batch).unwrap_or_else(|e| exit(&e.to_string()));
-        std::hint::black_box(h);
+        run(&batch);
         times.push(t.elapsed().as_secs_f64());
     }
     let total: f64 = times.iter().sum();
@@ -105,5 +111,35 @@ fn main() {
         }
     }
     out.insert("peers".into(), peers);
+    out.insert("gpu".into(), gpu(&dir, tmp.path()));
     println!("{}", serde_json::Value::Object(out));
+}
+
+/// The `cuda` backend on the same model (encoder on the GPU, synchronised per batch):
+/// sequences/s at 32 x 128 (target: a batch within 1 ms) and batch 1 x 128 p50; or why
+/// it was not measured.
+fn gpu(dir: &Path, tmp: &Path) -> serde_json::Value {
+    use lucidd::infer::backend::{probe_gpu, Gpu};
+    if let Gpu::Unusable(why) = probe_gpu() {
+        return json!({ "skipped": format!("no GPU: {why}") });
+    }
+    let mut model = match Model::load(dir) {
+        Ok(m) => m,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    let device = match model.attach_cuda(&tmp.join("kernels"), &["probe text", "a second probe text"], 1e-3) {
+        Ok(d) => d,
+        Err(e) => return json!({ "error": e.to_string() }),
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("device".into(), json!(device));
+    for (batch, len) in [(1usize, 128usize), (32, 128), (32, 512)] {
+        let seqs = ids(batch, len, (batch * 1000 + len) as u64);
+        let (rate, p50) = timed(&seqs, |b| {
+            std::hint::black_box(model.run(b).unwrap_or_else(|e| exit(&e.to_string())));
+        });
+        out.insert(format!("b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
+        out.insert(format!("b{batch}_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
+    }
+    serde_json::Value::Object(out)
 }

@@ -42,6 +42,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&opts.state_dir)
         .with_context(|| format!("creating state directory {}", opts.state_dir.display()))?;
+    crate::infer::service::set_kernel_cache(opts.state_dir.join("kernels"));
     if opts.mode == Mode::Production {
         std::fs::set_permissions(&opts.state_dir, std::fs::Permissions::from_mode(0o750))
             .with_context(|| format!("restricting {}", opts.state_dir.display()))?;

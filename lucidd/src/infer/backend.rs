@@ -4,7 +4,8 @@
 //!
 //! The CUDA driver is loaded dynamically; cudarc panics when a CUDA library is
 //! missing, so its presence is checked before any call, and a host without one gets a
-//! `cpu` choice and one log line, never a panic.
+//! `cpu` choice and one log line, never a panic. A model put on a GPU must first score
+//! a few probe texts as the CPU backend does (`Model::attach_cuda`).
 
 use serde::Serialize;
 
@@ -83,10 +84,11 @@ fn simd_level() -> &'static str {
     }
 }
 
-/// Chooses the backend for `wanted`, given what the GPU probe found. `cuda` runs where
-/// the `cuda` encoder is available and a GPU is usable; `auto` falls back to `cpu`
-/// with the reason; `cuda` asked for explicitly where it cannot run is an error, so a
-/// configuration that demands the GPU is refused rather than silently slower.
+/// Chooses the backend for `wanted`, given what the GPU probe found: `cuda` where a
+/// GPU is usable and `auto` or `cuda` was asked for, else `cpu` with the reason. `cuda`
+/// asked for explicitly where no GPU is usable is an error, so a configuration that
+/// demands the GPU is refused rather than silently slower. (Loading may still move an
+/// `auto` choice back to the CPU: see `service::load`.)
 pub fn choose(wanted: BackendChoice, gpu: &Gpu) -> Result<Choice, InferError> {
     let cpu = |reason: String| Choice { backend: "cpu", device: cpu_device(), reason };
     match (wanted, gpu) {
@@ -94,12 +96,18 @@ pub fn choose(wanted: BackendChoice, gpu: &Gpu) -> Result<Choice, InferError> {
         (BackendChoice::Auto, Gpu::Unusable(why)) => Ok(cpu(format!("auto: {why}"))),
         (BackendChoice::Cuda, Gpu::Unusable(why)) => Err(InferError::Unsupported(format!("CLASSIFIER_BACKEND=cuda: {why}"))),
         (BackendChoice::Auto, Gpu::Usable { name, arch }) => {
-            Ok(cpu(format!("auto: GPU {name} (sm_{arch}) found, but this build runs classifiers on the CPU only")))
+            Ok(Choice { backend: "cuda", device: format!("{name} (sm_{arch})"), reason: "auto: a CUDA driver and GPU are usable".into() })
         }
         (BackendChoice::Cuda, Gpu::Usable { name, arch }) => {
-            Err(InferError::Unsupported(format!("CLASSIFIER_BACKEND=cuda: GPU {name} (sm_{arch}) found, but this build runs classifiers on the CPU only")))
+            Ok(Choice { backend: "cuda", device: format!("{name} (sm_{arch})"), reason: "CLASSIFIER_BACKEND=cuda".into() })
         }
     }
+}
+
+/// The CPU choice after the GPU failed to take a model that `auto` would have put
+/// there.
+pub fn fall_back(why: &str) -> Choice {
+    Choice { backend: "cpu", device: cpu_device(), reason: format!("auto: the GPU could not take the model ({why})") }
 }
 
 #[cfg(test)]
@@ -114,6 +122,16 @@ mod tests {
         assert!(c.reason.contains("libcuda"), "{}", c.reason);
         assert!(choose(BackendChoice::Cuda, &none).is_err());
         assert_eq!(choose(BackendChoice::Cpu, &none).unwrap().reason, "CLASSIFIER_BACKEND=cpu");
+    }
+
+    #[test]
+    fn a_usable_gpu_is_chosen_unless_the_cpu_is_asked_for() {
+        let gpu = Gpu::Usable { name: "NVIDIA H100".into(), arch: 90 };
+        let c = choose(BackendChoice::Auto, &gpu).unwrap();
+        assert_eq!((c.backend, c.device.as_str()), ("cuda", "NVIDIA H100 (sm_90)"));
+        assert_eq!(choose(BackendChoice::Cuda, &gpu).unwrap().backend, "cuda");
+        assert_eq!(choose(BackendChoice::Cpu, &gpu).unwrap().backend, "cpu");
+        assert!(fall_back("self-check failed").reason.contains("self-check failed"));
     }
 
     #[test]

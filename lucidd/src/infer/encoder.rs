@@ -34,14 +34,14 @@ impl Packed {
 }
 
 /// DeBERTa's relative-position machinery, shared by all layers.
-struct Relative {
+pub(super) struct Relative {
     /// Rows of each layer's projected relative embeddings (`2 * att_span`).
-    rows: usize,
+    pub(super) rows: usize,
     /// Row of the relative table for each query-minus-key distance d, at
     /// `d + max_tokens - 1` (bucketed and clamped; built once at load).
-    index: Vec<usize>,
-    c2p: bool,
-    p2c: bool,
+    pub(super) index: Vec<usize>,
+    pub(super) c2p: bool,
+    pub(super) p2c: bool,
 }
 
 /// make_log_bucket_position of the reference, in f32 as it computes it: distances
@@ -60,37 +60,37 @@ fn bucket(rel: i64, buckets: i64, max_distance: i64) -> i64 {
     log_pos as i64 * rel.signum()
 }
 
-struct Layer {
-    qkv: Linear,
+pub(super) struct Layer {
+    pub(super) qkv: Linear,
     /// DeBERTa: the relative embeddings projected to keys (c2p) and to queries (p2c),
     /// `[rows, h]` each; they depend on weights only, so they are computed at load.
-    rel_key: Option<Vec<f32>>,
-    rel_query: Option<Vec<f32>>,
-    attn_out: Linear,
-    ln1: LayerNorm,
-    inter: Linear,
-    out: Linear,
-    ln2: LayerNorm,
+    pub(super) rel_key: Option<Vec<f32>>,
+    pub(super) rel_query: Option<Vec<f32>>,
+    pub(super) attn_out: Linear,
+    pub(super) ln1: LayerNorm,
+    pub(super) inter: Linear,
+    pub(super) out: Linear,
+    pub(super) ln2: LayerNorm,
 }
 
 /// A loaded encoder.
 pub struct Encoder {
-    family: Family,
-    hidden: usize,
-    heads: usize,
-    words: Vec<f32>,
+    pub(super) family: Family,
+    pub(super) hidden: usize,
+    pub(super) heads: usize,
+    pub(super) words: Vec<f32>,
     /// Width of the word embeddings (DeBERTa may project them up).
-    embedding_size: usize,
-    embed_proj: Option<Linear>,
-    positions: Option<Vec<f32>>,
-    max_positions: usize,
+    pub(super) embedding_size: usize,
+    pub(super) embed_proj: Option<Linear>,
+    pub(super) positions: Option<Vec<f32>>,
+    pub(super) max_positions: usize,
     /// First position id (RoBERTa counts from after the padding index).
-    position_offset: usize,
-    token_type: Option<Vec<f32>>,
-    emb_ln: LayerNorm,
-    layers: Vec<Layer>,
-    act: Activation,
-    relative: Option<Relative>,
+    pub(super) position_offset: usize,
+    pub(super) token_type: Option<Vec<f32>>,
+    pub(super) emb_ln: LayerNorm,
+    pub(super) layers: Vec<Layer>,
+    pub(super) act: Activation,
+    pub(super) relative: Option<Relative>,
 }
 
 impl Encoder {
@@ -206,6 +206,11 @@ impl Encoder {
             act: Activation::parse(&cfg.hidden_act)?,
             relative,
         })
+    }
+
+    /// Rows of the word embedding table.
+    pub fn vocab(&self) -> usize {
+        self.words.len() / self.embedding_size.max(1)
     }
 
     /// Width of the hidden states.

@@ -129,35 +129,32 @@ impl Head {
         Ok(heads)
     }
 
+    /// How the head pools a sequence.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The head's single linear layer and output, when it has no pre-layer (pooled
+    /// linear heads): what the GPU scoring kernel computes in one launch.
+    pub fn linear_only(&self) -> Option<(&Linear, Output)> {
+        self.pre.is_none().then_some((&self.out, self.output))
+    }
+
     /// Applies the head to every sequence of a batch.
     pub fn apply(&self, hidden: &[f32], width: usize, batch: &Packed) -> Vec<HeadOutput> {
-        let n = batch.seqs.len();
-        let mut pooled = Vec::with_capacity(n * width);
-        for &(start, len) in &batch.seqs {
-            match self.pooling {
-                Pooling::First => pooled.extend_from_slice(&hidden[start * width..(start + 1) * width]),
-                Pooling::Mean { normalize } => {
-                    let mut acc = vec![0.0f32; width];
-                    for t in start..start + len {
-                        acc.iter_mut().zip(&hidden[t * width..(t + 1) * width]).for_each(|(a, v)| *a += v);
-                    }
-                    let inv = 1.0 / len.max(1) as f32;
-                    acc.iter_mut().for_each(|a| *a *= inv);
-                    if normalize {
-                        let norm = acc.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
-                        acc.iter_mut().for_each(|a| *a /= norm);
-                    }
-                    pooled.extend_from_slice(&acc);
-                }
-            }
-        }
+        let pooled = pool(self.pooling, hidden, width, batch);
+        self.apply_pooled(&pooled, batch.seqs.len())
+    }
+
+    /// Applies the head to `n` pooled vectors (pooled as [`Head::pooling`] says).
+    pub fn apply_pooled(&self, pooled: &[f32], n: usize) -> Vec<HeadOutput> {
         let x = match &self.pre {
             Some((lin, act)) => {
-                let mut y = lin.forward(&pooled, n);
+                let mut y = lin.forward(pooled, n);
                 act.apply(&mut y);
                 y
             }
-            None => pooled,
+            None => pooled.to_vec(),
         };
         let logits = self.out.forward(&x, n);
         let k = self.out.out;
@@ -168,6 +165,30 @@ impl Head {
         }
         logits.chunks_exact(k).zip(probs.chunks_exact(k)).map(|(l, p)| HeadOutput { logits: l.to_vec(), probs: p.to_vec() }).collect()
     }
+}
+
+/// One vector per sequence of a packed batch's hidden states.
+fn pool(pooling: Pooling, hidden: &[f32], width: usize, batch: &Packed) -> Vec<f32> {
+    let mut pooled = Vec::with_capacity(batch.seqs.len() * width);
+    for &(start, len) in &batch.seqs {
+        match pooling {
+            Pooling::First => pooled.extend_from_slice(&hidden[start * width..(start + 1) * width]),
+            Pooling::Mean { normalize } => {
+                let mut acc = vec![0.0f32; width];
+                for t in start..start + len {
+                    acc.iter_mut().zip(&hidden[t * width..(t + 1) * width]).for_each(|(a, v)| *a += v);
+                }
+                let inv = 1.0 / len.max(1) as f32;
+                acc.iter_mut().for_each(|a| *a *= inv);
+                if normalize {
+                    let norm = acc.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+                    acc.iter_mut().for_each(|a| *a /= norm);
+                }
+                pooled.extend_from_slice(&acc);
+            }
+        }
+    }
+    pooled
 }
 
 #[derive(Deserialize)]

@@ -26,7 +26,7 @@ pub struct KernelSource {
 pub const KERNELS: &[KernelSource] = &[KernelSource {
     name: "encoder",
     source: include_str!("../../../kernels/encoder.cu"),
-    functions: &["embed_layernorm", "bias_gelu", "bias_residual_layernorm", "deberta_relative_bias", "masked_softmax", "pool", "score_heads"],
+    functions: &["embed_layernorm", "bias_add", "bias_gelu", "bias_residual_layernorm", "deberta_relative_bias", "masked_softmax", "pool", "score_heads"],
 }];
 
 /// Whether libnvrtc can be loaded on this host.

@@ -12,6 +12,7 @@
 pub mod backend;
 pub mod batcher;
 pub mod config;
+pub mod cuda;
 pub mod encoder;
 pub mod heads;
 pub mod kernels;
@@ -88,6 +89,9 @@ pub enum InferError {
         /// The limit.
         max: usize,
     },
+    /// The GPU or the CUDA libraries failed.
+    #[error("cuda: {0}")]
+    Gpu(String),
     /// A sequence longer than the position table.
     #[error("sequence of {tokens} tokens exceeds the model's {max}")]
     TooLong {

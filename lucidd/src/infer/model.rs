@@ -3,10 +3,12 @@
 //! windows.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 use super::config::ModelConfig;
+use super::cuda::CudaEncoder;
 use super::encoder::{Encoder, Packed};
 use super::heads::{Head, HeadOutput};
 use super::weights::Weights;
@@ -26,6 +28,8 @@ pub struct Model {
     /// Heads, all scored in the same encoder pass.
     pub heads: Vec<Head>,
     window: usize,
+    /// The encoder on a GPU, once attached; batches run there instead.
+    cuda: Option<Mutex<CudaEncoder>>,
 }
 
 /// One text's scores: per head, the probabilities maximised over the text's windows.
@@ -64,7 +68,7 @@ impl Model {
             }))
             .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(Model { dir: dir.to_path_buf(), config, tokenizer, encoder, heads, window })
+        Ok(Model { dir: dir.to_path_buf(), config, tokenizer, encoder, heads, window, cuda: None })
     }
 
     /// Longest window in tokens.
@@ -85,10 +89,51 @@ impl Model {
         self.encoder.forward(batch)
     }
 
-    /// Every head on every sequence of a packed batch: `[head][sequence]`.
+    /// Every head on every sequence of a packed batch: `[head][sequence]`, on the GPU
+    /// when one is attached.
     pub fn run(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
+        match &self.cuda {
+            Some(gpu) => gpu.lock().unwrap_or_else(|p| p.into_inner()).run(batch, &self.heads, self.encoder.vocab()),
+            None => self.run_cpu(batch),
+        }
+    }
+
+    /// `run` on the CPU backend, GPU or not.
+    pub fn run_cpu(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
         let hidden = self.encoder.forward(batch)?;
         Ok(self.heads.iter().map(|h| h.apply(&hidden, self.encoder.hidden(), batch)).collect())
+    }
+
+    /// Moves the encoder onto GPU 0 (kernels compiled into, or read from, `kernel_cache`)
+    /// and checks that it scores `probe` texts as the CPU backend does, within `tolerance`
+    /// on every probability; on failure the model stays on the CPU and the error says why.
+    pub fn attach_cuda(&mut self, kernel_cache: &Path, probe: &[&str], tolerance: f32) -> Result<String, InferError> {
+        let gpu = CudaEncoder::new(&self.encoder, &self.heads, kernel_cache)?;
+        let device = gpu.device.clone();
+        let mut batch = Packed::default();
+        for text in probe {
+            for w in self.windows(text)? {
+                batch.push(&w);
+            }
+        }
+        let want = self.run_cpu(&batch)?;
+        let got = gpu.run(&batch, &self.heads, self.encoder.vocab())?;
+        let worst = want
+            .iter()
+            .flatten()
+            .zip(got.iter().flatten())
+            .flat_map(|(w, g)| w.probs.iter().zip(&g.probs).map(|(a, b)| (a - b).abs()))
+            .fold(0.0f32, f32::max);
+        if worst.is_nan() || worst > tolerance || got.iter().map(Vec::len).ne(want.iter().map(Vec::len)) {
+            return Err(InferError::Gpu(format!("self-check on {device}: probabilities differ from the CPU backend's by {worst:e} (> {tolerance:e})")));
+        }
+        self.cuda = Some(Mutex::new(gpu));
+        Ok(device)
+    }
+
+    /// Whether batches run on a GPU.
+    pub fn on_gpu(&self) -> bool {
+        self.cuda.is_some()
     }
 
     /// Scores texts: all windows of all texts in one packed pass.

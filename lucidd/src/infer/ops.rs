@@ -125,6 +125,16 @@ impl Linear {
         Ok(Linear { w: w.take(&format!("{name}.weight"), &[out, inp])?, b: w.take(&format!("{name}.bias"), &[out])?, out, inp })
     }
 
+    /// The weight, `[out, in]` row-major.
+    pub fn weight(&self) -> &[f32] {
+        &self.w
+    }
+
+    /// The bias.
+    pub fn bias(&self) -> &[f32] {
+        &self.b
+    }
+
     /// Several layers with the same input fused into one (Q, K and V into one GEMM).
     pub fn concat(parts: Vec<Linear>) -> Linear {
         let inp = parts.first().map_or(0, |p| p.inp);
@@ -158,6 +168,11 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Scale, shift and epsilon.
+    pub fn parts(&self) -> (&[f32], &[f32], f32) {
+        (&self.g, &self.b, self.eps)
+    }
+
     /// Loads `{name}.weight` and `{name}.bias`.
     pub fn load(w: &mut Weights, name: &str, width: usize, eps: f64) -> Result<LayerNorm, InferError> {
         Ok(LayerNorm { g: w.take(&format!("{name}.weight"), &[width])?, b: w.take(&format!("{name}.bias"), &[width])?, eps: eps as f32 })
