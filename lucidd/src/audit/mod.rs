@@ -53,6 +53,11 @@ pub struct Segment {
     pub view: View,
     /// Encoded text found inside it, decoded.
     pub layers: Vec<Layer>,
+    /// Normalised text that came just before this segment and has already gone out
+    /// (the earlier part of a streamed response). Classifiers read it with the segment,
+    /// so a statement split across releases is still judged whole; rule auditors,
+    /// which redact, do not.
+    pub context: String,
 }
 
 impl Segment {
@@ -60,7 +65,7 @@ impl Segment {
     pub fn new(role: Option<String>, original: String) -> Segment {
         let view = View::new(&original);
         let layers = decoded_layers(&view.text);
-        Segment { role, original, view, layers }
+        Segment { role, original, view, layers, context: String::new() }
     }
 
     /// Runs a detector over the normalised view and over each decoded layer, and gives

@@ -49,7 +49,14 @@ pub fn canary_decision(subject: &Subject, canary: &str) -> Option<Decision> {
 struct Window {
     held: String,
     released: usize,
+    /// The last `CONTEXT_BYTES` released, normalised: what classifiers read before the
+    /// held text, so a response is rescored as it grows.
+    tail: String,
 }
+
+/// Released text a classifier reads again with each new part of a stream (about 300
+/// tokens).
+const CONTEXT_BYTES: usize = 1536;
 
 impl Window {
     /// How much of `held` may go out now (all of it when `final_`).
@@ -206,7 +213,10 @@ impl Relay {
         }
         let base = window.released;
         // The held text moves into the subject and back (possibly redacted) below.
-        let subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut window.held))]);
+        let mut subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut window.held))]);
+        if let Some(seg) = subject.segments.first_mut() {
+            seg.context = window.tail.clone();
+        }
         let (mut decisions, mut subject) = super::run_chain(&self.p.route, Stage::PostResponse, subject).await;
         if let Some(d) = self.canary.as_deref().and_then(|c| canary_decision(&subject, c)) {
             decisions.push(d);
@@ -241,6 +251,17 @@ impl Relay {
         }
         let out: String = window.held.drain(..n).collect();
         window.released += n;
+        // Kept only for chains with a classifier: rule auditors need no context.
+        if self.p.route.chain.blocks {
+            window.tail.push_str(&crate::audit::normalize::View::new(&out).text);
+        }
+        if window.tail.len() > CONTEXT_BYTES {
+            let mut cut = window.tail.len() - CONTEXT_BYTES;
+            while !window.tail.is_char_boundary(cut) {
+                cut += 1;
+            }
+            window.tail.drain(..cut);
+        }
         let mut chunk = self.template.clone();
         let choice = if self.chat {
             json!({ "index": idx, "delta": { "content": out }, "finish_reason": null })
@@ -316,7 +337,7 @@ mod tests {
         let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
         let open = "-----BEGIN RSA PRIVATE KEY-----\nMIIE";
         let prose = "x".repeat(2000);
-        let w = |held: String| Window { held, released: 0 };
+        let w = |held: String| Window { held, released: 0, tail: String::new() };
         // A finished block releases like prose: all but the hold-back.
         let done = w(format!("{cert}{prose}"));
         assert_eq!(done.safe_len(false), done.held.len() - HOLD_BACK);
