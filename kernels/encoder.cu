@@ -170,10 +170,10 @@ extern "C" __global__ void pool(float* pooled, const float* hidden, const int* l
 // or sigmoid, then the threshold decision. Heads are laid end to end: head h has
 // labels[h] rows of W starting at row first[h]; act[h] is 0 (softmax) or 1 (sigmoid);
 // threshold[first[h] + k] is label k's threshold (> 1 disables it). Outputs per
-// (sequence, label row): probs, and decisions (1 where prob >= threshold).
+// (sequence, label row): logits, probs, and decisions (1 where prob >= threshold).
 // Grid: (B, heads); one warp per label row.
 extern "C" __global__ void score_heads(
-    float* probs, unsigned char* decisions, const float* pooled, int n,
+    float* logits_out, float* probs, unsigned char* decisions, const float* pooled, int n,
     const float* weight, const float* bias, const int* first, const int* labels, const int* act,
     const float* threshold, int total_labels) {
     __shared__ float logits[WARPS * 4];
@@ -202,6 +202,7 @@ extern "C" __global__ void score_heads(
     }
     if (k < labels_here) {
         const size_t o = (size_t)b * total_labels + k0 + k;
+        logits_out[o] = v;
         probs[o] = p;
         decisions[o] = p >= threshold[k0 + k] ? 1 : 0;
     }

@@ -73,6 +73,7 @@ fn compare(model: &mut Model, name: &str) {
         for (h, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
             assert_eq!(c.len(), g.len(), "{name} head {h}: sequences");
             for (seq, (c, g)) in c.iter().zip(g).enumerate() {
+                assert_eq!((c.probs.len(), c.logits.len()), (g.probs.len(), g.logits.len()), "{name} head {h}: output widths");
                 for (a, b) in c.probs.iter().zip(&g.probs) {
                     assert!((a - b).abs() <= TOLERANCE, "{name} on {device}, head {h}, batch {batch_size}, seq {seq}: prob {a} vs {b}");
                 }

@@ -37,11 +37,26 @@ pub enum Gpu {
     Unusable(String),
 }
 
+/// Which CUDA library the `cuda` backend needs and cannot load, if any (cudarc panics
+/// on first use of a missing one, so this is asked before).
+pub fn missing_library() -> Option<String> {
+    // SAFETY: each only tries to dlopen candidate library names; no symbol is called.
+    let (driver, blas, nvrtc) = unsafe {
+        (cudarc::driver::sys::is_culib_present(), cudarc::cublas::sys::is_culib_present(), cudarc::nvrtc::sys::is_culib_present())
+    };
+    match (driver, blas, nvrtc) {
+        (false, ..) => Some("no CUDA driver library (libcuda.so) on this host".into()),
+        (true, false, _) => Some("the CUDA driver is present but cuBLAS (libcublas.so) is not".into()),
+        (true, true, false) => Some("the CUDA driver is present but NVRTC (libnvrtc.so) is not".into()),
+        _ => None,
+    }
+}
+
 /// Looks for GPU 0 through the CUDA driver, without panicking where there is none.
 pub fn probe_gpu() -> Gpu {
     // SAFETY: only tries to dlopen candidate library names; no symbol is called.
-    if !unsafe { cudarc::driver::sys::is_culib_present() } {
-        return Gpu::Unusable("no CUDA driver library (libcuda.so) on this host".into());
+    if let Some(why) = missing_library() {
+        return Gpu::Unusable(why);
     }
     let found = std::panic::catch_unwind(|| {
         let ctx = cudarc::driver::CudaContext::new(0).map_err(|e| format!("CUDA driver present, no usable GPU: {e:?}"))?;

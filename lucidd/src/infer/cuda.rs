@@ -27,6 +27,13 @@ use super::InferError;
 /// Threads per block of every kernel (`THREADS` in encoder.cu).
 const THREADS: u32 = 256;
 
+/// Most padded token rows one GPU pass holds (the batcher's budget counts real tokens;
+/// padding to the longest sequence can multiply them).
+const MAX_PASS_ROWS: usize = 16_384;
+
+/// Most attention floats (scores, c2p, p2c) one GPU pass holds: 256 MiB.
+const MAX_PASS_SCORES: usize = 64 << 20;
+
 fn gpu_err(what: &str) -> impl Fn(String) -> InferError + '_ {
     move |e| InferError::Gpu(format!("{what}: {e}"))
 }
@@ -127,8 +134,8 @@ impl CudaEncoder {
         if let Some(why) = CudaEncoder::unsupported(enc) {
             return Err(InferError::Unsupported(why));
         }
-        // cudarc panics on a missing driver library: look first.
-        if let super::backend::Gpu::Unusable(why) = super::backend::probe_gpu() {
+        // cudarc panics on a missing library: look first.
+        if let Some(why) = super::backend::missing_library() {
             return Err(InferError::Gpu(why));
         }
         let ctx = CudaContext::new(0).map_err(|e| InferError::Gpu(format!("GPU 0: {e:?}")))?;
@@ -204,54 +211,121 @@ impl CudaEncoder {
     }
 
     /// Every head on every sequence of a packed batch: `[head][sequence]`, as the CPU
-    /// backend's `Model::run`. Probabilities from the scoring kernel come without
-    /// logits.
+    /// backend's `Model::run`. Sequences are padded per GPU pass, longest first, in
+    /// passes small enough for the GPU's memory; a non-finite output is an error.
     pub fn run(&self, batch: &Packed, heads: &[Head], vocab: usize) -> Result<Vec<Vec<HeadOutput>>, InferError> {
-        let b = batch.seqs.len();
-        let t = batch.seqs.iter().map(|s| s.1).max().unwrap_or(0);
-        if b == 0 {
-            return Ok(heads.iter().map(|_| Vec::new()).collect());
+        self.check(batch, vocab)?;
+        let n = batch.seqs.len();
+        let mut out: Vec<Vec<Option<HeadOutput>>> = heads.iter().map(|_| vec![None; n]).collect();
+        for pass in self.passes(batch) {
+            let (ids, lengths, t) = self.upload(batch, &pass)?;
+            let x = self.forward(&ids, &lengths, pass.len(), t)?;
+            for (h, outputs) in self.heads_of(&x, &lengths, pass.len(), t, heads)?.into_iter().enumerate() {
+                for (k, o) in outputs.into_iter().enumerate() {
+                    if o.probs.iter().chain(&o.logits).any(|v| !v.is_finite()) {
+                        return Err(InferError::Gpu(format!("head {} gave a non-finite output", heads[h].name)));
+                    }
+                    out[h][pass[k]] = Some(o);
+                }
+            }
         }
-        let mut ids = vec![0u32; b * t];
-        let mut lengths = Vec::with_capacity(b);
-        for (i, &(start, len)) in batch.seqs.iter().enumerate() {
+        // A model without heads downloads nothing: wait for the work itself.
+        self.stream.synchronize().map_err(|e| InferError::Gpu(format!("synchronize: {e:?}")))?;
+        out.into_iter()
+            .map(|per_seq| per_seq.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| InferError::Gpu("a sequence was not scored".into())))
+            .collect()
+    }
+
+    /// The last hidden state of a packed batch, packed (real rows only), as
+    /// `Encoder::forward` gives it: what the self-check compares.
+    pub fn hidden(&self, batch: &Packed, vocab: usize) -> Result<Vec<f32>, InferError> {
+        self.check(batch, vocab)?;
+        let h = self.hidden;
+        let mut out = vec![0.0f32; batch.rows() * h];
+        for pass in self.passes(batch) {
+            let (ids, lengths, t) = self.upload(batch, &pass)?;
+            let x = self.forward(&ids, &lengths, pass.len(), t)?;
+            let x = self.stream.clone_dtoh(&x).map_err(|e| InferError::Gpu(format!("download: {e:?}")))?;
+            for (k, &seq) in pass.iter().enumerate() {
+                let (start, len) = batch.seqs[seq];
+                out[start * h..(start + len) * h].copy_from_slice(&x[k * t * h..(k * t + len) * h]);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuses what the CPU backend refuses: empty or too long sequences, unknown ids.
+    fn check(&self, batch: &Packed, vocab: usize) -> Result<(), InferError> {
+        for &(start, len) in &batch.seqs {
             if len == 0 {
                 return Err(InferError::Empty);
             }
             if len > self.max_tokens {
                 return Err(InferError::TooLong { tokens: len, max: self.max_tokens });
             }
-            for (k, id) in batch.ids[start..start + len].iter().enumerate() {
-                if *id as usize >= vocab {
-                    return Err(InferError::Token { id: *id as usize, vocab });
-                }
-                ids[i * t + k] = *id;
+            if let Some(id) = batch.ids[start..start + len].iter().find(|id| **id as usize >= vocab) {
+                return Err(InferError::Token { id: *id as usize, vocab });
             }
+        }
+        Ok(())
+    }
+
+    /// The batch's sequences in GPU passes: longest first, so each pass pads little,
+    /// and each within `MAX_PASS_ROWS` padded rows and `MAX_PASS_SCORES` attention
+    /// floats (scores, and DeBERTa's c2p and p2c).
+    fn passes(&self, batch: &Packed) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..batch.seqs.len()).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(batch.seqs[*i].1));
+        let span2 = self.relative.as_ref().map_or(0, |r| r.rows);
+        let mut passes: Vec<Vec<usize>> = Vec::new();
+        let mut t = 0;
+        for i in order {
+            let fits = |count: usize| count * t <= MAX_PASS_ROWS && count * self.heads * t * (t + 2 * span2) <= MAX_PASS_SCORES;
+            match passes.last_mut() {
+                Some(p) if fits(p.len() + 1) => p.push(i),
+                _ => {
+                    t = batch.seqs[i].1;
+                    passes.push(vec![i]);
+                }
+            }
+        }
+        passes
+    }
+
+    /// The ids and lengths of some sequences, padded to the longest: (ids, lengths, t).
+    fn upload(&self, batch: &Packed, seqs: &[usize]) -> Result<(CudaSlice<u32>, CudaSlice<i32>, usize), InferError> {
+        let t = seqs.iter().map(|i| batch.seqs[*i].1).max().unwrap_or(1);
+        let mut ids = vec![0u32; seqs.len() * t];
+        let mut lengths = Vec::with_capacity(seqs.len());
+        for (k, &i) in seqs.iter().enumerate() {
+            let (start, len) = batch.seqs[i];
+            ids[k * t..k * t + len].copy_from_slice(&batch.ids[start..start + len]);
             lengths.push(len as i32);
         }
-        let s = &self.stream;
-        let ids = s.clone_htod(&ids).map_err(|e| InferError::Gpu(format!("upload: {e:?}")))?;
-        let lengths = s.clone_htod(&lengths).map_err(|e| InferError::Gpu(format!("upload: {e:?}")))?;
-        let x = self.forward(&ids, &lengths, b, t)?;
+        let up_err = |e: cudarc::driver::DriverError| InferError::Gpu(format!("upload: {e:?}"));
+        Ok((self.stream.clone_htod(&ids).map_err(up_err)?, self.stream.clone_htod(&lengths).map_err(up_err)?, t))
+    }
+
+    /// Every head on the `b` sequences of a padded pass: `[head][sequence]`.
+    fn heads_of(&self, x: &CudaSlice<f32>, lengths: &CudaSlice<i32>, b: usize, t: usize, heads: &[Head]) -> Result<Vec<Vec<HeadOutput>>, InferError> {
         let mut out: Vec<Vec<HeadOutput>> = heads.iter().map(|_| Vec::new()).collect();
         if let Some(sc) = &self.scorer {
-            let pooled = self.pool(&x, &lengths, b, t, sc.pooling)?;
-            let probs = self.score(sc, &pooled, b)?;
+            let pooled = self.pool(x, lengths, b, t, sc.pooling)?;
+            let (logits, probs) = self.score(sc, &pooled, b)?;
             for &(h, first) in &sc.heads {
                 let k = heads[h].labels.len();
-                out[h] = (0..b).map(|i| HeadOutput { logits: Vec::new(), probs: probs[i * sc.total + first..i * sc.total + first + k].to_vec() }).collect();
+                let row = |v: &[f32], i: usize| v[i * sc.total + first..i * sc.total + first + k].to_vec();
+                out[h] = (0..b).map(|i| HeadOutput { logits: row(&logits, i), probs: row(&probs, i) }).collect();
             }
         }
         for (h, head) in heads.iter().enumerate() {
             if self.scorer.as_ref().is_some_and(|sc| sc.heads.iter().any(|(i, _)| *i == h)) {
                 continue;
             }
-            let pooled = self.pool(&x, &lengths, b, t, head.pooling())?;
-            let pooled = s.clone_dtoh(&pooled).map_err(|e| InferError::Gpu(format!("download: {e:?}")))?;
+            let pooled = self.pool(x, lengths, b, t, head.pooling())?;
+            let pooled = self.stream.clone_dtoh(&pooled).map_err(|e| InferError::Gpu(format!("download: {e:?}")))?;
             out[h] = head.apply_pooled(&pooled, b);
         }
-        // A model without heads downloads nothing: wait for the work itself.
-        s.synchronize().map_err(|e| InferError::Gpu(format!("synchronize: {e:?}")))?;
         Ok(out)
     }
 
@@ -473,18 +547,21 @@ impl CudaEncoder {
         Ok(pooled)
     }
 
-    /// Every scored head's probabilities for `b` pooled vectors: `[b, total labels]`.
-    fn score(&self, sc: &Scorer, pooled: &CudaSlice<f32>, b: usize) -> Result<Vec<f32>, InferError> {
+    /// Every scored head's logits and probabilities for `b` pooled vectors: `[b, total
+    /// labels]` each.
+    fn score(&self, sc: &Scorer, pooled: &CudaSlice<f32>, b: usize) -> Result<(Vec<f32>, Vec<f32>), InferError> {
         let s = &self.stream;
+        let mut logits = s.alloc_zeros::<f32>(b * sc.total).map_err(|e| InferError::Gpu(format!("GPU memory: {e:?}")))?;
         let mut probs = s.alloc_zeros::<f32>(b * sc.total).map_err(|e| InferError::Gpu(format!("GPU memory: {e:?}")))?;
         let mut decisions = s.alloc_zeros::<u8>(b * sc.total).map_err(|e| InferError::Gpu(format!("GPU memory: {e:?}")))?;
         let (n, total) = (self.hidden as i32, sc.total as i32);
         let mut l = s.launch_builder(&self.f.score_heads);
-        l.arg(&mut probs).arg(&mut decisions).arg(pooled).arg(&n).arg(&sc.weight).arg(&sc.bias).arg(&sc.first).arg(&sc.labels).arg(&sc.act).arg(&sc.threshold).arg(&total);
+        l.arg(&mut logits).arg(&mut probs).arg(&mut decisions).arg(pooled).arg(&n).arg(&sc.weight).arg(&sc.bias).arg(&sc.first).arg(&sc.labels).arg(&sc.act).arg(&sc.threshold).arg(&total);
         let cfg = LaunchConfig { grid_dim: (b as u32, sc.heads.len() as u32, 1), block_dim: (THREADS, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: matches score_heads; grid (sequences, heads), labels per head <= 32.
         unsafe { l.launch(cfg) }.map_err(|e| InferError::Gpu(format!("score_heads: {e:?}")))?;
-        s.clone_dtoh(&probs).map_err(|e| InferError::Gpu(format!("download: {e:?}")))
+        let down = |v: &CudaSlice<f32>| s.clone_dtoh(v).map_err(|e| InferError::Gpu(format!("download: {e:?}")));
+        Ok((down(&logits)?, down(&probs)?))
     }
 }
 
@@ -507,6 +584,9 @@ impl Scorer {
             });
             weight.extend_from_slice(lin.weight());
             bias.extend_from_slice(lin.bias());
+        }
+        if picked.is_empty() {
+            return Ok(None);
         }
         let total = bias.len();
         let err = gpu_err("uploading heads");

@@ -3,6 +3,7 @@
 //! windows.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -30,6 +31,20 @@ pub struct Model {
     window: usize,
     /// The encoder on a GPU, once attached; batches run there instead.
     cuda: Option<Mutex<CudaEncoder>>,
+    /// GPU passes failed in a row.
+    gpu_strikes: AtomicU32,
+}
+
+/// GPU failures in a row after which a model stays on the CPU.
+const GPU_STRIKES: u32 = 3;
+
+/// Largest absolute difference between two equally long outputs; infinite where their
+/// lengths differ or either holds a NaN, so a broken output can never pass a check.
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, |m, d| if d.is_nan() { f32::INFINITY } else { m.max(d) })
 }
 
 /// One text's scores: per head, the probabilities maximised over the text's windows.
@@ -68,7 +83,7 @@ impl Model {
             }))
             .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(Model { dir: dir.to_path_buf(), config, tokenizer, encoder, heads, window, cuda: None })
+        Ok(Model { dir: dir.to_path_buf(), config, tokenizer, encoder, heads, window, cuda: None, gpu_strikes: AtomicU32::new(0) })
     }
 
     /// Longest window in tokens.
@@ -90,11 +105,23 @@ impl Model {
     }
 
     /// Every head on every sequence of a packed batch: `[head][sequence]`, on the GPU
-    /// when one is attached.
+    /// when one is attached. A batch the GPU fails is scored on the CPU (and logged);
+    /// after `GPU_STRIKES` failures in a row the GPU is given up for this model.
     pub fn run(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
-        match &self.cuda {
-            Some(gpu) => gpu.lock().unwrap_or_else(|p| p.into_inner()).run(batch, &self.heads, self.encoder.vocab()),
-            None => self.run_cpu(batch),
+        let Some(gpu) = self.cuda.as_ref().filter(|_| self.gpu_strikes.load(Ordering::Relaxed) < GPU_STRIKES) else {
+            return self.run_cpu(batch);
+        };
+        match gpu.lock().unwrap_or_else(|p| p.into_inner()).run(batch, &self.heads, self.encoder.vocab()) {
+            Ok(out) => {
+                self.gpu_strikes.store(0, Ordering::Relaxed);
+                Ok(out)
+            }
+            Err(InferError::Gpu(why)) => {
+                let strikes = self.gpu_strikes.fetch_add(1, Ordering::Relaxed) + 1;
+                tracing::warn!(model = %self.dir.display(), error = %why, strikes, "GPU pass failed; scored on the CPU");
+                self.run_cpu(batch)
+            }
+            Err(other) => Err(other),
         }
     }
 
@@ -105,8 +132,9 @@ impl Model {
     }
 
     /// Moves the encoder onto GPU 0 (kernels compiled into, or read from, `kernel_cache`)
-    /// and checks that it scores `probe` texts as the CPU backend does, within `tolerance`
-    /// on every probability; on failure the model stays on the CPU and the error says why.
+    /// after checking that it computes the `probe` texts as the CPU backend does: every
+    /// hidden state, logit and probability within `tolerance`. On failure the model
+    /// stays on the CPU and the error says why.
     pub fn attach_cuda(&mut self, kernel_cache: &Path, probe: &[&str], tolerance: f32) -> Result<String, InferError> {
         let gpu = CudaEncoder::new(&self.encoder, &self.heads, kernel_cache)?;
         let device = gpu.device.clone();
@@ -116,24 +144,26 @@ impl Model {
                 batch.push(&w);
             }
         }
-        let want = self.run_cpu(&batch)?;
-        let got = gpu.run(&batch, &self.heads, self.encoder.vocab())?;
-        let worst = want
-            .iter()
-            .flatten()
-            .zip(got.iter().flatten())
-            .flat_map(|(w, g)| w.probs.iter().zip(&g.probs).map(|(a, b)| (a - b).abs()))
-            .fold(0.0f32, f32::max);
-        if worst.is_nan() || worst > tolerance || got.iter().map(Vec::len).ne(want.iter().map(Vec::len)) {
-            return Err(InferError::Gpu(format!("self-check on {device}: probabilities differ from the CPU backend's by {worst:e} (> {tolerance:e})")));
+        if batch.seqs.is_empty() {
+            return Err(InferError::Gpu("self-check: no probe text".into()));
+        }
+        let vocab = self.encoder.vocab();
+        let mut worst = largest_difference(&self.encoder.forward(&batch)?, &gpu.hidden(&batch, vocab)?);
+        let (want, got) = (self.run_cpu(&batch)?, gpu.run(&batch, &self.heads, vocab)?);
+        for (w, g) in want.iter().flatten().zip(got.iter().flatten()) {
+            worst = worst.max(largest_difference(&w.probs, &g.probs)).max(largest_difference(&w.logits, &g.logits));
+        }
+        if worst.is_nan() || worst > tolerance {
+            return Err(InferError::Gpu(format!("self-check on {device}: outputs differ from the CPU backend's by {worst:e} (> {tolerance:e})")));
         }
         self.cuda = Some(Mutex::new(gpu));
+        self.gpu_strikes.store(0, Ordering::Relaxed);
         Ok(device)
     }
 
     /// Whether batches run on a GPU.
     pub fn on_gpu(&self) -> bool {
-        self.cuda.is_some()
+        self.cuda.is_some() && self.gpu_strikes.load(Ordering::Relaxed) < GPU_STRIKES
     }
 
     /// Scores texts: all windows of all texts in one packed pass.
@@ -166,5 +196,18 @@ impl Model {
             }
         }
         Ok(scores)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_difference;
+
+    #[test]
+    fn a_nan_or_a_missing_value_never_passes_a_comparison() {
+        assert_eq!(largest_difference(&[1.0, 2.0], &[1.0, 2.5]), 0.5);
+        assert_eq!(largest_difference(&[1.0, f32::NAN, 2.0], &[1.0, 1.0, 2.0]), f32::INFINITY);
+        assert_eq!(largest_difference(&[1.0, 2.0], &[1.0, 2.0, 3.0]), f32::INFINITY);
+        assert_eq!(largest_difference(&[], &[]), 0.0);
     }
 }
