@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing and runs lucidd in dev mode, in the foreground, with its
-# embedded defaults (the soc2 profile). State and the control socket are in ./.lucid;
-# talk to it with:  target/release/lucidctl --dev-state .lucid status
+# embedded defaults (the soc2 profile) and the default classifier pack. State and the
+# control socket are in ./.lucid; talk to it with:
+#   target/release/lucidctl --dev-state .lucid status
 # Extra arguments go to lucidd, e.g.  scripts/dev.sh --config examples/soc2-environment.yaml
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,6 +11,8 @@ cd "$ROOT"
 
 need_apt build-essential pkg-config
 need_rust
+say "assembling the default classifier pack (target/lucid-pack/guard)"
+bash scripts/pack.sh >/dev/null
 say "building lucidd and lucidctl (release)"
 cargo build --release --locked -p lucidd -p lucidctl
 say "starting lucidd --dev (Ctrl-C stops it; state in $ROOT/.lucid)"

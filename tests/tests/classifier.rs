@@ -14,11 +14,12 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// A one-agent config whose guardrails auditor has `guard_env` (YAML lines at the env's
-/// indentation), in both stages.
+/// indentation), in both stages, with a budget for debug builds (budgets are tested in
+/// the chain's own tests).
 fn config(dir: &Path, guard_env: &str) -> PathBuf {
     let env = guard_env.lines().map(|l| format!("              {l}\n")).collect::<String>();
     let yaml = format!(
-        "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: classifier-test\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n          - auditorId: lucid-guardrails-auditor\n            env:\n{env}        postResponse:\n          - auditorId: lucid-guardrails-auditor\n            env:\n{env}"
+        "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: classifier-test\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n          - auditorId: lucid-guardrails-auditor\n            timeoutMs: 60000\n            env:\n{env}        postResponse:\n          - auditorId: lucid-guardrails-auditor\n            timeoutMs: 60000\n            env:\n{env}"
     );
     let path = dir.join("env.yaml");
     std::fs::write(&path, yaml).unwrap();
