@@ -159,7 +159,7 @@ impl CudaEncoder {
             score_heads: func("score_heads")?,
         };
         let up = |v: &[f32]| stream.clone_htod(v).map_err(|e| InferError::Gpu(format!("uploading weights: {e:?}")));
-        let linear = |l: &Linear| -> Result<DevLinear, InferError> { Ok(DevLinear { w: up(l.weight())?, b: up(l.bias())?, out: l.out, inp: l.inp }) };
+        let linear = |l: &Linear| -> Result<DevLinear, InferError> { Ok(DevLinear { w: up(&l.weight())?, b: up(l.bias())?, out: l.out, inp: l.inp }) };
         let norm = |n: &LayerNorm| -> Result<DevNorm, InferError> {
             let (g, b, eps) = n.parts();
             Ok(DevNorm { g: up(g)?, b: up(b)?, eps })
@@ -582,7 +582,7 @@ impl Scorer {
                 Output::Softmax => 0,
                 Output::Sigmoid => 1,
             });
-            weight.extend_from_slice(lin.weight());
+            weight.extend_from_slice(&lin.weight());
             bias.extend_from_slice(lin.bias());
         }
         if picked.is_empty() {
