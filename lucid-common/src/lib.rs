@@ -8,6 +8,8 @@
 //! * [`record`]: the ledger record and its canonical encoding,
 //! * [`merkle`]: RFC 6962 / RFC 9162 Merkle tree hashing and proofs,
 //! * [`checkpoint`]: C2SP signed-note checkpoints signed with the host Ed25519 key,
+//! * [`dsse`]: DSSE envelopes signed with the host key (model manifests),
+//! * [`manifest`]: model manifests in the OpenSSF model_signing v1.0 format,
 //! * [`export`]: the binary stream the daemon serves for verification, and the
 //!   streaming [`export::Verifier`] that recomputes the tree from it,
 //! * [`api`]: request and response bodies of the control API.
@@ -30,9 +32,13 @@ pub mod api;
 #[cfg(feature = "user")]
 pub mod checkpoint;
 #[cfg(feature = "user")]
+pub mod dsse;
+#[cfg(feature = "user")]
 pub mod export;
 #[cfg(feature = "user")]
 pub mod hex;
+#[cfg(feature = "user")]
+pub mod manifest;
 #[cfg(feature = "user")]
 pub mod merkle;
 #[cfg(feature = "user")]
