@@ -2,13 +2,13 @@
 # Installs what is missing and runs the benchmarks, each against its named peer in the
 # same run: the ledger against SQLite, the audit chain against Presidio's pattern
 # recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
-# ONNX Runtime. Each prints one JSON line.
+# ONNX Runtime, model hashing against sha256sum and b3sum. Each prints one JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib.sh
 
-need_apt build-essential pkg-config libsqlite3-dev python3-venv
+need_apt build-essential pkg-config libsqlite3-dev python3-venv b3sum
 need_rust
 need_venv presidio-analyzer presidio-anonymizer detect-secrets structlog
 # LLM Guard's Secrets scanner without the model stack the rest of llm-guard pulls in.
@@ -18,3 +18,4 @@ need_torch_venv onnxruntime onnx
 cargo bench --locked -p lucidd --bench ledger
 cargo bench --locked -p lucidd --bench audit
 cargo bench --locked -p lucidd --bench infer
+cargo bench --locked -p lucidd --bench hash

@@ -14,4 +14,5 @@ pub mod daemon;
 pub mod export;
 pub mod gateway;
 pub mod infer;
+pub mod integrity;
 pub mod ledger;
