@@ -25,13 +25,26 @@ pub const DEFAULT_SHARD_SIZE: u64 = 1_000_000_000;
 /// How a model was cut into resources.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Method {
-    /// One resource per file.
+    /// One resource per file, SHA-256.
     Files,
+    /// One resource per file, BLAKE3 (model_signing hashes BLAKE3 by file only).
+    FilesBlake3,
     /// One resource per `size` bytes of each file.
     Shards {
         /// Bytes per shard (the last of a file is shorter).
         size: u64,
     },
+}
+
+impl Method {
+    /// The `algorithm` of this method's resources.
+    pub fn algorithm(self) -> String {
+        match self {
+            Method::Files => "sha256".into(),
+            Method::FilesBlake3 => "blake3".into(),
+            Method::Shards { size } => format!("sha256-sharded-{size}"),
+        }
+    }
 }
 
 /// One file or shard and its digest.
@@ -48,6 +61,7 @@ pub struct Resource {
 impl Resource {
     /// The path and, for a shard, its byte range.
     pub fn split(&self) -> (&str, Option<(u64, u64)>) {
+        // Only shard resources carry a range.
         if !self.algorithm.starts_with("sha256-sharded-") {
             return (&self.name, None);
         }
@@ -120,6 +134,10 @@ impl Manifest {
         let mut serialization = json!({ "hash_type": "sha256", "allow_symlinks": false, "ignore_paths": self.ignore_paths });
         match self.method {
             Method::Files => serialization["method"] = json!("files"),
+            Method::FilesBlake3 => {
+                serialization["method"] = json!("files");
+                serialization["hash_type"] = json!("blake3");
+            }
             Method::Shards { size } => {
                 serialization["method"] = json!("shards");
                 serialization["shard_size"] = json!(size);
@@ -155,28 +173,22 @@ impl Manifest {
         let name = field(subject, "name")?;
         let claimed = subject["digest"]["sha256"].as_str().ok_or_else(|| ManifestError::Shape("subject has no sha256 digest".into()))?;
         let ser = &v["predicate"]["serialization"];
-        let method = match ser["method"].as_str() {
-            Some("files") => Method::Files,
-            Some("shards") => {
+        let hash_type = ser["hash_type"].as_str().unwrap_or("sha256");
+        let method = match (ser["method"].as_str(), hash_type) {
+            (Some("files"), "sha256") => Method::Files,
+            (Some("files"), "blake3") => Method::FilesBlake3,
+            (Some("shards"), "sha256") => {
                 // Written as a float by model_signing (`1000000000.0`).
                 let size = ser["shard_size"].as_f64().filter(|s| *s >= 1.0 && s.fract() == 0.0).ok_or_else(|| ManifestError::Shape("bad `shard_size`".into()))?;
                 Method::Shards { size: size as u64 }
             }
-            other => return Err(ManifestError::Unsupported { what: "serialization method", found: format!("{other:?}") }),
+            (other, hash) => return Err(ManifestError::Unsupported { what: "serialization", found: format!("{other:?} with {hash}") }),
         };
-        let hash_type = ser["hash_type"].as_str().unwrap_or("sha256");
-        if hash_type != "sha256" {
-            return Err(ManifestError::Unsupported { what: "hash type", found: hash_type.to_string() });
-        }
         let ignore_paths = ser["ignore_paths"].as_array().map(|a| a.iter().filter_map(|p| p.as_str().map(str::to_string)).collect()).unwrap_or_default();
         let mut resources = Vec::new();
         for r in v["predicate"]["resources"].as_array().ok_or_else(|| ManifestError::Shape("`resources` is not a list".into()))? {
             let resource = Resource { name: field(r, "name")?, algorithm: field(r, "algorithm")?, digest: field(r, "digest")?.to_ascii_lowercase() };
-            let want = match method {
-                Method::Files => "sha256".to_string(),
-                Method::Shards { size } => format!("sha256-sharded-{size}"),
-            };
-            if resource.algorithm != want {
+            if resource.algorithm != method.algorithm() {
                 return Err(ManifestError::Unsupported { what: "resource algorithm", found: resource.algorithm });
             }
             if hex::decode(&resource.digest).is_none_or(|d| d.len() != 32) {
@@ -236,6 +248,15 @@ mod tests {
         let mut v = m.statement();
         v["predicate"]["serialization"]["shard_size"] = json!(8.0);
         assert_eq!(Manifest::from_statement(&serde_json::to_vec(&v).unwrap()).unwrap().method, Method::Shards { size: 8 });
+    }
+
+    #[test]
+    fn blake3_manifests_are_by_file_and_round_trip() {
+        let r = Resource { name: "w.bin".into(), algorithm: "blake3".into(), digest: sha(b"stands in for a blake3 digest") };
+        let m = Manifest::new("m", Method::FilesBlake3, vec![], vec![r]);
+        let v = m.statement();
+        assert_eq!((v["predicate"]["serialization"]["method"].as_str(), v["predicate"]["serialization"]["hash_type"].as_str()), (Some("files"), Some("blake3")));
+        assert_eq!(Manifest::from_statement(&serde_json::to_vec(&v).unwrap()).unwrap(), m);
     }
 
     #[test]

@@ -111,14 +111,18 @@ fn digest_range(file: &File, start: u64, len: u64, path: &Path, done: &AtomicU64
     Ok(h.finalize().into())
 }
 
+/// An earlier manifest of the same model and which files changed since (by relative
+/// name): their resources are hashed again, the others' digests reused.
+pub type Previous<'a> = (&'a Manifest, &'a (dyn Fn(&str) -> bool + Sync));
+
 /// Hashes the model at `root` by `method`, leaving out `ignored` paths; `done` counts
 /// bytes hashed so far (for progress). `only` limits the work to the named resources
 /// (an incremental re-hash after a change): the others are taken from `previous`.
-pub fn hash_model(root: &Path, method: Method, ignored: &[String], done: &AtomicU64, previous: Option<(&Manifest, &(dyn Fn(&str) -> bool + Sync))>) -> Result<Manifest, HashError> {
+pub fn hash_model(root: &Path, method: Method, ignored: &[String], done: &AtomicU64, previous: Option<Previous>) -> Result<Manifest, HashError> {
     let mut pieces = Vec::new();
     for (path, name, len) in files(root, ignored)? {
         match method {
-            Method::Files => pieces.push(Piece { path, file: name.clone(), name, range: None }),
+            Method::Files | Method::FilesBlake3 => pieces.push(Piece { path, file: name.clone(), name, range: None }),
             Method::Shards { size } => {
                 let mut start = 0;
                 while start < len {
@@ -129,10 +133,7 @@ pub fn hash_model(root: &Path, method: Method, ignored: &[String], done: &Atomic
             }
         }
     }
-    let algorithm = match method {
-        Method::Files => "sha256".to_string(),
-        Method::Shards { size } => format!("sha256-sharded-{size}"),
-    };
+    let algorithm = method.algorithm();
     let resources = pieces
         .par_iter()
         .map(|p| {
@@ -143,6 +144,13 @@ pub fn hash_model(root: &Path, method: Method, ignored: &[String], done: &Atomic
                         return Ok(r.clone());
                     }
                 }
+            }
+            if method == Method::FilesBlake3 {
+                // BLAKE3's tree spreads one file over every core.
+                let mut h = blake3::Hasher::new();
+                h.update_mmap_rayon(&p.path).map_err(io(&p.path))?;
+                done.fetch_add(h.count(), Ordering::Relaxed);
+                return Ok(Resource { name: p.name.clone(), algorithm: algorithm.clone(), digest: h.finalize().to_hex().to_string() });
             }
             let file = File::open(&p.path).map_err(io(&p.path))?;
             let (start, len) = match p.range {
@@ -214,6 +222,9 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("link")).unwrap();
         assert!(matches!(hash_model(dir.path(), Method::Files, &[], &AtomicU64::new(0), None), Err(HashError::Symlink(_))));
         assert!(matches!(hash_model(&dir.path().join("absent"), Method::Files, &[], &AtomicU64::new(0), None), Err(HashError::Io { .. })));
+        // BLAKE3 by file.
+        let b3 = hash_model(dir.path(), Method::FilesBlake3, &["link".to_string()], &AtomicU64::new(0), None).unwrap();
+        assert_eq!((b3.resources[0].algorithm.as_str(), b3.resources[0].digest.clone()), ("blake3", blake3::hash(b"x").to_hex().to_string()));
         // A single file is a model whose one resource is ".".
         let one = hash_model(&dir.path().join("w.bin"), Method::Files, &[], &AtomicU64::new(0), None).unwrap();
         assert_eq!(one.resources[0].name, ".");
