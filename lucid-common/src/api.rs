@@ -298,3 +298,52 @@ pub struct LogQuery {
     /// At most this many records (before following); the newest ones.
     pub limit: Option<u64>,
 }
+
+/// `POST /v1/models/approve` and `POST /v1/models/verify`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelRequest {
+    /// The model's directory or file.
+    pub path: String,
+    /// Why it is approved (approve only).
+    #[serde(default)]
+    pub note: Option<String>,
+    /// `shards` (default, 1 GB shards), `files`, or `blake3` (by file) (approve only).
+    #[serde(default)]
+    pub method: Option<String>,
+}
+
+/// An approved model and where it stands.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelStatus {
+    /// Short id.
+    pub id: String,
+    /// Directory or file.
+    pub path: String,
+    /// Its name in the manifest.
+    pub name: String,
+    /// `shards:N`, `files` or `blake3`.
+    pub method: String,
+    /// Files or shards in the manifest.
+    pub resources: usize,
+    /// The manifest's subject digest (SHA-256, hex).
+    pub digest: String,
+    /// When approved, ns since the epoch.
+    pub approved_ns: u64,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// Ledger record of the approval.
+    pub record_seq: u64,
+    /// `verified`, `modified` or `missing`.
+    pub state: String,
+    /// Latest verification, ns since the epoch.
+    pub verified_ns: u64,
+    /// Resources whose digests differ from the approval.
+    pub changed: Vec<String>,
+    /// Approved resources that are gone.
+    pub missing: Vec<String>,
+    /// Files that were not approved.
+    pub added: Vec<String>,
+    /// Ledger record of this answer's verification (verify only).
+    #[serde(default)]
+    pub record: Option<u64>,
+}

@@ -101,6 +101,9 @@ enum Command {
     /// Verify the ledger, prove records, show checkpoints.
     #[command(subcommand)]
     Ledger(commands::ledger::LedgerCommand),
+    /// Approve models (signed manifests), list them, verify them.
+    #[command(subcommand)]
+    Model(commands::model::ModelCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -141,6 +144,7 @@ async fn run(cli: Cli) -> Result<u8, CallError> {
         Command::Ledger(cmd) => commands::ledger::run(&client, cmd).await,
         Command::Audit { stage, agent, output } => commands::audit::run(&client, &stage, agent, output).await,
         Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
+        Command::Model(cmd) => commands::model::run(&client, cmd).await,
         Command::Completions { shell } => commands::generate::completions(shell),
         Command::Man { dir } => commands::generate::man(&dir),
     }

@@ -6,4 +6,5 @@ pub mod generate;
 pub mod keys;
 pub mod ledger;
 pub mod logs;
+pub mod model;
 pub mod status;

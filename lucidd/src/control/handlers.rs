@@ -28,11 +28,11 @@ const MAX_NOTE: usize = 16 * 1024;
 /// Records read per step while streaming logs.
 const LOG_STEP: u64 = 4096;
 
-fn actor(peer: &PeerCred) -> Actor {
+pub(super) fn actor(peer: &PeerCred) -> Actor {
     Actor::Peer { uid: peer.uid, gid: peer.gid, pid: peer.pid.unwrap_or(-1) }
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(v)| v).map_err(|e| ApiError::bad_request(e.body_text()))
 }
 

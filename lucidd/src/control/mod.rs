@@ -18,10 +18,14 @@
 //! | `POST /v1/keys`                | create a key; the secret is in this answer only  |
 //! | `POST /v1/keys/{id}/revoke`    | revoke a key (effective on the next request)     |
 //! | `POST /v1/audit`               | run an agent's chain on a text, no upstream      |
+//! | `GET /v1/models`               | approved models and their latest verification    |
+//! | `POST /v1/models/approve`      | hash, sign and record a model's manifest         |
+//! | `POST /v1/models/verify`       | re-hash a model against its approval, record it  |
 
 pub mod auth;
 pub mod error;
 mod handlers;
+mod models;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -50,6 +54,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/keys", get(handlers::list_keys).post(handlers::create_key))
         .route("/v1/keys/{id}/revoke", post(handlers::revoke_key))
         .route("/v1/audit", post(handlers::audit))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/approve", post(models::approve))
+        .route("/v1/models/verify", post(models::verify))
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .with_state(state)

@@ -48,6 +48,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
             .with_context(|| format!("restricting {}", opts.state_dir.display()))?;
     }
     let key = hostkey::load_or_create(&opts.state_dir.join("host.key"))?;
+    // The host key signs approved model manifests too.
+    let manifest_key = key.clone();
     let pii_hash_key: [u8; 32] = {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
@@ -78,7 +80,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         gateway_addr,
     };
     let keys = crate::access::KeyStore::open(opts.state_dir.join("keys.json"))?;
-    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys));
+    let models = crate::integrity::approvals::Approvals::load(opts.state_dir.join("models"), manifest_key);
+    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys, models));
     state.routes.install(routes);
     if let Err(e) = state.record_start().await {
         // Keep serving reads (status, verify) so the operator can see why.

@@ -123,6 +123,8 @@ pub struct AppState {
     pub keys: crate::access::KeyStore,
     /// Agents' built audit chains, by model (rebuilt when the config changes).
     pub routes: crate::gateway::routes::RouteCache,
+    /// Approved models.
+    pub models: crate::integrity::approvals::Approvals,
     config: RwLock<Arc<ActiveConfig>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -135,6 +137,7 @@ impl AppState {
         env: Environment,
         source: String,
         keys: crate::access::KeyStore,
+        models: crate::integrity::approvals::Approvals,
     ) -> AppState {
         let active = ActiveConfig { digest: env.digest(), env, source, applied_ns: now_ns(), record_seq: None };
         AppState {
@@ -143,6 +146,7 @@ impl AppState {
             journald: AtomicBool::new(false),
             keys,
             routes: crate::gateway::routes::RouteCache::default(),
+            models,
             config: RwLock::new(Arc::new(active)),
             apply_lock: tokio::sync::Mutex::new(()),
         }

@@ -1,0 +1,91 @@
+//! `lucidctl model`: approve a model (lucidd hashes it, signs its manifest with the host
+//! key and records the approval), list approvals, verify a model against its approval.
+
+use clap::Subcommand;
+use lucid_common::api::{ModelRequest, ModelStatus};
+
+use crate::client::{CallError, Client};
+use crate::exit;
+use crate::output::{self, Format};
+
+#[derive(Subcommand)]
+pub enum ModelCommand {
+    /// Approve the model at PATH as it is now (a directory or one file).
+    Approve {
+        /// The model's directory or file.
+        path: String,
+        /// Why (a change ticket, a release): recorded with the approval.
+        #[arg(long)]
+        note: Option<String>,
+        /// How to hash: shards (1 GB shards, SHA-256), files (SHA-256) or blake3 (by file).
+        #[arg(long, default_value = "shards")]
+        method: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// List approved models and their latest verification.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+    /// Re-hash a model and compare it with its approval (exit 1 when it differs).
+    Verify {
+        /// The model's directory or file.
+        path: String,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
+}
+
+fn absolute(path: &str) -> String {
+    std::fs::canonicalize(path).map(|p| p.display().to_string()).unwrap_or_else(|_| path.to_string())
+}
+
+fn summary(m: &ModelStatus) -> String {
+    let mut s = format!("{} {} ({} {}, digest {}…)", m.state, m.path, m.resources, m.method, output::short(&m.digest, 16));
+    for (what, names) in [("changed", &m.changed), ("missing", &m.missing), ("not approved", &m.added)] {
+        if !names.is_empty() {
+            s.push_str(&format!("\n  {what}: {}", names.join(", ")));
+        }
+    }
+    s
+}
+
+pub async fn run(client: &Client, cmd: ModelCommand) -> Result<u8, CallError> {
+    match cmd {
+        ModelCommand::Approve { path, note, method, output } => {
+            let req = ModelRequest { path: absolute(&path), note, method: Some(method) };
+            let m: ModelStatus = client.post("/v1/models/approve", &req).await?;
+            match output {
+                Format::Json => output::json(&m)?,
+                _ => output::line(&format!("approved {} (record #{}): {} {}, digest {}", m.path, m.record_seq, m.resources, m.method, m.digest))?,
+            }
+            Ok(exit::OK)
+        }
+        ModelCommand::List { output } => {
+            let models: Vec<ModelStatus> = client.get("/v1/models").await?;
+            if output == Format::Json {
+                output::json(&models)?;
+            } else {
+                let mut t = output::table(&["PATH", "STATE", "APPROVED", "DIGEST", "NOTE"]);
+                for m in &models {
+                    t.add_row(vec![m.path.clone(), m.state.clone(), output::time(m.approved_ns), format!("{}…", output::short(&m.digest, 16)), m.note.clone().unwrap_or_default()]);
+                }
+                output::line(&t.to_string())?;
+            }
+            Ok(exit::OK)
+        }
+        ModelCommand::Verify { path, output } => {
+            let req = ModelRequest { path: absolute(&path), note: None, method: None };
+            let m: ModelStatus = client.post("/v1/models/verify", &req).await?;
+            match output {
+                Format::Json => output::json(&m)?,
+                _ => output::line(&summary(&m))?,
+            }
+            Ok(if m.state == "verified" { exit::OK } else { exit::VERIFY_FAILED })
+        }
+    }
+}

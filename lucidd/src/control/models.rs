@@ -1,0 +1,170 @@
+//! `/v1/models`: approving a model (hash, sign, record), listing approvals, and
+//! verifying a model against its approval. Hashing runs on the blocking pool.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
+use axum::http::StatusCode;
+use axum::Json;
+use lucid_common::api::{ModelRequest, ModelStatus};
+use lucid_common::manifest::{Manifest, Method, DEFAULT_SHARD_SIZE};
+use lucid_common::record::{Entry, Kind, Severity};
+use serde_json::json;
+
+use super::auth::PeerCred;
+use super::error::ApiError;
+use super::handlers::{actor, json_body};
+use crate::daemon::state::AppState;
+use crate::integrity::approvals::{id_of, Approval, Verification};
+use crate::integrity::hash::{hash_model, DEFAULT_IGNORED};
+use crate::ledger::now_ns;
+
+fn method_name(m: Method) -> String {
+    match m {
+        Method::Files => "files".into(),
+        Method::FilesBlake3 => "blake3".into(),
+        Method::Shards { size } => format!("shards:{size}"),
+    }
+}
+
+fn status_of(a: &Approval) -> ModelStatus {
+    ModelStatus {
+        id: a.id.clone(),
+        path: a.path.display().to_string(),
+        name: a.manifest.name.clone(),
+        method: method_name(a.manifest.method),
+        resources: a.manifest.resources.len(),
+        digest: lucid_common::hex::encode(&a.manifest.subject_digest()),
+        approved_ns: a.approved_ns,
+        note: a.note.clone(),
+        record_seq: a.record_seq,
+        state: a.last.state.clone(),
+        verified_ns: a.last.time_ns,
+        changed: a.last.changed.clone(),
+        missing: a.last.missing.clone(),
+        added: a.last.added.clone(),
+        record: None,
+    }
+}
+
+/// Hashes `path` on the blocking pool.
+async fn hash(path: PathBuf, method: Method) -> Result<Manifest, ApiError> {
+    let ignored: Vec<String> = DEFAULT_IGNORED.iter().map(|s| s.to_string()).collect();
+    tokio::task::spawn_blocking(move || hash_model(&path, method, &ignored, &AtomicU64::new(0), None))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))?
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+fn canonical(path: &str) -> Result<PathBuf, ApiError> {
+    std::fs::canonicalize(path).map_err(|e| ApiError::bad_request(format!("{path}: {e}")))
+}
+
+/// `POST /v1/models/approve`.
+pub async fn approve(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Result<Json<ModelRequest>, JsonRejection>,
+) -> Result<Json<ModelStatus>, ApiError> {
+    let req = json_body(body)?;
+    let method = match req.method.as_deref().unwrap_or("shards") {
+        "shards" => Method::Shards { size: DEFAULT_SHARD_SIZE },
+        "files" => Method::Files,
+        "blake3" => Method::FilesBlake3,
+        other => return Err(ApiError::bad_request(format!("unknown method {other:?}: shards, files or blake3"))),
+    };
+    let path = canonical(&req.path)?;
+    let manifest = hash(path.clone(), method).await?;
+    let envelope = state.models.sign(&manifest);
+    let digest = lucid_common::hex::encode(&manifest.subject_digest());
+    let receipt = state
+        .ledger
+        .append(Entry {
+            kind: Kind::Integrity,
+            source: "lucidctl".into(),
+            controls: vec!["CC8.1".into()],
+            severity: Severity::Notice,
+            subject: path.display().to_string(),
+            body: json!({
+                "event": "approved",
+                "path": path.display().to_string(),
+                "name": manifest.name,
+                "method": method_name(method),
+                "resources": manifest.resources.len(),
+                "digest": digest,
+                "note": req.note,
+                "actor": actor(&peer).to_json(),
+            }),
+        })
+        .await?;
+    let now = receipt.time_ns;
+    let approval = Approval {
+        id: id_of(&path),
+        path,
+        note: req.note,
+        approved_ns: now,
+        record_seq: receipt.seq,
+        envelope,
+        manifest,
+        last: Verification { state: "verified".into(), time_ns: now, ..Default::default() },
+    };
+    state.models.commit(approval.clone()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e.to_string()))?;
+    Ok(Json(status_of(&approval)))
+}
+
+/// `GET /v1/models`.
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<Vec<ModelStatus>> {
+    Json(state.models.all().iter().map(status_of).collect())
+}
+
+/// `POST /v1/models/verify`: re-hashes the model by its approval's method and records
+/// the verdict; a modified or missing model is also an anomaly.
+pub async fn verify(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Result<Json<ModelRequest>, JsonRejection>,
+) -> Result<Json<ModelStatus>, ApiError> {
+    let req = json_body(body)?;
+    let wanted = std::fs::canonicalize(&req.path).unwrap_or_else(|_| PathBuf::from(&req.path));
+    let approval = state.models.get(&wanted).ok_or_else(|| ApiError::not_found(format!("{} is not an approved model", req.path)))?;
+    let last = match std::fs::symlink_metadata(&approval.path) {
+        Err(_) => Verification { state: "missing".into(), time_ns: now_ns(), missing: approval.manifest.resources.iter().map(|r| r.name.clone()).collect(), ..Default::default() },
+        Ok(_) => {
+            let now = hash(approval.path.clone(), approval.manifest.method).await?;
+            let (changed, missing, added) = approval.manifest.diff(&now);
+            let state = if changed.is_empty() && missing.is_empty() && added.is_empty() { "verified" } else { "modified" };
+            Verification { state: state.into(), time_ns: now_ns(), changed, missing, added }
+        }
+    };
+    let ok = last.state == "verified";
+    let body = json!({
+        "event": "verified",
+        "path": approval.path.display().to_string(),
+        "verdict": last.state,
+        "approved_digest": lucid_common::hex::encode(&approval.manifest.subject_digest()),
+        "approval_record": approval.record_seq,
+        "changed": last.changed,
+        "missing": last.missing,
+        "added": last.added,
+        "actor": actor(&peer).to_json(),
+    });
+    let entry = |kind| Entry {
+        kind,
+        source: "integrity".into(),
+        controls: vec!["CC8.1".into()],
+        severity: if ok { Severity::Info } else { Severity::Warning },
+        subject: approval.path.display().to_string(),
+        body: body.clone(),
+    };
+    let receipt = state.ledger.append(entry(Kind::Integrity)).await?;
+    if !ok {
+        state.ledger.append(entry(Kind::Anomaly)).await?;
+    }
+    state.models.set_last(&approval.id, last.clone());
+    let mut status = status_of(&Approval { last, ..approval });
+    status.record = Some(receipt.seq);
+    Ok(Json(status))
+}

@@ -1,0 +1,143 @@
+//! Approved models: each a model_signing manifest signed by the host key in a DSSE
+//! envelope, kept in `<state dir>/models/<id>.json` with its path, note and the ledger
+//! record of its approval, and the state of its latest verification.
+//!
+//! A stored approval whose signature does not verify with the host key is not loaded
+//! (and said so in the log): an approval can only come from this daemon.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ed25519_dalek::SigningKey;
+use lucid_common::dsse::{Envelope, IN_TOTO};
+use lucid_common::manifest::Manifest;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where a model stands against its approval.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verification {
+    /// `verified`, `modified` or `missing`.
+    pub state: String,
+    /// When, ns since the epoch.
+    pub time_ns: u64,
+    /// Resources whose digests changed.
+    pub changed: Vec<String>,
+    /// Resources gone.
+    pub missing: Vec<String>,
+    /// Files that were not approved.
+    pub added: Vec<String>,
+}
+
+/// One approved model.
+#[derive(Clone, Debug)]
+pub struct Approval {
+    /// Short id (from the path).
+    pub id: String,
+    /// The model's directory or file (canonical).
+    pub path: PathBuf,
+    /// The operator's note.
+    pub note: Option<String>,
+    /// When, ns since the epoch.
+    pub approved_ns: u64,
+    /// The ledger record of the approval.
+    pub record_seq: u64,
+    /// The signed manifest.
+    pub envelope: Envelope,
+    /// The manifest it carries.
+    pub manifest: Manifest,
+    /// The latest verification.
+    pub last: Verification,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    path: PathBuf,
+    note: Option<String>,
+    approved_ns: u64,
+    record_seq: u64,
+    envelope: Envelope,
+}
+
+/// The approvals of this host.
+pub struct Approvals {
+    dir: PathBuf,
+    key: SigningKey,
+    list: Mutex<Vec<Approval>>,
+}
+
+/// The id of a model path: the first 16 hex digits of its SHA-256.
+pub fn id_of(path: &Path) -> String {
+    lucid_common::hex::encode(&Sha256::digest(path.as_os_str().as_encoded_bytes())[..8])
+}
+
+impl Approvals {
+    /// The approvals stored in `dir`, checked with `key`.
+    pub fn load(dir: PathBuf, key: SigningKey) -> Approvals {
+        let mut list = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                let path = e.path();
+                let loaded = std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice::<Stored>(&b).map_err(|e| e.to_string()))
+                    .and_then(|s| {
+                        let payload = s.envelope.verify(&key.verifying_key()).map_err(|e| e.to_string())?;
+                        let manifest = Manifest::from_statement(&payload).map_err(|e| e.to_string())?;
+                        let last = Verification { state: "verified".into(), time_ns: s.approved_ns, ..Default::default() };
+                        Ok(Approval { id: id_of(&s.path), path: s.path, note: s.note, approved_ns: s.approved_ns, record_seq: s.record_seq, envelope: s.envelope, manifest, last })
+                    });
+                match loaded {
+                    Ok(a) => list.push(a),
+                    Err(e) => tracing::warn!(file = %path.display(), error = %e, "approval not loaded"),
+                }
+            }
+        }
+        list.sort_by(|a, b| a.path.cmp(&b.path));
+        Approvals { dir, key, list: Mutex::new(list) }
+    }
+
+    /// Signs `manifest` for `path` (an envelope to record and store with `commit`).
+    pub fn sign(&self, manifest: &Manifest) -> Envelope {
+        let payload = serde_json::to_vec(&manifest.statement()).unwrap_or_default();
+        Envelope::sign(IN_TOTO, &payload, &self.key, "lucid-host")
+    }
+
+    /// Stores an approval (replacing the path's previous one).
+    pub fn commit(&self, approval: Approval) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let stored = Stored {
+            path: approval.path.clone(),
+            note: approval.note.clone(),
+            approved_ns: approval.approved_ns,
+            record_seq: approval.record_seq,
+            envelope: approval.envelope.clone(),
+        };
+        let file = self.dir.join(format!("{}.json", approval.id));
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&stored).unwrap_or_default())?;
+        std::fs::rename(&tmp, &file)?;
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|a| a.id != approval.id);
+        list.push(approval);
+        list.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(())
+    }
+
+    /// Every approval.
+    pub fn all(&self) -> Vec<Approval> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The approval of `path`, if any.
+    pub fn get(&self, path: &Path) -> Option<Approval> {
+        self.all().into_iter().find(|a| a.path == path)
+    }
+
+    /// Records the latest verification of `id`.
+    pub fn set_last(&self, id: &str, last: Verification) {
+        if let Some(a) = self.list.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().find(|a| a.id == id) {
+            a.last = last;
+        }
+    }
+}
