@@ -18,7 +18,7 @@
 //! | `POST /v1/keys`                | create a key; the secret is in this answer only  |
 //! | `POST /v1/keys/{id}/revoke`    | revoke a key (effective on the next request)     |
 //! | `POST /v1/audit`               | run an agent's chain on a text, no upstream      |
-//! | `GET /v1/models`               | approved models and their latest verification    |
+//! | `GET  /v1/models`              | approved models and their latest verification    |
 //! | `POST /v1/models/approve`      | hash, sign and record a model's manifest         |
 //! | `POST /v1/models/verify`       | re-hash a model against its approval, record it  |
 
