@@ -42,10 +42,18 @@ fn approved_models_verify_and_changes_are_named_recorded_and_reapproved() {
     let integrity = d.ctl_ok(&["logs", "--kind", "integrity", "-o", "json"]);
     assert!(integrity.contains("CHG-1 initial release") && integrity.contains("\"event\":\"approved\""), "{integrity}");
     assert_eq!(d.ctl_json(&["model", "list"])[0]["state"], "modified");
+    // status --integrity shows each model's state, and fails while one is modified.
+    let out = d.ctl(&["status", "--integrity", "-o", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let s: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["models"][0]["state"], "modified", "{s}");
+    let out = d.ctl(&["status", "--integrity"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("modified {path}")), "{out:?}");
 
     // Re-approval; then the approval survives a restart (its signature checked on load).
     d.ctl_ok(&["model", "approve", path, "--note", "CHG-2 config change"]);
     assert_eq!(verify(&d, path).1["state"], "verified");
+    d.ctl_ok(&["status", "--integrity"]);
     d.stop();
     let d = Daemon::start(&state, &[]);
     let list = d.ctl_json(&["model", "list"]);

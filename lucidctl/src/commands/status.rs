@@ -12,11 +12,18 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         true => Some(super::ledger::verify_report(client, 0, None).await?.0),
         false => None,
     };
-    let broken = verified.as_ref().is_some_and(|r| !r.ok);
+    // With --integrity, every approved model and its latest verification too.
+    let models: Vec<lucid_common::api::ModelStatus> = match integrity {
+        true => client.get("/v1/models").await?,
+        false => Vec::new(),
+    };
+    // A ledger that does not verify, or a model that is not as approved, fails the check.
+    let broken = verified.as_ref().is_some_and(|r| !r.ok) || models.iter().any(|m| m.state != "verified");
     if format == Format::Json {
         let mut value = serde_json::to_value(&s).unwrap_or_default();
         if let (Some(r), Some(obj)) = (&verified, value.as_object_mut()) {
             obj.insert("integrity".into(), serde_json::to_value(r).unwrap_or_default());
+            obj.insert("models".into(), serde_json::to_value(&models).unwrap_or_default());
         }
         output::json(&value)?;
         return Ok(if broken { exit::VERIFY_FAILED } else { exit::OK });
@@ -38,6 +45,11 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
     t.add_row(vec!["gateway".to_string(), s.gateway.clone().unwrap_or_else(|| "not listening".into())]);
     if let Some(r) = &verified {
         t.add_row(vec!["integrity".to_string(), super::ledger::integrity_line(r)]);
+        let line = match models.as_slice() {
+            [] => "none approved (lucidctl model approve PATH)".to_string(),
+            ms => ms.iter().map(|m| format!("{} {} (verified {})", m.state, m.path, output::time(m.verified_ns))).collect::<Vec<_>>().join("\n"),
+        };
+        t.add_row(vec!["models".to_string(), line]);
     }
     t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
     let classifiers = match (s.classifiers.as_slice(), &s.classifier_note) {
