@@ -41,9 +41,8 @@ pub enum Gpu {
 /// on first use of a missing one, so this is asked before).
 pub fn missing_library() -> Option<String> {
     // SAFETY: each only tries to dlopen candidate library names; no symbol is called.
-    let (driver, blas, nvrtc) = unsafe {
-        (cudarc::driver::sys::is_culib_present(), cudarc::cublas::sys::is_culib_present(), cudarc::nvrtc::sys::is_culib_present())
-    };
+    let (driver, blas) = unsafe { (cudarc::driver::sys::is_culib_present(), cudarc::cublas::sys::is_culib_present()) };
+    let nvrtc = super::kernels::nvrtc_available();
     match (driver, blas, nvrtc) {
         (false, ..) => Some("no CUDA driver library (libcuda.so) on this host".into()),
         (true, false, _) => Some("the CUDA driver is present but cuBLAS (libcublas.so) is not".into()),

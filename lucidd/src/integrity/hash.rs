@@ -134,15 +134,16 @@ pub fn hash_model(root: &Path, method: Method, ignored: &[String], done: &Atomic
         }
     }
     let algorithm = method.algorithm();
+    // The previous digests by resource name (a model can have thousands of shards).
+    let reusable: std::collections::HashMap<&str, &Resource> =
+        previous.map(|(prev, _)| prev.resources.iter().map(|r| (r.name.as_str(), r)).collect()).unwrap_or_default();
     let resources = pieces
         .par_iter()
         .map(|p| {
             // Unchanged since the previous manifest: reuse its digest.
-            if let Some((prev, changed)) = &previous {
-                if !changed(&p.file) {
-                    if let Some(r) = prev.resources.iter().find(|r| r.name == p.name) {
-                        return Ok(r.clone());
-                    }
+            if let Some((_, changed)) = &previous {
+                if let Some(r) = reusable.get(p.name.as_str()).filter(|_| !changed(&p.file)) {
+                    return Ok((*r).clone());
                 }
             }
             if method == Method::FilesBlake3 {
