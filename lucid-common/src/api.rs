@@ -76,6 +76,9 @@ pub struct Status {
     /// is not installed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classifier_note: Option<String>,
+    /// How approved models are watched for changes.
+    #[serde(default)]
+    pub integrity_watch: WatchStatus,
 }
 
 /// A loaded classifier: where it runs, why there, and how its queue is doing.
@@ -333,7 +336,8 @@ pub struct ModelStatus {
     pub note: Option<String>,
     /// Ledger record of the approval.
     pub record_seq: u64,
-    /// `verified`, `modified` or `missing`.
+    /// `verified`, `modified`, `unapproved file`, `missing` or `verifying` (a change is
+    /// being judged).
     pub state: String,
     /// Latest verification, ns since the epoch.
     pub verified_ns: u64,
@@ -343,7 +347,46 @@ pub struct ModelStatus {
     pub missing: Vec<String>,
     /// Files that were not approved.
     pub added: Vec<String>,
+    /// Files whose mode or owner differ from the approval.
+    #[serde(default)]
+    pub attributes: Vec<String>,
+    /// The latest change a watch saw, and who made it.
+    #[serde(default)]
+    pub last_change: Option<ModelChange>,
     /// Ledger record of this answer's verification (verify only).
     #[serde(default)]
     pub record: Option<u64>,
+}
+
+/// The latest change seen on an approved model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelChange {
+    /// When, ns since the epoch.
+    pub time_ns: u64,
+    /// The operation (`open`, `close`, `rename`, `unlink`, `chmod`, ...).
+    pub op: String,
+    /// The path it touched.
+    pub path: String,
+    /// The process.
+    pub pid: u32,
+    /// Its executable, where known.
+    pub exe: Option<String>,
+    /// Its uid.
+    pub uid: u32,
+    /// The ledger record of the change.
+    pub record: u64,
+}
+
+/// How approved models are watched.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// `ebpf-tracepoint`, `fanotify`, `periodic` or `off`.
+    pub mode: String,
+    /// Why that mode (what could not be used before it).
+    #[serde(default)]
+    pub detail: String,
+    /// Changes and re-verifications judged since start.
+    pub changes: u64,
+    /// Events lost since start.
+    pub lost: u64,
 }

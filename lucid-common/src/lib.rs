@@ -14,6 +14,9 @@
 //!   streaming [`export::Verifier`] that recomputes the tree from it,
 //! * [`api`]: request and response bodies of the control API.
 //!
+//! Always (also without `std`): [`probe`], the events and map keys the eBPF programs
+//! share with the daemon.
+//!
 //! It deliberately holds no storage, networking or configuration code: those live in
 //! `lucidd`, and `lucidctl` never depends on `lucidd`.
 //!
@@ -27,6 +30,7 @@
 #![cfg_attr(not(feature = "user"), no_std)]
 #![deny(missing_docs)]
 
+pub mod probe;
 #[cfg(feature = "user")]
 pub mod api;
 #[cfg(feature = "user")]

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{BackendChoice, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
+use super::values::{Minutes, WatchMode, BackendChoice, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
 
 /// Known auditor ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
@@ -186,15 +186,32 @@ impl Default for ObservabilityEnv {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "SCREAMING_SNAKE_CASE", default)]
 pub struct EvalEnv {
-    /// Check served model files against their approved manifest.
+    /// Check served model files against their approved manifest: watch approved
+    /// models for changes (eBPF, fanotify or periodic re-verification).
     pub model_integrity_check: Flag,
     /// Run safety benchmarks when the model changes.
     pub safety_benchmarks_enabled: Flag,
+    /// Re-verify every approved model when lucidd starts.
+    pub integrity_check_on_startup: Flag,
+    /// Record every approved change (a re-approval) with its note and what changed.
+    pub document_model_changes: Flag,
+    /// How changes are watched: `auto`, `ebpf`, `fanotify` or `periodic`.
+    pub integrity_watch_mode: WatchMode,
+    /// Minutes between full re-verifications, 1 to 36500: the backstop for what a
+    /// watch cannot see (writes through a shared mapping, io_uring in tracepoint mode).
+    pub integrity_recheck_minutes: Minutes,
 }
 
 impl Default for EvalEnv {
     fn default() -> Self {
-        EvalEnv { model_integrity_check: Flag(true), safety_benchmarks_enabled: Flag(true) }
+        EvalEnv {
+            model_integrity_check: Flag(true),
+            safety_benchmarks_enabled: Flag(true),
+            integrity_check_on_startup: Flag(true),
+            document_model_changes: Flag(true),
+            integrity_watch_mode: WatchMode::Auto,
+            integrity_recheck_minutes: Minutes(60),
+        }
     }
 }
 

@@ -23,6 +23,11 @@ pub struct Threshold(pub f64);
 #[serde(transparent)]
 pub struct Days(pub u32);
 
+/// A number of minutes, 1 to 36500.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Minutes(pub u32);
+
 /// What redaction does to a detected entity.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -218,6 +223,21 @@ pub enum BackendChoice {
     Cuda,
 }
 
+/// How model files are watched (`INTEGRITY_WATCH_MODE`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum WatchMode {
+    /// eBPF probes where they load, else fanotify, else periodic re-verification.
+    #[default]
+    Auto,
+    /// eBPF probes, falling back as `auto` does when they cannot load.
+    Ebpf,
+    /// fanotify (no eBPF), falling back to periodic re-verification.
+    Fanotify,
+    /// Periodic re-verification only.
+    Periodic,
+}
+
 /// What a classifier label is evidence of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -346,6 +366,33 @@ impl<'de> Deserialize<'de> for Flag {
 impl<'de> Deserialize<'de> for Threshold {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_any(ScalarText { expecting: "a threshold between 0 and 1", parse: parse_threshold })
+    }
+}
+
+fn parse_minutes(s: &str) -> Result<Minutes, String> {
+    match s.parse::<u32>() {
+        Ok(v) if (1..=36500).contains(&v) => Ok(Minutes(v)),
+        Ok(v) => Err(format!("minutes must be between 1 and 36500, found {v}")),
+        Err(_) => Err(format!("expected a whole number of minutes, found {s:?}")),
+    }
+}
+
+impl<'de> Deserialize<'de> for Minutes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText { expecting: "a number of minutes", parse: parse_minutes })
+    }
+}
+
+impl JsonSchema for Minutes {
+    fn schema_name() -> Cow<'static, str> {
+        "Minutes".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A whole number of minutes from 1 to 36500, as a number or a string such as \"60\".",
+            "anyOf": [{ "type": "integer", "minimum": 1, "maximum": 36500 }, { "type": "string", "pattern": "^[0-9]+$" }]
+        })
     }
 }
 

@@ -20,7 +20,8 @@ use super::handlers::{actor, json_body};
 use crate::daemon::state::AppState;
 use crate::integrity::approvals::{id_of, Approval, Verification};
 use crate::integrity::hash::{hash_model, DEFAULT_IGNORED};
-use crate::ledger::now_ns;
+use crate::integrity::verify::{attrs_of, check};
+use crate::integrity::watch::judge::settings;
 
 fn method_name(m: Method) -> String {
     match m {
@@ -46,6 +47,16 @@ fn status_of(a: &Approval) -> ModelStatus {
         changed: a.last.changed.clone(),
         missing: a.last.missing.clone(),
         added: a.last.added.clone(),
+        attributes: a.last.attributes.clone(),
+        last_change: a.last_change.as_ref().map(|c| lucid_common::api::ModelChange {
+            time_ns: c.time_ns,
+            op: c.op.clone(),
+            path: c.path.clone(),
+            pid: c.pid,
+            exe: c.exe.clone(),
+            uid: c.uid,
+            record: c.record,
+        }),
         record: None,
     }
 }
@@ -78,8 +89,26 @@ pub async fn approve(
     };
     let path = canonical(&req.path)?;
     let manifest = hash(path.clone(), method).await?;
+    let attrs = attrs_of(&path, &manifest.ignore_paths).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let envelope = state.models.sign(&manifest);
     let digest = lucid_common::hex::encode(&manifest.subject_digest());
+    // A re-approval documents what changed since the previous approval (DOCUMENT_MODEL_CHANGES).
+    let previous = state.models.get(&path);
+    let documented = match &previous {
+        Some(prev) if settings(&state).document_model_changes.0 => {
+            let (changed, missing, added) = prev.manifest.diff(&manifest);
+            json!({
+                "previous_digest": lucid_common::hex::encode(&prev.manifest.subject_digest()),
+                "previous_record": prev.record_seq,
+                "previous_note": prev.note,
+                "changed": changed,
+                "missing": missing,
+                "added": added,
+                "last_change": prev.last_change,
+            })
+        }
+        _ => serde_json::Value::Null,
+    };
     let receipt = state
         .ledger
         .append(Entry {
@@ -89,7 +118,8 @@ pub async fn approve(
             severity: Severity::Notice,
             subject: path.display().to_string(),
             body: json!({
-                "event": "approved",
+                "event": if previous.is_some() { "change_approved" } else { "approved" },
+                "previous": documented,
                 "path": path.display().to_string(),
                 "name": manifest.name,
                 "method": method_name(method),
@@ -110,8 +140,11 @@ pub async fn approve(
         envelope,
         manifest,
         last: Verification { state: "verified".into(), time_ns: now, ..Default::default() },
+        attrs,
+        last_change: previous.and_then(|p| p.last_change),
     };
     state.models.commit(approval.clone()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e.to_string()))?;
+    state.watch.refresh();
     Ok(Json(status_of(&approval)))
 }
 
@@ -130,15 +163,10 @@ pub async fn verify(
     let req = json_body(body)?;
     let wanted = std::fs::canonicalize(&req.path).unwrap_or_else(|_| PathBuf::from(&req.path));
     let approval = state.models.get(&wanted).ok_or_else(|| ApiError::not_found(format!("{} is not an approved model", req.path)))?;
-    let last = match std::fs::symlink_metadata(&approval.path) {
-        Err(_) => Verification { state: "missing".into(), time_ns: now_ns(), missing: approval.manifest.resources.iter().map(|r| r.name.clone()).collect(), ..Default::default() },
-        Ok(_) => {
-            let now = hash(approval.path.clone(), approval.manifest.method).await?;
-            let (changed, missing, added) = approval.manifest.diff(&now);
-            let state = if changed.is_empty() && missing.is_empty() && added.is_empty() { "verified" } else { "modified" };
-            Verification { state: state.into(), time_ns: now_ns(), changed, missing, added }
-        }
-    };
+    let a = approval.clone();
+    let last = tokio::task::spawn_blocking(move || check(&a, None, &AtomicU64::new(0)))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))?;
     let ok = last.state == "verified";
     let body = json!({
         "event": "verified",
@@ -149,6 +177,7 @@ pub async fn verify(
         "changed": last.changed,
         "missing": last.missing,
         "added": last.added,
+        "attributes": last.attributes,
         "actor": actor(&peer).to_json(),
     });
     let entry = |kind| Entry {

@@ -88,6 +88,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         tracing::error!(error = %e, "could not record the start in the ledger; lucidd runs failed closed");
     }
     crate::export::journald::spawn(state.clone(), opts.state_dir.join("journald.cursor"));
+    crate::integrity::watch::judge::spawn(state.clone());
 
     // Production relies on the socket's group (0660, group lucid) and peer
     // credentials; dev mode relies on peer credentials alone.

@@ -125,6 +125,8 @@ pub struct AppState {
     pub routes: crate::gateway::routes::RouteCache,
     /// Approved models.
     pub models: crate::integrity::approvals::Approvals,
+    /// The watch on approved models.
+    pub watch: crate::integrity::watch::Watch,
     config: RwLock<Arc<ActiveConfig>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -147,6 +149,7 @@ impl AppState {
             keys,
             routes: crate::gateway::routes::RouteCache::default(),
             models,
+            watch: Default::default(),
             config: RwLock::new(Arc::new(active)),
             apply_lock: tokio::sync::Mutex::new(()),
         }
@@ -288,6 +291,10 @@ impl AppState {
             },
             classifiers: crate::infer::service::loaded().iter().map(|c| classifier_status(c)).collect(),
             classifier_note: crate::infer::service::unavailable(),
+            integrity_watch: {
+                let i = self.watch.info();
+                lucid_common::api::WatchStatus { mode: i.mode, detail: i.detail, changes: i.changes, lost: i.lost }
+            },
         }
     }
 }

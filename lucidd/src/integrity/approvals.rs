@@ -5,6 +5,7 @@
 //! A stored approval whose signature does not verify with the host key is not loaded
 //! (and said so in the log): an approval can only come from this daemon.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -27,6 +28,38 @@ pub struct Verification {
     pub missing: Vec<String>,
     /// Files that were not approved.
     pub added: Vec<String>,
+    /// Files whose mode or owner differ from the approval.
+    pub attributes: Vec<String>,
+}
+
+/// A file's mode and owner as approved (the manifest covers contents only).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attr {
+    /// Permission bits (`st_mode & 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// The latest change a watch saw, and who made it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastChange {
+    /// When, ns since the epoch.
+    pub time_ns: u64,
+    /// The operation (`open`, `rename`, ...).
+    pub op: String,
+    /// The path it touched.
+    pub path: String,
+    /// The process.
+    pub pid: u32,
+    /// Its executable, where known.
+    pub exe: Option<String>,
+    /// Its uid.
+    pub uid: u32,
+    /// The ledger record of the change.
+    pub record: u64,
 }
 
 /// One approved model.
@@ -48,6 +81,10 @@ pub struct Approval {
     pub manifest: Manifest,
     /// The latest verification.
     pub last: Verification,
+    /// Each file's approved mode and owner, by relative name.
+    pub attrs: BTreeMap<String, Attr>,
+    /// The latest change a watch saw.
+    pub last_change: Option<LastChange>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -57,6 +94,10 @@ struct Stored {
     approved_ns: u64,
     record_seq: u64,
     envelope: Envelope,
+    #[serde(default)]
+    attrs: BTreeMap<String, Attr>,
+    #[serde(default)]
+    last_change: Option<LastChange>,
 }
 
 /// The approvals of this host.
@@ -85,7 +126,18 @@ impl Approvals {
                         let payload = s.envelope.verify(&key.verifying_key()).map_err(|e| e.to_string())?;
                         let manifest = Manifest::from_statement(&payload).map_err(|e| e.to_string())?;
                         let last = Verification { state: "verified".into(), time_ns: s.approved_ns, ..Default::default() };
-                        Ok(Approval { id: id_of(&s.path), path: s.path, note: s.note, approved_ns: s.approved_ns, record_seq: s.record_seq, envelope: s.envelope, manifest, last })
+                        Ok(Approval {
+                            id: id_of(&s.path),
+                            path: s.path,
+                            note: s.note,
+                            approved_ns: s.approved_ns,
+                            record_seq: s.record_seq,
+                            envelope: s.envelope,
+                            manifest,
+                            last,
+                            attrs: s.attrs,
+                            last_change: s.last_change,
+                        })
                     });
                 match loaded {
                     Ok(a) => list.push(a),
@@ -105,6 +157,15 @@ impl Approvals {
 
     /// Stores an approval (replacing the path's previous one).
     pub fn commit(&self, approval: Approval) -> std::io::Result<()> {
+        self.store(&approval)?;
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        list.retain(|a| a.id != approval.id);
+        list.push(approval);
+        list.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(())
+    }
+
+    fn store(&self, approval: &Approval) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let stored = Stored {
             path: approval.path.clone(),
@@ -112,16 +173,28 @@ impl Approvals {
             approved_ns: approval.approved_ns,
             record_seq: approval.record_seq,
             envelope: approval.envelope.clone(),
+            attrs: approval.attrs.clone(),
+            last_change: approval.last_change.clone(),
         };
         let file = self.dir.join(format!("{}.json", approval.id));
         let tmp = file.with_extension("tmp");
         std::fs::write(&tmp, serde_json::to_vec_pretty(&stored).unwrap_or_default())?;
-        std::fs::rename(&tmp, &file)?;
-        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
-        list.retain(|a| a.id != approval.id);
-        list.push(approval);
-        list.sort_by(|a, b| a.path.cmp(&b.path));
-        Ok(())
+        std::fs::rename(&tmp, &file)
+    }
+
+    /// Records the latest change a watch saw on `id` (kept across restarts).
+    pub fn set_last_change(&self, id: &str, change: LastChange) -> std::io::Result<()> {
+        let updated = {
+            let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+            list.iter_mut().find(|a| a.id == id).map(|a| {
+                a.last_change = Some(change);
+                a.clone()
+            })
+        };
+        match updated {
+            Some(a) => self.store(&a),
+            None => Ok(()),
+        }
     }
 
     /// Every approval.

@@ -1,0 +1,628 @@
+//! Lucid's kernel programs (tracepoint mode, the one that loads on locked-down hosts).
+//!
+//! * Every exec and every thread-group exit (tp_btf `sched_process_exec` /
+//!   `sched_process_exit`), so user space can name the process behind a change.
+//! * Opens with write intent: at syscall exit the new fd is followed to its `struct
+//!   file` and dentry, and the dentry's ancestors are looked up in `WATCHED` by (device,
+//!   inode). The kernel has already resolved the path, so relative paths, dirfds, `..`
+//!   and symlinks are exact. A hit is reported and its fd remembered in `WFDS`, so the
+//!   close that follows is reported too (it triggers the re-hash).
+//! * fd-based changes (ftruncate, fchmod, fchown): resolved the same way.
+//! * Path-based changes (rename, unlink, truncate, chmod, chown, link, symlink): the
+//!   caller's strings are copied, and the start directory (the dirfd's, or the cwd) is
+//!   resolved. The event is sent when that directory is at or under a watched one, is an
+//!   ancestor of one, or the path is absolute or contains `..`; user space resolves it
+//!   exactly and drops what does not touch a watched directory.
+//!
+//! Everything else is filtered out here; unwatched opens cost a map lookup or a few.
+//! Events that do not fit in the ring buffer are counted in `LOST`, never dropped
+//! silently. Struct offsets come from `OFFSETS`, filled by the loader from the running
+//! kernel's BTF.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::helpers::{
+    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
+    bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
+    bpf_probe_read_user, bpf_probe_read_user_str_bytes,
+};
+use aya_ebpf::macros::{btf_tracepoint, map, tracepoint};
+use aya_ebpf::maps::{HashMap, LruHashMap, PerCpuArray, RingBuf};
+use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
+use lucid_common::probe::{
+    oflags, DevIno, Event, EventKind, Offsets, Op, AT_FDCWD, HIT_EXE, HIT_MAYBE, HIT_WATCHED, HIT_WATCHED2, PATH_LEN,
+};
+
+/// Kernel struct offsets, set by the loader (`EbpfLoader::override_global`).
+#[no_mangle]
+static OFFSETS: Offsets = Offsets {
+    task_files: 0,
+    task_fs: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
+    task_mm: 0,
+    mm_exe_file: 0,
+    files_fdt: 0,
+    fdt_fd: 0,
+    fdt_max_fds: 0,
+    file_path: 0,
+    path_dentry: 0,
+    dentry_parent: 0,
+    dentry_inode: 0,
+    dentry_name: 0,
+    qstr_name: 0,
+    inode_ino: 0,
+    inode_sb: 0,
+    sb_dev: 0,
+    fs_pwd: 0,
+    bprm_file: 0,
+    bprm_filename: 0,
+};
+
+/// How far up from a file the programs look for a watched directory.
+const MAX_DEPTH: usize = 16;
+
+/// Watched directories (each approved model's directory and its subdirectories).
+#[map]
+static WATCHED: HashMap<DevIno, u32> = HashMap::with_max_entries(16384, 0);
+/// Ancestors of watched directories (a rename of one moves the model).
+#[map]
+static ANCESTORS: HashMap<DevIno, u32> = HashMap::with_max_entries(4096, 0);
+/// Approved serving binaries: their execs are flagged.
+#[map]
+static EXES: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
+/// Files open for writing under a watched directory, by `tgid << 32 | fd`.
+#[map]
+static WFDS: LruHashMap<u64, DevIno> = LruHashMap::with_max_entries(65536, 0);
+/// Syscall arguments between entry and exit, by `pid_tgid`.
+#[map]
+static ARGS: LruHashMap<u64, Stash> = LruHashMap::with_max_entries(65536, 0);
+/// Events that did not fit in the ring buffer.
+#[map]
+static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// The events.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// A syscall's arguments, kept from entry to exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Stash {
+    op: u32,
+    fd: i32,
+    fd2: i32,
+    pad: u32,
+    flags: u64,
+    p1: u64,
+    p2: u64,
+}
+
+#[inline(always)]
+fn offsets() -> Offsets {
+    // SAFETY: a plain read of our own static; volatile so the loader's value is used.
+    unsafe { core::ptr::read_volatile(&OFFSETS) }
+}
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+unsafe fn rd<T>(base: *const u8, off: u32) -> Option<T> {
+    bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok()
+}
+
+/// The (device, inode) of a dentry.
+#[inline(always)]
+unsafe fn dentry_key(o: &Offsets, d: *const u8) -> Option<DevIno> {
+    let inode: *const u8 = rd(d, o.dentry_inode)?;
+    if inode.is_null() {
+        return None;
+    }
+    let ino: u64 = rd(inode, o.inode_ino)?;
+    let sb: *const u8 = rd(inode, o.inode_sb)?;
+    let dev: u32 = rd(sb, o.sb_dev)?;
+    Some(DevIno { dev, pad: 0, ino })
+}
+
+/// The watched directory at or above `d`, if any.
+#[inline(always)]
+unsafe fn watched_from(o: &Offsets, mut d: *const u8) -> Option<DevIno> {
+    for _ in 0..MAX_DEPTH {
+        if d.is_null() {
+            return None;
+        }
+        let k = dentry_key(o, d)?;
+        if WATCHED.get(&k).is_some() {
+            return Some(k);
+        }
+        let p: *const u8 = rd(d, o.dentry_parent)?;
+        if p == d {
+            return None;
+        }
+        d = p;
+    }
+    None
+}
+
+/// The `struct file` behind `fd` in `task`.
+#[inline(always)]
+unsafe fn fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
+    if fd < 0 {
+        return None;
+    }
+    let files: *const u8 = rd(task, o.task_files)?;
+    let fdt: *const u8 = rd(files, o.files_fdt)?;
+    let max: u32 = rd(fdt, o.fdt_max_fds)?;
+    if fd as u32 >= max {
+        return None;
+    }
+    let arr: *const *const u8 = rd(fdt, o.fdt_fd)?;
+    let f: *const u8 = bpf_probe_read_kernel(arr.wrapping_add(fd as usize)).ok()?;
+    if f.is_null() {
+        None
+    } else {
+        Some(f)
+    }
+}
+
+#[inline(always)]
+unsafe fn file_dentry(o: &Offsets, f: *const u8) -> Option<*const u8> {
+    rd(f, o.file_path + o.path_dentry)
+}
+
+#[inline(always)]
+unsafe fn parent(o: &Offsets, d: *const u8) -> Option<*const u8> {
+    rd(d, o.dentry_parent)
+}
+
+/// Fills the fields every event has.
+#[inline(always)]
+unsafe fn fill(e: *mut Event, o: &Offsets, kind: EventKind, op: Op) {
+    let task = bpf_get_current_task() as *const u8;
+    let pid_tgid = bpf_get_current_pid_tgid();
+    (*e).kind = kind as u32;
+    (*e).op = op as u32;
+    (*e).time_ns = bpf_ktime_get_ns();
+    (*e).pid = pid_tgid as u32;
+    (*e).tgid = (pid_tgid >> 32) as u32;
+    (*e).uid = bpf_get_current_uid_gid() as u32;
+    (*e).cgroup = bpf_get_current_cgroup_id();
+    (*e).ppid = match rd::<*const u8>(task, o.task_real_parent) {
+        Some(p) if !p.is_null() => rd::<u32>(p, o.task_tgid).unwrap_or(0),
+        _ => 0,
+    };
+    (*e).exe = exe_key(o, task).unwrap_or_default();
+    (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    (*e).ret = 0;
+    (*e).flags = 0;
+    (*e).fd = -1;
+    (*e).fd2 = -1;
+    (*e).hit = 0;
+    (*e).pad = 0;
+    (*e).file = DevIno::default();
+    (*e).dir = DevIno::default();
+    (*e).name[0] = 0;
+    (*e).path[0] = 0;
+    (*e).path2[0] = 0;
+}
+
+#[inline(always)]
+unsafe fn exe_key(o: &Offsets, task: *const u8) -> Option<DevIno> {
+    let mm: *const u8 = rd(task, o.task_mm)?;
+    if mm.is_null() {
+        return None;
+    }
+    let f: *const u8 = rd(mm, o.mm_exe_file)?;
+    if f.is_null() {
+        return None;
+    }
+    dentry_key(o, file_dentry(o, f)?)
+}
+
+#[inline(always)]
+unsafe fn name_into(o: &Offsets, d: *const u8, out: &mut [u8]) {
+    if let Some(p) = rd::<*const u8>(d, o.dentry_name + o.qstr_name) {
+        if bpf_probe_read_kernel_str_bytes(p, out).is_err() {
+            out[0] = 0;
+        }
+    }
+}
+
+#[inline(always)]
+fn count_lost() {
+    if let Some(p) = LOST.get_ptr_mut(0) {
+        // SAFETY: a per-CPU slot of our own map.
+        unsafe { *p += 1 };
+    }
+}
+
+#[inline(always)]
+fn key_fd(tgid: u32, fd: i32) -> u64 {
+    ((tgid as u64) << 32) | (fd as u32 as u64)
+}
+
+#[inline(always)]
+unsafe fn arg(ctx: &TracePointContext, n: usize) -> u64 {
+    ctx.read_at::<u64>(16 + 8 * n).unwrap_or(0)
+}
+
+#[inline(always)]
+fn stash(s: &Stash) {
+    let _ = ARGS.insert(&bpf_get_current_pid_tgid(), s, 0);
+}
+
+#[inline(always)]
+fn unstash() -> Option<Stash> {
+    let k = bpf_get_current_pid_tgid();
+    // SAFETY: the value is copied out before the entry is removed.
+    let s = unsafe { ARGS.get(&k).copied() };
+    if s.is_some() {
+        let _ = ARGS.remove(&k);
+    }
+    s
+}
+
+#[inline(always)]
+unsafe fn ret(ctx: &TracePointContext) -> i64 {
+    ctx.read_at::<i64>(16).unwrap_or(-1)
+}
+
+// ---- exec and exit -------------------------------------------------------------------
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_exec(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+    unsafe { on_exec(&ctx) };
+    0
+}
+
+unsafe fn on_exec(ctx: &BtfTracePointContext) {
+    let o = offsets();
+    let bprm: *const u8 = ctx.arg(2);
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Exec, Op::None);
+    if let Some(f) = rd::<*const u8>(bprm, o.bprm_file) {
+        if let Some(d) = file_dentry(&o, f) {
+            if let Some(k) = dentry_key(&o, d) {
+                (*e).file = k;
+                if EXES.get(&k).is_some() {
+                    (*e).hit |= HIT_EXE;
+                }
+            }
+            if let Some(p) = parent(&o, d) {
+                if let Some(w) = watched_from(&o, p) {
+                    (*e).dir = w;
+                    (*e).hit |= HIT_EXE;
+                }
+            }
+        }
+    }
+    if let Some(p) = rd::<*const u8>(bprm, o.bprm_filename) {
+        if bpf_probe_read_kernel_str_bytes(p, &mut (*e).path).is_err() {
+            (*e).path[0] = 0;
+        }
+    }
+    entry.submit(0);
+}
+
+/// `sched_process_exit(struct task_struct *p, ...)`: thread-group leaders only.
+#[btf_tracepoint(function = "sched_process_exit")]
+pub fn sched_exit(_ctx: BtfTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if pid_tgid as u32 != (pid_tgid >> 32) as u32 {
+        return 0;
+    }
+    let o = offsets();
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return 0;
+    };
+    // SAFETY: the reservation is ours and sized for an Event.
+    unsafe { fill(entry.as_mut_ptr(), &o, EventKind::Exit, Op::None) };
+    entry.submit(0);
+    0
+}
+
+// ---- opens ---------------------------------------------------------------------------
+
+#[inline(always)]
+fn enter_open(flags: u64) {
+    if flags & oflags::WRITE_INTENT != 0 {
+        stash(&Stash { op: Op::Open as u32, fd: 0, fd2: 0, pad: 0, flags, p1: 0, p2: 0 });
+    }
+}
+
+unsafe fn exit_open(ctx: &TracePointContext) {
+    let Some(s) = unstash() else { return };
+    let fd = ret(ctx);
+    if s.op != Op::Open as u32 || fd < 0 {
+        return;
+    }
+    let o = offsets();
+    let task = bpf_get_current_task() as *const u8;
+    let Some(f) = fd_file(&o, task, fd as i32) else { return };
+    let Some(d) = file_dentry(&o, f) else { return };
+    let Some(p) = parent(&o, d) else { return };
+    let Some(w) = watched_from(&o, p) else { return };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Open, Op::Open);
+    let file = dentry_key(&o, d).unwrap_or_default();
+    (*e).file = file;
+    (*e).dir = w;
+    (*e).fd = fd as i32;
+    (*e).ret = fd;
+    (*e).flags = s.flags;
+    (*e).hit = HIT_WATCHED;
+    name_into(&o, d, &mut (*e).name);
+    let tgid = (*e).tgid;
+    entry.submit(0);
+    let _ = WFDS.insert(&key_fd(tgid, fd as i32), &file, 0);
+}
+
+/// `open(filename, flags, mode)`
+#[tracepoint]
+pub fn enter_open_(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads of the tracepoint's own record.
+    enter_open(unsafe { arg(&ctx, 1) });
+    0
+}
+
+/// `openat(dfd, filename, flags, mode)`
+#[tracepoint]
+pub fn enter_openat(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    enter_open(unsafe { arg(&ctx, 2) });
+    0
+}
+
+/// `creat(pathname, mode)`: always creates or truncates for writing.
+#[tracepoint]
+pub fn enter_creat(_ctx: TracePointContext) -> u32 {
+    enter_open(oflags::CREAT | oflags::WRONLY | oflags::TRUNC);
+    0
+}
+
+/// `openat2(dfd, filename, how, size)`: the flags are `how->flags`.
+#[tracepoint]
+pub fn enter_openat2(ctx: TracePointContext) -> u32 {
+    // SAFETY: the user pointer is only read through bpf_probe_read_user.
+    let flags = unsafe { bpf_probe_read_user(arg(&ctx, 2) as *const u64).unwrap_or(oflags::WRONLY) };
+    enter_open(flags);
+    0
+}
+
+macro_rules! exit_opens {
+    ($($name:ident),*) => {$(
+        /// Exit of an open-family syscall.
+        #[tracepoint]
+        pub fn $name(ctx: TracePointContext) -> u32 {
+            // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+            unsafe { exit_open(&ctx) };
+            0
+        }
+    )*};
+}
+exit_opens!(exit_open_, exit_openat, exit_creat, exit_openat2);
+
+// ---- close ---------------------------------------------------------------------------
+
+/// `close(fd)`: reports the close of a file opened for writing under a watched directory.
+#[tracepoint]
+pub fn enter_close(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads of the tracepoint's record and our own maps.
+    unsafe {
+        let fd = arg(&ctx, 0) as i32;
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let k = key_fd(tgid, fd);
+        let Some(file) = WFDS.get(&k).copied() else { return 0 };
+        let _ = WFDS.remove(&k);
+        let o = offsets();
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            count_lost();
+            return 0;
+        };
+        let e = entry.as_mut_ptr();
+        fill(e, &o, EventKind::Close, Op::Close);
+        (*e).file = file;
+        (*e).fd = fd;
+        (*e).hit = HIT_WATCHED;
+        let task = bpf_get_current_task() as *const u8;
+        if let Some(d) = fd_file(&o, task, fd).and_then(|f| file_dentry(&o, f)) {
+            name_into(&o, d, &mut (*e).name);
+        }
+        entry.submit(0);
+    }
+    0
+}
+
+// ---- fd-based changes ----------------------------------------------------------------
+
+unsafe fn exit_fd_op(ctx: &TracePointContext) {
+    let Some(s) = unstash() else { return };
+    let r = ret(ctx);
+    if r != 0 {
+        return;
+    }
+    let o = offsets();
+    let task = bpf_get_current_task() as *const u8;
+    let Some(f) = fd_file(&o, task, s.fd) else { return };
+    let Some(d) = file_dentry(&o, f) else { return };
+    let Some(p) = parent(&o, d) else { return };
+    let Some(w) = watched_from(&o, p) else { return };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Fd, Op::from_u32(s.op));
+    (*e).file = dentry_key(&o, d).unwrap_or_default();
+    (*e).dir = w;
+    (*e).fd = s.fd;
+    (*e).flags = s.flags;
+    (*e).hit = HIT_WATCHED;
+    name_into(&o, d, &mut (*e).name);
+    entry.submit(0);
+}
+
+macro_rules! fd_op {
+    ($enter:ident, $exit:ident, $op:expr) => {
+        /// Entry of an fd-based change: `(fd, value, ...)`.
+        #[tracepoint]
+        pub fn $enter(ctx: TracePointContext) -> u32 {
+            // SAFETY: reads of the tracepoint's own record.
+            let (fd, v) = unsafe { (arg(&ctx, 0) as i32, arg(&ctx, 1)) };
+            stash(&Stash { op: $op as u32, fd, fd2: -1, pad: 0, flags: v, p1: 0, p2: 0 });
+            0
+        }
+        /// Exit of an fd-based change.
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+            unsafe { exit_fd_op(&ctx) };
+            0
+        }
+    };
+}
+fd_op!(enter_ftruncate, exit_ftruncate, Op::Ftruncate);
+fd_op!(enter_fchmod, exit_fchmod, Op::Fchmod);
+fd_op!(enter_fchown, exit_fchown, Op::Fchown);
+
+// ---- path-based changes --------------------------------------------------------------
+
+/// Where a path starts (the dirfd's directory or the cwd) and what `HIT_*` it earns.
+#[inline(always)]
+unsafe fn side(o: &Offsets, task: *const u8, fd: i32, path: &[u8; PATH_LEN], watched_bit: u32) -> (DevIno, u32) {
+    if path[0] == b'/' {
+        return (DevIno::default(), HIT_MAYBE);
+    }
+    let start = if fd == AT_FDCWD {
+        match rd::<*const u8>(task, o.task_fs) {
+            Some(fs) if !fs.is_null() => rd::<*const u8>(fs, o.fs_pwd + o.path_dentry),
+            _ => None,
+        }
+    } else {
+        fd_file(o, task, fd).and_then(|f| file_dentry(o, f))
+    };
+    let Some(start) = start else { return (DevIno::default(), HIT_MAYBE) };
+    let key = dentry_key(o, start).unwrap_or_default();
+    if watched_from(o, start).is_some() {
+        return (key, watched_bit);
+    }
+    if ANCESTORS.get(&key).is_some() {
+        return (key, HIT_MAYBE);
+    }
+    let mut i = 0;
+    while i < PATH_LEN - 1 {
+        let c = path[i];
+        if c == 0 {
+            break;
+        }
+        if c == b'.' && path[i + 1] == b'.' {
+            return (key, HIT_MAYBE);
+        }
+        i += 1;
+    }
+    (key, 0)
+}
+
+unsafe fn exit_path_op(ctx: &TracePointContext) {
+    let Some(s) = unstash() else { return };
+    if ret(ctx) != 0 || s.p1 == 0 {
+        return;
+    }
+    let o = offsets();
+    let task = bpf_get_current_task() as *const u8;
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Path, Op::from_u32(s.op));
+    (*e).fd = s.fd;
+    (*e).fd2 = s.fd2;
+    (*e).flags = s.flags;
+    if bpf_probe_read_user_str_bytes(s.p1 as *const u8, &mut (*e).path).is_err() {
+        entry.discard(0);
+        return;
+    }
+    let (k1, h1) = side(&o, task, s.fd, &(*e).path, HIT_WATCHED);
+    (*e).file = k1;
+    let mut hit = h1;
+    if s.p2 != 0 && bpf_probe_read_user_str_bytes(s.p2 as *const u8, &mut (*e).path2).is_ok() {
+        if s.fd2 != i32::MIN {
+            let (k2, h2) = side(&o, task, s.fd2, &(*e).path2, HIT_WATCHED2);
+            (*e).dir = k2;
+            hit |= h2;
+        }
+    } else {
+        (*e).path2[0] = 0;
+    }
+    if hit == 0 {
+        entry.discard(0);
+        return;
+    }
+    (*e).hit = hit;
+    entry.submit(0);
+}
+
+/// `fd2` for a second path that is not resolved (a symlink's target).
+const NO_FD: i32 = i32::MIN;
+
+macro_rules! path_op {
+    ($enter:ident, $exit:ident, $op:expr, |$c:ident| ($fd:expr, $p1:expr, $fd2:expr, $p2:expr, $flags:expr)) => {
+        /// Entry of a path-based change.
+        #[tracepoint]
+        pub fn $enter($c: TracePointContext) -> u32 {
+            // SAFETY: reads of the tracepoint's own record.
+            let s = unsafe {
+                Stash { op: $op as u32, fd: $fd as i32, p1: $p1, fd2: $fd2 as i32, p2: $p2, flags: $flags, pad: 0 }
+            };
+            stash(&s);
+            0
+        }
+        /// Exit of a path-based change.
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            // SAFETY: memory is only read through the probe-read helpers.
+            unsafe { exit_path_op(&ctx) };
+            0
+        }
+    };
+}
+
+path_op!(enter_rename, exit_rename, Op::Rename, |c| (AT_FDCWD, arg(&c, 0), AT_FDCWD, arg(&c, 1), 0));
+path_op!(enter_renameat, exit_renameat, Op::Rename, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), 0));
+path_op!(enter_renameat2, exit_renameat2, Op::Rename, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), arg(&c, 4)));
+path_op!(enter_unlink, exit_unlink, Op::Unlink, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, 0));
+path_op!(enter_unlinkat, exit_unlinkat, Op::Unlink, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_rmdir, exit_rmdir, Op::Rmdir, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, 0));
+path_op!(enter_truncate, exit_truncate, Op::Truncate, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_chmod, exit_chmod, Op::Chmod, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_fchmodat, exit_fchmodat, Op::Chmod, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_fchmodat2, exit_fchmodat2, Op::Chmod, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_chown, exit_chown, Op::Chown, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_lchown, exit_lchown, Op::Chown, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_fchownat, exit_fchownat, Op::Chown, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_link, exit_link, Op::Link, |c| (AT_FDCWD, arg(&c, 0), AT_FDCWD, arg(&c, 1), 0));
+path_op!(enter_linkat, exit_linkat, Op::Link, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), 0));
+// A symlink's first path is where it is created; its target is carried unresolved.
+path_op!(enter_symlink, exit_symlink, Op::Symlink, |c| (AT_FDCWD, arg(&c, 1), NO_FD, arg(&c, 0), 0));
+path_op!(enter_symlinkat, exit_symlinkat, Op::Symlink, |c| (arg(&c, 1), arg(&c, 2), NO_FD, arg(&c, 0), 0));
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// The programs read kernel memory with GPL-only helpers.
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

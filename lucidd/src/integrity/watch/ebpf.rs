@@ -1,0 +1,337 @@
+//! The eBPF source: loads `lucid-ebpf` (tracepoints on the file-changing syscalls,
+//! tp_btf on exec and exit), keeps its maps in step with the watch set, and turns ring
+//! buffer events into [`Input`]s with absolute paths.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use lucid_common::probe::{DevIno, Event, EventKind, Op, HIT_EXE};
+use tokio::io::unix::AsyncFd;
+use tokio::sync::mpsc;
+
+use super::{normalize, Input, Seen, Source, WatchSet, Who};
+use crate::ledger::now_ns;
+
+/// The compiled programs (empty where the eBPF toolchain was missing at build time).
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid-ebpf"));
+
+/// The syscalls traced at entry and exit, by tracepoint name; the programs are named
+/// `enter_<name>` and `exit_<name>` (`open_` for `open`, a reserved word in aya's macro
+/// naming). `close` is traced at entry only.
+const SYSCALLS: &[&str] = &[
+    "open", "openat", "creat", "openat2", "ftruncate", "fchmod", "fchown", "rename", "renameat", "renameat2", "unlink",
+    "unlinkat", "rmdir", "truncate", "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "link", "linkat",
+    "symlink", "symlinkat",
+];
+
+/// The loaded programs and the maps user space writes.
+pub struct EbpfSource {
+    /// Keeps the programs attached (dropping it detaches them).
+    _ebpf: Ebpf,
+    watched: BpfHashMap<MapData, DevIno, u32>,
+    ancestors: BpfHashMap<MapData, DevIno, u32>,
+    exes: BpfHashMap<MapData, DevIno, u32>,
+}
+
+/// An aya error in a line or a few: a verifier log is thousands of lines, of which the
+/// last ones say what was refused.
+fn short(e: impl std::fmt::Display) -> String {
+    let text = e.to_string();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.len() <= 4 {
+        return lines.join(" ");
+    }
+    let mut tail: Vec<&str> = lines
+        .iter()
+        .rev()
+        .filter(|l| !l.starts_with("verification time") && !l.starts_with("stack depth") && !l.starts_with("processed "))
+        .take(2)
+        .copied()
+        .collect();
+    tail.reverse();
+    format!("{} ... {}", lines[0], tail.join(" "))
+}
+
+fn mount_tracefs() {
+    let dir = Path::new("/sys/kernel/tracing");
+    if dir.join("events").exists() {
+        return;
+    }
+    // aya looks tracefs up once per process: it must be there before the first attach.
+    let _ = nix::mount::mount(Some("tracefs"), dir, Some("tracefs"), nix::mount::MsFlags::empty(), None::<&str>);
+}
+
+fn raise_memlock() {
+    let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: setrlimit with a valid struct; failure only means older kernels may refuse maps.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) } != 0 {
+        tracing::debug!("could not raise RLIMIT_MEMLOCK");
+    }
+}
+
+/// Loads and attaches the programs and starts the reader. `Err` says why eBPF cannot
+/// be used here (the caller falls back to fanotify).
+pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Result<EbpfSource, String> {
+    if OBJECT.is_empty() {
+        return Err("the eBPF programs were not built into this lucidd (no bpf-linker at build time)".into());
+    }
+    let offsets = super::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
+    mount_tracefs();
+    raise_memlock();
+    let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| format!("loading: {}", short(e)))?;
+    let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
+    for (prog, tp) in [("sched_exec", "sched_process_exec"), ("sched_exit", "sched_process_exit")] {
+        let p: &mut BtfTracePoint = ebpf
+            .program_mut(prog)
+            .ok_or_else(|| format!("program {prog} missing"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.load(tp, &kernel_btf).map_err(|e| format!("loading tp_btf/{tp}: {}", short(e)))?;
+        p.attach().map_err(|e| format!("attaching tp_btf/{tp}: {e}"))?;
+    }
+    let mut attach = |prog: String, tp: String| -> Result<(), String> {
+        let p: &mut TracePoint = ebpf
+            .program_mut(&prog)
+            .ok_or_else(|| format!("program {prog} missing"))?
+            .try_into()
+            .map_err(|e| format!("{prog}: {e}"))?;
+        p.load().map_err(|e| format!("loading {prog}: {}", short(e)))?;
+        // A syscall this kernel lacks (fchmodat2 before 6.6) is skipped.
+        if !Path::new("/sys/kernel/tracing/events/syscalls").join(&tp).exists() {
+            tracing::debug!(tracepoint = %tp, "not on this kernel");
+            return Ok(());
+        }
+        p.attach("syscalls", &tp).map_err(|e| format!("attaching syscalls/{tp}: {e}"))?;
+        Ok(())
+    };
+    for name in SYSCALLS {
+        let prog_name = if *name == "open" { "open_" } else { name };
+        attach(format!("enter_{prog_name}"), format!("sys_enter_{name}"))?;
+        attach(format!("exit_{prog_name}"), format!("sys_exit_{name}"))?;
+    }
+    attach("enter_close".into(), "sys_enter_close".into())?;
+    let map = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| format!("map {name} missing"));
+    let watched = BpfHashMap::try_from(map(&mut ebpf, "WATCHED")?).map_err(|e| e.to_string())?;
+    let ancestors = BpfHashMap::try_from(map(&mut ebpf, "ANCESTORS")?).map_err(|e| e.to_string())?;
+    let exes = BpfHashMap::try_from(map(&mut ebpf, "EXES")?).map_err(|e| e.to_string())?;
+    let wfds: BpfHashMap<MapData, u64, DevIno> = BpfHashMap::try_from(map(&mut ebpf, "WFDS")?).map_err(|e| e.to_string())?;
+    let lost: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map(&mut ebpf, "LOST")?).map_err(|e| e.to_string())?;
+    let ring = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(|e| e.to_string())?;
+    // SAFETY: the ring buffer owns its map fd, which stays open as long as the AsyncFd
+    // holds it.
+    let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+        .map_err(|e| format!("polling the ring buffer: {e}"))?;
+    tokio::spawn(read(ring, lost, wfds, set, tx));
+    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes })
+}
+
+fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
+    let have: Vec<DevIno> = map.keys().filter_map(Result::ok).collect();
+    for k in have.iter().filter(|k| !want.contains_key(k)) {
+        let _ = map.remove(k);
+    }
+    for k in want.keys() {
+        map.insert(k, 1, 0).map_err(|e| format!("updating the watch map: {e}"))?;
+    }
+    Ok(())
+}
+
+impl Source for EbpfSource {
+    fn watch(&mut self, set: &WatchSet) -> Result<(), String> {
+        sync(&mut self.watched, &set.dirs)?;
+        sync(&mut self.ancestors, &set.ancestors)?;
+        sync(&mut self.exes, &set.files)
+    }
+}
+
+fn cstr(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the struct we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// The file `name` in watched directory `dir` (checked against the inode the kernel
+/// gave); else found by inode under `dir`.
+fn locate(set: &WatchSet, dir: &DevIno, name: &str, file: &DevIno) -> Option<PathBuf> {
+    let base = set.dirs.get(dir)?;
+    let same = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| DevIno::from_stat(m.dev(), m.ino()) == *file);
+    let direct = base.join(name);
+    if same(&direct) {
+        return Some(direct);
+    }
+    // In a subdirectory created after the watch was set up: search by inode.
+    let mut stack = vec![base.clone()];
+    let mut budget = 10_000;
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            budget -= 1;
+            if budget == 0 {
+                return None;
+            }
+            let p = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(p.clone());
+            }
+            if same(&p) {
+                return Some(p);
+            }
+        }
+    }
+    // Gone already (unlinked after the write): the name under the directory is the best
+    // account of it.
+    Some(direct)
+}
+
+/// One side of a path event as an absolute path.
+fn resolve(set: &WatchSet, pid: u32, fd: i32, start: &DevIno, path: &str) -> Option<PathBuf> {
+    if path.starts_with('/') {
+        return Some(normalize(Path::new(path)));
+    }
+    let base = match set.path_of(start) {
+        Some(p) => p.clone(),
+        None if fd == lucid_common::probe::AT_FDCWD => std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?,
+        None => std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?,
+    };
+    Some(normalize(&base.join(path)))
+}
+
+struct Reader {
+    set: Arc<RwLock<WatchSet>>,
+    tx: mpsc::UnboundedSender<Input>,
+    /// Files open for writing: their paths, for the close.
+    open: HashMap<DevIno, PathBuf>,
+    offset_ns: i64,
+}
+
+impl Reader {
+    /// A file the exiting process `e` still had open for writing.
+    fn closed_at_exit(&mut self, e: &Event, file: &DevIno) {
+        if let Some(path) = self.open.remove(file) {
+            let who = Who { pid: e.tgid, ppid: e.ppid, uid: e.uid, comm: cstr(&e.comm), exe: None };
+            let time_ns = (e.time_ns as i64 + self.offset_ns).max(0) as u64;
+            let _ = self.tx.send(Input::Seen(Seen { op: Op::Close, paths: vec![path], who, time_ns, settled: true }));
+        }
+    }
+
+    fn handle(&mut self, e: &Event) {
+        let who = Who { pid: e.tgid, ppid: e.ppid, uid: e.uid, comm: cstr(&e.comm), exe: None };
+        let time_ns = (e.time_ns as i64 + self.offset_ns).max(0) as u64;
+        let op = Op::from_u32(e.op);
+        let set = self.set.read().unwrap_or_else(|p| p.into_inner());
+        let seen = |paths: Vec<PathBuf>, settled: bool| Input::Seen(Seen { op, paths, who: who.clone(), time_ns, settled });
+        let input = match EventKind::from_u32(e.kind) {
+            Some(EventKind::Exec) => {
+                let path = cstr(&e.path);
+                let _ = self.tx.send(Input::Proc { who: who.clone(), exe: Some(path.clone()).filter(|p| p.starts_with('/')) });
+                if e.hit & HIT_EXE == 0 {
+                    return;
+                }
+                let exe = std::fs::read_link(format!("/proc/{}/exe", e.tgid)).unwrap_or_else(|_| PathBuf::from(path));
+                Input::Exec { who, path: exe }
+            }
+            Some(EventKind::Exit) => Input::Exit(e.tgid),
+            Some(EventKind::Open) | Some(EventKind::Fd) => {
+                let Some(path) = locate(&set, &e.dir, &cstr(&e.name), &e.file) else {
+                    return;
+                };
+                let settled = e.kind == EventKind::Fd as u32;
+                if !settled {
+                    self.open.insert(e.file, path.clone());
+                }
+                seen(vec![path], settled)
+            }
+            Some(EventKind::Close) => {
+                let Some(path) = self.open.remove(&e.file) else { return };
+                seen(vec![path], true)
+            }
+            Some(EventKind::Path) => {
+                let mut paths = Vec::new();
+                let first = cstr(&e.path);
+                let second = cstr(&e.path2);
+                let mut unresolved = false;
+                match resolve(&set, e.tgid, e.fd, &e.file, &first) {
+                    Some(p) => paths.push(p),
+                    None => unresolved = true,
+                }
+                if !second.is_empty() && e.fd2 != i32::MIN {
+                    match resolve(&set, e.tgid, e.fd2, &e.dir, &second) {
+                        Some(p) => paths.push(p),
+                        None => unresolved = true,
+                    }
+                }
+                if unresolved {
+                    Input::Unresolved(format!("{} {first:?} {second:?} by pid {} ({})", op.name(), e.tgid, who.comm))
+                } else {
+                    seen(paths, true)
+                }
+            }
+            None => return,
+        };
+        let _ = self.tx.send(input);
+    }
+}
+
+async fn read(
+    mut ring: AsyncFd<RingBuf<MapData>>,
+    lost: PerCpuArray<MapData, u64>,
+    mut wfds: BpfHashMap<MapData, u64, DevIno>,
+    set: Arc<RwLock<WatchSet>>,
+    tx: mpsc::UnboundedSender<Input>,
+) {
+    let offset_ns = now_ns() as i64 - monotonic_ns() as i64;
+    let mut reader = Reader { set, tx: tx.clone(), open: HashMap::new(), offset_ns };
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    let mut lost_seen = 0u64;
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = match guard {
+                    Ok(g) => g,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the eBPF ring buffer failed; changes are now found by periodic re-verification only");
+                        let _ = tx.send(Input::Lost { count: 0, source: "ebpf" });
+                        return;
+                    }
+                };
+                let rb = guard.get_inner_mut();
+                while let Some(item) = rb.next() {
+                    if item.len() < std::mem::size_of::<Event>() {
+                        continue;
+                    }
+                    // SAFETY: the kernel wrote a whole `Event` (checked size); read unaligned.
+                    let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
+                    drop(item);
+                    if event.kind == EventKind::Exit as u32 {
+                        // The exited process's files still open for writing are closed now.
+                        let tgid = event.tgid as u64;
+                        let stale: Vec<(u64, DevIno)> = wfds.iter().filter_map(Result::ok).filter(|(k, _)| k >> 32 == tgid).collect();
+                        for (k, file) in stale {
+                            let _ = wfds.remove(&k);
+                            reader.closed_at_exit(&event, &file);
+                        }
+                    }
+                    reader.handle(&event);
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                let total: u64 = lost.get(&0, 0).map(|v| v.iter().sum()).unwrap_or(0);
+                if total > lost_seen {
+                    let _ = tx.send(Input::Lost { count: total - lost_seen, source: "ebpf" });
+                    lost_seen = total;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The judge: takes what the sources saw, groups it per model until the writers are
+//! done (a close, an exit, or a quiet moment), re-hashes only the touched files, and
+//! writes one `integrity` record per change with who, what, when, the re-hash result
+//! and the verdict; an unapproved change is also an `anomaly`. It also runs the startup
+//! and periodic re-verifications, and records execs of approved binaries.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lucid_common::probe::Op;
+use lucid_common::record::{Entry, Kind, Severity};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use super::procs::{Proc, Procs};
+use super::{touched_in, Input, Seen, Source, Who};
+use crate::config::auditors::{AuditorSettings, EvalEnv};
+use crate::config::values::WatchMode;
+use crate::daemon::state::AppState;
+use crate::integrity::approvals::{Approval, LastChange, Verification};
+use crate::integrity::verify::check;
+
+/// A change is judged once its writers closed and nothing more came for this long
+/// (a rename-over or a delete-and-create lands in one record).
+const QUIET: Duration = Duration::from_millis(5);
+/// ...or this long after it began, whatever the writers do.
+const PATIENCE: Duration = Duration::from_secs(5);
+/// How often the periodic mode looks at file stamps.
+const STAT_EVERY: Duration = Duration::from_secs(10);
+
+/// The watch's settings: the first `lucid-eval-auditor` in the configuration, else the
+/// defaults (watching on).
+pub fn settings(state: &AppState) -> EvalEnv {
+    let cfg = state.config();
+    let found = cfg.env.auditors().find_map(|a| match &a.env {
+        AuditorSettings::Eval(e) => Some(e.clone()),
+        _ => None,
+    });
+    found.unwrap_or_default()
+}
+
+/// One operation within a change.
+struct Step {
+    op: Op,
+    paths: Vec<PathBuf>,
+    actor: Value,
+    who: Who,
+    time_ns: u64,
+}
+
+/// A change being gathered for one model.
+struct Pending {
+    /// Touched relative names; `None`: the whole model.
+    touched: Option<BTreeSet<String>>,
+    steps: Vec<Step>,
+    /// (pid, path) of files open for writing.
+    open: HashSet<(u32, PathBuf)>,
+    first: Instant,
+    last: Instant,
+    /// Why, when nothing was seen (startup, periodic, lost events).
+    trigger: Option<String>,
+}
+
+impl Pending {
+    fn new(trigger: Option<String>) -> Pending {
+        Pending { touched: Some(BTreeSet::new()), steps: Vec::new(), open: HashSet::new(), first: Instant::now(), last: Instant::now(), trigger }
+    }
+
+    fn touch(&mut self, t: Option<BTreeSet<String>>) {
+        match (&mut self.touched, t) {
+            (Some(have), Some(more)) => have.extend(more),
+            (touched, _) => *touched = None,
+        }
+    }
+
+    /// When it is to be judged.
+    fn due(&self) -> Instant {
+        let patience = self.first + PATIENCE;
+        if self.open.is_empty() {
+            (self.last + QUIET).min(patience)
+        } else {
+            patience
+        }
+    }
+}
+
+/// Starts the watch: picks a source, then runs the judge until the daemon stops.
+pub fn spawn(state: Arc<AppState>) {
+    let settings = settings(&state);
+    let (tx, rx) = mpsc::unbounded_channel();
+    if state.watch.tx.set(tx.clone()).is_err() {
+        return;
+    }
+    if !settings.model_integrity_check.0 {
+        state.watch.update(|i| {
+            i.mode = "off".into();
+            i.detail = "MODEL_INTEGRITY_CHECK is false".into();
+        });
+        return;
+    }
+    state.watch.update(|i| i.mode = "starting".into());
+    let recheck = Duration::from_secs(u64::from(settings.integrity_recheck_minutes.0) * 60);
+    let _ = tx.send(Input::Refresh);
+    if settings.integrity_check_on_startup.0 {
+        let _ = tx.send(Input::VerifyAll("startup"));
+    }
+    tokio::spawn(async move {
+        // Loading and verifying the programs takes a while: off the runtime's workers,
+        // and without holding up the daemon's start.
+        let (set, tx2, mode) = (state.watch.set.clone(), tx.clone(), settings.integrity_watch_mode);
+        let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx2)).await;
+        let (source, mode, detail) = picked.unwrap_or_else(|e| (None, "periodic".into(), format!("starting the watch failed: {e}")));
+        if source.is_none() || !detail.is_empty() {
+            tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
+        } else {
+            tracing::info!(mode = %mode, "model watch started");
+        }
+        state.watch.update(|i| {
+            i.mode = mode.clone();
+            i.detail = detail;
+        });
+        let judge = Judge { state, source, mode, procs: Procs::default(), pending: HashMap::new(), stamps: HashMap::new() };
+        judge.run(rx, recheck).await;
+    });
+}
+
+/// The best source this host allows under `mode`: eBPF, else fanotify, else none
+/// (periodic re-verification only); with the mode's name and what failed before it.
+fn pick(mode: WatchMode, set: Arc<std::sync::RwLock<super::WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> (Option<Box<dyn Source>>, String, String) {
+    let mut notes = Vec::new();
+    if matches!(mode, WatchMode::Auto | WatchMode::Ebpf) {
+        match super::ebpf::start(set, tx.clone()) {
+            Ok(s) => return (Some(Box::new(s)), "ebpf-tracepoint".into(), String::new()),
+            Err(e) => notes.push(format!("eBPF: {e}")),
+        }
+    }
+    if mode == WatchMode::Periodic {
+        return (None, "periodic".into(), "INTEGRITY_WATCH_MODE is periodic".into());
+    }
+    match super::fanotify::start(tx) {
+        Ok(s) => (Some(Box::new(s)), "fanotify".into(), notes.join("; ")),
+        Err(e) => {
+            notes.push(format!("fanotify: {e}"));
+            (None, "periodic".into(), notes.join("; "))
+        }
+    }
+}
+
+struct Judge {
+    state: Arc<AppState>,
+    source: Option<Box<dyn Source>>,
+    mode: String,
+    procs: Procs,
+    pending: HashMap<String, Pending>,
+    /// Periodic mode: each approved file's (ino, size, mtime, ctime, mode, uid, gid).
+    stamps: HashMap<PathBuf, (u64, u64, i64, i64, u32, u32, u32)>,
+}
+
+impl Judge {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, recheck: Duration) {
+        let mut full = tokio::time::interval_at(tokio::time::Instant::now() + recheck, recheck);
+        let mut stat = tokio::time::interval(STAT_EVERY);
+        loop {
+            let due = self.pending.values().map(Pending::due).min();
+            let wake = tokio::time::Instant::from_std(due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            tokio::select! {
+                input = rx.recv() => match input {
+                    Some(i) => self.handle(i).await,
+                    None => return,
+                },
+                _ = tokio::time::sleep_until(wake), if due.is_some() => self.flush().await,
+                _ = full.tick() => self.verify_all("periodic"),
+                _ = stat.tick(), if self.source.is_none() => self.stat_scan(),
+            }
+        }
+    }
+
+    fn refresh(&mut self) {
+        let set = super::WatchSet::build(&self.state.models.all());
+        if let Some(src) = self.source.as_mut() {
+            if let Err(e) = src.watch(&set) {
+                tracing::error!(error = %e, "could not update the model watch; periodic re-verification continues");
+            }
+        }
+        *self.state.watch.set.write().unwrap_or_else(|p| p.into_inner()) = set;
+        if self.source.is_none() {
+            self.stat_scan();
+        }
+    }
+
+    fn verify_all(&mut self, why: &str) {
+        for a in self.state.models.all() {
+            let p = self.pending.entry(a.id.clone()).or_insert_with(|| Pending::new(Some(why.to_string())));
+            p.touch(None);
+            p.trigger.get_or_insert_with(|| why.to_string());
+        }
+    }
+
+    async fn handle(&mut self, input: Input) {
+        match input {
+            Input::Refresh => self.refresh(),
+            Input::Proc { who, exe } => self.procs.exec(who.pid, who.ppid, who.uid, who.comm, exe),
+            Input::Exit(pid) => {
+                self.procs.exit(pid);
+                for p in self.pending.values_mut() {
+                    p.open.retain(|(o, _)| *o != pid);
+                }
+            }
+            Input::Seen(seen) => self.seen(seen),
+            Input::Exec { who, path } => self.exec(who, path).await,
+            Input::Lost { count, source } => {
+                self.state.watch.update(|i| i.lost += count);
+                let body = json!({ "event": "events_lost", "source": source, "count": count, "action": "re-verifying every approved model" });
+                self.append(Kind::Anomaly, Severity::Warning, "integrity-watch", body).await;
+                self.verify_all("events lost");
+            }
+            Input::Unresolved(what) => {
+                tracing::info!(what = %what, "a change near a watched directory could not be resolved; re-verifying");
+                self.verify_all("unresolved change");
+            }
+            Input::VerifyAll(why) => self.verify_all(why),
+        }
+    }
+
+    fn seen(&mut self, seen: Seen) {
+        let approvals = self.state.models.all();
+        let hits: Vec<(Approval, Option<BTreeSet<String>>)> = approvals
+            .into_iter()
+            .filter_map(|a| {
+                let is_dir = a.manifest.resources.first().is_none_or(|r| r.split().0 != ".");
+                touched_in(&a.path, is_dir, &seen.paths).map(|t| (a, t))
+            })
+            .collect();
+        if hits.is_empty() {
+            return;
+        }
+        let hint = Proc { ppid: seen.who.ppid, uid: seen.who.uid, comm: seen.who.comm.clone(), exe: seen.who.exe.clone(), ..Default::default() };
+        let actor = self.procs.describe(seen.who.pid, &hint);
+        for (a, touched) in hits {
+            let p = self.pending.entry(a.id.clone()).or_insert_with(|| Pending::new(None));
+            p.touch(touched);
+            p.last = Instant::now();
+            for path in &seen.paths {
+                if seen.settled {
+                    p.open.remove(&(seen.who.pid, path.clone()));
+                } else {
+                    p.open.insert((seen.who.pid, path.clone()));
+                }
+            }
+            p.steps.push(Step { op: seen.op, paths: seen.paths.clone(), actor: actor.clone(), who: seen.who.clone(), time_ns: seen.time_ns });
+            if a.last.state != "verifying" {
+                self.state.models.set_last(&a.id, Verification { state: "verifying".into(), ..a.last.clone() });
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<String> = self.pending.iter().filter(|(_, p)| p.due() <= now).map(|(id, _)| id.clone()).collect();
+        for id in ready {
+            if let Some(p) = self.pending.remove(&id) {
+                self.judge(&id, p).await;
+            }
+        }
+    }
+
+    async fn judge(&mut self, id: &str, p: Pending) {
+        let Some(approval) = self.state.models.all().into_iter().find(|a| a.id == id) else { return };
+        let touched = p.touched.clone();
+        let a = approval.clone();
+        let (v, bytes) = tokio::task::spawn_blocking(move || {
+            let done = AtomicU64::new(0);
+            let v = check(&a, touched.as_ref(), &done);
+            (v, done.into_inner())
+        })
+        .await
+        .unwrap_or_else(|e| (Verification { state: "modified".into(), changed: vec![format!("re-hash failed: {e}")], ..Default::default() }, 0));
+        let ok = v.state == "verified";
+        let path = approval.path.display().to_string();
+        let mut body = json!({
+            "model": path,
+            "model_id": approval.id,
+            "observed_by": self.mode,
+            "rehashed": match &p.touched { Some(t) => json!(t), None => json!("all") },
+            "bytes_hashed": bytes,
+            "state": v.state,
+            "changed": v.changed,
+            "missing": v.missing,
+            "added": v.added,
+            "attributes": v.attributes,
+            "approved_digest": lucid_common::hex::encode(&approval.manifest.subject_digest()),
+            "approval_record": approval.record_seq,
+        });
+        if p.steps.is_empty() {
+            body["event"] = json!("reverified");
+            body["trigger"] = json!(p.trigger);
+        } else {
+            let first = &p.steps[0];
+            body["event"] = json!("model_change");
+            body["verdict"] = json!(if ok { "approved" } else { "unapproved" });
+            body["actor"] = first.actor.clone();
+            body["operations"] = p
+                .steps
+                .iter()
+                .map(|s| json!({ "op": s.op.name(), "paths": s.paths, "pid": s.who.pid, "time_ns": s.time_ns }))
+                .collect();
+            body["observed_ns"] = json!(first.time_ns);
+        }
+        let severity = if ok { Severity::Info } else { Severity::Warning };
+        let seq = self.append(Kind::Integrity, severity, "integrity-watch", body.clone()).await;
+        if !ok {
+            self.append(Kind::Anomaly, Severity::Warning, "integrity-watch", body).await;
+        }
+        self.state.watch.update(|i| i.changes += 1);
+        if let (Some(step), Some(seq)) = (p.steps.last(), seq) {
+            let exe = step.actor["exe"].as_str().map(str::to_string);
+            let change = LastChange {
+                time_ns: step.time_ns,
+                op: step.op.name().into(),
+                path: step.paths.first().map(|p| p.display().to_string()).unwrap_or_default(),
+                pid: step.who.pid,
+                exe,
+                uid: step.actor["uid"].as_u64().unwrap_or(u64::from(step.who.uid)) as u32,
+                record: seq,
+            };
+            if let Err(e) = self.state.models.set_last_change(id, change) {
+                tracing::warn!(error = %e, model = %path, "could not store the model's last change");
+            }
+        }
+        self.state.models.set_last(id, v);
+        // New subdirectories, renamed ones: the watch set follows the model.
+        if !p.steps.is_empty() {
+            self.refresh();
+        }
+    }
+
+    /// An approved binary (or a file in a watched model) was executed: record it with
+    /// the digest of what ran and whether that matches the approval.
+    async fn exec(&mut self, who: Who, path: PathBuf) {
+        let actor = self.procs.describe(who.pid, &Proc { ppid: who.ppid, uid: who.uid, comm: who.comm.clone(), exe: Some(path.display().to_string()), ..Default::default() });
+        let running = actor["exe_sha256"].as_str().map(str::to_string);
+        for a in self.state.models.all() {
+            let Some(touched) = touched_in(&a.path, a.path.is_dir(), std::slice::from_ref(&path)) else { continue };
+            // For a single-file approval by files, the running image's digest must be the
+            // approved one; otherwise check the file on disk.
+            let approved = match (&touched, a.manifest.resources.as_slice()) {
+                (None, [r]) if r.name == "." && r.algorithm == "sha256" => running.as_deref() == Some(r.digest.as_str()),
+                _ => {
+                    let a2 = a.clone();
+                    tokio::task::spawn_blocking(move || check(&a2, touched.as_ref(), &AtomicU64::new(0)).state == "verified").await.unwrap_or(false)
+                }
+            };
+            let body = json!({
+                "event": "serving_exec",
+                "model": a.path.display().to_string(),
+                "model_id": a.id,
+                "exe": path.display().to_string(),
+                "running_sha256": running,
+                "verdict": if approved { "approved" } else { "unapproved" },
+                "actor": actor,
+            });
+            let severity = if approved { Severity::Info } else { Severity::Warning };
+            self.append(Kind::Integrity, severity, "integrity-watch", body.clone()).await;
+            if !approved {
+                self.append(Kind::Anomaly, Severity::Warning, "integrity-watch", body).await;
+            }
+        }
+    }
+
+    /// Periodic mode: compares each approved file's stamps with the last look, and
+    /// queues those that differ (or appeared, or went) for a re-hash.
+    fn stat_scan(&mut self) {
+        let mut now = HashMap::new();
+        for a in self.state.models.all() {
+            let files = super::super::hash::files(&a.path, &a.manifest.ignore_paths).unwrap_or_default();
+            let mut touched = BTreeSet::new();
+            for (path, name, _) in files {
+                if let Ok(m) = std::fs::symlink_metadata(&path) {
+                    let stamp = (m.ino(), m.size(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime_nsec() + m.ctime() * 1_000_000_000, m.mode(), m.uid(), m.gid());
+                    if self.stamps.get(&path).is_some_and(|s| *s != stamp) {
+                        touched.insert(name.clone());
+                    }
+                    now.insert(path, stamp);
+                }
+            }
+            let gone = self.stamps.keys().any(|p| p.starts_with(&a.path) && !now.contains_key(p));
+            let added = now.keys().any(|p| p.starts_with(&a.path) && !self.stamps.contains_key(p)) && !self.stamps.is_empty();
+            if !touched.is_empty() || gone || added {
+                let p = self.pending.entry(a.id.clone()).or_insert_with(|| Pending::new(Some("stat".into())));
+                p.touch(if gone || added { None } else { Some(touched) });
+                p.trigger.get_or_insert_with(|| "file stamps changed".into());
+            }
+        }
+        self.stamps = now;
+    }
+
+    async fn append(&self, kind: Kind, severity: Severity, source: &str, body: Value) -> Option<u64> {
+        let subject = body["model"].as_str().unwrap_or("models").to_string();
+        let entry = Entry { kind, source: source.into(), controls: vec!["CC8.1".into()], severity, subject, body };
+        match self.state.ledger.append(entry).await {
+            Ok(r) => Some(r.seq),
+            Err(e) => {
+                tracing::error!(error = %e, "could not record a model integrity observation");
+                None
+            }
+        }
+    }
+}
