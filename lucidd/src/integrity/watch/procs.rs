@@ -58,7 +58,10 @@ pub fn unit_of(cgroup: &str) -> Option<String> {
 impl Procs {
     /// Records an exec seen by a probe (`exe` as the kernel gave it).
     pub fn exec(&mut self, pid: u32, ppid: u32, uid: u32, comm: String, exe: Option<String>) {
-        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).ok().map(|p| p.display().to_string()).or(exe);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .or_else(|| exe.and_then(|e| std::fs::canonicalize(e).ok()))
+            .map(|p| p.display().to_string());
         let cgroup = proc_cgroup(pid);
         self.table.insert(pid, Proc { ppid, uid, exe, comm, cgroup, exited: None });
     }

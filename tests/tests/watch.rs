@@ -1,0 +1,184 @@
+//! The model watch through the real daemon, with the real eBPF programs loaded (root
+//! only; elsewhere the tests say they were skipped). From child processes: a write by
+//! relative path, a truncate, a rename into the directory from outside, an unlink and a
+//! chmod in an approved model directory each reach the ledger within a second as one
+//! `integrity` record naming the child's pid and executable, turn the model `modified`
+//! and add an anomaly; re-approval returns it to `verified`. Only the touched file is
+//! re-hashed. The fanotify fallback is tested on the same host, forced by config.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use lucid_tests::{is_root, skip, Daemon};
+use serde_json::Value;
+
+/// Waits until the watch has picked its mode, and returns it.
+fn watch_mode(d: &Daemon) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = d.ctl_json(&["status"]);
+        let w = s["integrity_watch"].clone();
+        if w["mode"] != "starting" && w["mode"] != "" || Instant::now() > deadline {
+            return w;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Integrity records after `after`.
+fn records(d: &Daemon, kind: &str, after: u64) -> Vec<Value> {
+    let out = d.ctl_ok(&["logs", "--kind", kind, "-o", "json"]);
+    out.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).filter(|r| r["seq"].as_u64().unwrap_or(0) > after).collect()
+}
+
+/// Runs `cmd`, then waits for the `model_change` record it caused; returns the record and
+/// how long after the command finished it was written.
+fn change_by(d: &Daemon, after: u64, cmd: &mut Command) -> (Value, u32, Duration) {
+    let mut child = cmd.spawn().expect("spawning the writer");
+    let pid = child.id();
+    assert!(child.wait().unwrap().success(), "{cmd:?} failed");
+    let done = Instant::now();
+    let deadline = done + Duration::from_secs(10);
+    loop {
+        if let Some(r) = records(d, "integrity", after).into_iter().find(|r| r["body"]["event"] == "model_change") {
+            return (r, pid, done.elapsed());
+        }
+        assert!(Instant::now() < deadline, "no change recorded for {cmd:?}; log:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn canonical_exe(name: &str) -> String {
+    let out = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    std::fs::canonicalize(path).unwrap().display().to_string()
+}
+
+fn last_seq(d: &Daemon) -> u64 {
+    d.ctl_json(&["status"])["ledger"]["records"].as_u64().unwrap_or(0).saturating_sub(1)
+}
+
+fn approve(d: &Daemon, model: &Path) {
+    let a = d.ctl_json(&["model", "approve", model.to_str().unwrap(), "--method", "files", "--note", "test"]);
+    assert_eq!(a["state"], "verified", "{a}");
+}
+
+fn model(dir: &Path) -> PathBuf {
+    let m = dir.join("model");
+    std::fs::create_dir_all(m.join("sub")).unwrap();
+    std::fs::write(m.join("w1.bin"), vec![1u8; 200_000]).unwrap();
+    std::fs::write(m.join("w2.bin"), vec![2u8; 300_000]).unwrap();
+    std::fs::write(m.join("sub/config.json"), b"{}").unwrap();
+    m
+}
+
+/// Checks one change: recorded within 1 s with the writer's pid and executable, the
+/// model modified, an anomaly beside it; re-approval makes it verified again.
+fn judged(d: &Daemon, model: &Path, what: &str, cmd: &mut Command, exe: Option<&str>, op: &str) -> Value {
+    let after = last_seq(d);
+    let (r, pid, took) = change_by(d, after, cmd);
+    let b = &r["body"];
+    assert!(took < Duration::from_secs(1), "{what}: recorded {took:?} after the command");
+    assert_eq!(b["actor"]["pid"], pid, "{what}: {b}");
+    if let Some(exe) = exe {
+        assert_eq!(b["actor"]["exe"], exe, "{what}: {b}");
+    }
+    assert!(b["operations"].as_array().unwrap().iter().any(|o| o["op"] == op), "{what}: no {op} in {b}");
+    assert_eq!(b["verdict"], "unapproved", "{what}: {b}");
+    assert_eq!(b["state"], "modified", "{what}: {b}");
+    let anomalies = records(d, "anomaly", after);
+    assert!(anomalies.iter().any(|a| a["body"]["event"] == "model_change"), "{what}: no anomaly");
+    let list = d.ctl_json(&["model", "list"]);
+    assert_eq!(list[0]["state"], "modified", "{what}: {list}");
+    assert_eq!(list[0]["last_change"]["pid"], pid, "{what}: {list}");
+    approve(d, model);
+    assert_eq!(d.ctl_json(&["model", "list"])[0]["state"], "verified");
+    b.clone()
+}
+
+#[test]
+fn ebpf_probes_see_attribute_and_judge_every_kind_of_change() {
+    if !is_root() {
+        return skip("ebpf_probes_see_attribute_and_judge_every_kind_of_change", "loading eBPF programs needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    let w = watch_mode(&d);
+    assert_eq!(w["mode"], "ebpf-tracepoint", "the probes did not load: {w}\n{}", d.log_text());
+    approve(&d, &m);
+
+    // A write through a relative path from a shell whose cwd is the model: only that
+    // file is read again.
+    let sh = canonical_exe("sh");
+    let b = judged(&d, &m, "relative write", Command::new("sh").args(["-c", "printf x >> w1.bin"]).current_dir(&m), Some(&sh), "open");
+    assert_eq!(b["rehashed"], serde_json::json!(["w1.bin"]), "{b}");
+    assert_eq!(b["bytes_hashed"], 200_001, "untouched files were re-hashed: {b}");
+    assert_eq!(b["changed"], serde_json::json!(["w1.bin"]));
+
+    let b = judged(&d, &m, "truncate", Command::new("truncate").args(["-s", "100", "w2.bin"]).current_dir(&m), Some(&canonical_exe("truncate")), "open");
+    assert_eq!(b["changed"], serde_json::json!(["w2.bin"]), "{b}");
+
+    // A rename into the directory from outside, over an approved file.
+    let outside = tmp.path().join("outside.bin");
+    std::fs::write(&outside, b"replacement").unwrap();
+    let mut mv = Command::new("mv");
+    mv.arg(&outside).arg(m.join("w1.bin"));
+    let b = judged(&d, &m, "rename in", &mut mv, Some(&canonical_exe("mv")), "rename");
+    assert_eq!(b["changed"], serde_json::json!(["w1.bin"]), "{b}");
+
+    let mut rm = Command::new("rm");
+    rm.arg(m.join("sub/config.json"));
+    let b = judged(&d, &m, "unlink", &mut rm, Some(&canonical_exe("rm")), "unlink");
+    assert_eq!(b["missing"], serde_json::json!(["sub/config.json"]), "{b}");
+
+    let mut chmod = Command::new("chmod");
+    chmod.args(["600"]).arg(m.join("w2.bin"));
+    let b = judged(&d, &m, "chmod", &mut chmod, Some(&canonical_exe("chmod")), "chmod");
+    assert_eq!(b["attributes"].as_array().map(Vec::len), Some(1), "{b}");
+
+    // status --integrity names the last change and who made it; the ledger verifies.
+    let s = d.ctl_json(&["status", "--integrity"]);
+    assert_eq!(s["models"][0]["state"], "verified", "{s}");
+    assert_eq!(s["models"][0]["last_change"]["op"], "chmod", "{s}");
+    // Reads and writes outside the model are not recorded.
+    let before = last_seq(&d);
+    std::fs::write(tmp.path().join("elsewhere.bin"), b"x").unwrap();
+    let _ = std::fs::read(m.join("w2.bin")).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(records(&d, "integrity", before).is_empty(), "{:?}", records(&d, "integrity", before));
+    assert_eq!(d.ctl_json(&["status"])["integrity_watch"]["lost"], 0);
+}
+
+#[test]
+fn fanotify_fallback_sees_writes_renames_and_chmods() {
+    if !is_root() {
+        return skip("fanotify_fallback_sees_writes_renames_and_chmods", "fanotify needs CAP_SYS_ADMIN");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let config = tmp.path().join("lucid.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: watch-test\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        postResponse:\n          - auditorId: lucid-eval-auditor\n            env:\n              INTEGRITY_WATCH_MODE: fanotify\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&tmp.path().join("state"), &["--config", config.to_str().unwrap()]);
+    let w = watch_mode(&d);
+    assert_eq!(w["mode"], "fanotify", "{w}\n{}", d.log_text());
+    approve(&d, &m);
+    let b = judged(&d, &m, "write", Command::new("sh").args(["-c", "printf x >> w1.bin"]).current_dir(&m), None, "close");
+    assert_eq!(b["rehashed"], serde_json::json!(["w1.bin"]), "{b}");
+    let outside = tmp.path().join("outside.bin");
+    std::fs::write(&outside, b"replacement").unwrap();
+    let mut mv = Command::new("mv");
+    mv.arg(&outside).arg(m.join("w2.bin"));
+    let after = last_seq(&d);
+    let (r, _, _) = change_by(&d, after, &mut mv);
+    assert_eq!(r["body"]["changed"], serde_json::json!(["w2.bin"]), "{r}");
+    approve(&d, &m);
+    let after = last_seq(&d);
+    let (r, _, _) = change_by(&d, after, Command::new("chmod").arg("600").arg(m.join("w1.bin")));
+    assert_eq!(r["body"]["state"], "modified", "{r}");
+}
