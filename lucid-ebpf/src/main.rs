@@ -398,18 +398,14 @@ pub fn enter_openat2(ctx: TracePointContext) -> u32 {
     0
 }
 
-macro_rules! exit_opens {
-    ($($name:ident),*) => {$(
-        /// Exit of an open-family syscall.
-        #[tracepoint]
-        pub fn $name(ctx: TracePointContext) -> u32 {
-            // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
-            unsafe { exit_open(&ctx) };
-            0
-        }
-    )*};
+/// Exit of every open-family syscall (one program, attached to each: the verifier
+/// checks it once).
+#[tracepoint]
+pub fn exit_opens(ctx: TracePointContext) -> u32 {
+    // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+    unsafe { exit_open(&ctx) };
+    0
 }
-exit_opens!(exit_open_, exit_openat, exit_creat, exit_openat2);
 
 // ---- close ---------------------------------------------------------------------------
 
@@ -471,8 +467,16 @@ unsafe fn exit_fd_op(ctx: &TracePointContext) {
     entry.submit(0);
 }
 
+/// Exit of every fd-based change (one program attached to each).
+#[tracepoint]
+pub fn exit_fd_ops(ctx: TracePointContext) -> u32 {
+    // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+    unsafe { exit_fd_op(&ctx) };
+    0
+}
+
 macro_rules! fd_op {
-    ($enter:ident, $exit:ident, $op:expr) => {
+    ($enter:ident, $op:expr) => {
         /// Entry of an fd-based change: `(fd, value, ...)`.
         #[tracepoint]
         pub fn $enter(ctx: TracePointContext) -> u32 {
@@ -481,18 +485,11 @@ macro_rules! fd_op {
             stash(&Stash { op: $op as u32, fd, fd2: -1, pad: 0, flags: v, p1: 0, p2: 0 });
             0
         }
-        /// Exit of an fd-based change.
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
-            unsafe { exit_fd_op(&ctx) };
-            0
-        }
     };
 }
-fd_op!(enter_ftruncate, exit_ftruncate, Op::Ftruncate);
-fd_op!(enter_fchmod, exit_fchmod, Op::Fchmod);
-fd_op!(enter_fchown, exit_fchown, Op::Fchown);
+fd_op!(enter_ftruncate, Op::Ftruncate);
+fd_op!(enter_fchmod, Op::Fchmod);
+fd_op!(enter_fchown, Op::Fchown);
 
 // ---- path-based changes --------------------------------------------------------------
 
@@ -575,8 +572,16 @@ unsafe fn exit_path_op(ctx: &TracePointContext) {
 /// `fd2` for a second path that is not resolved (a symlink's target).
 const NO_FD: i32 = i32::MIN;
 
+/// Exit of every path-based change (one program attached to each).
+#[tracepoint]
+pub fn exit_path_ops(ctx: TracePointContext) -> u32 {
+    // SAFETY: memory is only read through the probe-read helpers.
+    unsafe { exit_path_op(&ctx) };
+    0
+}
+
 macro_rules! path_op {
-    ($enter:ident, $exit:ident, $op:expr, |$c:ident| ($fd:expr, $p1:expr, $fd2:expr, $p2:expr, $flags:expr)) => {
+    ($enter:ident, $op:expr, |$c:ident| ($fd:expr, $p1:expr, $fd2:expr, $p2:expr, $flags:expr)) => {
         /// Entry of a path-based change.
         #[tracepoint]
         pub fn $enter($c: TracePointContext) -> u32 {
@@ -587,34 +592,27 @@ macro_rules! path_op {
             stash(&s);
             0
         }
-        /// Exit of a path-based change.
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            // SAFETY: memory is only read through the probe-read helpers.
-            unsafe { exit_path_op(&ctx) };
-            0
-        }
     };
 }
 
-path_op!(enter_rename, exit_rename, Op::Rename, |c| (AT_FDCWD, arg(&c, 0), AT_FDCWD, arg(&c, 1), 0));
-path_op!(enter_renameat, exit_renameat, Op::Rename, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), 0));
-path_op!(enter_renameat2, exit_renameat2, Op::Rename, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), arg(&c, 4)));
-path_op!(enter_unlink, exit_unlink, Op::Unlink, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, 0));
-path_op!(enter_unlinkat, exit_unlinkat, Op::Unlink, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
-path_op!(enter_rmdir, exit_rmdir, Op::Rmdir, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, 0));
-path_op!(enter_truncate, exit_truncate, Op::Truncate, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
-path_op!(enter_chmod, exit_chmod, Op::Chmod, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
-path_op!(enter_fchmodat, exit_fchmodat, Op::Chmod, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
-path_op!(enter_fchmodat2, exit_fchmodat2, Op::Chmod, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
-path_op!(enter_chown, exit_chown, Op::Chown, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
-path_op!(enter_lchown, exit_lchown, Op::Chown, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
-path_op!(enter_fchownat, exit_fchownat, Op::Chown, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
-path_op!(enter_link, exit_link, Op::Link, |c| (AT_FDCWD, arg(&c, 0), AT_FDCWD, arg(&c, 1), 0));
-path_op!(enter_linkat, exit_linkat, Op::Link, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), 0));
+path_op!(enter_rename, Op::Rename, |c| (AT_FDCWD, arg(&c, 0), AT_FDCWD, arg(&c, 1), 0));
+path_op!(enter_renameat, Op::Rename, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), 0));
+path_op!(enter_renameat2, Op::Rename, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), arg(&c, 4)));
+path_op!(enter_unlink, Op::Unlink, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, 0));
+path_op!(enter_unlinkat, Op::Unlink, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_rmdir, Op::Rmdir, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, 0));
+path_op!(enter_truncate, Op::Truncate, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_chmod, Op::Chmod, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_fchmodat, Op::Chmod, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_fchmodat2, Op::Chmod, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_chown, Op::Chown, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_lchown, Op::Chown, |c| (AT_FDCWD, arg(&c, 0), NO_FD, 0, arg(&c, 1)));
+path_op!(enter_fchownat, Op::Chown, |c| (arg(&c, 0), arg(&c, 1), NO_FD, 0, arg(&c, 2)));
+path_op!(enter_link, Op::Link, |c| (AT_FDCWD, arg(&c, 0), AT_FDCWD, arg(&c, 1), 0));
+path_op!(enter_linkat, Op::Link, |c| (arg(&c, 0), arg(&c, 1), arg(&c, 2), arg(&c, 3), 0));
 // A symlink's first path is where it is created; its target is carried unresolved.
-path_op!(enter_symlink, exit_symlink, Op::Symlink, |c| (AT_FDCWD, arg(&c, 1), NO_FD, arg(&c, 0), 0));
-path_op!(enter_symlinkat, exit_symlinkat, Op::Symlink, |c| (arg(&c, 1), arg(&c, 2), NO_FD, arg(&c, 0), 0));
+path_op!(enter_symlink, Op::Symlink, |c| (AT_FDCWD, arg(&c, 1), NO_FD, arg(&c, 0), 0));
+path_op!(enter_symlinkat, Op::Symlink, |c| (arg(&c, 1), arg(&c, 2), NO_FD, arg(&c, 0), 0));
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -20,13 +20,34 @@ use crate::ledger::now_ns;
 /// The compiled programs (empty where the eBPF toolchain was missing at build time).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lucid-ebpf"));
 
-/// The syscalls traced at entry and exit, by tracepoint name; the programs are named
-/// `enter_<name>` and `exit_<name>` (`open_` for `open`, a reserved word in aya's macro
-/// naming). `close` is traced at entry only.
-const SYSCALLS: &[&str] = &[
-    "open", "openat", "creat", "openat2", "ftruncate", "fchmod", "fchown", "rename", "renameat", "renameat2", "unlink",
-    "unlinkat", "rmdir", "truncate", "chmod", "fchmodat", "fchmodat2", "chown", "lchown", "fchownat", "link", "linkat",
-    "symlink", "symlinkat",
+/// The syscalls traced: each has its own entry program (`enter_<name>`, `enter_open_`
+/// for `open`), and shares an exit program with its family, so the verifier checks
+/// each exit path once. `close` is traced at entry only.
+const SYSCALLS: &[(&str, &str)] = &[
+    ("open", "exit_opens"),
+    ("openat", "exit_opens"),
+    ("creat", "exit_opens"),
+    ("openat2", "exit_opens"),
+    ("ftruncate", "exit_fd_ops"),
+    ("fchmod", "exit_fd_ops"),
+    ("fchown", "exit_fd_ops"),
+    ("rename", "exit_path_ops"),
+    ("renameat", "exit_path_ops"),
+    ("renameat2", "exit_path_ops"),
+    ("unlink", "exit_path_ops"),
+    ("unlinkat", "exit_path_ops"),
+    ("rmdir", "exit_path_ops"),
+    ("truncate", "exit_path_ops"),
+    ("chmod", "exit_path_ops"),
+    ("fchmodat", "exit_path_ops"),
+    ("fchmodat2", "exit_path_ops"),
+    ("chown", "exit_path_ops"),
+    ("lchown", "exit_path_ops"),
+    ("fchownat", "exit_path_ops"),
+    ("link", "exit_path_ops"),
+    ("linkat", "exit_path_ops"),
+    ("symlink", "exit_path_ops"),
+    ("symlinkat", "exit_path_ops"),
 ];
 
 /// The loaded programs and the maps user space writes.
@@ -94,13 +115,16 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
         p.load(tp, &kernel_btf).map_err(|e| format!("loading tp_btf/{tp}: {}", short(e)))?;
         p.attach().map_err(|e| format!("attaching tp_btf/{tp}: {e}"))?;
     }
+    let mut loaded = std::collections::HashSet::new();
     let mut attach = |prog: String, tp: String| -> Result<(), String> {
         let p: &mut TracePoint = ebpf
             .program_mut(&prog)
             .ok_or_else(|| format!("program {prog} missing"))?
             .try_into()
             .map_err(|e| format!("{prog}: {e}"))?;
-        p.load().map_err(|e| format!("loading {prog}: {}", short(e)))?;
+        if loaded.insert(prog.clone()) {
+            p.load().map_err(|e| format!("loading {prog}: {}", short(e)))?;
+        }
         // A syscall this kernel lacks (fchmodat2 before 6.6) is skipped.
         if !Path::new("/sys/kernel/tracing/events/syscalls").join(&tp).exists() {
             tracing::debug!(tracepoint = %tp, "not on this kernel");
@@ -109,10 +133,10 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
         p.attach("syscalls", &tp).map_err(|e| format!("attaching syscalls/{tp}: {e}"))?;
         Ok(())
     };
-    for name in SYSCALLS {
-        let prog_name = if *name == "open" { "open_" } else { name };
-        attach(format!("enter_{prog_name}"), format!("sys_enter_{name}"))?;
-        attach(format!("exit_{prog_name}"), format!("sys_exit_{name}"))?;
+    for (name, exit) in SYSCALLS {
+        let enter = if *name == "open" { "enter_open_".to_string() } else { format!("enter_{name}") };
+        attach(enter, format!("sys_enter_{name}"))?;
+        attach(exit.to_string(), format!("sys_exit_{name}"))?;
     }
     attach("enter_close".into(), "sys_enter_close".into())?;
     let map = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| format!("map {name} missing"));
