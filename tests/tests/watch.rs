@@ -182,3 +182,92 @@ fn fanotify_fallback_sees_writes_renames_and_chmods() {
     let (r, _, _) = change_by(&d, after, Command::new("chmod").arg("600").arg(m.join("w1.bin")));
     assert_eq!(r["body"]["state"], "modified", "{r}");
 }
+
+fn config_with(dir: &Path, env: &str) -> PathBuf {
+    let config = dir.join("lucid.yaml");
+    let text = format!(
+        "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: watch-test\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        postResponse:\n          - auditorId: lucid-eval-auditor\n            env:\n{env}"
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// Waits for an integrity record whose body matches `pred`.
+fn wait_record(d: &Daemon, after: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(r) = records(d, "integrity", after).into_iter().find(|r| pred(&r["body"])) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "no {what} record; log:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Without root and without a watch: a change made while lucidd was down is found by
+/// the start-up check, and one made while it runs by the periodic stamp check.
+#[test]
+fn startup_and_periodic_checks_find_changes_without_a_watch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let config = config_with(tmp.path(), "              INTEGRITY_WATCH_MODE: periodic\n              INTEGRITY_CHECK_ON_STARTUP: \"true\"\n");
+    let state = tmp.path().join("state");
+    let args = ["--config", config.to_str().unwrap()];
+    let mut d = Daemon::start(&state, &args);
+    assert_eq!(watch_mode(&d)["mode"], "periodic");
+    approve(&d, &m);
+    d.stop();
+    std::fs::write(m.join("w2.bin"), b"changed while lucidd was down").unwrap();
+    let mut d = Daemon::start(&state, &args);
+    let r = wait_record(&d, 0, "startup re-verification", |b| b["event"] == "reverified" && b["trigger"] == "startup");
+    assert_eq!(r["body"]["state"], "modified", "{r}");
+    assert!(records(&d, "anomaly", 0).iter().any(|a| a["body"]["trigger"] == "startup"));
+    approve(&d, &m);
+
+    let after = last_seq(&d);
+    std::thread::sleep(Duration::from_millis(50));
+    std::fs::write(m.join("w1.bin"), b"changed under a periodic watch").unwrap();
+    let r = wait_record(&d, after, "periodic", |b| b["event"] == "reverified" && b["state"] == "modified");
+    assert_eq!(r["body"]["rehashed"], serde_json::json!(["w1.bin"]), "{r}");
+    assert_eq!(d.ctl_json(&["model", "list"])[0]["state"], "modified");
+    d.stop();
+}
+
+/// An approved serving binary's exec is recorded with the digest of what ran; once the
+/// binary is replaced, the replacement is a change and its exec is unapproved.
+#[test]
+fn serving_binary_execs_are_hashed_and_judged() {
+    if !is_root() {
+        return skip("serving_binary_execs_are_hashed_and_judged", "loading eBPF programs needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let srv = tmp.path().join("model-server");
+    std::fs::copy("/usr/bin/true", &srv).unwrap();
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    let a = d.ctl_json(&["model", "approve", srv.to_str().unwrap(), "--method", "files", "--note", "serving binary v1"]);
+    let approved = a["digest"].clone();
+    let after = last_seq(&d);
+    let child = Command::new(&srv).spawn().unwrap();
+    let pid = child.id();
+    let r = wait_record(&d, after, "serving exec", |b| b["event"] == "serving_exec");
+    assert_eq!(r["body"]["verdict"], "approved", "{r}");
+    assert_eq!(r["body"]["actor"]["pid"], pid, "{r}");
+    let file_sha = lucid_common::hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&srv).unwrap()));
+    assert_eq!(r["body"]["running_sha256"], file_sha.as_str());
+    assert!(approved.is_string());
+
+    // Replace the binary (a change, judged unapproved), then run the replacement.
+    let after = last_seq(&d);
+    let replacement = tmp.path().join("new-server");
+    std::fs::copy("/usr/bin/false", &replacement).unwrap();
+    let mut mv = Command::new("mv");
+    mv.arg(&replacement).arg(&srv);
+    let (r, _, _) = change_by(&d, after, &mut mv);
+    assert_eq!(r["body"]["verdict"], "unapproved", "{r}");
+    let after = last_seq(&d);
+    let _ = Command::new(&srv).status();
+    let r = wait_record(&d, after, "replaced serving exec", |b| b["event"] == "serving_exec");
+    assert_eq!(r["body"]["verdict"], "unapproved", "{r}");
+    assert!(records(&d, "anomaly", after).iter().any(|a| a["body"]["event"] == "serving_exec"));
+}

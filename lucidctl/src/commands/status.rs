@@ -47,9 +47,29 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         t.add_row(vec!["integrity".to_string(), super::ledger::integrity_line(r)]);
         let line = match models.as_slice() {
             [] => "none approved (lucidctl model approve PATH)".to_string(),
-            ms => ms.iter().map(|m| format!("{} {} (verified {})", m.state, m.path, output::time(m.verified_ns))).collect::<Vec<_>>().join("\n"),
+            ms => ms
+                .iter()
+                .map(|m| {
+                    let mut line = format!("{} {} (digest {}…, verified {})", m.state, m.path, output::short(&m.digest, 12), output::time(m.verified_ns));
+                    if let Some(c) = &m.last_change {
+                        let who = c.exe.clone().unwrap_or_else(|| "unknown executable".into());
+                        line.push_str(&format!("\n  last change: {} {} by pid {} ({who}, uid {}) at {}, record #{}", c.op, c.path, c.pid, c.uid, output::time(c.time_ns), c.record));
+                    }
+                    line
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
         };
         t.add_row(vec!["models".to_string(), line]);
+    }
+    let w = &s.integrity_watch;
+    let watch = match w.detail.as_str() {
+        "" => w.mode.clone(),
+        why => format!("{} ({why})", w.mode),
+    };
+    t.add_row(vec!["model watch".to_string(), watch]);
+    if detailed {
+        t.add_row(vec!["watch events".to_string(), format!("{} changes judged, {} events lost", w.changes, w.lost)]);
     }
     t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
     let classifiers = match (s.classifiers.as_slice(), &s.classifier_note) {

@@ -30,7 +30,7 @@ const QUIET: Duration = Duration::from_millis(5);
 /// ...or this long after it began, whatever the writers do.
 const PATIENCE: Duration = Duration::from_secs(5);
 /// How often the periodic mode looks at file stamps.
-const STAT_EVERY: Duration = Duration::from_secs(10);
+const STAT_EVERY: Duration = Duration::from_secs(2);
 
 /// The watch's settings: the first `lucid-eval-auditor` in the configuration, else the
 /// defaults (watching on).
