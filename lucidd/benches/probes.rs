@@ -2,7 +2,9 @@
 //!
 //! 1. Overhead: an open(O_WRONLY|O_CREAT)/write/close loop over files outside every
 //!    watched directory, with lucid's eBPF programs attached and detached in alternating
-//!    rounds in the same process (the peer is the same loop without probes).
+//!    rounds in the same process (the peer is the same loop without probes), and with a
+//!    program that does nothing attached to the same tracepoints (what the syscall
+//!    tracepoints cost by themselves, which no program can go below).
 //! 2. Event-to-ledger latency: the real `lucidd` (eBPF mode) on a temp state dir with an
 //!    approved model; each write to it becomes a ledger record whose body carries the
 //!    kernel's event time, so the latency is the record's time minus the event's.
@@ -60,8 +62,11 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
     }
     let round = Duration::from_millis(1500);
     churn(scratch, Duration::from_millis(300));
-    let (mut on, mut off) = (Vec::new(), Vec::new());
+    let (mut on, mut off, mut floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
+        let noop = ebpf::attach_noop().unwrap_or_else(|e| fail(&format!("loading the no-op program: {e}")));
+        floor.push(churn(scratch, round));
+        drop(noop);
         let mut src = {
             let _g = rt.enter();
             ebpf::start(set.clone(), tx.clone()).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
@@ -75,8 +80,11 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (m_on, m_off) = (median(&mut on), median(&mut off));
+    let (m_on, m_off, m_floor) = (median(&mut on), median(&mut off), median(&mut floor));
     json!({
+        "ops_per_s_noop_programs": m_floor.round(),
+        "tracepoint_floor_pct": ((m_off / m_floor - 1.0) * 100.0 * 100.0).round() / 100.0,
+        "rounds_noop": floor.iter().map(|v| v.round()).collect::<Vec<_>>(),
         "ops_per_s_probes_on": m_on.round(),
         "ops_per_s_probes_off": m_off.round(),
         "overhead_pct": ((m_off / m_on - 1.0) * 100.0 * 100.0).round() / 100.0,

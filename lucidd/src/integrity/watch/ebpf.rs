@@ -7,7 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use lucid_common::probe::{DevIno, Event, EventKind, Op, HIT_EXE};
@@ -57,6 +57,32 @@ pub struct EbpfSource {
     watched: BpfHashMap<MapData, DevIno, u32>,
     ancestors: BpfHashMap<MapData, DevIno, u32>,
     exes: BpfHashMap<MapData, DevIno, u32>,
+    generation: Array<MapData, u64>,
+}
+
+/// For the benchmark: a program that does nothing, attached to the same syscall
+/// tracepoints as the real ones, to measure what the tracepoints themselves cost.
+/// Dropping the result detaches it.
+pub fn attach_noop() -> Result<Ebpf, String> {
+    if OBJECT.is_empty() {
+        return Err("the eBPF programs were not built".into());
+    }
+    mount_tracefs();
+    raise_memlock();
+    let offsets = super::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
+    let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| short(e))?;
+    let p: &mut TracePoint = ebpf.program_mut("noop").ok_or("program noop missing")?.try_into().map_err(|e| format!("{e}"))?;
+    p.load().map_err(short)?;
+    for (name, _) in SYSCALLS {
+        for side in ["enter", "exit"] {
+            let tp = format!("sys_{side}_{name}");
+            if Path::new("/sys/kernel/tracing/events/syscalls").join(&tp).exists() {
+                p.attach("syscalls", &tp).map_err(|e| format!("attaching {tp}: {e}"))?;
+            }
+        }
+    }
+    p.attach("syscalls", "sys_enter_close").map_err(|e| format!("attaching sys_enter_close: {e}"))?;
+    Ok(ebpf)
 }
 
 /// An aya error in a line or a few: a verifier log is thousands of lines, of which the
@@ -143,6 +169,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
     let watched = BpfHashMap::try_from(map(&mut ebpf, "WATCHED")?).map_err(|e| e.to_string())?;
     let ancestors = BpfHashMap::try_from(map(&mut ebpf, "ANCESTORS")?).map_err(|e| e.to_string())?;
     let exes = BpfHashMap::try_from(map(&mut ebpf, "EXES")?).map_err(|e| e.to_string())?;
+    let generation = Array::try_from(map(&mut ebpf, "GENERATION")?).map_err(|e| e.to_string())?;
     let wfds: BpfHashMap<MapData, u64, DevIno> = BpfHashMap::try_from(map(&mut ebpf, "WFDS")?).map_err(|e| e.to_string())?;
     let lost: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map(&mut ebpf, "LOST")?).map_err(|e| e.to_string())?;
     let ring = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(|e| e.to_string())?;
@@ -151,7 +178,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
     let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| format!("polling the ring buffer: {e}"))?;
     tokio::spawn(read(ring, lost, wfds, set, tx));
-    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes })
+    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation })
 }
 
 fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
@@ -169,7 +196,10 @@ impl Source for EbpfSource {
     fn watch(&mut self, set: &WatchSet) -> Result<(), String> {
         sync(&mut self.watched, &set.dirs)?;
         sync(&mut self.ancestors, &set.ancestors)?;
-        sync(&mut self.exes, &set.files)
+        sync(&mut self.exes, &set.files)?;
+        // Cached "not watched" answers from before this set no longer hold.
+        let next = self.generation.get(&0, 0).unwrap_or(0).wrapping_add(1);
+        self.generation.set(0, next, 0).map_err(|e| format!("updating the watch generation: {e}"))
     }
 }
 
