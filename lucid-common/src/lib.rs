@@ -15,7 +15,8 @@
 //! * [`api`]: request and response bodies of the control API.
 //!
 //! Always (also without `std`): [`probe`], the events and map keys the eBPF programs
-//! share with the daemon.
+//! share with the daemon. With `btf` (std, no aya): [`btf`], the kernel struct offsets
+//! those programs read through, from the running kernel's BTF.
 //!
 //! It deliberately holds no storage, networking or configuration code: those live in
 //! `lucidd`, and `lucidctl` never depends on `lucidd`.
@@ -27,10 +28,12 @@
 //! tree.push(leaf_hash(b"record 1"));
 //! assert_eq!(tree.size(), 2);
 //! ```
-#![cfg_attr(not(feature = "user"), no_std)]
+#![cfg_attr(not(any(feature = "user", feature = "btf")), no_std)]
 #![deny(missing_docs)]
 
 pub mod probe;
+#[cfg(feature = "btf")]
+pub mod btf;
 #[cfg(feature = "user")]
 pub mod api;
 #[cfg(feature = "user")]

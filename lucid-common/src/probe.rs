@@ -73,6 +73,8 @@ pub struct Offsets {
     pub bprm_file: u32,
     /// `linux_binprm.filename`
     pub bprm_filename: u32,
+    /// `file.f_mode`
+    pub file_mode: u32,
 }
 
 /// What an [`Event`] reports.
@@ -197,6 +199,13 @@ pub const HIT_MAYBE: u32 = 4;
 /// watched directory).
 pub const HIT_EXE: u32 = 8;
 
+/// `Event::source`: syscall tracepoints (and tp_btf for exec/exit).
+pub const SOURCE_TRACEPOINT: u32 = 0;
+/// `Event::source`: a BPF LSM hook.
+pub const SOURCE_LSM: u32 = 1;
+/// `Event::source`: an fentry program on the kernel's `security_*` functions.
+pub const SOURCE_FENTRY: u32 = 2;
+
 /// `AT_FDCWD` as the syscalls take it.
 pub const AT_FDCWD: i32 = -100;
 
@@ -235,8 +244,9 @@ pub struct Event {
     pub hit: u32,
     /// The second dirfd (rename, link).
     pub fd2: i32,
-    /// Padding.
-    pub pad: u32,
+    /// Which program family saw it: [`SOURCE_TRACEPOINT`], [`SOURCE_LSM`] or
+    /// [`SOURCE_FENTRY`].
+    pub source: u32,
     /// The file (Open, Close, Fd), the start directory of the first path (Path), or the
     /// executed file (Exec).
     pub file: DevIno,

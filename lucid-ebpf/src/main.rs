@@ -26,11 +26,12 @@ use aya_ebpf::helpers::{
     bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     bpf_probe_read_user, bpf_probe_read_user_str_bytes,
 };
-use aya_ebpf::macros::{btf_tracepoint, map, tracepoint};
+use aya_ebpf::macros::{btf_tracepoint, fentry, lsm, map, tracepoint};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
-use aya_ebpf::programs::{BtfTracePointContext, TracePointContext};
+use aya_ebpf::programs::{BtfTracePointContext, FEntryContext, LsmContext, TracePointContext};
 use lucid_common::probe::{
     oflags, DevIno, Event, EventKind, Offsets, Op, AT_FDCWD, HIT_EXE, HIT_MAYBE, HIT_WATCHED, HIT_WATCHED2, PATH_LEN,
+    SOURCE_FENTRY, SOURCE_LSM, SOURCE_TRACEPOINT,
 };
 
 /// Kernel struct offsets, set by the loader (`EbpfLoader::override_global`).
@@ -57,6 +58,7 @@ static OFFSETS: Offsets = Offsets {
     fs_pwd: 0,
     bprm_file: 0,
     bprm_filename: 0,
+    file_mode: 0,
 };
 
 /// How far up from a file the programs look for a watched directory.
@@ -238,7 +240,7 @@ unsafe fn fill(e: *mut Event, o: &Offsets, kind: EventKind, op: Op) {
     (*e).fd = -1;
     (*e).fd2 = -1;
     (*e).hit = 0;
-    (*e).pad = 0;
+    (*e).source = SOURCE_TRACEPOINT;
     (*e).file = DevIno::default();
     (*e).dir = DevIno::default();
     (*e).name[0] = 0;
@@ -660,6 +662,154 @@ path_op!(enter_symlinkat, Op::Symlink, |c| (arg(&c, 1), arg(&c, 2), NO_FD, arg(&
 /// the tracepoints themselves cost.
 #[tracepoint]
 pub fn noop(_ctx: TracePointContext) -> u32 {
+    0
+}
+
+// ---- LSM and fentry variants ----------------------------------------------------------
+//
+// Where the kernel allows them (BPF LSM enabled, no lockdown refusing them), these see
+// the kernel's own objects: the file being opened, the dentries being renamed or
+// unlinked, whatever the syscall or io_uring request behind them. The LSM `file_open`
+// program can also refuse: with enforcement on, a write-open of an approved file by an
+// executable not on the allow-list fails with EPERM. The fentry programs attach to the
+// same `security_*` functions the LSM hooks are called from, for kernels where BPF LSM is
+// compiled in but not enabled.
+
+/// Approved files that enforcement protects.
+#[map]
+static PROTECTED: HashMap<DevIno, u32> = HashMap::with_max_entries(65536, 0);
+/// Executables allowed to write approved files when enforcement is on.
+#[map]
+static ALLOW: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
+/// Settings from user space: index 0 is 1 when enforcement is on.
+#[map]
+static SETTINGS: Array<u32> = Array::with_max_entries(4, 0);
+
+/// `FMODE_WRITE`.
+const FMODE_WRITE: u32 = 0x2;
+/// What an LSM program returns to refuse (`-EPERM`).
+const EPERM: i32 = -1;
+
+/// A file being opened: reports a write-open under a watched directory, and says
+/// whether enforcement refuses it.
+#[inline(always)]
+unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
+    let o = offsets();
+    let Some(mode) = rd::<u32>(file, o.file_mode) else { return 0 };
+    if mode & FMODE_WRITE == 0 {
+        return 0;
+    }
+    let Some(d) = file_dentry(&o, file) else { return 0 };
+    let Some(p) = parent(&o, d) else { return 0 };
+    let Some(w) = watched_dir(&o, p) else { return 0 };
+    let key = dentry_key(&o, d).unwrap_or_default();
+    let mut verdict = 0;
+    if source == SOURCE_LSM && SETTINGS.get(0).copied().unwrap_or(0) == 1 && PROTECTED.get(&key).is_some() {
+        let task = bpf_get_current_task() as *const u8;
+        let exe = exe_key(&o, task).unwrap_or_default();
+        if ALLOW.get(&exe).is_none() {
+            verdict = EPERM;
+        }
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return verdict;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Open, Op::Open);
+    (*e).source = source;
+    (*e).file = key;
+    (*e).dir = w;
+    (*e).flags = mode as u64;
+    (*e).ret = verdict as i64;
+    (*e).hit = HIT_WATCHED;
+    name_into(&o, d, &mut (*e).name);
+    entry.submit(0);
+    verdict
+}
+
+/// A rename or unlink of `old` in `old_dir` (and `new` in `new_dir` for a rename).
+#[inline(always)]
+unsafe fn on_path_change(op: Op, old_dir: *const u8, old: *const u8, new_dir: *const u8, new: *const u8, source: u32) {
+    let o = offsets();
+    let Some(od) = rd::<*const u8>(old_dir, o.path_dentry) else { return };
+    let w1 = watched_from(&o, od);
+    let (nd, w2) = if new_dir.is_null() {
+        (core::ptr::null(), None)
+    } else {
+        match rd::<*const u8>(new_dir, o.path_dentry) {
+            Some(nd) => (nd, watched_from(&o, nd)),
+            None => (core::ptr::null(), None),
+        }
+    };
+    if w1.is_none() && w2.is_none() {
+        return;
+    }
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Path, op);
+    (*e).source = source;
+    (*e).file = dentry_key(&o, od).unwrap_or_default();
+    (*e).hit = if w1.is_some() { HIT_WATCHED } else { 0 } | if w2.is_some() { HIT_WATCHED2 } else { 0 };
+    name_into(&o, old, &mut (*e).path);
+    if !nd.is_null() {
+        (*e).dir = dentry_key(&o, nd).unwrap_or_default();
+        name_into(&o, new, &mut (*e).path2);
+    }
+    entry.submit(0);
+}
+
+/// LSM `file_open(struct file *file)`.
+#[lsm(hook = "file_open")]
+pub fn lsm_file_open(ctx: LsmContext) -> i32 {
+    let previous: i32 = ctx.arg(1);
+    if previous != 0 {
+        return previous;
+    }
+    // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+    unsafe { on_file_open(ctx.arg(0), SOURCE_LSM) }
+}
+
+/// LSM `path_rename(old_dir, old_dentry, new_dir, new_dentry[, flags])`.
+#[lsm(hook = "path_rename")]
+pub fn lsm_path_rename(ctx: LsmContext) -> i32 {
+    // SAFETY: as above.
+    unsafe { on_path_change(Op::Rename, ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3), SOURCE_LSM) };
+    0
+}
+
+/// LSM `path_unlink(dir, dentry)`.
+#[lsm(hook = "path_unlink")]
+pub fn lsm_path_unlink(ctx: LsmContext) -> i32 {
+    // SAFETY: as above.
+    unsafe { on_path_change(Op::Unlink, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), SOURCE_LSM) };
+    0
+}
+
+/// fentry on `security_file_open(struct file *file)`.
+#[fentry(function = "security_file_open")]
+pub fn fentry_file_open(ctx: FEntryContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { on_file_open(ctx.arg(0), SOURCE_FENTRY) };
+    0
+}
+
+/// fentry on `security_path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)`.
+#[fentry(function = "security_path_rename")]
+pub fn fentry_path_rename(ctx: FEntryContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { on_path_change(Op::Rename, ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3), SOURCE_FENTRY) };
+    0
+}
+
+/// fentry on `security_path_unlink(dir, dentry)`.
+#[fentry(function = "security_path_unlink")]
+pub fn fentry_path_unlink(ctx: FEntryContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { on_path_change(Op::Unlink, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), SOURCE_FENTRY) };
     0
 }
 

@@ -69,7 +69,7 @@ pub fn attach_noop() -> Result<Ebpf, String> {
     }
     mount_tracefs();
     raise_memlock();
-    let offsets = super::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
+    let offsets = lucid_common::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
     let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| short(e))?;
     let p: &mut TracePoint = ebpf.program_mut("noop").ok_or("program noop missing")?.try_into().map_err(|e| format!("{e}"))?;
     p.load().map_err(short)?;
@@ -127,7 +127,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
     if OBJECT.is_empty() {
         return Err("the eBPF programs were not built into this lucidd (no bpf-linker at build time)".into());
     }
-    let offsets = super::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
+    let offsets = lucid_common::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
     mount_tracefs();
     raise_memlock();
     let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| format!("loading: {}", short(e)))?;

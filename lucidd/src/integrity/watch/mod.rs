@@ -4,7 +4,6 @@
 //! ledger record per change with the verdict (and an anomaly when it is unapproved).
 //! A full re-verification runs periodically as the backstop for what no source sees.
 
-pub mod btf;
 pub mod ebpf;
 pub mod fanotify;
 pub mod judge;

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use lucid_common::probe::Offsets;
+use crate::probe::Offsets;
 
 /// Why the offsets could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +208,7 @@ impl Btf {
             fs_pwd: self.offset_of("fs_struct", "pwd")?,
             bprm_file: self.offset_of("linux_binprm", "file")?,
             bprm_filename: self.offset_of("linux_binprm", "filename")?,
+            file_mode: self.offset_of("file", "f_mode")?,
         })
     }
 }
