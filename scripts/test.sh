@@ -16,6 +16,12 @@ need_cargo_tool cargo-nextest cargo-nextest
 # The kernel programs (lucid-ebpf) are built by lucidd's build.rs; here they must build.
 need_ebpf_toolchain
 export LUCID_REQUIRE_EBPF=1
+# The LSM and fentry programs are proven under Debian's stock 6.1 kernel in qemu (this
+# kernel refuses them): qemu, the kernel image, and the VM's static musl /init.
+need_apt qemu-system-x86
+rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+bash scripts/vm-kernel.sh
+export LUCID_REQUIRE_VM=1
 # Python tools the tests use: an independent JSON Schema validator, and the openai SDK
 # with pytest as the gateway's real client.
 need_venv jsonschema pyyaml openai pytest
@@ -33,6 +39,7 @@ bash scripts/pack.sh >/dev/null
 
 say "building"
 cargo build --locked --workspace --exclude lucid-ebpf --bins --all-targets
+cargo build --locked --release --target x86_64-unknown-linux-musl -p lucid-vm-init
 if cargo clippy --version >/dev/null 2>&1; then
     say "clippy"
     cargo clippy --locked --workspace --exclude lucid-ebpf --all-targets -- -D warnings
