@@ -296,8 +296,9 @@ mod tests {
         // st_dev 8:1 (/dev/sda1) is 0x801 in user space, (8 << 20) | 1 in the kernel.
         assert_eq!(DevIno::from_stat(0x801, 5).dev, (8 << 20) | 1);
         // A large minor (259:65536 for nvme partitions) uses the split encoding.
-        let st_dev = (259u64 << 8) | (65536u64 & 0xff) | ((65536u64 & !0xff) << 12);
-        assert_eq!(DevIno::from_stat(st_dev, 1).dev, (259 << 20) | 65536);
+        let (major, minor) = (259u64, 65537u64);
+        let st_dev = (major << 8) | (minor & 0xff) | ((minor & !0xff) << 12);
+        assert_eq!(DevIno::from_stat(st_dev, 1).dev, (259 << 20) | 65537);
     }
 
     #[test]

@@ -248,8 +248,9 @@ fn serving_binary_execs_are_hashed_and_judged() {
     let a = d.ctl_json(&["model", "approve", srv.to_str().unwrap(), "--method", "files", "--note", "serving binary v1"]);
     let approved = a["digest"].clone();
     let after = last_seq(&d);
-    let child = Command::new(&srv).spawn().unwrap();
+    let mut child = Command::new(&srv).spawn().unwrap();
     let pid = child.id();
+    child.wait().unwrap();
     let r = wait_record(&d, after, "serving exec", |b| b["event"] == "serving_exec");
     assert_eq!(r["body"]["verdict"], "approved", "{r}");
     assert_eq!(r["body"]["actor"]["pid"], pid, "{r}");

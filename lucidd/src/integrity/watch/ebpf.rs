@@ -70,7 +70,7 @@ pub fn attach_noop() -> Result<Ebpf, String> {
     mount_tracefs();
     raise_memlock();
     let offsets = lucid_common::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
-    let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| short(e))?;
+    let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(short)?;
     let p: &mut TracePoint = ebpf.program_mut("noop").ok_or("program noop missing")?.try_into().map_err(|e| format!("{e}"))?;
     p.load().map_err(short)?;
     for (name, _) in SYSCALLS {

@@ -150,14 +150,18 @@ fn pick(mode: WatchMode, set: Arc<std::sync::RwLock<super::WatchSet>>, tx: mpsc:
     }
 }
 
+/// What a file's `stat` says that any change of contents or attributes moves: (inode,
+/// size, mtime ns, ctime ns, mode, uid, gid). ctime cannot be set from user space.
+type Stamp = (u64, u64, i64, i64, u32, u32, u32);
+
 struct Judge {
     state: Arc<AppState>,
     source: Option<Box<dyn Source>>,
     mode: String,
     procs: Procs,
     pending: HashMap<String, Pending>,
-    /// Periodic mode: each approved file's (ino, size, mtime, ctime, mode, uid, gid).
-    stamps: HashMap<PathBuf, (u64, u64, i64, i64, u32, u32, u32)>,
+    /// Periodic mode: each approved file's stamp.
+    stamps: HashMap<PathBuf, Stamp>,
 }
 
 impl Judge {
