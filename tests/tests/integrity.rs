@@ -95,3 +95,72 @@ fn a_tampered_stored_approval_is_not_loaded() {
     assert_eq!(d.ctl_json(&["model", "list"]).as_array().map(Vec::len), Some(0));
     assert!(d.log_text().contains("approval not loaded"), "{}", d.log_text());
 }
+
+/// Signatures made by OpenSSF's own `model_signing` (the PyPI package, 1.1.1) import:
+/// by its CLI (files, with its signature file inside the model and ignored) and by its
+/// API (1-KiB shards); with the signer's key the signature is verified, a wrong key is
+/// refused, and files that differ from the manifest are refused (exit 1, an anomaly).
+#[test]
+fn upstream_model_signing_signatures_import_and_mismatches_are_refused() {
+    let python = lucid_tests::repo_root().join(".venv/bin/python");
+    let has = std::process::Command::new(&python).args(["-c", "import model_signing, OpenSSL"]).output().is_ok_and(|o| o.status.success());
+    if !has {
+        if std::env::var_os("LUCID_REQUIRE_EBPF").is_some() {
+            panic!("model-signing is not installed in .venv (scripts/test.sh installs it)");
+        }
+        return lucid_tests::skip("upstream_model_signing_signatures_import_and_mismatches_are_refused", "model-signing is not installed in .venv");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(model.join("sub")).unwrap();
+    std::fs::write(model.join("weights.bin"), (0..5000u32).flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    std::fs::write(model.join("sub/config.json"), b"{\"hidden\": 384}").unwrap();
+    let py = |code: &str| {
+        let out = std::process::Command::new(&python).current_dir(tmp.path()).args(["-c", code]).output().unwrap();
+        assert!(out.status.success(), "{code}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    py("from cryptography.hazmat.primitives.asymmetric import ec\nfrom cryptography.hazmat.primitives import serialization as s\nfor name in ['k', 'other']:\n    k = ec.generate_private_key(ec.SECP256R1())\n    open(name + '.pem', 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n    open(name + '.pub', 'wb').write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))");
+    // The API signs a copy of the model (the CLI's model.sig will not be in it).
+    let copy = tmp.path().join("model2");
+    std::fs::create_dir_all(copy.join("sub")).unwrap();
+    for f in ["weights.bin", "sub/config.json"] {
+        std::fs::copy(model.join(f), copy.join(f)).unwrap();
+    }
+    py("import model_signing\nmodel_signing.signing.Config().use_elliptic_key_signer(private_key='k.pem').set_hashing_config(model_signing.hashing.Config().use_shard_serialization(shard_size=1024)).sign('model2', 'shards.sig')");
+    let out = std::process::Command::new(&python)
+        .current_dir(tmp.path())
+        .args(["-m", "model_signing", "sign", "key", "--private_key", "k.pem", "--signature", "model/model.sig", "model"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    let p = |name: &str| tmp.path().join(name).display().to_string();
+    let m = model.display().to_string();
+    let cli_sig = model.join("model.sig").display().to_string();
+    let a = d.ctl_json(&["model", "import", &cli_sig, &m, "--public-key", &p("k.pub"), "--note", "vendor release 1.2"]);
+    assert_eq!((a["state"].as_str(), a["method"].as_str(), a["resources"].as_u64()), (Some("verified"), Some("files"), Some(2)), "{a}");
+    let statement = |sig: &str| -> Value {
+        let bundle: Value = serde_json::from_str(&std::fs::read_to_string(sig).unwrap()).unwrap();
+        use base64::Engine;
+        let payload = base64::engine::general_purpose::STANDARD.decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap()).unwrap();
+        serde_json::from_slice(&payload).unwrap()
+    };
+    // The same subject digest as model_signing computed.
+    assert_eq!(a["digest"], statement(&cli_sig)["subject"][0]["digest"]["sha256"], "{a}");
+    let shards = d.ctl_json(&["model", "import", &p("shards.sig"), &copy.display().to_string(), "--public-key", &p("k.pub")]);
+    assert_eq!((shards["method"].as_str(), shards["resources"].as_u64()), (Some("shards:1024"), Some(21)), "{shards}");
+    assert_eq!(shards["digest"], statement(&p("shards.sig"))["subject"][0]["digest"]["sha256"]);
+    let integrity = d.ctl_ok(&["logs", "--kind", "integrity", "-o", "json"]);
+    assert!(integrity.contains("\"event\":\"imported\"") && integrity.contains("verified (ECDSA P-256)"), "{integrity}");
+
+    // The wrong key; then a changed file.
+    let out = d.ctl(&["model", "import", &cli_sig, &m, "--public-key", &p("other.pub")]);
+    assert_eq!(out.status.code(), Some(5), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not verify"), "{out:?}");
+    std::fs::write(model.join("sub/config.json"), b"{\"hidden\": 385}").unwrap();
+    let out = d.ctl(&["model", "import", &cli_sig, &m, "--public-key", &p("k.pub")]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("changed sub/config.json"), "{out:?}");
+    assert!(d.ctl_ok(&["logs", "--anomalies", "-o", "json"]).contains("import_refused"));
+}

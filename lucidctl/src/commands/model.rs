@@ -24,6 +24,25 @@ pub enum ModelCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
+    /// Import a model_signing signature made elsewhere (`model_signing sign key` writes a
+    /// sigstore bundle; a bare DSSE envelope works too): lucidd checks the manifest, its
+    /// signature when --public-key is given, and that the files at PATH match it, then
+    /// approves PATH (exit 1 when they do not match).
+    Import {
+        /// The signature file (e.g. model.sig).
+        signature: String,
+        /// The model's directory or file.
+        path: String,
+        /// The signer's public key (PEM, ECDSA P-256 or P-384).
+        #[arg(long)]
+        public_key: Option<String>,
+        /// Why (a change ticket, a release): recorded with the approval.
+        #[arg(long)]
+        note: Option<String>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Format,
+    },
     /// List approved models and their latest verification.
     List {
         /// Output format.
@@ -62,6 +81,21 @@ pub async fn run(client: &Client, cmd: ModelCommand) -> Result<u8, CallError> {
             match output {
                 Format::Json => output::json(&m)?,
                 _ => output::line(&format!("approved {} (record #{}): {} {}, digest {}", m.path, m.record_seq, m.resources, m.method, m.digest))?,
+            }
+            Ok(exit::OK)
+        }
+        ModelCommand::Import { signature, path, public_key, note, output } => {
+            let read = |p: &str| std::fs::read_to_string(p).map_err(|e| CallError::new(exit::USAGE, format!("{p}: {e}")));
+            let req = lucid_common::api::ImportRequest {
+                path: absolute(&path),
+                signature: read(&signature)?,
+                public_key: public_key.as_deref().map(read).transpose()?,
+                note,
+            };
+            let m: ModelStatus = client.post("/v1/models/import", &req).await?;
+            match output {
+                Format::Json => output::json(&m)?,
+                _ => output::line(&format!("imported {} (record #{}): {} {}, digest {}", m.path, m.record_seq, m.resources, m.method, m.digest))?,
             }
             Ok(exit::OK)
         }

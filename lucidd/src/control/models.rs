@@ -9,7 +9,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
-use lucid_common::api::{ModelRequest, ModelStatus};
+use lucid_common::api::{ImportRequest, ModelRequest, ModelStatus};
 use lucid_common::manifest::{Manifest, Method, DEFAULT_SHARD_SIZE};
 use lucid_common::record::{Entry, Kind, Severity};
 use serde_json::json;
@@ -18,6 +18,7 @@ use super::auth::PeerCred;
 use super::error::ApiError;
 use super::handlers::{actor, json_body};
 use crate::daemon::state::AppState;
+
 use crate::integrity::approvals::{id_of, Approval, Verification};
 use crate::integrity::hash::{hash_model, DEFAULT_IGNORED};
 use crate::integrity::verify::{attrs_of, check};
@@ -89,13 +90,27 @@ pub async fn approve(
     };
     let path = canonical(&req.path)?;
     let manifest = hash(path.clone(), method).await?;
+    let status = commit(&state, path, manifest, req.note, actor(&peer).to_json(), None).await?;
+    Ok(Json(status))
+}
+
+/// Signs `manifest` (just hashed from `path`) with the host key, records the approval
+/// (documenting what changed since a previous one, DOCUMENT_MODEL_CHANGES) and starts
+/// watching it. `imported` describes where an imported manifest came from.
+async fn commit(
+    state: &AppState,
+    path: PathBuf,
+    manifest: Manifest,
+    note: Option<String>,
+    actor: serde_json::Value,
+    imported: Option<serde_json::Value>,
+) -> Result<ModelStatus, ApiError> {
     let attrs = attrs_of(&path, &manifest.ignore_paths).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let envelope = state.models.sign(&manifest);
     let digest = lucid_common::hex::encode(&manifest.subject_digest());
-    // A re-approval documents what changed since the previous approval (DOCUMENT_MODEL_CHANGES).
     let previous = state.models.get(&path);
     let documented = match &previous {
-        Some(prev) if settings(&state).document_model_changes.0 => {
+        Some(prev) if settings(state).document_model_changes.0 => {
             let (changed, missing, added) = prev.manifest.diff(&manifest);
             json!({
                 "previous_digest": lucid_common::hex::encode(&prev.manifest.subject_digest()),
@@ -109,6 +124,11 @@ pub async fn approve(
         }
         _ => serde_json::Value::Null,
     };
+    let event = match (&imported, &previous) {
+        (Some(_), _) => "imported",
+        (None, Some(_)) => "change_approved",
+        (None, None) => "approved",
+    };
     let receipt = state
         .ledger
         .append(Entry {
@@ -118,15 +138,16 @@ pub async fn approve(
             severity: Severity::Notice,
             subject: path.display().to_string(),
             body: json!({
-                "event": if previous.is_some() { "change_approved" } else { "approved" },
+                "event": event,
                 "previous": documented,
+                "imported": imported,
                 "path": path.display().to_string(),
                 "name": manifest.name,
-                "method": method_name(method),
+                "method": method_name(manifest.method),
                 "resources": manifest.resources.len(),
                 "digest": digest,
-                "note": req.note,
-                "actor": actor(&peer).to_json(),
+                "note": note,
+                "actor": actor,
             }),
         })
         .await?;
@@ -134,7 +155,7 @@ pub async fn approve(
     let approval = Approval {
         id: id_of(&path),
         path,
-        note: req.note,
+        note,
         approved_ns: now,
         record_seq: receipt.seq,
         envelope,
@@ -145,7 +166,54 @@ pub async fn approve(
     };
     state.models.commit(approval.clone()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e.to_string()))?;
     state.watch.refresh();
-    Ok(Json(status_of(&approval)))
+    Ok(status_of(&approval))
+}
+
+/// `POST /v1/models/import`: a model_signing signature made elsewhere (sigstore bundle
+/// or DSSE envelope), checked (its Statement, its signature where a public key is
+/// given) and compared with a fresh hash of the files by the manifest's own method and
+/// ignore list; when they match, it becomes this host's approval.
+pub async fn import(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Result<Json<ImportRequest>, JsonRejection>,
+) -> Result<Json<ModelStatus>, ApiError> {
+    let req = json_body(body)?;
+    let imported = crate::integrity::import::parse(&req.signature, req.public_key.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let path = canonical(&req.path)?;
+    let (root, method, ignored) = (path.clone(), imported.manifest.method, imported.manifest.ignore_paths.clone());
+    let now = tokio::task::spawn_blocking(move || hash_model(&root, method, &ignored, &AtomicU64::new(0), None))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))?
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let (changed, missing, added) = imported.manifest.diff(&now);
+    let source = json!({
+        "signature": imported.signature,
+        "subject_digest": imported.subject,
+        "method": method_name(imported.manifest.method),
+        "ignore_paths": imported.manifest.ignore_paths,
+    });
+    if !(changed.is_empty() && missing.is_empty() && added.is_empty()) {
+        let body = json!({
+            "event": "import_refused",
+            "path": path.display().to_string(),
+            "imported": source,
+            "changed": changed,
+            "missing": missing,
+            "added": added,
+            "actor": actor(&peer).to_json(),
+        });
+        state
+            .ledger
+            .append(Entry { kind: Kind::Anomaly, source: "lucidctl".into(), controls: vec!["CC8.1".into()], severity: Severity::Warning, subject: path.display().to_string(), body })
+            .await?;
+        let mut names: Vec<String> = changed.iter().map(|n| format!("changed {n}")).collect();
+        names.extend(missing.iter().map(|n| format!("missing {n}")));
+        names.extend(added.iter().map(|n| format!("not in the manifest {n}")));
+        return Err(ApiError::new(StatusCode::CONFLICT, "manifest_mismatch", format!("the files do not match the imported manifest: {}", names.join(", "))));
+    }
+    let status = commit(&state, path, now, req.note, actor(&peer).to_json(), Some(source)).await?;
+    Ok(Json(status))
 }
 
 /// `GET /v1/models`.

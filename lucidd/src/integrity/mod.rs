@@ -7,5 +7,6 @@
 
 pub mod approvals;
 pub mod hash;
+pub mod import;
 pub mod verify;
 pub mod watch;
