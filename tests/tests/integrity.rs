@@ -164,3 +164,29 @@ fn upstream_model_signing_signatures_import_and_mismatches_are_refused() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("changed sub/config.json"), "{out:?}");
     assert!(d.ctl_ok(&["logs", "--anomalies", "-o", "json"]).contains("import_refused"));
 }
+
+/// The streaming approval lucidctl draws its progress bar from: byte counts while
+/// hashing, then the result; a bad path is an in-band error.
+#[test]
+fn approval_streams_hashing_progress_then_the_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("big");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("weights.bin"), vec![3u8; 48 << 20]).unwrap();
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    let body = serde_json::json!({ "path": model, "method": "files" }).to_string();
+    let (status, text) = d.http("POST", "/v1/models/approve/stream", &body);
+    assert_eq!(status, 200, "{text}");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let last = lines.last().unwrap();
+    assert_eq!(last["result"]["state"], "verified", "{text}");
+    let progress: Vec<&Value> = lines.iter().filter(|l| l.get("done").is_some()).collect();
+    assert!(!progress.is_empty(), "{text}");
+    assert!(progress.iter().all(|p| p["total"] == 48u64 << 20), "{text}");
+    assert_eq!(progress.last().unwrap()["done"], 48u64 << 20, "{text}");
+    let (status, text) = d.http("POST", "/v1/models/approve/stream", &serde_json::json!({ "path": model.join("absent") }).to_string());
+    assert_eq!(status, 400, "{text}");
+    // lucidctl approves through it.
+    let out = d.ctl_ok(&["model", "approve", model.to_str().unwrap(), "--method", "blake3"]);
+    assert!(out.contains("approved"), "{out}");
+}

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use lucid_common::api::{ModelRequest, ModelStatus};
 
-use crate::client::{CallError, Client};
+use crate::client::{next_chunk, CallError, Client};
 use crate::exit;
 use crate::output::{self, Format};
 
@@ -73,11 +73,56 @@ fn summary(m: &ModelStatus) -> String {
     s
 }
 
+/// Approves through the streaming endpoint, drawing a progress bar on stderr while
+/// lucidd hashes (when stderr is a terminal and the model is large enough to wait for).
+async fn approve_with_progress(client: &Client, req: &ModelRequest) -> Result<ModelStatus, CallError> {
+    let body = serde_json::to_vec(req).map_err(|e| CallError::new(exit::USAGE, e.to_string()))?;
+    let response = client.send(hyper::Method::POST, "/v1/models/approve/stream", Some(body)).await?;
+    let mut body = response.into_body();
+    let mut pending = Vec::new();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut last: Option<serde_json::Value> = None;
+    while let Some(chunk) = next_chunk(&mut body).await? {
+        pending.extend_from_slice(&chunk);
+        while let Some(nl) = pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = pending.drain(..=nl).collect();
+            let Ok(v) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
+            if let (Some(done), Some(total)) = (v["done"].as_u64(), v["total"].as_u64()) {
+                // Only worth a bar for models that take a while (over 256 MiB).
+                if total > 256 << 20 {
+                    let b = bar.get_or_insert_with(|| {
+                        let b = indicatif::ProgressBar::new(total);
+                        if let Ok(style) = indicatif::ProgressStyle::with_template("hashing {bar:40} {bytes}/{total_bytes} {bytes_per_sec}, {eta} left") {
+                            b.set_style(style);
+                        }
+                        b
+                    });
+                    b.set_position(done);
+                }
+            } else {
+                last = Some(v);
+            }
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    match last {
+        Some(v) if v.get("result").is_some() => serde_json::from_value(v["result"].clone()).map_err(|e| CallError::new(exit::DAEMON_ERROR, format!("unexpected answer from lucidd: {e}"))),
+        Some(v) => {
+            let message = v["error"]["message"].as_str().unwrap_or("approval failed").to_string();
+            let code = if v["error"]["code"] == "bad_request" { exit::REJECTED } else { exit::DAEMON_ERROR };
+            Err(CallError::new(code, message))
+        }
+        None => Err(CallError::new(exit::DAEMON_ERROR, "lucidd ended the approval without an answer")),
+    }
+}
+
 pub async fn run(client: &Client, cmd: ModelCommand) -> Result<u8, CallError> {
     match cmd {
         ModelCommand::Approve { path, note, method, output } => {
             let req = ModelRequest { path: absolute(&path), note, method: Some(method) };
-            let m: ModelStatus = client.post("/v1/models/approve", &req).await?;
+            let m = approve_with_progress(client, &req).await?;
             match output {
                 Format::Json => output::json(&m)?,
                 _ => output::line(&format!("approved {} (record #{}): {} {}, digest {}", m.path, m.record_seq, m.resources, m.method, m.digest))?,

@@ -22,6 +22,11 @@ impl ApiError {
         ApiError { status, body: ErrorBody { code: code.into(), message: message.into(), location: None } }
     }
 
+    /// The error body (for streamed answers, which report errors in-band).
+    pub fn body(&self) -> &ErrorBody {
+        &self.body
+    }
+
     /// 400: the request itself is wrong.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)

@@ -20,6 +20,7 @@
 //! | `POST /v1/audit`               | run an agent's chain on a text, no upstream      |
 //! | `GET  /v1/models`              | approved models and their latest verification    |
 //! | `POST /v1/models/approve`      | hash, sign and record a model's manifest         |
+//! | `POST /v1/models/approve/stream` | the same, with NDJSON hashing progress         |
 //! | `POST /v1/models/import`       | check a model_signing signature made elsewhere   |
 //! | `POST /v1/models/verify`       | re-hash a model against its approval, record it  |
 
@@ -57,6 +58,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/audit", post(handlers::audit))
         .route("/v1/models", get(models::list))
         .route("/v1/models/approve", post(models::approve))
+        .route("/v1/models/approve/stream", post(models::approve_stream))
         .route("/v1/models/import", post(models::import))
         .route("/v1/models/verify", post(models::verify))
         .fallback(handlers::not_found)

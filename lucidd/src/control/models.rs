@@ -5,7 +5,13 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
+use std::sync::atomic::Ordering;
+
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::JsonRejection;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use tokio_stream::wrappers::ReceiverStream;
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::Json;
@@ -20,7 +26,7 @@ use super::handlers::{actor, json_body};
 use crate::daemon::state::AppState;
 
 use crate::integrity::approvals::{id_of, Approval, Verification};
-use crate::integrity::hash::{hash_model, DEFAULT_IGNORED};
+use crate::integrity::hash::{files, hash_model, DEFAULT_IGNORED};
 use crate::integrity::verify::{attrs_of, check};
 use crate::integrity::watch::judge::settings;
 
@@ -82,16 +88,63 @@ pub async fn approve(
     body: Result<Json<ModelRequest>, JsonRejection>,
 ) -> Result<Json<ModelStatus>, ApiError> {
     let req = json_body(body)?;
-    let method = match req.method.as_deref().unwrap_or("shards") {
-        "shards" => Method::Shards { size: DEFAULT_SHARD_SIZE },
-        "files" => Method::Files,
-        "blake3" => Method::FilesBlake3,
-        other => return Err(ApiError::bad_request(format!("unknown method {other:?}: shards, files or blake3"))),
-    };
+    let method = method_of(&req)?;
     let path = canonical(&req.path)?;
     let manifest = hash(path.clone(), method).await?;
     let status = commit(&state, path, manifest, req.note, actor(&peer).to_json(), None).await?;
     Ok(Json(status))
+}
+
+fn method_of(req: &ModelRequest) -> Result<Method, ApiError> {
+    match req.method.as_deref().unwrap_or("shards") {
+        "shards" => Ok(Method::Shards { size: DEFAULT_SHARD_SIZE }),
+        "files" => Ok(Method::Files),
+        "blake3" => Ok(Method::FilesBlake3),
+        other => Err(ApiError::bad_request(format!("unknown method {other:?}: shards, files or blake3"))),
+    }
+}
+
+/// `POST /v1/models/approve/stream`: [`approve`], answering in NDJSON: a
+/// `{"done": bytes, "total": bytes}` line every 200 ms while hashing (for a progress
+/// bar), then `{"result": ModelStatus}` or `{"error": {"code", "message"}}`.
+pub async fn approve_stream(
+    State(state): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<PeerCred>,
+    body: Result<Json<ModelRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let req = json_body(body)?;
+    let method = method_of(&req)?;
+    let path = canonical(&req.path)?;
+    let ignored: Vec<String> = DEFAULT_IGNORED.iter().map(|s| s.to_string()).collect();
+    let total: u64 = files(&path, &ignored).map_err(|e| ApiError::bad_request(e.to_string()))?.iter().map(|(_, _, len)| len).sum();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
+    let line = |v: serde_json::Value| Ok(Bytes::from(format!("{v}\n")));
+    tokio::spawn(async move {
+        let done = Arc::new(AtomicU64::new(0));
+        let (d, root) = (done.clone(), path.clone());
+        let mut hashing = tokio::task::spawn_blocking(move || hash_model(&root, method, &ignored, &d, None));
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        let hashed = loop {
+            tokio::select! {
+                r = &mut hashing => break r,
+                _ = tick.tick() => {
+                    let _ = tx.send(line(json!({ "done": done.load(Ordering::Relaxed), "total": total }))).await;
+                }
+            }
+        };
+        let _ = tx.send(line(json!({ "done": done.load(Ordering::Relaxed), "total": total }))).await;
+        let outcome = match hashed {
+            Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string())),
+            Ok(Err(e)) => Err(ApiError::bad_request(e.to_string())),
+            Ok(Ok(manifest)) => commit(&state, path, manifest, req.note, actor(&peer).to_json(), None).await,
+        };
+        let last = match outcome {
+            Ok(status) => json!({ "result": status }),
+            Err(e) => json!({ "error": e.body() }),
+        };
+        let _ = tx.send(line(last)).await;
+    });
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(ReceiverStream::new(rx))).into_response())
 }
 
 /// Signs `manifest` (just hashed from `path`) with the host key, records the approval
