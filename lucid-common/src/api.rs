@@ -406,4 +406,7 @@ pub struct WatchStatus {
     pub changes: u64,
     /// Events lost since start.
     pub lost: u64,
+    /// Refusing writes to approved files: `off`, `on (...)` or `unavailable: why`.
+    #[serde(default)]
+    pub enforcement: String,
 }

@@ -681,7 +681,8 @@ static PROTECTED: HashMap<DevIno, u32> = HashMap::with_max_entries(65536, 0);
 /// Executables allowed to write approved files when enforcement is on.
 #[map]
 static ALLOW: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
-/// Settings from user space: index 0 is 1 when enforcement is on.
+/// Settings from user space: index 0 is 1 when enforcement is on; index 1 is 1 when
+/// the LSM program reports only its refusals (the tracepoints report the opens).
 #[map]
 static SETTINGS: Array<u32> = Array::with_max_entries(4, 0);
 
@@ -710,6 +711,10 @@ unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
         if ALLOW.get(&exe).is_none() {
             verdict = EPERM;
         }
+    }
+    // Settings index 1: the tracepoints report opens, this program only its refusals.
+    if source == SOURCE_LSM && verdict == 0 && SETTINGS.get(1).copied().unwrap_or(0) == 1 {
+        return 0;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost();

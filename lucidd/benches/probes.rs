@@ -69,7 +69,7 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
         drop(noop);
         let mut src = {
             let _g = rt.enter();
-            ebpf::start(set.clone(), tx.clone()).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
+            ebpf::start(set.clone(), tx.clone(), None).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
         };
         src.watch(&ws).unwrap_or_else(|e| fail(&e));
         on.push(churn(scratch, round));

@@ -272,3 +272,30 @@ fn serving_binary_execs_are_hashed_and_judged() {
     assert_eq!(r["body"]["verdict"], "unapproved", "{r}");
     assert!(records(&d, "anomaly", after).iter().any(|a| a["body"]["event"] == "serving_exec"));
 }
+
+/// INTEGRITY_ENFORCE on a kernel that refuses BPF LSM (this one): lucidd keeps watching,
+/// and says in status and in the ledger that writes cannot be refused, and why. (The
+/// refusal itself is proven in the VM test.)
+#[test]
+fn enforcement_that_the_kernel_refuses_is_reported_not_pretended() {
+    if !is_root() {
+        return skip("enforcement_that_the_kernel_refuses_is_reported_not_pretended", "loading eBPF programs needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let config = config_with(tmp.path(), "              INTEGRITY_ENFORCE: \"true\"\n              INTEGRITY_ALLOWED_WRITERS: /usr/bin/cp\n");
+    let d = Daemon::start(&tmp.path().join("state"), &["--config", config.to_str().unwrap()]);
+    let w = watch_mode(&d);
+    assert_eq!(w["mode"], "ebpf-tracepoint", "{w}");
+    let r = wait_record(&d, 0, "enforcement state", |b| b["event"].as_str().is_some_and(|e| e.starts_with("enforcement_")));
+    let lsm_allowed = std::fs::read_to_string("/sys/kernel/security/lsm").is_ok_and(|l| l.split(',').any(|m| m == "bpf"));
+    let enforcement = w["enforcement"].as_str().unwrap_or("");
+    if lsm_allowed && enforcement.starts_with("on") {
+        assert_eq!(r["body"]["event"], "enforcement_on");
+    } else {
+        assert!(enforcement.starts_with("unavailable: "), "{w}");
+        assert_eq!(r["body"]["event"], "enforcement_unavailable", "{r}");
+        assert_eq!(r["body"]["enforcement"], enforcement);
+    }
+    let text = d.ctl_ok(&["status"]);
+    assert!(text.contains("enforcement"), "{text}");
+}

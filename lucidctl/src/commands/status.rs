@@ -68,6 +68,9 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         why => format!("{} ({why})", w.mode),
     };
     t.add_row(vec!["model watch".to_string(), watch]);
+    if !w.enforcement.is_empty() && w.enforcement != "off" {
+        t.add_row(vec!["enforcement".to_string(), w.enforcement.clone()]);
+    }
     if detailed {
         t.add_row(vec!["watch events".to_string(), format!("{} changes judged, {} events lost", w.changes, w.lost)]);
     }

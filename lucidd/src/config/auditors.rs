@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Minutes, WatchMode, BackendChoice, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
+use super::values::{Minutes, PathList, WatchMode, BackendChoice, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
 
 /// Known auditor ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
@@ -200,6 +200,12 @@ pub struct EvalEnv {
     /// Minutes between full re-verifications, 1 to 36500: the backstop for what a
     /// watch cannot see (writes through a shared mapping, io_uring in tracepoint mode).
     pub integrity_recheck_minutes: Minutes,
+    /// Refuse write-opens of approved model files by executables not in
+    /// `INTEGRITY_ALLOWED_WRITERS` (needs BPF LSM; where the kernel refuses it, lucidd
+    /// says so in status and the ledger and only watches).
+    pub integrity_enforce: Flag,
+    /// Executables allowed to write approved files when enforcing.
+    pub integrity_allowed_writers: PathList,
 }
 
 impl Default for EvalEnv {
@@ -211,6 +217,8 @@ impl Default for EvalEnv {
             document_model_changes: Flag(true),
             integrity_watch_mode: WatchMode::Auto,
             integrity_recheck_minutes: Minutes(60),
+            integrity_enforce: Flag(false),
+            integrity_allowed_writers: PathList(Vec::new()),
         }
     }
 }

@@ -162,6 +162,36 @@ impl JsonSchema for OptionalPath {
     }
 }
 
+/// Absolute paths of executables, comma-separated (`/usr/bin/a,/opt/b`; empty: none).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct PathList(pub Vec<String>);
+
+impl<'de> Deserialize<'de> for PathList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ScalarText {
+            expecting: "comma-separated absolute paths",
+            parse: |s| {
+                let paths: Vec<String> = s.split(',').map(str::trim).filter(|p| !p.is_empty()).map(str::to_string).collect();
+                match paths.iter().find(|p| !p.starts_with('/')) {
+                    Some(p) => Err(format!("{p:?} is not an absolute path")),
+                    None => Ok(PathList(paths)),
+                }
+            },
+        })
+    }
+}
+
+impl JsonSchema for PathList {
+    fn schema_name() -> Cow<'static, str> {
+        "PathList".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "string", "description": "Comma-separated absolute paths (empty: none)." })
+    }
+}
+
 /// The classifier model the guardrails auditor scores with (`CLASSIFIER_MODEL`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum ClassifierModel {

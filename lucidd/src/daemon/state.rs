@@ -293,7 +293,7 @@ impl AppState {
             classifier_note: crate::infer::service::unavailable(),
             integrity_watch: {
                 let i = self.watch.info();
-                lucid_common::api::WatchStatus { mode: i.mode, detail: i.detail, changes: i.changes, lost: i.lost }
+                lucid_common::api::WatchStatus { mode: i.mode, detail: i.detail, changes: i.changes, lost: i.lost, enforcement: i.enforcement }
             },
         }
     }

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use lucid_common::probe::{DevIno, Event, EventKind, Op, HIT_EXE};
+use lucid_common::probe::{DevIno, Event, EventKind, Op, HIT_EXE, SOURCE_LSM};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -58,6 +58,11 @@ pub struct EbpfSource {
     ancestors: BpfHashMap<MapData, DevIno, u32>,
     exes: BpfHashMap<MapData, DevIno, u32>,
     generation: Array<MapData, u64>,
+    protected: BpfHashMap<MapData, DevIno, u32>,
+    allow: BpfHashMap<MapData, DevIno, u32>,
+    /// Executables allowed to write approved files (enforcement on), by path.
+    writers: Vec<PathBuf>,
+    enforcement: String,
 }
 
 /// For the benchmark: a program that does nothing, attached to the same syscall
@@ -123,7 +128,7 @@ fn raise_memlock() {
 
 /// Loads and attaches the programs and starts the reader. `Err` says why eBPF cannot
 /// be used here (the caller falls back to fanotify).
-pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Result<EbpfSource, String> {
+pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: Option<Vec<PathBuf>>) -> Result<EbpfSource, String> {
     if OBJECT.is_empty() {
         return Err("the eBPF programs were not built into this lucidd (no bpf-linker at build time)".into());
     }
@@ -165,11 +170,27 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
         attach(exit.to_string(), format!("sys_exit_{name}"))?;
     }
     attach("enter_close".into(), "sys_enter_close".into())?;
+    // Enforcement needs the BPF LSM; the kernel may refuse it (lockdown, or bpf not in
+    // its LSM list), and then lucidd watches without refusing.
+    let enforcement = match &enforce {
+        None => "off".to_string(),
+        Some(_) => match enable_lsm(&mut ebpf, &kernel_btf) {
+            Ok(()) => "on (BPF LSM file_open)".to_string(),
+            Err(e) => format!("unavailable: {e}"),
+        },
+    };
     let map = |ebpf: &mut Ebpf, name: &str| ebpf.take_map(name).ok_or_else(|| format!("map {name} missing"));
     let watched = BpfHashMap::try_from(map(&mut ebpf, "WATCHED")?).map_err(|e| e.to_string())?;
     let ancestors = BpfHashMap::try_from(map(&mut ebpf, "ANCESTORS")?).map_err(|e| e.to_string())?;
     let exes = BpfHashMap::try_from(map(&mut ebpf, "EXES")?).map_err(|e| e.to_string())?;
     let generation = Array::try_from(map(&mut ebpf, "GENERATION")?).map_err(|e| e.to_string())?;
+    let protected = BpfHashMap::try_from(map(&mut ebpf, "PROTECTED")?).map_err(|e| e.to_string())?;
+    let allow = BpfHashMap::try_from(map(&mut ebpf, "ALLOW")?).map_err(|e| e.to_string())?;
+    if enforcement.starts_with("on") {
+        let mut settings: Array<MapData, u32> = Array::try_from(map(&mut ebpf, "SETTINGS")?).map_err(|e| e.to_string())?;
+        settings.set(1, 1, 0).map_err(|e| format!("SETTINGS: {e}"))?;
+        settings.set(0, 1, 0).map_err(|e| format!("SETTINGS: {e}"))?;
+    }
     let wfds: BpfHashMap<MapData, u64, DevIno> = BpfHashMap::try_from(map(&mut ebpf, "WFDS")?).map_err(|e| e.to_string())?;
     let lost: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map(&mut ebpf, "LOST")?).map_err(|e| e.to_string())?;
     let ring = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(|e| e.to_string())?;
@@ -178,7 +199,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Re
     let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| format!("polling the ring buffer: {e}"))?;
     tokio::spawn(read(ring, lost, wfds, set, tx));
-    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation })
+    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement })
 }
 
 fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
@@ -192,8 +213,26 @@ fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathB
     Ok(())
 }
 
+/// Loads and attaches the LSM `file_open` program (enforcement).
+fn enable_lsm(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), String> {
+    let p: &mut aya::programs::Lsm = ebpf.program_mut("lsm_file_open").ok_or("program lsm_file_open missing")?.try_into().map_err(|e| format!("{e}"))?;
+    p.load("file_open", btf).map_err(|e| format!("the kernel refused the BPF LSM program: {}", short(e)))?;
+    p.attach().map_err(|e| format!("attaching the BPF LSM program: {e}"))?;
+    Ok(())
+}
+
 impl Source for EbpfSource {
+    fn enforcement(&self) -> String {
+        self.enforcement.clone()
+    }
+
     fn watch(&mut self, set: &WatchSet) -> Result<(), String> {
+        if self.enforcement.starts_with("on") {
+            sync(&mut self.protected, &set.protected)?;
+            let writers: HashMap<DevIno, PathBuf> =
+                self.writers.iter().filter_map(|p| std::fs::metadata(p).ok().map(|m| (DevIno::from_stat(m.dev(), m.ino()), p.clone()))).collect();
+            sync(&mut self.allow, &writers)?;
+        }
         sync(&mut self.watched, &set.dirs)?;
         sync(&mut self.ancestors, &set.ancestors)?;
         sync(&mut self.exes, &set.files)?;
@@ -299,6 +338,11 @@ impl Reader {
                 let Some(path) = locate(&set, &e.dir, &cstr(&e.name), &e.file) else {
                     return;
                 };
+                if e.source == SOURCE_LSM {
+                    // The LSM program reports only refusals.
+                    let _ = self.tx.send(Input::Refused { who, path });
+                    return;
+                }
                 let settled = e.kind == EventKind::Fd as u32;
                 if !settled {
                     self.open.insert(e.file, path.clone());

@@ -112,17 +112,36 @@ pub fn spawn(state: Arc<AppState>) {
         // Loading and verifying the programs takes a while: off the runtime's workers,
         // and without holding up the daemon's start.
         let (set, tx2, mode) = (state.watch.set.clone(), tx.clone(), settings.integrity_watch_mode);
-        let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx2)).await;
+        let enforce = settings.integrity_enforce.0.then(|| settings.integrity_allowed_writers.0.iter().map(PathBuf::from).collect::<Vec<_>>());
+        let wanted_enforcement = enforce.is_some();
+        let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx2, enforce)).await;
         let (source, mode, detail) = picked.unwrap_or_else(|e| (None, "periodic".into(), format!("starting the watch failed: {e}")));
         if source.is_none() || !detail.is_empty() {
             tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
         } else {
             tracing::info!(mode = %mode, "model watch started");
         }
+        let enforcement = match (&source, wanted_enforcement) {
+            (_, false) => "off".to_string(),
+            (Some(s), true) => s.enforcement(),
+            (None, true) => "unavailable: it needs the eBPF programs".to_string(),
+        };
         state.watch.update(|i| {
             i.mode = mode.clone();
             i.detail = detail;
+            i.enforcement = enforcement.clone();
         });
+        if wanted_enforcement {
+            let ok = enforcement.starts_with("on");
+            let body = json!({ "event": if ok { "enforcement_on" } else { "enforcement_unavailable" }, "enforcement": enforcement, "mode": mode, "model": "models" });
+            let entry = Entry { kind: Kind::Integrity, source: "integrity-watch".into(), controls: vec!["CC8.1".into()], severity: if ok { Severity::Notice } else { Severity::Warning }, subject: "models".into(), body };
+            if let Err(e) = state.ledger.append(entry).await {
+                tracing::error!(error = %e, "could not record the enforcement state");
+            }
+            if !ok {
+                tracing::warn!(why = %enforcement, "INTEGRITY_ENFORCE is set but writes cannot be refused on this host");
+            }
+        }
         let judge = Judge { state, source, mode, procs: Procs::default(), pending: HashMap::new(), stamps: HashMap::new() };
         judge.run(rx, recheck).await;
     });
@@ -130,10 +149,15 @@ pub fn spawn(state: Arc<AppState>) {
 
 /// The best source this host allows under `mode`: eBPF, else fanotify, else none
 /// (periodic re-verification only); with the mode's name and what failed before it.
-fn pick(mode: WatchMode, set: Arc<std::sync::RwLock<super::WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> (Option<Box<dyn Source>>, String, String) {
+fn pick(
+    mode: WatchMode,
+    set: Arc<std::sync::RwLock<super::WatchSet>>,
+    tx: mpsc::UnboundedSender<Input>,
+    enforce: Option<Vec<PathBuf>>,
+) -> (Option<Box<dyn Source>>, String, String) {
     let mut notes = Vec::new();
     if matches!(mode, WatchMode::Auto | WatchMode::Ebpf) {
-        match super::ebpf::start(set, tx.clone()) {
+        match super::ebpf::start(set, tx.clone(), enforce) {
             Ok(s) => return (Some(Box::new(s)), "ebpf-tracepoint".into(), String::new()),
             Err(e) => notes.push(format!("eBPF: {e}")),
         }
@@ -216,6 +240,14 @@ impl Judge {
             }
             Input::Seen(seen) => self.seen(seen),
             Input::Exec { who, path } => self.exec(who, path).await,
+            Input::Refused { who, path } => {
+                let hint = Proc { ppid: who.ppid, uid: who.uid, comm: who.comm.clone(), ..Default::default() };
+                let actor = self.procs.describe(who.pid, &hint);
+                let model = self.state.models.all().into_iter().find(|a| path.starts_with(&a.path)).map(|a| a.path.display().to_string());
+                let body = json!({ "event": "write_refused", "model": model, "path": path, "actor": actor, "enforcement": "BPF LSM file_open" });
+                self.append(Kind::Integrity, Severity::Warning, "integrity-watch", body.clone()).await;
+                self.append(Kind::Anomaly, Severity::Warning, "integrity-watch", body).await;
+            }
             Input::Lost { count, source } => {
                 self.state.watch.update(|i| i.lost += count);
                 let body = json!({ "event": "events_lost", "source": source, "count": count, "action": "re-verifying every approved model" });

@@ -30,6 +30,8 @@ pub struct WatchSet {
     pub ancestors: HashMap<DevIno, PathBuf>,
     /// Approved single files (serving binaries among them).
     pub files: HashMap<DevIno, PathBuf>,
+    /// Every approved file (what enforcement protects).
+    pub protected: HashMap<DevIno, PathBuf>,
 }
 
 fn key_of(path: &Path) -> Option<DevIno> {
@@ -42,6 +44,13 @@ impl WatchSet {
         let mut set = WatchSet::default();
         for a in approvals {
             let Ok(meta) = std::fs::symlink_metadata(&a.path) else { continue };
+            if let Ok(files) = super::hash::files(&a.path, &a.manifest.ignore_paths) {
+                for (path, _, _) in files {
+                    if let Some(k) = key_of(&path) {
+                        set.protected.insert(k, path);
+                    }
+                }
+            }
             let root = if meta.is_dir() {
                 a.path.clone()
             } else {
@@ -142,6 +151,13 @@ pub enum Input {
     },
     /// A process exited: its files open for writing are closed.
     Exit(u32),
+    /// Enforcement refused a write-open of an approved file.
+    Refused {
+        /// Who was refused.
+        who: Who,
+        /// The file.
+        path: PathBuf,
+    },
     /// A process executed a watched or approved file (a serving binary).
     Exec {
         /// Who.
@@ -166,6 +182,12 @@ pub enum Input {
 pub trait Source: Send + Sync {
     /// The set to watch from now on.
     fn watch(&mut self, set: &WatchSet) -> Result<(), String>;
+
+    /// Whether writes to approved files are refused: `off`, `on (...)`, or
+    /// `unavailable: why`.
+    fn enforcement(&self) -> String {
+        "off".into()
+    }
 }
 
 /// The watch as the rest of the daemon sees it: its mode, and a way to tell it that
@@ -189,6 +211,8 @@ pub struct WatchInfo {
     pub changes: u64,
     /// Events lost.
     pub lost: u64,
+    /// Enforcement: `off`, `on (...)` or `unavailable: why`.
+    pub enforcement: String,
 }
 
 impl Watch {
