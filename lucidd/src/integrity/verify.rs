@@ -126,7 +126,7 @@ mod tests {
         std::fs::set_permissions(dir.path().join("a.bin"), std::fs::Permissions::from_mode(a.attrs["a.bin"].mode)).unwrap();
         std::fs::write(dir.path().join("new.bin"), b"x").unwrap();
         let v = check(&a, Some(&BTreeSet::from(["new.bin".to_string()])), &AtomicU64::new(0));
-        assert_eq!((v.state.as_str(), v.added.as_slice()), ("unapproved file", ["new.bin".to_string()].as_slice()));
+        assert_eq!((v.state.as_str(), v.added.as_slice()), ("unapproved file", ["new.bin:0:1".to_string()].as_slice()));
         std::fs::remove_file(dir.path().join("new.bin")).unwrap();
         std::fs::remove_file(dir.path().join("a.bin")).unwrap();
         let v = check(&a, Some(&BTreeSet::from(["a.bin".to_string()])), &AtomicU64::new(0));
