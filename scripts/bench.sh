@@ -2,7 +2,8 @@
 # Installs what is missing and runs the benchmarks, each against its named peer in the
 # same run: the ledger against SQLite, the audit chain against Presidio's pattern
 # recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
-# ONNX Runtime, model hashing against sha256sum and b3sum. Each prints one JSON line.
+# ONNX Runtime, model hashing against sha256sum and b3sum, the eBPF probes against no
+# probes and a no-op program. Each prints one JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -19,3 +20,9 @@ cargo bench --locked -p lucidd --bench ledger
 cargo bench --locked -p lucidd --bench audit
 cargo bench --locked -p lucidd --bench infer
 cargo bench --locked -p lucidd --bench hash
+if [ "$(id -u)" -eq 0 ]; then
+    need_ebpf_toolchain
+    cargo bench --locked -p lucidd --bench probes
+else
+    say "the probes bench needs root (eBPF); skipped"
+fi
