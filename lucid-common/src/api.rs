@@ -310,7 +310,8 @@ pub struct ModelRequest {
     /// Why it is approved (approve only).
     #[serde(default)]
     pub note: Option<String>,
-    /// `shards` (default, 1 GB shards), `files`, or `blake3` (by file) (approve only).
+    /// `shards` (default, 1 GB shards), `shards:BYTES`, `files`, or `blake3` (by file)
+    /// (approve only).
     #[serde(default)]
     pub method: Option<String>,
 }

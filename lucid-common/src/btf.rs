@@ -209,6 +209,10 @@ impl Btf {
             bprm_file: self.offset_of("linux_binprm", "file")?,
             bprm_filename: self.offset_of("linux_binprm", "filename")?,
             file_mode: self.offset_of("file", "f_mode")?,
+            file_flags: self.offset_of("file", "f_flags")?,
+            file_pos: self.offset_of("file", "f_pos")?,
+            file_inode: self.offset_of("file", "f_inode")?,
+            inode_size: self.offset_of("inode", "i_size")?,
         })
     }
 }

@@ -75,6 +75,14 @@ pub struct Offsets {
     pub bprm_filename: u32,
     /// `file.f_mode`
     pub file_mode: u32,
+    /// `file.f_flags`
+    pub file_flags: u32,
+    /// `file.f_pos`
+    pub file_pos: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `inode.i_size`
+    pub inode_size: u32,
 }
 
 /// What an [`Event`] reports.
@@ -94,6 +102,9 @@ pub enum EventKind {
     Path = 5,
     /// An fd-based change (ftruncate, fchmod, fchown) of a file under a watched directory.
     Fd = 6,
+    /// A process holding files open for writing forked (`ret`: the child's pid): the
+    /// child shares them.
+    Fork = 7,
 }
 
 impl EventKind {
@@ -106,6 +117,7 @@ impl EventKind {
             4 => EventKind::Close,
             5 => EventKind::Path,
             6 => EventKind::Fd,
+            7 => EventKind::Fork,
             _ => return None,
         })
     }
@@ -143,6 +155,8 @@ pub enum Op {
     Link = 12,
     /// symlink, symlinkat
     Symlink = 13,
+    /// dup, dup2, dup3, fcntl(F_DUPFD*) of a file open for writing
+    Dup = 14,
 }
 
 impl Op {
@@ -162,6 +176,7 @@ impl Op {
             11 => Op::Fchown,
             12 => Op::Link,
             13 => Op::Symlink,
+            14 => Op::Dup,
             _ => Op::None,
         }
     }
@@ -183,6 +198,7 @@ impl Op {
             Op::Fchown => "fchown",
             Op::Link => "link",
             Op::Symlink => "symlink",
+            Op::Dup => "dup",
         }
     }
 }

@@ -59,6 +59,10 @@ static OFFSETS: Offsets = Offsets {
     bprm_file: 0,
     bprm_filename: 0,
     file_mode: 0,
+    file_flags: 0,
+    file_pos: 0,
+    file_inode: 0,
+    inode_size: 0,
 };
 
 /// How far up from a file the programs look for a watched directory.
@@ -76,6 +80,9 @@ static EXES: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
 /// Files open for writing under a watched directory, by `tgid << 32 | fd`.
 #[map]
 static WFDS: LruHashMap<u64, DevIno> = LruHashMap::with_max_entries(65536, 0);
+/// How many write fds each process has in `WFDS` (a fork of one is reported).
+#[map]
+static WCOUNT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
 /// Syscall arguments between entry and exit, by `pid_tgid` (a plain hash: cheaper to
 /// update than an LRU one, and each thread's entry is removed at its syscall's exit).
 #[map]
@@ -283,6 +290,34 @@ fn key_fd(tgid: u32, fd: i32) -> u64 {
     ((tgid as u64) << 32) | (fd as u32 as u64)
 }
 
+/// Remembers that `tgid` holds `file` open for writing as `fd`.
+#[inline(always)]
+fn track(tgid: u32, fd: i32, file: &DevIno) {
+    let fresh = WFDS.insert(&key_fd(tgid, fd), file, 1 /* BPF_NOEXIST */).is_ok();
+    if !fresh {
+        let _ = WFDS.insert(&key_fd(tgid, fd), file, 0);
+        return;
+    }
+    // SAFETY: the value is copied out before the update.
+    let n = unsafe { WCOUNT.get(&tgid).copied() }.unwrap_or(0);
+    let _ = WCOUNT.insert(&tgid, &(n + 1), 0);
+}
+
+/// Forgets `fd` of `tgid`.
+#[inline(always)]
+fn untrack(tgid: u32, fd: i32) {
+    let _ = WFDS.remove(&key_fd(tgid, fd));
+    // SAFETY: as above.
+    match unsafe { WCOUNT.get(&tgid).copied() } {
+        Some(n) if n > 1 => {
+            let _ = WCOUNT.insert(&tgid, &(n - 1), 0);
+        }
+        _ => {
+            let _ = WCOUNT.remove(&tgid);
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn arg(ctx: &TracePointContext, n: usize) -> u64 {
     ctx.read_at::<u64>(16 + 8 * n).unwrap_or(0)
@@ -407,7 +442,7 @@ unsafe fn exit_open(ctx: &TracePointContext) {
     name_into(&o, d, &mut (*e).name);
     let tgid = (*e).tgid;
     entry.submit(0);
-    let _ = WFDS.insert(&key_fd(tgid, fd as i32), &file, 0);
+    track(tgid, fd as i32, &file);
 }
 
 /// `open(filename, flags, mode)`
@@ -462,7 +497,7 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let k = key_fd(tgid, fd);
         let Some(file) = WFDS.get(&k).copied() else { return 0 };
-        let _ = WFDS.remove(&k);
+        untrack(tgid, fd);
         let o = offsets();
         let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
             count_lost();
@@ -479,6 +514,203 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
         }
         entry.submit(0);
     }
+    0
+}
+
+// ---- dup and fork ----------------------------------------------------------------------
+//
+// A write fd duplicated (dup2 onto stdout, as dd does) or inherited by a child is the
+// same open file: its writes and its last close count, not the first close.
+
+#[inline(always)]
+fn enter_dup(oldfd: i32) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: a lookup in our own map.
+    if unsafe { WFDS.get(&key_fd(tgid, oldfd)) }.is_some() {
+        stash(&Stash { op: Op::Dup as u32, fd: oldfd, fd2: -1, pad: 0, flags: 0, p1: 0, p2: 0 });
+    }
+}
+
+/// `dup(oldfd)`
+#[tracepoint]
+pub fn enter_dup_(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads of the tracepoint's own record.
+    enter_dup(unsafe { arg(&ctx, 0) } as i32);
+    0
+}
+
+/// `dup2(oldfd, newfd)` and `dup3(oldfd, newfd, flags)`
+#[tracepoint]
+pub fn enter_dup2(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    enter_dup(unsafe { arg(&ctx, 0) } as i32);
+    0
+}
+
+/// `fcntl(fd, cmd, arg)`: only `F_DUPFD` and `F_DUPFD_CLOEXEC` duplicate.
+#[tracepoint]
+pub fn enter_fcntl(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    let (fd, cmd) = unsafe { (arg(&ctx, 0) as i32, arg(&ctx, 1)) };
+    if cmd == 0 || cmd == 1030 {
+        enter_dup(fd);
+    }
+    0
+}
+
+/// Exit of the dup family: the new fd is tracked like the old one.
+#[tracepoint]
+pub fn exit_dups(ctx: TracePointContext) -> u32 {
+    let Some(s) = unstash() else { return 0 };
+    // SAFETY: reads of the tracepoint's record and our own maps.
+    unsafe {
+        let newfd = ret(&ctx);
+        if s.op != Op::Dup as u32 || newfd < 0 {
+            return 0;
+        }
+        let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+        let Some(file) = WFDS.get(&key_fd(tgid, s.fd)).copied() else { return 0 };
+        track(tgid, newfd as i32, &file);
+        let o = offsets();
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            count_lost();
+            return 0;
+        };
+        let e = entry.as_mut_ptr();
+        fill(e, &o, EventKind::Open, Op::Dup);
+        (*e).file = file;
+        (*e).fd = newfd as i32;
+        (*e).fd2 = s.fd;
+        (*e).ret = newfd;
+        (*e).hit = HIT_WATCHED;
+        entry.submit(0);
+    }
+    0
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`: a new
+/// process (not a thread) of a parent holding write fds shares them.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_fork(ctx: BtfTracePointContext) -> i32 {
+    // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+    unsafe {
+        let o = offsets();
+        let parent: *const u8 = ctx.arg(0);
+        let child: *const u8 = ctx.arg(1);
+        let (Some(ptgid), Some(ctgid)) = (rd::<u32>(parent, o.task_tgid), rd::<u32>(child, o.task_tgid)) else { return 0 };
+        if ptgid == ctgid || WCOUNT.get(&ptgid).is_none() {
+            return 0;
+        }
+        let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+            count_lost();
+            return 0;
+        };
+        let e = entry.as_mut_ptr();
+        fill(e, &o, EventKind::Fork, Op::None);
+        (*e).ret = ctgid as i64;
+        entry.submit(0);
+    }
+    0
+}
+
+// ---- where writes land ----------------------------------------------------------------
+
+/// Byte ranges written to each file open for writing under a watched directory: (lowest
+/// offset, highest end). User space takes the entry at close and re-hashes only the
+/// shards it overlaps. Writes that do not go through these syscalls (a shared mapping)
+/// are not here: a file opened for writing with no entry is re-hashed whole.
+#[map]
+static DIRTY: LruHashMap<DevIno, [u64; 2]> = LruHashMap::with_max_entries(65536, 0);
+
+/// `O_APPEND`.
+const O_APPEND: u32 = 0o2000;
+
+/// Notes a write of `len` bytes to `fd` at `pos` (`None`: the file position, or the end
+/// for `O_APPEND`), when `fd` is a tracked write fd.
+#[inline(always)]
+unsafe fn mark_dirty(fd: i32, pos: Option<u64>, len: u64) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(file_key) = WFDS.get(&key_fd(tgid, fd)).copied() else { return };
+    let o = offsets();
+    let task = bpf_get_current_task() as *const u8;
+    let lo = match pos {
+        Some(p) => p,
+        None => {
+            let Some(f) = fd_file(&o, task, fd) else { return };
+            let flags: u32 = rd(f, o.file_flags).unwrap_or(0);
+            if flags & O_APPEND != 0 {
+                match rd::<*const u8>(f, o.file_inode) {
+                    Some(inode) if !inode.is_null() => rd::<i64>(inode, o.inode_size).unwrap_or(0) as u64,
+                    _ => 0,
+                }
+            } else {
+                rd::<i64>(f, o.file_pos).unwrap_or(0) as u64
+            }
+        }
+    };
+    let hi = lo.saturating_add(len);
+    let range = match DIRTY.get(&file_key) {
+        Some(r) => [if r[0] < lo { r[0] } else { lo }, if r[1] > hi { r[1] } else { hi }],
+        None => [lo, hi],
+    };
+    let _ = DIRTY.insert(&file_key, &range, 0);
+}
+
+/// `write(fd, buf, count)`
+#[tracepoint]
+pub fn enter_write(ctx: TracePointContext) -> u32 {
+    // SAFETY: reads of the tracepoint's record; kernel memory through probe reads.
+    unsafe { mark_dirty(arg(&ctx, 0) as i32, None, arg(&ctx, 2)) };
+    0
+}
+
+/// `pwrite64(fd, buf, count, pos)`
+#[tracepoint]
+pub fn enter_pwrite64(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { mark_dirty(arg(&ctx, 0) as i32, Some(arg(&ctx, 3)), arg(&ctx, 2)) };
+    0
+}
+
+/// `writev(fd, vec, vlen)`: the length is not summed here: from the position on.
+#[tracepoint]
+pub fn enter_writev(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { mark_dirty(arg(&ctx, 0) as i32, None, u64::MAX) };
+    0
+}
+
+/// `pwritev(fd, vec, vlen, pos_l, pos_h)` and `pwritev2(..., flags)`: from `pos_l` on.
+#[tracepoint]
+pub fn enter_pwritev(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { mark_dirty(arg(&ctx, 0) as i32, Some(arg(&ctx, 3)), u64::MAX) };
+    0
+}
+
+/// `fallocate(fd, mode, offset, len)`
+#[tracepoint]
+pub fn enter_fallocate(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { mark_dirty(arg(&ctx, 0) as i32, Some(arg(&ctx, 2)), arg(&ctx, 3)) };
+    0
+}
+
+/// `copy_file_range(fd_in, off_in, fd_out, off_out, len, flags)` and
+/// `sendfile(out_fd, in_fd, offset, count)`: where they land is behind a pointer:
+/// from the position on.
+#[tracepoint]
+pub fn enter_copy_file_range(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { mark_dirty(arg(&ctx, 2) as i32, Some(0), u64::MAX) };
+    0
+}
+
+/// `sendfile64(out_fd, in_fd, offset, count)`
+#[tracepoint]
+pub fn enter_sendfile64(ctx: TracePointContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { mark_dirty(arg(&ctx, 0) as i32, None, arg(&ctx, 3)) };
     0
 }
 

@@ -87,8 +87,12 @@ fn judged(d: &Daemon, model: &Path, what: &str, cmd: &mut Command, exe: Option<&
     assert!(b["operations"].as_array().unwrap().iter().any(|o| o["op"] == op), "{what}: no {op} in {b}");
     assert_eq!(b["verdict"], "unapproved", "{what}: {b}");
     assert_eq!(b["state"], "modified", "{what}: {b}");
-    let anomalies = records(d, "anomaly", after);
-    assert!(anomalies.iter().any(|a| a["body"]["event"] == "model_change"), "{what}: no anomaly");
+    // The anomaly is the record after the integrity one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !records(d, "anomaly", after).iter().any(|a| a["body"]["event"] == "model_change") {
+        assert!(Instant::now() < deadline, "{what}: no anomaly");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let list = d.ctl_json(&["model", "list"]);
     assert_eq!(list[0]["state"], "modified", "{what}: {list}");
     assert_eq!(list[0]["last_change"]["pid"], pid, "{what}: {list}");
@@ -298,4 +302,57 @@ fn enforcement_that_the_kernel_refuses_is_reported_not_pretended() {
     }
     let text = d.ctl_ok(&["status"]);
     assert!(text.contains("enforcement"), "{text}");
+}
+
+/// A write into the middle of a large sharded file re-hashes only the shard it landed
+/// in: the probes record where writes land.
+#[test]
+fn a_write_rehashes_only_the_shards_it_touched() {
+    if !is_root() {
+        return skip("a_write_rehashes_only_the_shards_it_touched", "loading eBPF programs needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let m = tmp.path().join("model");
+    std::fs::create_dir_all(&m).unwrap();
+    std::fs::write(m.join("big.bin"), vec![5u8; 4 << 20]).unwrap();
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    let a = d.ctl_json(&["model", "approve", m.to_str().unwrap(), "--method", "shards:1048576"]);
+    assert_eq!(a["resources"], 4, "{a}");
+    let after = last_seq(&d);
+    // dd seeks to 2.5 MiB and writes 10 bytes without truncating.
+    let (r, pid, _) = change_by(
+        &d,
+        after,
+        Command::new("dd").args(["if=/dev/zero", "of=big.bin", "bs=1", "count=10", "seek=2621440", "conv=notrunc", "status=none"]).current_dir(&m),
+    );
+    let b = &r["body"];
+    assert_eq!(b["actor"]["pid"], pid, "{b}");
+    assert_eq!(b["bytes_hashed"], 1 << 20, "only the third shard is read again: {b}");
+    assert_eq!(b["changed"], serde_json::json!(["big.bin:2097152:3145728"]), "{b}");
+    assert_eq!(b["written_ranges"]["big.bin"], serde_json::json!([2621440, 2621450]), "{b}");
+}
+
+/// A write fd inherited across a fork is tracked in the child: the parent closing its
+/// copy first does not end the change; the child's later write and close are judged.
+#[test]
+fn a_forked_child_writing_through_an_inherited_fd_is_judged() {
+    if !is_root() {
+        return skip("a_forked_child_writing_through_an_inherited_fd_is_judged", "loading eBPF programs needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let d = Daemon::start(&tmp.path().join("state"), &[]);
+    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    approve(&d, &m);
+    let after = last_seq(&d);
+    let script = "import os, sys, time\nfd = os.open('w1.bin', os.O_WRONLY | os.O_APPEND)\npid = os.fork()\nif pid == 0:\n    time.sleep(0.4)\n    os.write(fd, b'late')\n    os._exit(0)\nos.close(fd)\nprint(pid, flush=True)\nos.waitpid(pid, 0)\n";
+    let out = Command::new("python3").args(["-c", script]).current_dir(&m).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let child: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let r = wait_record(&d, after, "the child's change", |b| {
+        b["event"] == "model_change" && b["operations"].as_array().is_some_and(|ops| ops.iter().any(|o| o["pid"] == child && o["op"] == "close"))
+    });
+    assert_eq!(r["body"]["state"], "modified", "{r}");
+    assert_eq!(r["body"]["changed"], serde_json::json!(["w1.bin"]), "{r}");
 }

@@ -17,7 +17,8 @@ pub enum ModelCommand {
         /// Why (a change ticket, a release): recorded with the approval.
         #[arg(long)]
         note: Option<String>,
-        /// How to hash: shards (1 GB shards, SHA-256), files (SHA-256) or blake3 (by file).
+        /// How to hash: shards (1 GB shards, SHA-256), shards:BYTES (another shard size),
+        /// files (SHA-256) or blake3 (by file).
         #[arg(long, default_value = "shards")]
         method: String,
         /// Output format.

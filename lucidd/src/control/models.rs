@@ -55,15 +55,7 @@ fn status_of(a: &Approval) -> ModelStatus {
         missing: a.last.missing.clone(),
         added: a.last.added.clone(),
         attributes: a.last.attributes.clone(),
-        last_change: a.last_change.as_ref().map(|c| lucid_common::api::ModelChange {
-            time_ns: c.time_ns,
-            op: c.op.clone(),
-            path: c.path.clone(),
-            pid: c.pid,
-            exe: c.exe.clone(),
-            uid: c.uid,
-            record: c.record,
-        }),
+        last_change: a.last_change.clone(),
         record: None,
     }
 }
@@ -96,11 +88,15 @@ pub async fn approve(
 }
 
 fn method_of(req: &ModelRequest) -> Result<Method, ApiError> {
+    let unknown = |m: &str| ApiError::bad_request(format!("unknown method {m:?}: shards, shards:BYTES, files or blake3"));
     match req.method.as_deref().unwrap_or("shards") {
         "shards" => Ok(Method::Shards { size: DEFAULT_SHARD_SIZE }),
         "files" => Ok(Method::Files),
         "blake3" => Ok(Method::FilesBlake3),
-        other => Err(ApiError::bad_request(format!("unknown method {other:?}: shards, files or blake3"))),
+        other => match other.strip_prefix("shards:").map(str::parse::<u64>) {
+            Some(Ok(size)) if size >= 4096 => Ok(Method::Shards { size }),
+            _ => Err(unknown(other)),
+        },
     }
 }
 

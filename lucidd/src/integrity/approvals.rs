@@ -43,24 +43,8 @@ pub struct Attr {
     pub gid: u32,
 }
 
-/// The latest change a watch saw, and who made it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LastChange {
-    /// When, ns since the epoch.
-    pub time_ns: u64,
-    /// The operation (`open`, `rename`, ...).
-    pub op: String,
-    /// The path it touched.
-    pub path: String,
-    /// The process.
-    pub pid: u32,
-    /// Its executable, where known.
-    pub exe: Option<String>,
-    /// Its uid.
-    pub uid: u32,
-    /// The ledger record of the change.
-    pub record: u64,
-}
+/// The latest change a watch saw, and who made it (stored as the API shows it).
+pub use lucid_common::api::ModelChange as LastChange;
 
 /// One approved model.
 #[derive(Clone, Debug)]

@@ -111,9 +111,10 @@ fn digest_range(file: &File, start: u64, len: u64, path: &Path, done: &AtomicU64
     Ok(h.finalize().into())
 }
 
-/// An earlier manifest of the same model and which files changed since (by relative
-/// name): their resources are hashed again, the others' digests reused.
-pub type Previous<'a> = (&'a Manifest, &'a (dyn Fn(&str) -> bool + Sync));
+/// An earlier manifest of the same model and which resources changed since (by the
+/// file's relative name and, for a shard, its byte range): those are hashed again, the
+/// others' digests reused.
+pub type Previous<'a> = (&'a Manifest, &'a (dyn Fn(&str, Option<(u64, u64)>) -> bool + Sync));
 
 /// Hashes the model at `root` by `method`, leaving out `ignored` paths; `done` counts
 /// bytes hashed so far (for progress). `only` limits the work to the named resources
@@ -142,7 +143,7 @@ pub fn hash_model(root: &Path, method: Method, ignored: &[String], done: &Atomic
         .map(|p| {
             // Unchanged since the previous manifest: reuse its digest.
             if let Some((_, changed)) = &previous {
-                if let Some(r) = reusable.get(p.name.as_str()).filter(|_| !changed(&p.file)) {
+                if let Some(r) = reusable.get(p.name.as_str()).filter(|_| !changed(&p.file, p.range)) {
                     return Ok((*r).clone());
                 }
             }
@@ -207,7 +208,7 @@ mod tests {
         let first = hash_model(dir.path(), Method::Shards { size: 4096 }, &[], &AtomicU64::new(0), None).unwrap();
         std::fs::write(dir.path().join("b.bin"), vec![8u8; 20_000]).unwrap();
         let done = AtomicU64::new(0);
-        let changed = |f: &str| f == "b.bin";
+        let changed = |f: &str, _: Option<(u64, u64)>| f == "b.bin";
         let second = hash_model(dir.path(), Method::Shards { size: 4096 }, &[], &done, Some((&first, &changed))).unwrap();
         assert_eq!(done.load(Ordering::Relaxed), 20_000, "a.bin was not read again");
         let full = hash_model(dir.path(), Method::Shards { size: 4096 }, &[], &AtomicU64::new(0), None).unwrap();

@@ -22,24 +22,36 @@ pub fn attrs_of(root: &Path, ignored: &[String]) -> Result<BTreeMap<String, Attr
     Ok(out)
 }
 
-/// Whether a resource's file (`name`, or `name:start:end`) is among `touched` (files,
-/// or directories whose contents all count as touched).
-fn is_touched(touched: &BTreeSet<String>, file: &str) -> bool {
-    touched.iter().any(|t| t == file || t.is_empty() || file.starts_with(&format!("{t}/")))
+/// What a watch saw touched in a model: relative names (files, or directories whose
+/// contents all count), each with the byte range written where it is known (`None`:
+/// the whole file).
+pub type Touched = BTreeMap<String, Option<(u64, u64)>>;
+
+/// Whether the resource for `file` (its byte range `shard` when sharded) is touched.
+fn is_touched(touched: &Touched, file: &str, shard: Option<(u64, u64)>) -> bool {
+    touched.iter().any(|(t, written)| {
+        if t == file {
+            return match (written, shard) {
+                (Some((lo, hi)), Some((start, end))) => *lo < end && start < *hi,
+                _ => true,
+            };
+        }
+        t.is_empty() || file.starts_with(&format!("{t}/"))
+    })
 }
 
 /// The state of `approval`'s model now. With `touched`, only those files (or files under
-/// those directories) are read again; the others keep their approved digests (the
+/// those directories, or the shards overlapping what was written) are read again; the others keep their approved digests (the
 /// watch vouches that nothing else was written). `done` counts bytes hashed.
-pub fn check(approval: &Approval, touched: Option<&BTreeSet<String>>, done: &AtomicU64) -> Verification {
+pub fn check(approval: &Approval, touched: Option<&Touched>, done: &AtomicU64) -> Verification {
     let now = now_ns();
     let approved = &approval.manifest;
     if std::fs::symlink_metadata(&approval.path).is_err() {
         let missing = approved.resources.iter().map(|r| r.split().0.to_string()).collect::<BTreeSet<_>>().into_iter().collect();
         return Verification { state: "missing".into(), time_ns: now, missing, ..Default::default() };
     }
-    let changed_fn = |f: &str| touched.is_some_and(|t| is_touched(t, f));
-    let previous = touched.map(|_| (approved, &changed_fn as &(dyn Fn(&str) -> bool + Sync)));
+    let changed_fn = |f: &str, shard: Option<(u64, u64)>| touched.is_some_and(|t| is_touched(t, f, shard));
+    let previous = touched.map(|_| (approved, &changed_fn as &(dyn Fn(&str, Option<(u64, u64)>) -> bool + Sync)));
     let current = match hash_model(&approval.path, approved.method, &approved.ignore_paths, done, previous) {
         Ok(m) => m,
         Err(e) => {
@@ -81,6 +93,10 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
     use std::sync::atomic::Ordering;
 
+    fn t(names: &[(&str, Option<(u64, u64)>)]) -> Touched {
+        names.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+    }
+
     fn approve(root: &Path) -> Approval {
         let manifest = hash_model(root, Method::Shards { size: 1024 }, &[], &AtomicU64::new(0), None).unwrap();
         Approval {
@@ -111,25 +127,33 @@ mod tests {
         // Only the touched file is read again.
         std::fs::write(dir.path().join("sub/b.bin"), vec![3u8; 3000]).unwrap();
         let done = AtomicU64::new(0);
-        let v = check(&a, Some(&BTreeSet::from(["sub/b.bin".to_string()])), &done);
+        let v = check(&a, Some(&t(&[("sub/b.bin", None)])), &done);
         assert_eq!((v.state.as_str(), done.load(Ordering::Relaxed)), ("modified", 3000));
         // A touched directory covers the files under it.
         let done = AtomicU64::new(0);
-        assert_eq!(check(&a, Some(&BTreeSet::from(["sub".to_string()])), &done).state, "modified");
+        assert_eq!(check(&a, Some(&t(&[("sub", None)])), &done).state, "modified");
         assert_eq!(done.load(Ordering::Relaxed), 3000);
         std::fs::write(dir.path().join("sub/b.bin"), vec![2u8; 3000]).unwrap();
 
+        // A write at a known range re-reads only the shards it overlaps (1 KiB shards).
+        use std::os::unix::fs::FileExt;
+        std::fs::OpenOptions::new().write(true).open(dir.path().join("a.bin")).unwrap().write_at(b"zz", 2100).unwrap();
+        let done = AtomicU64::new(0);
+        let v = check(&a, Some(&t(&[("a.bin", Some((2100, 2102)))])), &done);
+        assert_eq!((v.state.as_str(), v.changed.as_slice(), done.load(Ordering::Relaxed)), ("modified", ["a.bin:2048:3072".to_string()].as_slice(), 1024));
+        std::fs::OpenOptions::new().write(true).open(dir.path().join("a.bin")).unwrap().write_at(&[1u8, 1], 2100).unwrap();
+
         // Mode changes count; an added file alone is "unapproved file".
         std::fs::set_permissions(dir.path().join("a.bin"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        let v = check(&a, Some(&BTreeSet::new()), &AtomicU64::new(0));
+        let v = check(&a, Some(&Touched::new()), &AtomicU64::new(0));
         assert_eq!((v.state.as_str(), v.attributes.len()), ("modified", 1));
         std::fs::set_permissions(dir.path().join("a.bin"), std::fs::Permissions::from_mode(a.attrs["a.bin"].mode)).unwrap();
         std::fs::write(dir.path().join("new.bin"), b"x").unwrap();
-        let v = check(&a, Some(&BTreeSet::from(["new.bin".to_string()])), &AtomicU64::new(0));
+        let v = check(&a, Some(&t(&[("new.bin", None)])), &AtomicU64::new(0));
         assert_eq!((v.state.as_str(), v.added.as_slice()), ("unapproved file", ["new.bin:0:1".to_string()].as_slice()));
         std::fs::remove_file(dir.path().join("new.bin")).unwrap();
         std::fs::remove_file(dir.path().join("a.bin")).unwrap();
-        let v = check(&a, Some(&BTreeSet::from(["a.bin".to_string()])), &AtomicU64::new(0));
+        let v = check(&a, Some(&t(&[("a.bin", None)])), &AtomicU64::new(0));
         assert_eq!((v.state.as_str(), v.missing.len()), ("modified", 5));
     }
 }

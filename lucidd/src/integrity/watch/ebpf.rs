@@ -50,6 +50,23 @@ const SYSCALLS: &[(&str, &str)] = &[
     ("symlinkat", "exit_path_ops"),
 ];
 
+/// Syscalls traced at entry only: the close that settles a write, and where writes land
+/// (so a change re-hashes only the shards it touched).
+const ENTRY_ONLY: &[(&str, &str)] = &[
+    ("enter_close", "sys_enter_close"),
+    ("enter_write", "sys_enter_write"),
+    ("enter_pwrite64", "sys_enter_pwrite64"),
+    ("enter_writev", "sys_enter_writev"),
+    ("enter_pwritev", "sys_enter_pwritev"),
+    ("enter_pwritev", "sys_enter_pwritev2"),
+    ("enter_fallocate", "sys_enter_fallocate"),
+    ("enter_copy_file_range", "sys_enter_copy_file_range"),
+    ("enter_sendfile64", "sys_enter_sendfile64"),
+];
+
+/// The dup family: entry programs and their shared exit.
+const DUPS: &[(&str, &str)] = &[("enter_dup_", "dup"), ("enter_dup2", "dup2"), ("enter_dup2", "dup3"), ("enter_fcntl", "fcntl")];
+
 /// The loaded programs and the maps user space writes.
 pub struct EbpfSource {
     /// Keeps the programs attached (dropping it detaches them).
@@ -137,7 +154,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
     raise_memlock();
     let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| format!("loading: {}", short(e)))?;
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
-    for (prog, tp) in [("sched_exec", "sched_process_exec"), ("sched_exit", "sched_process_exit")] {
+    for (prog, tp) in [("sched_exec", "sched_process_exec"), ("sched_exit", "sched_process_exit"), ("sched_fork", "sched_process_fork")] {
         let p: &mut BtfTracePoint = ebpf
             .program_mut(prog)
             .ok_or_else(|| format!("program {prog} missing"))?
@@ -169,7 +186,13 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
         attach(enter, format!("sys_enter_{name}"))?;
         attach(exit.to_string(), format!("sys_exit_{name}"))?;
     }
-    attach("enter_close".into(), "sys_enter_close".into())?;
+    for (prog, tp) in ENTRY_ONLY {
+        attach(prog.to_string(), tp.to_string())?;
+    }
+    for (prog, name) in DUPS {
+        attach(prog.to_string(), format!("sys_enter_{name}"))?;
+        attach("exit_dups".to_string(), format!("sys_exit_{name}"))?;
+    }
     // Enforcement needs the BPF LSM; the kernel may refuse it (lockdown, or bpf not in
     // its LSM list), and then lucidd watches without refusing.
     let enforcement = match &enforce {
@@ -193,12 +216,16 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
     }
     let wfds: BpfHashMap<MapData, u64, DevIno> = BpfHashMap::try_from(map(&mut ebpf, "WFDS")?).map_err(|e| e.to_string())?;
     let lost: PerCpuArray<MapData, u64> = PerCpuArray::try_from(map(&mut ebpf, "LOST")?).map_err(|e| e.to_string())?;
+    let dirty: BpfHashMap<MapData, DevIno, [u64; 2]> = BpfHashMap::try_from(map(&mut ebpf, "DIRTY")?).map_err(|e| e.to_string())?;
     let ring = RingBuf::try_from(map(&mut ebpf, "EVENTS")?).map_err(|e| e.to_string())?;
     // SAFETY: the ring buffer owns its map fd, which stays open as long as the AsyncFd
     // holds it.
     let ring = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
         .map_err(|e| format!("polling the ring buffer: {e}"))?;
-    tokio::spawn(read(ring, lost, wfds, set, tx));
+    let wcount = BpfHashMap::try_from(map(&mut ebpf, "WCOUNT")?).map_err(|e| e.to_string())?;
+    let offset_ns = now_ns() as i64 - monotonic_ns() as i64;
+    let reader = Reader { set, tx, open: HashMap::new(), dirty, wfds, wcount, offset_ns };
+    tokio::spawn(read(ring, lost, reader));
     Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement })
 }
 
@@ -299,30 +326,111 @@ fn resolve(set: &WatchSet, pid: u32, fd: i32, start: &DevIno, path: &str) -> Opt
     Some(normalize(&base.join(path)))
 }
 
+/// A file a process holds open for writing (possibly through several fds).
+struct Held {
+    path: PathBuf,
+    /// Opened with O_TRUNC, or inherited across a fork (writes may have been missed):
+    /// the whole file is re-hashed.
+    whole: bool,
+    /// Its fds in that process.
+    fds: u32,
+}
+
 struct Reader {
     set: Arc<RwLock<WatchSet>>,
     tx: mpsc::UnboundedSender<Input>,
-    /// Files open for writing: their paths, for the close.
-    open: HashMap<DevIno, PathBuf>,
+    /// Files held open for writing, by (process, file): the judge hears of the first
+    /// open and the last close, whatever dups happen between.
+    open: HashMap<(u32, DevIno), Held>,
+    /// Where writes landed, by file.
+    dirty: BpfHashMap<MapData, DevIno, [u64; 2]>,
+    /// The kernel's write fds (for exits and forks).
+    wfds: BpfHashMap<MapData, u64, DevIno>,
+    wcount: BpfHashMap<MapData, u32, u32>,
     offset_ns: i64,
 }
 
 impl Reader {
-    /// A file the exiting process `e` still had open for writing.
-    fn closed_at_exit(&mut self, e: &Event, file: &DevIno) {
-        if let Some(path) = self.open.remove(file) {
-            let who = Who { pid: e.tgid, ppid: e.ppid, uid: e.uid, comm: cstr(&e.comm), exe: None };
-            let time_ns = (e.time_ns as i64 + self.offset_ns).max(0) as u64;
-            let _ = self.tx.send(Input::Seen(Seen { op: Op::Close, paths: vec![path], who, time_ns, settled: true }));
+    fn who(e: &Event) -> Who {
+        Who { pid: e.tgid, ppid: e.ppid, uid: e.uid, comm: cstr(&e.comm), exe: None }
+    }
+
+    fn time(&self, e: &Event) -> u64 {
+        (e.time_ns as i64 + self.offset_ns).max(0) as u64
+    }
+
+    /// One fd of `tgid` on `file` closed; the last one settles the change.
+    fn closed(&mut self, e: &Event, tgid: u32, file: &DevIno) {
+        let Some(held) = self.open.get_mut(&(tgid, *file)) else { return };
+        held.fds = held.fds.saturating_sub(1);
+        if held.fds > 0 {
+            return;
+        }
+        let Some(held) = self.open.remove(&(tgid, *file)) else { return };
+        let range = self.written(file, held.whole);
+        let who = Who { pid: tgid, ..Self::who(e) };
+        let _ = self.tx.send(Input::Seen(Seen { op: Op::Close, paths: vec![held.path], who, time_ns: self.time(e), settled: true, range }));
+    }
+
+    /// The exiting process's write fds are closed now.
+    fn exited(&mut self, e: &Event) {
+        let tgid = e.tgid;
+        let stale: Vec<(u64, DevIno)> = self.wfds.iter().filter_map(Result::ok).filter(|(k, _)| (k >> 32) as u32 == tgid).collect();
+        for (k, file) in stale {
+            let _ = self.wfds.remove(&k);
+            self.closed(e, tgid, &file);
+        }
+        let _ = self.wcount.remove(&tgid);
+        // Whatever is left (fds the kernel did not list) is closed too.
+        let left: Vec<DevIno> = self.open.keys().filter(|(t, _)| *t == tgid).map(|(_, f)| *f).collect();
+        for file in left {
+            if let Some(h) = self.open.get_mut(&(tgid, file)) {
+                h.fds = 1;
+            }
+            self.closed(e, tgid, &file);
+        }
+    }
+
+    /// A child shares its parent's write fds: they are tracked for it too (from now;
+    /// what it wrote before this is covered by re-hashing those files whole).
+    fn forked(&mut self, e: &Event, child: u32) {
+        let parent = e.tgid;
+        let inherited: Vec<(u64, DevIno)> = self.wfds.iter().filter_map(Result::ok).filter(|(k, _)| (k >> 32) as u32 == parent).collect();
+        for (k, file) in &inherited {
+            let _ = self.wfds.insert(((child as u64) << 32) | (k & 0xffff_ffff), *file, 0);
+        }
+        let _ = self.wcount.insert(child, inherited.len() as u32, 0);
+        let held: Vec<(DevIno, PathBuf)> = self.open.iter().filter(|((t, _), _)| *t == parent).map(|((_, f), h)| (*f, h.path.clone())).collect();
+        for (file, path) in held {
+            let fds = inherited.iter().filter(|(_, f)| *f == file).count() as u32;
+            if let Some(h) = self.open.get_mut(&(parent, file)) {
+                h.whole = true;
+            }
+            self.open.insert((child, file), Held { path: path.clone(), whole: true, fds: fds.max(1) });
+            let who = Who { pid: child, ppid: parent, ..Self::who(e) };
+            let _ = self.tx.send(Input::Seen(Seen { op: Op::Open, paths: vec![path], who, time_ns: self.time(e), settled: false, range: None }));
+        }
+    }
+
+    /// The bytes written to `file` since it was opened (taken from the kernel's map);
+    /// `None` (the whole file) after a truncating open, or where no write was seen (a
+    /// shared mapping may have changed it).
+    fn written(&mut self, file: &DevIno, whole: bool) -> Option<(u64, u64)> {
+        let range = self.dirty.get(file, 0).ok();
+        let _ = self.dirty.remove(file);
+        match range {
+            Some([lo, hi]) if !whole => Some((lo, hi)),
+            _ => None,
         }
     }
 
     fn handle(&mut self, e: &Event) {
-        let who = Who { pid: e.tgid, ppid: e.ppid, uid: e.uid, comm: cstr(&e.comm), exe: None };
-        let time_ns = (e.time_ns as i64 + self.offset_ns).max(0) as u64;
+        let who = Self::who(e);
+        let time_ns = self.time(e);
         let op = Op::from_u32(e.op);
-        let set = self.set.read().unwrap_or_else(|p| p.into_inner());
-        let seen = |paths: Vec<PathBuf>, settled: bool| Input::Seen(Seen { op, paths, who: who.clone(), time_ns, settled });
+        let set_lock = self.set.clone();
+        let set = set_lock.read().unwrap_or_else(|p| p.into_inner());
+        let seen = |paths: Vec<PathBuf>, settled: bool, range| Input::Seen(Seen { op, paths, who: who.clone(), time_ns, settled, range });
         let input = match EventKind::from_u32(e.kind) {
             Some(EventKind::Exec) => {
                 let path = cstr(&e.path);
@@ -333,7 +441,22 @@ impl Reader {
                 let exe = std::fs::read_link(format!("/proc/{}/exe", e.tgid)).unwrap_or_else(|_| PathBuf::from(path));
                 Input::Exec { who, path: exe }
             }
-            Some(EventKind::Exit) => Input::Exit(e.tgid),
+            Some(EventKind::Exit) => {
+                drop(set);
+                self.exited(e);
+                Input::Exit(e.tgid)
+            }
+            Some(EventKind::Fork) => {
+                drop(set);
+                self.forked(e, e.ret as u32);
+                return;
+            }
+            Some(EventKind::Open) if op == Op::Dup => {
+                if let Some(h) = self.open.get_mut(&(e.tgid, e.file)) {
+                    h.fds += 1;
+                }
+                return;
+            }
             Some(EventKind::Open) | Some(EventKind::Fd) => {
                 let Some(path) = locate(&set, &e.dir, &cstr(&e.name), &e.file) else {
                     return;
@@ -343,15 +466,23 @@ impl Reader {
                     let _ = self.tx.send(Input::Refused { who, path });
                     return;
                 }
-                let settled = e.kind == EventKind::Fd as u32;
-                if !settled {
-                    self.open.insert(e.file, path.clone());
+                if e.kind == EventKind::Fd as u32 {
+                    seen(vec![path], true, None)
+                } else {
+                    let truncated = e.flags & lucid_common::probe::oflags::TRUNC != 0;
+                    let held = self.open.entry((e.tgid, e.file)).or_insert(Held { path: path.clone(), whole: false, fds: 0 });
+                    held.fds += 1;
+                    held.whole |= truncated;
+                    if held.fds > 1 {
+                        return;
+                    }
+                    seen(vec![path], false, None)
                 }
-                seen(vec![path], settled)
             }
             Some(EventKind::Close) => {
-                let Some(path) = self.open.remove(&e.file) else { return };
-                seen(vec![path], true)
+                drop(set);
+                self.closed(e, e.tgid, &e.file);
+                return;
             }
             Some(EventKind::Path) => {
                 let mut paths = Vec::new();
@@ -371,7 +502,7 @@ impl Reader {
                 if unresolved {
                     Input::Unresolved(format!("{} {first:?} {second:?} by pid {} ({})", op.name(), e.tgid, who.comm))
                 } else {
-                    seen(paths, true)
+                    seen(paths, true, None)
                 }
             }
             None => return,
@@ -380,15 +511,8 @@ impl Reader {
     }
 }
 
-async fn read(
-    mut ring: AsyncFd<RingBuf<MapData>>,
-    lost: PerCpuArray<MapData, u64>,
-    mut wfds: BpfHashMap<MapData, u64, DevIno>,
-    set: Arc<RwLock<WatchSet>>,
-    tx: mpsc::UnboundedSender<Input>,
-) {
-    let offset_ns = now_ns() as i64 - monotonic_ns() as i64;
-    let mut reader = Reader { set, tx: tx.clone(), open: HashMap::new(), offset_ns };
+async fn read(mut ring: AsyncFd<RingBuf<MapData>>, lost: PerCpuArray<MapData, u64>, mut reader: Reader) {
+    let tx = reader.tx.clone();
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut lost_seen = 0u64;
     loop {
@@ -410,15 +534,6 @@ async fn read(
                     // SAFETY: the kernel wrote a whole `Event` (checked size); read unaligned.
                     let event: Event = unsafe { std::ptr::read_unaligned(item.as_ptr() as *const Event) };
                     drop(item);
-                    if event.kind == EventKind::Exit as u32 {
-                        // The exited process's files still open for writing are closed now.
-                        let tgid = event.tgid as u64;
-                        let stale: Vec<(u64, DevIno)> = wfds.iter().filter_map(Result::ok).filter(|(k, _)| k >> 32 == tgid).collect();
-                        for (k, file) in stale {
-                            let _ = wfds.remove(&k);
-                            reader.closed_at_exit(&event, &file);
-                        }
-                    }
                     reader.handle(&event);
                 }
                 guard.clear_ready();

@@ -191,7 +191,7 @@ fn parse(buf: &[u8], handles: &HashMap<Handle, PathBuf>, tx: &mpsc::UnboundedSen
         let (op, settled) = op_of(meta.mask);
         let pid = meta.pid.max(0) as u32;
         let who = Who { pid, ppid: 0, uid: u32::MAX, comm: String::new(), exe: None };
-        let _ = tx.send(Input::Seen(Seen { op, paths: vec![path], who, time_ns: now_ns(), settled }));
+        let _ = tx.send(Input::Seen(Seen { op, paths: vec![path], who, time_ns: now_ns(), settled, range: None }));
     }
 }
 

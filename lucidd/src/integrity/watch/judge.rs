@@ -4,7 +4,7 @@
 //! and the verdict; an unapproved change is also an `anomaly`. It also runs the startup
 //! and periodic re-verifications, and records execs of approved binaries.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
@@ -22,7 +22,7 @@ use crate::config::auditors::{AuditorSettings, EvalEnv};
 use crate::config::values::WatchMode;
 use crate::daemon::state::AppState;
 use crate::integrity::approvals::{Approval, LastChange, Verification};
-use crate::integrity::verify::check;
+use crate::integrity::verify::{check, Touched};
 
 /// A change is judged once its writers closed and nothing more came for this long
 /// (a rename-over or a delete-and-create lands in one record).
@@ -54,8 +54,8 @@ struct Step {
 
 /// A change being gathered for one model.
 struct Pending {
-    /// Touched relative names; `None`: the whole model.
-    touched: Option<BTreeSet<String>>,
+    /// Touched relative names and byte ranges; `None`: the whole model.
+    touched: Option<Touched>,
     steps: Vec<Step>,
     /// (pid, path) of files open for writing.
     open: HashSet<(u32, PathBuf)>,
@@ -67,12 +67,22 @@ struct Pending {
 
 impl Pending {
     fn new(trigger: Option<String>) -> Pending {
-        Pending { touched: Some(BTreeSet::new()), steps: Vec::new(), open: HashSet::new(), first: Instant::now(), last: Instant::now(), trigger }
+        Pending { touched: Some(Touched::new()), steps: Vec::new(), open: HashSet::new(), first: Instant::now(), last: Instant::now(), trigger }
     }
 
-    fn touch(&mut self, t: Option<BTreeSet<String>>) {
+    fn touch(&mut self, t: Option<Touched>) {
         match (&mut self.touched, t) {
-            (Some(have), Some(more)) => have.extend(more),
+            (Some(have), Some(more)) => {
+                for (name, range) in more {
+                    let merged = match (have.get(&name), range) {
+                        // A range widens an earlier one; the whole file stays whole.
+                        (Some(Some((lo, hi))), Some((l, h))) => Some(((*lo).min(l), (*hi).max(h))),
+                        (Some(_), _) => None,
+                        (None, r) => r,
+                    };
+                    have.insert(name, merged);
+                }
+            }
             (touched, _) => *touched = None,
         }
     }
@@ -264,11 +274,11 @@ impl Judge {
 
     fn seen(&mut self, seen: Seen) {
         let approvals = self.state.models.all();
-        let hits: Vec<(Approval, Option<BTreeSet<String>>)> = approvals
+        let hits: Vec<(Approval, Option<Touched>)> = approvals
             .into_iter()
             .filter_map(|a| {
                 let is_dir = a.manifest.resources.first().is_none_or(|r| r.split().0 != ".");
-                touched_in(&a.path, is_dir, &seen.paths).map(|t| (a, t))
+                touched_in(&a.path, is_dir, &seen.paths, seen.range).map(|t| (a, t))
             })
             .collect();
         if hits.is_empty() {
@@ -278,7 +288,11 @@ impl Judge {
         let actor = self.procs.describe(seen.who.pid, &hint);
         for (a, touched) in hits {
             let p = self.pending.entry(a.id.clone()).or_insert_with(|| Pending::new(None));
-            p.touch(touched);
+            // An open for writing says nothing yet of what changed: its close does (with
+            // the bytes written), or, if it never comes, the file is taken whole.
+            if seen.settled {
+                p.touch(touched);
+            }
             p.last = Instant::now();
             for path in &seen.paths {
                 if seen.settled {
@@ -304,8 +318,14 @@ impl Judge {
         }
     }
 
-    async fn judge(&mut self, id: &str, p: Pending) {
+    async fn judge(&mut self, id: &str, mut p: Pending) {
         let Some(approval) = self.state.models.all().into_iter().find(|a| a.id == id) else { return };
+        // Files still open for writing (the writer outlasted our patience) are re-hashed
+        // whole.
+        let still_open: Vec<PathBuf> = p.open.iter().map(|(_, path)| path.clone()).collect();
+        if let Some(t) = touched_in(&approval.path, approval.path.is_dir(), &still_open, None) {
+            p.touch(t);
+        }
         let touched = p.touched.clone();
         let a = approval.clone();
         let (v, bytes) = tokio::task::spawn_blocking(move || {
@@ -321,7 +341,14 @@ impl Judge {
             "model": path,
             "model_id": approval.id,
             "observed_by": self.mode,
-            "rehashed": match &p.touched { Some(t) => json!(t), None => json!("all") },
+            "rehashed": match &p.touched {
+                Some(t) => json!(t.keys().collect::<Vec<_>>()),
+                None => json!("all"),
+            },
+            "written_ranges": match &p.touched {
+                Some(t) => t.iter().filter_map(|(n, r)| r.map(|(lo, hi)| (n.clone(), json!([lo, hi])))).collect::<serde_json::Map<_, _>>().into(),
+                None => Value::Null,
+            },
             "bytes_hashed": bytes,
             "state": v.state,
             "changed": v.changed,
@@ -380,7 +407,7 @@ impl Judge {
         let actor = self.procs.describe(who.pid, &Proc { ppid: who.ppid, uid: who.uid, comm: who.comm.clone(), exe: Some(path.display().to_string()), ..Default::default() });
         let running = actor["exe_sha256"].as_str().map(str::to_string);
         for a in self.state.models.all() {
-            let Some(touched) = touched_in(&a.path, a.path.is_dir(), std::slice::from_ref(&path)) else { continue };
+            let Some(touched) = touched_in(&a.path, a.path.is_dir(), std::slice::from_ref(&path), None) else { continue };
             // For a single-file approval by files, the running image's digest must be the
             // approved one; otherwise check the file on disk.
             let approved = match (&touched, a.manifest.resources.as_slice()) {
@@ -413,12 +440,12 @@ impl Judge {
         let mut now = HashMap::new();
         for a in self.state.models.all() {
             let files = super::super::hash::files(&a.path, &a.manifest.ignore_paths).unwrap_or_default();
-            let mut touched = BTreeSet::new();
+            let mut touched = Touched::new();
             for (path, name, _) in files {
                 if let Ok(m) = std::fs::symlink_metadata(&path) {
                     let stamp = (m.ino(), m.size(), m.mtime_nsec() + m.mtime() * 1_000_000_000, m.ctime_nsec() + m.ctime() * 1_000_000_000, m.mode(), m.uid(), m.gid());
                     if self.stamps.get(&path).is_some_and(|s| *s != stamp) {
-                        touched.insert(name.clone());
+                        touched.insert(name.clone(), None);
                     }
                     now.insert(path, stamp);
                 }

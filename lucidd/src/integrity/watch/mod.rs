@@ -9,7 +9,7 @@ pub mod fanotify;
 pub mod judge;
 pub mod procs;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, OnceLock, RwLock};
@@ -18,6 +18,7 @@ use lucid_common::probe::{DevIno, Op};
 use tokio::sync::mpsc;
 
 use super::approvals::Approval;
+use super::verify::Touched;
 
 /// The directories being watched, by the kernel's (device, inode) key, and the
 /// ancestors of each model's root (a rename of one moves the model).
@@ -133,6 +134,8 @@ pub struct Seen {
     pub time_ns: u64,
     /// False for an open for writing: the close that follows settles it.
     pub settled: bool,
+    /// The bytes written, where the source knows (`None`: the whole file).
+    pub range: Option<(u64, u64)>,
 }
 
 /// What sources tell the judge.
@@ -238,10 +241,11 @@ impl Watch {
     }
 }
 
-/// Relative names (in a model rooted at `root`) of `paths` under it; `None` when one of
-/// them is the root itself or above it (the whole model moved or went).
-pub fn touched_in(root: &Path, is_dir: bool, paths: &[PathBuf]) -> Option<Option<BTreeSet<String>>> {
-    let mut names = BTreeSet::new();
+/// Relative names (in a model rooted at `root`) of `paths` under it, with `range` (the
+/// bytes written); `None` inside when one of them is the root itself or above it (the
+/// whole model moved or went).
+pub fn touched_in(root: &Path, is_dir: bool, paths: &[PathBuf], range: Option<(u64, u64)>) -> Option<Option<Touched>> {
+    let mut names = Touched::new();
     let mut hit = false;
     for p in paths {
         if root.starts_with(p) {
@@ -252,7 +256,7 @@ pub fn touched_in(root: &Path, is_dir: bool, paths: &[PathBuf]) -> Option<Option
         }
         if let Ok(rel) = p.strip_prefix(root) {
             hit = true;
-            names.insert(rel.to_string_lossy().into_owned());
+            names.insert(rel.to_string_lossy().into_owned(), range);
         }
     }
     hit.then_some(Some(names))
@@ -271,13 +275,13 @@ mod tests {
     #[test]
     fn touched_names_inside_a_model() {
         let root = Path::new("/m/llama");
-        let t = touched_in(root, true, &[PathBuf::from("/m/llama/w.bin"), PathBuf::from("/tmp/x")]);
-        assert_eq!(t, Some(Some(BTreeSet::from(["w.bin".to_string()]))));
-        assert_eq!(touched_in(root, true, &[PathBuf::from("/m")]), Some(None));
-        assert_eq!(touched_in(root, true, &[PathBuf::from("/m/llama2/w")]), None);
+        let t = touched_in(root, true, &[PathBuf::from("/m/llama/w.bin"), PathBuf::from("/tmp/x")], Some((5, 9)));
+        assert_eq!(t, Some(Some(Touched::from([("w.bin".to_string(), Some((5, 9)))]))));
+        assert_eq!(touched_in(root, true, &[PathBuf::from("/m")], None), Some(None));
+        assert_eq!(touched_in(root, true, &[PathBuf::from("/m/llama2/w")], None), None);
         // A single-file model is touched when the file or a directory above it is.
-        assert_eq!(touched_in(Path::new("/usr/bin/srv"), false, &[PathBuf::from("/usr/bin/srv")]), Some(None));
-        assert_eq!(touched_in(Path::new("/usr/bin/srv"), false, &[PathBuf::from("/usr/bin/other")]), None);
+        assert_eq!(touched_in(Path::new("/usr/bin/srv"), false, &[PathBuf::from("/usr/bin/srv")], None), Some(None));
+        assert_eq!(touched_in(Path::new("/usr/bin/srv"), false, &[PathBuf::from("/usr/bin/other")], None), None);
     }
 
     #[test]
@@ -300,7 +304,7 @@ mod tests {
             last_change: None,
         };
         let set = WatchSet::build(&[approval(model.clone()), approval(dir.path().join("srv"))]);
-        let dirs: BTreeSet<&PathBuf> = set.dirs.values().collect();
+        let dirs: std::collections::BTreeSet<&PathBuf> = set.dirs.values().collect();
         assert!(dirs.contains(&model) && dirs.contains(&model.join("sub/deeper")) && dirs.contains(&dir.path().to_path_buf()));
         assert!(set.ancestors.values().any(|p| p == Path::new("/")));
         assert_eq!(set.files.values().next(), Some(&dir.path().join("srv")));
