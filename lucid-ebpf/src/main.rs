@@ -80,6 +80,11 @@ static EXES: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
 /// Files open for writing under a watched directory, by `tgid << 32 | fd`.
 #[map]
 static WFDS: LruHashMap<u64, DevIno> = LruHashMap::with_max_entries(65536, 0);
+/// How many write fds are tracked in all (index 0): while none are, the programs on
+/// `write` and friends return at once, without a hash lookup. Kept roughly: an undercount
+/// only costs precision (a file whose writes were not ranged is re-hashed whole).
+#[map]
+static TRACKED: Array<u64> = Array::with_max_entries(1, 0);
 /// How many write fds each process has in `WFDS` (a fork of one is reported).
 #[map]
 static WCOUNT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
@@ -301,12 +306,20 @@ fn track(tgid: u32, fd: i32, file: &DevIno) {
     // SAFETY: the value is copied out before the update.
     let n = unsafe { WCOUNT.get(&tgid).copied() }.unwrap_or(0);
     let _ = WCOUNT.insert(&tgid, &(n + 1), 0);
+    if let Some(t) = TRACKED.get_ptr_mut(0) {
+        // SAFETY: our own map's slot; a racy update only loosens the gate.
+        unsafe { *t = (*t).wrapping_add(1) };
+    }
 }
 
 /// Forgets `fd` of `tgid`.
 #[inline(always)]
 fn untrack(tgid: u32, fd: i32) {
     let _ = WFDS.remove(&key_fd(tgid, fd));
+    if let Some(t) = TRACKED.get_ptr_mut(0) {
+        // SAFETY: as above.
+        unsafe { *t = (*t).saturating_sub(1) };
+    }
     // SAFETY: as above.
     match unsafe { WCOUNT.get(&tgid).copied() } {
         Some(n) if n > 1 => {
@@ -629,6 +642,9 @@ const O_APPEND: u32 = 0o2000;
 /// for `O_APPEND`), when `fd` is a tracked write fd.
 #[inline(always)]
 unsafe fn mark_dirty(fd: i32, pos: Option<u64>, len: u64) {
+    if TRACKED.get(0).copied().unwrap_or(1) == 0 {
+        return;
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     let Some(file_key) = WFDS.get(&key_fd(tgid, fd)).copied() else { return };
     let o = offsets();

@@ -88,11 +88,7 @@ fn judged(d: &Daemon, model: &Path, what: &str, cmd: &mut Command, exe: Option<&
     assert_eq!(b["verdict"], "unapproved", "{what}: {b}");
     assert_eq!(b["state"], "modified", "{what}: {b}");
     // The anomaly is the record after the integrity one.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !records(d, "anomaly", after).iter().any(|a| a["body"]["event"] == "model_change") {
-        assert!(Instant::now() < deadline, "{what}: no anomaly");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_anomaly(d, after, what, |b| b["event"] == "model_change");
     let list = d.ctl_json(&["model", "list"]);
     assert_eq!(list[0]["state"], "modified", "{what}: {list}");
     assert_eq!(list[0]["last_change"]["pid"], pid, "{what}: {list}");
@@ -208,6 +204,15 @@ fn wait_record(d: &Daemon, after: u64, what: &str, pred: impl Fn(&Value) -> bool
     }
 }
 
+/// Waits for an anomaly (written just after its integrity record) whose body matches.
+fn wait_anomaly(d: &Daemon, after: u64, what: &str, pred: impl Fn(&Value) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !records(d, "anomaly", after).iter().any(|a| pred(&a["body"])) {
+        assert!(Instant::now() < deadline, "no {what} anomaly; log:\n{}", d.log_text());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Without root and without a watch: a change made while lucidd was down is found by
 /// the start-up check, and one made while it runs by the periodic stamp check.
 #[test]
@@ -225,7 +230,7 @@ fn startup_and_periodic_checks_find_changes_without_a_watch() {
     let mut d = Daemon::start(&state, &args);
     let r = wait_record(&d, 0, "startup re-verification", |b| b["event"] == "reverified" && b["trigger"] == "startup");
     assert_eq!(r["body"]["state"], "modified", "{r}");
-    assert!(records(&d, "anomaly", 0).iter().any(|a| a["body"]["trigger"] == "startup"));
+    wait_anomaly(&d, 0, "startup", |b| b["trigger"] == "startup");
     approve(&d, &m);
 
     let after = last_seq(&d);
@@ -274,7 +279,7 @@ fn serving_binary_execs_are_hashed_and_judged() {
     let _ = Command::new(&srv).status();
     let r = wait_record(&d, after, "replaced serving exec", |b| b["event"] == "serving_exec");
     assert_eq!(r["body"]["verdict"], "unapproved", "{r}");
-    assert!(records(&d, "anomaly", after).iter().any(|a| a["body"]["event"] == "serving_exec"));
+    wait_anomaly(&d, after, "serving exec", |b| b["event"] == "serving_exec");
 }
 
 /// INTEGRITY_ENFORCE on a kernel that refuses BPF LSM (this one): lucidd keeps watching,

@@ -103,7 +103,11 @@ pub fn attach_noop() -> Result<Ebpf, String> {
             }
         }
     }
-    p.attach("syscalls", "sys_enter_close").map_err(|e| format!("attaching sys_enter_close: {e}"))?;
+    for tp in ENTRY_ONLY.iter().map(|(_, tp)| tp.to_string()).chain(DUPS.iter().flat_map(|(_, n)| [format!("sys_enter_{n}"), format!("sys_exit_{n}")])) {
+        if Path::new("/sys/kernel/tracing/events/syscalls").join(&tp).exists() {
+            p.attach("syscalls", &tp).map_err(|e| format!("attaching {tp}: {e}"))?;
+        }
+    }
     Ok(ebpf)
 }
 
@@ -224,7 +228,8 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
         .map_err(|e| format!("polling the ring buffer: {e}"))?;
     let wcount = BpfHashMap::try_from(map(&mut ebpf, "WCOUNT")?).map_err(|e| e.to_string())?;
     let offset_ns = now_ns() as i64 - monotonic_ns() as i64;
-    let reader = Reader { set, tx, open: HashMap::new(), dirty, wfds, wcount, offset_ns };
+    let tracked = Array::try_from(map(&mut ebpf, "TRACKED")?).map_err(|e| e.to_string())?;
+    let reader = Reader { set, tx, open: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
     tokio::spawn(read(ring, lost, reader));
     Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement })
 }
@@ -347,6 +352,7 @@ struct Reader {
     /// The kernel's write fds (for exits and forks).
     wfds: BpfHashMap<MapData, u64, DevIno>,
     wcount: BpfHashMap<MapData, u32, u32>,
+    tracked: Array<MapData, u64>,
     offset_ns: i64,
 }
 
@@ -376,6 +382,11 @@ impl Reader {
     fn exited(&mut self, e: &Event) {
         let tgid = e.tgid;
         let stale: Vec<(u64, DevIno)> = self.wfds.iter().filter_map(Result::ok).filter(|(k, _)| (k >> 32) as u32 == tgid).collect();
+        if !stale.is_empty() {
+            if let Ok(n) = self.tracked.get(&0, 0) {
+                let _ = self.tracked.set(0, n.saturating_sub(stale.len() as u64), 0);
+            }
+        }
         for (k, file) in stale {
             let _ = self.wfds.remove(&k);
             self.closed(e, tgid, &file);
@@ -400,6 +411,9 @@ impl Reader {
             let _ = self.wfds.insert(((child as u64) << 32) | (k & 0xffff_ffff), *file, 0);
         }
         let _ = self.wcount.insert(child, inherited.len() as u32, 0);
+        if let Ok(n) = self.tracked.get(&0, 0) {
+            let _ = self.tracked.set(0, n + inherited.len() as u64, 0);
+        }
         let held: Vec<(DevIno, PathBuf)> = self.open.iter().filter(|((t, _), _)| *t == parent).map(|((_, f), h)| (*f, h.path.clone())).collect();
         for (file, path) in held {
             let fds = inherited.iter().filter(|(_, f)| *f == file).count() as u32;
