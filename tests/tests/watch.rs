@@ -361,3 +361,27 @@ fn a_forked_child_writing_through_an_inherited_fd_is_judged() {
     assert_eq!(r["body"]["state"], "modified", "{r}");
     assert_eq!(r["body"]["changed"], serde_json::json!(["w1.bin"]), "{r}");
 }
+
+/// Events that do not fit in the ring buffer are counted and reported, never hidden:
+/// with the buffer shrunk to one page, a burst of writes overflows it; the loss is an
+/// `events_lost` anomaly, status counts it, and every model is re-verified.
+#[test]
+fn lost_events_are_an_anomaly_and_trigger_a_full_reverification() {
+    if !is_root() {
+        return skip("lost_events_are_an_anomaly_and_trigger_a_full_reverification", "loading eBPF programs needs root");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let m = model(tmp.path());
+    let d = Daemon::start_env(&tmp.path().join("state"), &[], &[("LUCID_EBPF_RINGBUF_BYTES", "4096")]);
+    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    approve(&d, &m);
+    let after = last_seq(&d);
+    let script = "import os\nfor i in range(3000):\n    fd = os.open('burst-%d.bin' % (i % 50), os.O_WRONLY | os.O_CREAT)\n    os.close(fd)\n";
+    let out = Command::new("python3").args(["-c", script]).current_dir(&m).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_anomaly(&d, after, "events lost", |b| b["event"] == "events_lost" && b["count"].as_u64().is_some_and(|n| n > 0));
+    let r = wait_record(&d, after, "re-verification after the loss", |b| b["trigger"] == "events lost");
+    assert_eq!(r["body"]["rehashed"], "all", "{r}");
+    let lost = d.ctl_json(&["status"])["integrity_watch"]["lost"].as_u64().unwrap_or(0);
+    assert!(lost > 0, "status does not count the loss");
+}

@@ -156,7 +156,14 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
     let offsets = lucid_common::btf::Btf::from_sys().and_then(|b| b.offsets()).map_err(|e| format!("kernel BTF: {e}"))?;
     mount_tracefs();
     raise_memlock();
-    let mut ebpf = EbpfLoader::new().override_global("OFFSETS", &offsets, true).load(OBJECT).map_err(|e| format!("loading: {}", short(e)))?;
+    let mut loader = EbpfLoader::new();
+    loader.override_global("OFFSETS", &offsets, true);
+    // The ring buffer's size (bytes, a power of two of at least a page): only the test
+    // that proves lost events are reported shrinks it.
+    if let Some(bytes) = std::env::var("LUCID_EBPF_RINGBUF_BYTES").ok().and_then(|v| v.parse::<u32>().ok()) {
+        loader.map_max_entries("EVENTS", bytes);
+    }
+    let mut ebpf = loader.load(OBJECT).map_err(|e| format!("loading: {}", short(e)))?;
     let kernel_btf = aya::Btf::from_sys_fs().map_err(|e| format!("kernel BTF: {e}"))?;
     for (prog, tp) in [("sched_exec", "sched_process_exec"), ("sched_exit", "sched_process_exit"), ("sched_fork", "sched_process_fork")] {
         let p: &mut BtfTracePoint = ebpf

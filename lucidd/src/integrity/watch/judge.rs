@@ -358,9 +358,10 @@ impl Judge {
             "approved_digest": lucid_common::hex::encode(&approval.manifest.subject_digest()),
             "approval_record": approval.record_seq,
         });
+        // Why everything was re-read (startup, periodic, lost events), where it was.
+        body["trigger"] = json!(p.trigger);
         if p.steps.is_empty() {
             body["event"] = json!("reverified");
-            body["trigger"] = json!(p.trigger);
         } else {
             let first = &p.steps[0];
             body["event"] = json!("model_change");
