@@ -56,40 +56,50 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
     // Drain what the reader sends (execs and exits of other processes).
     rt.spawn(async move { while rx.recv().await.is_some() {} });
     let mut ws = WatchSet::default();
+
     if let Ok(m) = std::fs::metadata(watched) {
         use std::os::unix::fs::MetadataExt;
         ws.dirs.insert(lucid_common::probe::DevIno::from_stat(m.dev(), m.ino()), watched.to_path_buf());
     }
     let round = Duration::from_millis(1500);
     churn(scratch, Duration::from_millis(300));
-    let (mut on, mut off, mut floor) = (Vec::new(), Vec::new(), Vec::new());
+    // Rounds alternate: no probes; a no-op program on the same tracepoints; lucid's
+    // programs; each with and without the write-range tracepoints (attached only while
+    // an approval has a file of more than one shard).
+    let names = ["off", "noop", "on", "noop_ranges", "on_ranges"];
+    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     for _ in 0..5 {
-        let noop = ebpf::attach_noop().unwrap_or_else(|e| fail(&format!("loading the no-op program: {e}")));
-        floor.push(churn(scratch, round));
-        drop(noop);
-        let mut src = {
-            let _g = rt.enter();
-            ebpf::start(set.clone(), tx.clone(), None).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
-        };
-        src.watch(&ws).unwrap_or_else(|e| fail(&e));
-        on.push(churn(scratch, round));
-        drop(src);
-        off.push(churn(scratch, round));
+        rounds[0].push(churn(scratch, round));
+        for (i, ranges) in [(1, false), (3, true)] {
+            let noop = ebpf::attach_noop(ranges).unwrap_or_else(|e| fail(&format!("loading the no-op program: {e}")));
+            rounds[i].push(churn(scratch, round));
+            drop(noop);
+        }
+        for (i, ranges) in [(2, false), (4, true)] {
+            let mut src = {
+                let _g = rt.enter();
+                ebpf::start(set.clone(), tx.clone(), None).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
+            };
+            ws.needs_ranges = ranges;
+            src.watch(&ws).unwrap_or_else(|e| fail(&e));
+            rounds[i].push(churn(scratch, round));
+            drop(src);
+        }
     }
-    let median = |v: &mut Vec<f64>| {
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let (m_on, m_off, m_floor) = (median(&mut on), median(&mut off), median(&mut floor));
+    let m: Vec<f64> = rounds.iter().map(|r| median(r)).collect();
+    let pct = |base: f64, x: f64| ((base / x - 1.0) * 100.0 * 100.0).round() / 100.0;
     json!({
-        "ops_per_s_noop_programs": m_floor.round(),
-        "tracepoint_floor_pct": ((m_off / m_floor - 1.0) * 100.0 * 100.0).round() / 100.0,
-        "rounds_noop": floor.iter().map(|v| v.round()).collect::<Vec<_>>(),
-        "ops_per_s_probes_on": m_on.round(),
-        "ops_per_s_probes_off": m_off.round(),
-        "overhead_pct": ((m_off / m_on - 1.0) * 100.0 * 100.0).round() / 100.0,
-        "rounds_on": on.iter().map(|v| v.round()).collect::<Vec<_>>(),
-        "rounds_off": off.iter().map(|v| v.round()).collect::<Vec<_>>(),
+        "ops_per_s": names.iter().zip(&m).map(|(n, v)| (n.to_string(), json!(v.round()))).collect::<serde_json::Map<_, _>>(),
+        "overhead_pct": pct(m[0], m[2]),
+        "tracepoint_floor_pct": pct(m[0], m[1]),
+        "overhead_pct_with_ranges": pct(m[0], m[4]),
+        "tracepoint_floor_pct_with_ranges": pct(m[0], m[3]),
+        "rounds": names.iter().zip(&rounds).map(|(n, r)| (n.to_string(), json!(r.iter().map(|v| v.round()).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         "target_pct": 5.0,
     })
 }

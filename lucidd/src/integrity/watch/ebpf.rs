@@ -50,10 +50,11 @@ const SYSCALLS: &[(&str, &str)] = &[
     ("symlinkat", "exit_path_ops"),
 ];
 
-/// Syscalls traced at entry only: the close that settles a write, and where writes land
-/// (so a change re-hashes only the shards it touched).
-const ENTRY_ONLY: &[(&str, &str)] = &[
-    ("enter_close", "sys_enter_close"),
+/// Where writes land, traced at entry (so a change re-hashes only the shards it
+/// touched). Attached only while some approval has a file of more than one shard: for
+/// the rest a changed file is re-hashed whole anyway, and these tracepoints put every
+/// `write` on the host on the tracing path.
+const RANGES: &[(&str, &str)] = &[
     ("enter_write", "sys_enter_write"),
     ("enter_pwrite64", "sys_enter_pwrite64"),
     ("enter_writev", "sys_enter_writev"),
@@ -80,12 +81,14 @@ pub struct EbpfSource {
     /// Executables allowed to write approved files (enforcement on), by path.
     writers: Vec<PathBuf>,
     enforcement: String,
+    /// The write-range tracepoints while attached.
+    range_links: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
 }
 
 /// For the benchmark: a program that does nothing, attached to the same syscall
-/// tracepoints as the real ones, to measure what the tracepoints themselves cost.
-/// Dropping the result detaches it.
-pub fn attach_noop() -> Result<Ebpf, String> {
+/// tracepoints as the real ones (with the write-range ones when `ranges`), to measure
+/// what the tracepoints themselves cost. Dropping the result detaches it.
+pub fn attach_noop(ranges: bool) -> Result<Ebpf, String> {
     if OBJECT.is_empty() {
         return Err("the eBPF programs were not built".into());
     }
@@ -103,7 +106,8 @@ pub fn attach_noop() -> Result<Ebpf, String> {
             }
         }
     }
-    for tp in ENTRY_ONLY.iter().map(|(_, tp)| tp.to_string()).chain(DUPS.iter().flat_map(|(_, n)| [format!("sys_enter_{n}"), format!("sys_exit_{n}")])) {
+    let ranges = RANGES.iter().filter(|_| ranges).map(|(_, tp)| tp.to_string());
+    for tp in ranges.chain(DUPS.iter().flat_map(|(_, n)| [format!("sys_enter_{n}"), format!("sys_exit_{n}")])) {
         if Path::new("/sys/kernel/tracing/events/syscalls").join(&tp).exists() {
             p.attach("syscalls", &tp).map_err(|e| format!("attaching {tp}: {e}"))?;
         }
@@ -197,13 +201,19 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
         attach(enter, format!("sys_enter_{name}"))?;
         attach(exit.to_string(), format!("sys_exit_{name}"))?;
     }
-    for (prog, tp) in ENTRY_ONLY {
-        attach(prog.to_string(), tp.to_string())?;
-    }
+    attach("enter_close".into(), "sys_enter_close".into())?;
     for (prog, name) in DUPS {
         attach(prog.to_string(), format!("sys_enter_{name}"))?;
         attach("exit_dups".to_string(), format!("sys_exit_{name}"))?;
     }
+    // The write-range programs are loaded (verified) now, attached when needed.
+    for (prog, _) in RANGES {
+        let p: &mut TracePoint = ebpf.program_mut(prog).ok_or_else(|| format!("program {prog} missing"))?.try_into().map_err(|e| format!("{prog}: {e}"))?;
+        if p.fd().is_err() {
+            p.load().map_err(|e| format!("loading {prog}: {}", short(e)))?;
+        }
+    }
+
     // Enforcement needs the BPF LSM; the kernel may refuse it (lockdown, or bpf not in
     // its LSM list), and then lucidd watches without refusing.
     let enforcement = match &enforce {
@@ -238,7 +248,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
     let tracked = Array::try_from(map(&mut ebpf, "TRACKED")?).map_err(|e| e.to_string())?;
     let reader = Reader { set, tx, open: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
     tokio::spawn(read(ring, lost, reader));
-    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement })
+    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
 }
 
 fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
@@ -260,6 +270,32 @@ fn enable_lsm(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), String> {
     Ok(())
 }
 
+impl EbpfSource {
+    /// Attaches or detaches the write-range programs.
+    pub fn track_ranges(&mut self, on: bool) -> Result<(), String> {
+        if on != self.range_links.is_empty() {
+            return Ok(());
+        }
+        if on {
+            for (prog, tp) in RANGES {
+                if !Path::new("/sys/kernel/tracing/events/syscalls").join(tp).exists() {
+                    continue;
+                }
+                let p: &mut TracePoint = self._ebpf.program_mut(prog).ok_or("program missing")?.try_into().map_err(|e| format!("{prog}: {e}"))?;
+                let link = p.attach("syscalls", tp).map_err(|e| format!("attaching syscalls/{tp}: {e}"))?;
+                self.range_links.push((prog, link));
+            }
+        } else {
+            for (prog, link) in self.range_links.drain(..) {
+                if let Some(p) = self._ebpf.program_mut(prog).and_then(|p| <&mut TracePoint>::try_from(p).ok()) {
+                    let _ = p.detach(link);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Source for EbpfSource {
     fn enforcement(&self) -> String {
         self.enforcement.clone()
@@ -272,6 +308,7 @@ impl Source for EbpfSource {
                 self.writers.iter().filter_map(|p| std::fs::metadata(p).ok().map(|m| (DevIno::from_stat(m.dev(), m.ino()), p.clone()))).collect();
             sync(&mut self.allow, &writers)?;
         }
+        self.track_ranges(set.needs_ranges)?;
         sync(&mut self.watched, &set.dirs)?;
         sync(&mut self.ancestors, &set.ancestors)?;
         sync(&mut self.exes, &set.files)?;

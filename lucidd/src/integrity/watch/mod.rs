@@ -33,6 +33,9 @@ pub struct WatchSet {
     pub files: HashMap<DevIno, PathBuf>,
     /// Every approved file (what enforcement protects).
     pub protected: HashMap<DevIno, PathBuf>,
+    /// Whether some approval has a file of more than one shard (then where writes
+    /// land is worth tracking).
+    pub needs_ranges: bool,
 }
 
 fn key_of(path: &Path) -> Option<DevIno> {
@@ -46,6 +49,9 @@ impl WatchSet {
         for a in approvals {
             let Ok(meta) = std::fs::symlink_metadata(&a.path) else { continue };
             if let Ok(files) = super::hash::files(&a.path, &a.manifest.ignore_paths) {
+                if let lucid_common::manifest::Method::Shards { size } = a.manifest.method {
+                    set.needs_ranges |= files.iter().any(|(_, _, len)| *len > size);
+                }
                 for (path, _, _) in files {
                     if let Some(k) = key_of(&path) {
                         set.protected.insert(k, path);
