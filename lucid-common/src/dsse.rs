@@ -54,7 +54,7 @@ pub enum DsseError {
 }
 
 /// Decodes standard or URL-safe base64, padded or not (DSSE verifiers must accept both).
-fn b64(text: &str) -> Option<Vec<u8>> {
+pub fn b64(text: &str) -> Option<Vec<u8>> {
     STANDARD.decode(text).or_else(|_| URL_SAFE.decode(text)).or_else(|_| URL_SAFE_NO_PAD.decode(text)).ok()
 }
 

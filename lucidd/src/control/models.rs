@@ -60,10 +60,13 @@ fn status_of(a: &Approval) -> ModelStatus {
     }
 }
 
-/// Hashes `path` on the blocking pool.
-async fn hash(path: PathBuf, method: Method) -> Result<Manifest, ApiError> {
-    let ignored: Vec<String> = DEFAULT_IGNORED.iter().map(|s| s.to_string()).collect();
-    tokio::task::spawn_blocking(move || hash_model(&path, method, &ignored, &AtomicU64::new(0), None))
+fn default_ignored() -> Vec<String> {
+    DEFAULT_IGNORED.iter().map(|s| s.to_string()).collect()
+}
+
+/// Hashes `path` on the blocking pool, counting bytes in `done` (for progress).
+async fn hash(path: PathBuf, method: Method, ignored: Vec<String>, done: Arc<AtomicU64>) -> Result<Manifest, ApiError> {
+    tokio::task::spawn_blocking(move || hash_model(&path, method, &ignored, &done, None))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))?
         .map_err(|e| ApiError::bad_request(e.to_string()))
@@ -82,7 +85,7 @@ pub async fn approve(
     let req = json_body(body)?;
     let method = method_of(&req)?;
     let path = canonical(&req.path)?;
-    let manifest = hash(path.clone(), method).await?;
+    let manifest = hash(path.clone(), method, default_ignored(), Arc::default()).await?;
     let status = commit(&state, path, manifest, req.note, actor(&peer).to_json(), None).await?;
     Ok(Json(status))
 }
@@ -111,14 +114,14 @@ pub async fn approve_stream(
     let req = json_body(body)?;
     let method = method_of(&req)?;
     let path = canonical(&req.path)?;
-    let ignored: Vec<String> = DEFAULT_IGNORED.iter().map(|s| s.to_string()).collect();
+    let ignored = default_ignored();
     let total: u64 = files(&path, &ignored).map_err(|e| ApiError::bad_request(e.to_string()))?.iter().map(|(_, _, len)| len).sum();
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::convert::Infallible>>(16);
     let line = |v: serde_json::Value| Ok(Bytes::from(format!("{v}\n")));
     tokio::spawn(async move {
         let done = Arc::new(AtomicU64::new(0));
-        let (d, root) = (done.clone(), path.clone());
-        let mut hashing = tokio::task::spawn_blocking(move || hash_model(&root, method, &ignored, &d, None));
+        let hashing = hash(path.clone(), method, ignored, done.clone());
+        tokio::pin!(hashing);
         let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
         let hashed = loop {
             tokio::select! {
@@ -130,9 +133,8 @@ pub async fn approve_stream(
         };
         let _ = tx.send(line(json!({ "done": done.load(Ordering::Relaxed), "total": total }))).await;
         let outcome = match hashed {
-            Err(e) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string())),
-            Ok(Err(e)) => Err(ApiError::bad_request(e.to_string())),
-            Ok(Ok(manifest)) => commit(&state, path, manifest, req.note, actor(&peer).to_json(), None).await,
+            Err(e) => Err(e),
+            Ok(manifest) => commit(&state, path, manifest, req.note, actor(&peer).to_json(), None).await,
         };
         let last = match outcome {
             Ok(status) => json!({ "result": status }),
@@ -230,11 +232,7 @@ pub async fn import(
     let req = json_body(body)?;
     let imported = crate::integrity::import::parse(&req.signature, req.public_key.as_deref()).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let path = canonical(&req.path)?;
-    let (root, method, ignored) = (path.clone(), imported.manifest.method, imported.manifest.ignore_paths.clone());
-    let now = tokio::task::spawn_blocking(move || hash_model(&root, method, &ignored, &AtomicU64::new(0), None))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "hash_failed", e.to_string()))?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let now = hash(path.clone(), imported.manifest.method, imported.manifest.ignore_paths.clone(), Arc::default()).await?;
     let (changed, missing, added) = imported.manifest.diff(&now);
     let source = json!({
         "signature": imported.signature,

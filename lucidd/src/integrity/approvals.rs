@@ -71,6 +71,13 @@ pub struct Approval {
     pub last_change: Option<LastChange>,
 }
 
+impl Approval {
+    /// Whether the model is a directory (a single-file model's one resource is `.`).
+    pub fn is_dir(&self) -> bool {
+        self.manifest.resources.first().is_none_or(|r| r.split().0 != ".")
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Stored {
     path: PathBuf,
@@ -184,6 +191,24 @@ impl Approvals {
     /// Every approval.
     pub fn all(&self) -> Vec<Approval> {
         self.list.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// What the watch looks each event up in: every approval's id, path, and whether it
+    /// is a directory (not one file), without copying manifests.
+    pub fn roots(&self) -> Vec<(String, PathBuf, bool)> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|a| (a.id.clone(), a.path.clone(), a.is_dir())).collect()
+    }
+
+    /// The approval with `id`, if any.
+    pub fn by_id(&self, id: &str) -> Option<Approval> {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).iter().find(|a| a.id == id).cloned()
+    }
+
+    /// Marks `id` as having a change being judged (`verifying`).
+    pub fn mark_verifying(&self, id: &str) {
+        if let Some(a) = self.list.lock().unwrap_or_else(|p| p.into_inner()).iter_mut().find(|a| a.id == id) {
+            a.last.state = "verifying".into();
+        }
     }
 
     /// The approval of `path`, if any.

@@ -76,17 +76,11 @@ pub fn parse(text: &str, public_key: Option<&str>) -> Result<Imported, ImportErr
         None => "not checked (no public key given)".to_string(),
         Some(pem) => {
             let first = envelope.signatures.first().ok_or(ImportError::Signature)?;
-            let der = base64_any(&first.sig).ok_or(ImportError::Signature)?;
+            let der = lucid_common::dsse::b64(&first.sig).ok_or(ImportError::Signature)?;
             format!("verified ({})", verify_ecdsa(pem, &pae(&envelope.payload_type, &payload), &der)?)
         }
     };
     Ok(Imported { manifest, signature, subject })
-}
-
-fn base64_any(text: &str) -> Option<Vec<u8>> {
-    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
-    use base64::Engine;
-    STANDARD.decode(text).or_else(|_| URL_SAFE.decode(text)).or_else(|_| URL_SAFE_NO_PAD.decode(text)).ok()
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use super::{touched_in, Input, Seen, Source, Who};
 use crate::config::auditors::{AuditorSettings, EvalEnv};
 use crate::config::values::WatchMode;
 use crate::daemon::state::AppState;
-use crate::integrity::approvals::{Approval, LastChange, Verification};
+use crate::integrity::approvals::{LastChange, Verification};
 use crate::integrity::verify::{check, Touched};
 
 /// A change is judged once its writers closed and nothing more came for this long
@@ -231,8 +231,8 @@ impl Judge {
     }
 
     fn verify_all(&mut self, why: &str) {
-        for a in self.state.models.all() {
-            let p = self.pending.entry(a.id.clone()).or_insert_with(|| Pending::new(Some(why.to_string())));
+        for (id, _, _) in self.state.models.roots() {
+            let p = self.pending.entry(id).or_insert_with(|| Pending::new(Some(why.to_string())));
             p.touch(None);
             p.trigger.get_or_insert_with(|| why.to_string());
         }
@@ -253,7 +253,7 @@ impl Judge {
             Input::Refused { who, path } => {
                 let hint = Proc { ppid: who.ppid, uid: who.uid, comm: who.comm.clone(), ..Default::default() };
                 let actor = self.procs.describe(who.pid, &hint);
-                let model = self.state.models.all().into_iter().find(|a| path.starts_with(&a.path)).map(|a| a.path.display().to_string());
+                let model = self.state.models.roots().into_iter().find(|(_, root, _)| path.starts_with(root)).map(|(_, root, _)| root.display().to_string());
                 let body = json!({ "event": "write_refused", "model": model, "path": path, "actor": actor, "enforcement": "BPF LSM file_open" });
                 self.append(Kind::Integrity, Severity::Warning, "integrity-watch", body.clone()).await;
                 self.append(Kind::Anomaly, Severity::Warning, "integrity-watch", body).await;
@@ -273,21 +273,20 @@ impl Judge {
     }
 
     fn seen(&mut self, seen: Seen) {
-        let approvals = self.state.models.all();
-        let hits: Vec<(Approval, Option<Touched>)> = approvals
+        let hits: Vec<(String, Option<Touched>)> = self
+            .state
+            .models
+            .roots()
             .into_iter()
-            .filter_map(|a| {
-                let is_dir = a.manifest.resources.first().is_none_or(|r| r.split().0 != ".");
-                touched_in(&a.path, is_dir, &seen.paths, seen.range).map(|t| (a, t))
-            })
+            .filter_map(|(id, path, is_dir)| touched_in(&path, is_dir, &seen.paths, seen.range).map(|t| (id, t)))
             .collect();
         if hits.is_empty() {
             return;
         }
         let hint = Proc { ppid: seen.who.ppid, uid: seen.who.uid, comm: seen.who.comm.clone(), exe: seen.who.exe.clone(), ..Default::default() };
         let actor = self.procs.describe(seen.who.pid, &hint);
-        for (a, touched) in hits {
-            let p = self.pending.entry(a.id.clone()).or_insert_with(|| Pending::new(None));
+        for (id, touched) in hits {
+            let p = self.pending.entry(id.clone()).or_insert_with(|| Pending::new(None));
             // An open for writing says nothing yet of what changed: its close does (with
             // the bytes written), or, if it never comes, the file is taken whole.
             if seen.settled {
@@ -302,9 +301,7 @@ impl Judge {
                 }
             }
             p.steps.push(Step { op: seen.op, paths: seen.paths.clone(), actor: actor.clone(), who: seen.who.clone(), time_ns: seen.time_ns });
-            if a.last.state != "verifying" {
-                self.state.models.set_last(&a.id, Verification { state: "verifying".into(), ..a.last.clone() });
-            }
+            self.state.models.mark_verifying(&id);
         }
     }
 
@@ -319,11 +316,11 @@ impl Judge {
     }
 
     async fn judge(&mut self, id: &str, mut p: Pending) {
-        let Some(approval) = self.state.models.all().into_iter().find(|a| a.id == id) else { return };
+        let Some(approval) = self.state.models.by_id(id) else { return };
         // Files still open for writing (the writer outlasted our patience) are re-hashed
         // whole.
         let still_open: Vec<PathBuf> = p.open.iter().map(|(_, path)| path.clone()).collect();
-        if let Some(t) = touched_in(&approval.path, approval.path.is_dir(), &still_open, None) {
+        if let Some(t) = touched_in(&approval.path, approval.is_dir(), &still_open, None) {
             p.touch(t);
         }
         let touched = p.touched.clone();
@@ -407,8 +404,9 @@ impl Judge {
     async fn exec(&mut self, who: Who, path: PathBuf) {
         let actor = self.procs.describe(who.pid, &Proc { ppid: who.ppid, uid: who.uid, comm: who.comm.clone(), exe: Some(path.display().to_string()), ..Default::default() });
         let running = actor["exe_sha256"].as_str().map(str::to_string);
-        for a in self.state.models.all() {
-            let Some(touched) = touched_in(&a.path, a.path.is_dir(), std::slice::from_ref(&path), None) else { continue };
+        for (id, root, is_dir) in self.state.models.roots() {
+            let Some(touched) = touched_in(&root, is_dir, std::slice::from_ref(&path), None) else { continue };
+            let Some(a) = self.state.models.by_id(&id) else { continue };
             // For a single-file approval by files, the running image's digest must be the
             // approved one; otherwise check the file on disk.
             let approved = match (&touched, a.manifest.resources.as_slice()) {
