@@ -20,15 +20,17 @@
 //! kernel's BTF.
 #![no_std]
 #![no_main]
+#![feature(asm_experimental_arch)]
 
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
     bpf_get_current_uid_gid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes,
     bpf_probe_read_user, bpf_probe_read_user_str_bytes,
 };
-use aya_ebpf::macros::{btf_tracepoint, fentry, lsm, map, tracepoint};
+use aya_ebpf::macros::{btf_tracepoint, fentry, lsm, map, raw_tracepoint, tracepoint};
 use aya_ebpf::maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf};
-use aya_ebpf::programs::{BtfTracePointContext, FEntryContext, LsmContext, TracePointContext};
+use aya_ebpf::programs::{BtfTracePointContext, FEntryContext, LsmContext, RawTracePointContext, TracePointContext};
+use aya_ebpf::EbpfContext;
 use lucid_common::probe::{
     oflags, DevIno, Event, EventKind, Offsets, Op, AT_FDCWD, HIT_EXE, HIT_MAYBE, HIT_WATCHED, HIT_WATCHED2, PATH_LEN,
     SOURCE_FENTRY, SOURCE_LSM, SOURCE_TRACEPOINT,
@@ -80,11 +82,17 @@ static EXES: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
 /// Files open for writing under a watched directory, by `tgid << 32 | fd`.
 #[map]
 static WFDS: LruHashMap<u64, DevIno> = LruHashMap::with_max_entries(65536, 0);
-/// How many write fds are tracked in all (index 0): while none are, the programs on
-/// `write` and friends return at once, without a hash lookup. Kept roughly: an undercount
-/// only costs precision (a file whose writes were not ranged is re-hashed whole).
+/// Whether any write fd may be tracked (index 0, non-zero): while none is, `close`, the
+/// dup family and the write-range programs return at once, without a hash lookup. Set
+/// here when an fd is tracked; cleared only by user space, which then looks at `WFDS`
+/// again and sets it back if an entry is there (so a clear never hides a tracked fd).
 #[map]
 static TRACKED: Array<u64> = Array::with_max_entries(1, 0);
+/// Open-family entries stashed in `ARGS` and not yet taken by their exit (index 0):
+/// while none are, an open's exit skips the lookup. Only opens whose flags say more
+/// than the opened file does are stashed (see [`enter_open`]).
+#[map]
+static PENDING: Array<u64> = Array::with_max_entries(1, 0);
 /// How many write fds each process has in `WFDS` (a fork of one is reported).
 #[map]
 static WCOUNT: LruHashMap<u32, u32> = LruHashMap::with_max_entries(16384, 0);
@@ -118,6 +126,13 @@ struct Stash {
     flags: u64,
     p1: u64,
     p2: u64,
+}
+
+/// Adds `v` to `*p` atomically (`u64::MAX` subtracts one): the BPF `lock xadd`, which
+/// every kernel with BPF has and which `core::sync::atomic` does not offer on this target.
+#[inline(always)]
+unsafe fn atomic_add(p: *mut u64, v: u64) {
+    core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v);
 }
 
 #[inline(always)]
@@ -187,6 +202,9 @@ unsafe fn watched_dir(o: &Offsets, p: *const u8) -> Option<DevIno> {
     if inode.is_null() {
         return None;
     }
+    // The inode number, not the inode's address: a watched directory's dentry and inode
+    // evicted under memory pressure may come back at the very addresses an unwatched one
+    // had (slabs reuse the last freed object first), but never with its number.
     let key = [p as u64, rd::<u64>(inode, o.inode_ino)?];
     if UNWATCHED.get(&key).is_some_and(|g| *g == generation) {
         return None;
@@ -210,6 +228,23 @@ unsafe fn fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
     if fd as u32 >= max {
         return None;
     }
+    fdt_file(o, fdt, fd)
+}
+
+/// The `struct file` behind `fd`, an fd the syscall being traced has just returned
+/// (so it is within the table: one read fewer than [`fd_file`] on the hottest path).
+#[inline(always)]
+unsafe fn new_fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
+    if fd < 0 {
+        return None;
+    }
+    let files: *const u8 = rd(task, o.task_files)?;
+    let fdt: *const u8 = rd(files, o.files_fdt)?;
+    fdt_file(o, fdt, fd)
+}
+
+#[inline(always)]
+unsafe fn fdt_file(o: &Offsets, fdt: *const u8, fd: i32) -> Option<*const u8> {
     let arr: *const *const u8 = rd(fdt, o.fdt_fd)?;
     let f: *const u8 = bpf_probe_read_kernel(arr.wrapping_add(fd as usize)).ok()?;
     if f.is_null() {
@@ -222,6 +257,27 @@ unsafe fn fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
 #[inline(always)]
 unsafe fn file_dentry(o: &Offsets, f: *const u8) -> Option<*const u8> {
     rd(f, o.file_path + o.path_dentry)
+}
+
+/// The bytes of `struct file` read at once by [`file_mode_dentry`].
+const FILE_HEAD: usize = 128;
+
+/// A file's `f_mode` and dentry. Every kernel memory read is a helper call that costs
+/// about as much as a short program, and on an open's exit this is the hottest path:
+/// where both fields lie in the first [`FILE_HEAD`] bytes (they do on the kernels we
+/// know), one read fetches both.
+#[inline(always)]
+unsafe fn file_mode_dentry(o: &Offsets, f: *const u8) -> Option<(u32, *const u8)> {
+    let d_off = (o.file_path + o.path_dentry) as usize;
+    let m_off = o.file_mode as usize;
+    if d_off + 8 <= FILE_HEAD && m_off + 4 <= FILE_HEAD && d_off % 8 == 0 && m_off % 4 == 0 {
+        let head: [u64; FILE_HEAD / 8] = bpf_probe_read_kernel(f as *const [u64; FILE_HEAD / 8]).ok()?;
+        let d = head[(d_off / 8) & (FILE_HEAD / 8 - 1)] as *const u8;
+        let word = head[(m_off / 8) & (FILE_HEAD / 8 - 1)];
+        let mode = (word >> ((m_off % 8) * 8)) as u32;
+        return Some((mode, d)).filter(|(_, d)| !d.is_null());
+    }
+    Some((rd(f, o.file_mode)?, file_dentry(o, f)?))
 }
 
 #[inline(always)]
@@ -306,20 +362,32 @@ fn track(tgid: u32, fd: i32, file: &DevIno) {
     // SAFETY: the value is copied out before the update.
     let n = unsafe { WCOUNT.get(&tgid).copied() }.unwrap_or(0);
     let _ = WCOUNT.insert(&tgid, &(n + 1), 0);
+    mark_tracked();
+}
+
+/// Opens the gate of the programs that look up tracked fds (after the fd is in `WFDS`).
+#[inline(always)]
+fn mark_tracked() {
     if let Some(t) = TRACKED.get_ptr_mut(0) {
-        // SAFETY: our own map's slot; a racy update only loosens the gate.
-        unsafe { *t = (*t).wrapping_add(1) };
+        // SAFETY: our own map's slot; written only when it changes.
+        unsafe {
+            if core::ptr::read_volatile(t) == 0 {
+                core::ptr::write_volatile(t, 1);
+            }
+        }
     }
+}
+
+/// Whether a write fd may be tracked (see `TRACKED`).
+#[inline(always)]
+fn any_tracked() -> bool {
+    TRACKED.get(0).copied().unwrap_or(1) != 0
 }
 
 /// Forgets `fd` of `tgid`.
 #[inline(always)]
 fn untrack(tgid: u32, fd: i32) {
     let _ = WFDS.remove(&key_fd(tgid, fd));
-    if let Some(t) = TRACKED.get_ptr_mut(0) {
-        // SAFETY: as above.
-        unsafe { *t = (*t).saturating_sub(1) };
-    }
     // SAFETY: as above.
     match unsafe { WCOUNT.get(&tgid).copied() } {
         Some(n) if n > 1 => {
@@ -333,7 +401,9 @@ fn untrack(tgid: u32, fd: i32) {
 
 #[inline(always)]
 unsafe fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    ctx.read_at::<u64>(16 + 8 * n).unwrap_or(0)
+    // A plain load from the tracepoint's record, which the verifier allows for aligned
+    // offsets inside it: a helper call (`read_at`) costs as much again as the program.
+    core::ptr::read((ctx.as_ptr() as *const u8).add(16 + 8 * n) as *const u64)
 }
 
 #[inline(always)]
@@ -354,7 +424,8 @@ fn unstash() -> Option<Stash> {
 
 #[inline(always)]
 unsafe fn ret(ctx: &TracePointContext) -> i64 {
-    ctx.read_at::<i64>(16).unwrap_or(-1)
+    // As in `arg`.
+    core::ptr::read((ctx.as_ptr() as *const u8).add(16) as *const i64)
 }
 
 // ---- exec and exit -------------------------------------------------------------------
@@ -419,24 +490,73 @@ pub fn sched_exit(_ctx: BtfTracePointContext) -> i32 {
 }
 
 // ---- opens ---------------------------------------------------------------------------
+//
+// Whether an open may change a file is read at its exit from the opened file's mode
+// (`FMODE_WRITE`), so the common write-open costs no map update at entry. Two kinds of
+// open say more in their flags than in the file: `O_TRUNC` (the file is cut, so it must
+// be re-hashed whole, not by the ranges written), and `O_CREAT` without write access (it
+// may create a file opened read-only). Only those are stashed at entry.
+
+/// `FMODE_WRITE` (stable since the first kernels with BPF).
+const FMODE_WRITE: u32 = 0x2;
+/// `O_ACCMODE`.
+const O_ACCMODE: u64 = 0o3;
 
 #[inline(always)]
 fn enter_open(flags: u64) {
-    if flags & oflags::WRITE_INTENT != 0 {
-        stash(&Stash { op: Op::Open as u32, fd: 0, fd2: 0, pad: 0, flags, p1: 0, p2: 0 });
+    let telling = flags & oflags::TRUNC != 0 || (flags & oflags::CREAT != 0 && flags & O_ACCMODE == 0);
+    if !telling {
+        return;
+    }
+    let s = Stash { op: Op::Open as u32, fd: 0, fd2: 0, pad: 0, flags, p1: 0, p2: 0 };
+    if ARGS.insert(&bpf_get_current_pid_tgid(), &s, 0).is_ok() {
+        if let Some(p) = PENDING.get_ptr_mut(0) {
+            // SAFETY: our own map's slot.
+            unsafe { atomic_add(p, 1) };
+        }
+    }
+}
+
+/// The flags stashed by this thread's open entry, or 0 (an open has at least one of
+/// `O_TRUNC` and `O_CREAT`, so 0 means none was stashed).
+#[inline(always)]
+fn unstash_open() -> u64 {
+    if PENDING.get(0).copied().unwrap_or(1) == 0 {
+        return 0;
+    }
+    let Some(s) = unstash() else { return 0 };
+    if let Some(p) = PENDING.get_ptr_mut(0) {
+        // SAFETY: as above.
+        unsafe { atomic_add(p, u64::MAX) };
+    }
+    if s.op == Op::Open as u32 {
+        s.flags
+    } else {
+        0
     }
 }
 
 unsafe fn exit_open(ctx: &TracePointContext) {
-    let Some(s) = unstash() else { return };
+    let stashed = unstash_open();
     let fd = ret(ctx);
-    if s.op != Op::Open as u32 || fd < 0 {
+    if fd < 0 {
         return;
     }
     let o = offsets();
     let task = bpf_get_current_task() as *const u8;
-    let Some(f) = fd_file(&o, task, fd as i32) else { return };
-    let Some(d) = file_dentry(&o, f) else { return };
+    let Some(f) = new_fd_file(&o, task, fd as i32) else {
+        return;
+    };
+    let Some((mode, d)) = file_mode_dentry(&o, f) else {
+        return;
+    };
+    let flags = if stashed != 0 {
+        stashed
+    } else if mode & FMODE_WRITE != 0 {
+        oflags::WRONLY
+    } else {
+        return;
+    };
     let Some(p) = parent(&o, d) else { return };
     let Some(w) = watched_dir(&o, p) else { return };
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -450,7 +570,7 @@ unsafe fn exit_open(ctx: &TracePointContext) {
     (*e).dir = w;
     (*e).fd = fd as i32;
     (*e).ret = fd;
-    (*e).flags = s.flags;
+    (*e).flags = flags;
     (*e).hit = HIT_WATCHED;
     name_into(&o, d, &mut (*e).name);
     let tgid = (*e).tgid;
@@ -506,10 +626,15 @@ pub fn exit_opens(ctx: TracePointContext) -> u32 {
 pub fn enter_close(ctx: TracePointContext) -> u32 {
     // SAFETY: reads of the tracepoint's record and our own maps.
     unsafe {
+        if !any_tracked() {
+            return 0;
+        }
         let fd = arg(&ctx, 0) as i32;
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
         let k = key_fd(tgid, fd);
-        let Some(file) = WFDS.get(&k).copied() else { return 0 };
+        let Some(file) = WFDS.get(&k).copied() else {
+            return 0;
+        };
         untrack(tgid, fd);
         let o = offsets();
         let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -537,6 +662,9 @@ pub fn enter_close(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn enter_dup(oldfd: i32) {
+    if !any_tracked() {
+        return;
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // SAFETY: a lookup in our own map.
     if unsafe { WFDS.get(&key_fd(tgid, oldfd)) }.is_some() {
@@ -582,7 +710,9 @@ pub fn exit_dups(ctx: TracePointContext) -> u32 {
             return 0;
         }
         let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-        let Some(file) = WFDS.get(&key_fd(tgid, s.fd)).copied() else { return 0 };
+        let Some(file) = WFDS.get(&key_fd(tgid, s.fd)).copied() else {
+            return 0;
+        };
         track(tgid, newfd as i32, &file);
         let o = offsets();
         let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -610,7 +740,9 @@ pub fn sched_fork(ctx: BtfTracePointContext) -> i32 {
         let o = offsets();
         let parent: *const u8 = ctx.arg(0);
         let child: *const u8 = ctx.arg(1);
-        let (Some(ptgid), Some(ctgid)) = (rd::<u32>(parent, o.task_tgid), rd::<u32>(child, o.task_tgid)) else { return 0 };
+        let (Some(ptgid), Some(ctgid)) = (rd::<u32>(parent, o.task_tgid), rd::<u32>(child, o.task_tgid)) else {
+            return 0;
+        };
         if ptgid == ctgid || WCOUNT.get(&ptgid).is_none() {
             return 0;
         }
@@ -642,17 +774,21 @@ const O_APPEND: u32 = 0o2000;
 /// for `O_APPEND`), when `fd` is a tracked write fd.
 #[inline(always)]
 unsafe fn mark_dirty(fd: i32, pos: Option<u64>, len: u64) {
-    if TRACKED.get(0).copied().unwrap_or(1) == 0 {
+    if !any_tracked() {
         return;
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(file_key) = WFDS.get(&key_fd(tgid, fd)).copied() else { return };
+    let Some(file_key) = WFDS.get(&key_fd(tgid, fd)).copied() else {
+        return;
+    };
     let o = offsets();
     let task = bpf_get_current_task() as *const u8;
     let lo = match pos {
         Some(p) => p,
         None => {
-            let Some(f) = fd_file(&o, task, fd) else { return };
+            let Some(f) = fd_file(&o, task, fd) else {
+                return;
+            };
             let flags: u32 = rd(f, o.file_flags).unwrap_or(0);
             if flags & O_APPEND != 0 {
                 match rd::<*const u8>(f, o.file_inode) {
@@ -740,7 +876,9 @@ unsafe fn exit_fd_op(ctx: &TracePointContext) {
     }
     let o = offsets();
     let task = bpf_get_current_task() as *const u8;
-    let Some(f) = fd_file(&o, task, s.fd) else { return };
+    let Some(f) = fd_file(&o, task, s.fd) else {
+        return;
+    };
     let Some(d) = file_dentry(&o, f) else { return };
     let Some(p) = parent(&o, d) else { return };
     let Some(w) = watched_dir(&o, p) else { return };
@@ -799,7 +937,9 @@ unsafe fn side(o: &Offsets, task: *const u8, fd: i32, path: &[u8; PATH_LEN], wat
     } else {
         fd_file(o, task, fd).and_then(|f| file_dentry(o, f))
     };
-    let Some(start) = start else { return (DevIno::default(), HIT_MAYBE) };
+    let Some(start) = start else {
+        return (DevIno::default(), HIT_MAYBE);
+    };
     let key = dentry_key(o, start).unwrap_or_default();
     if watched_from(o, start).is_some() {
         return (key, watched_bit);
@@ -913,6 +1053,13 @@ pub fn noop(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// For the benchmark: a raw tracepoint program that does nothing (`sys_enter` and
+/// `sys_exit` fire for every syscall; this measures what that costs).
+#[raw_tracepoint]
+pub fn noop_raw(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
 // ---- LSM and fentry variants ----------------------------------------------------------
 //
 // Where the kernel allows them (BPF LSM enabled, no lockdown refusing them), these see
@@ -934,8 +1081,6 @@ static ALLOW: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
 #[map]
 static SETTINGS: Array<u32> = Array::with_max_entries(4, 0);
 
-/// `FMODE_WRITE`.
-const FMODE_WRITE: u32 = 0x2;
 /// What an LSM program returns to refuse (`-EPERM`).
 const EPERM: i32 = -1;
 
@@ -944,13 +1089,19 @@ const EPERM: i32 = -1;
 #[inline(always)]
 unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
     let o = offsets();
-    let Some(mode) = rd::<u32>(file, o.file_mode) else { return 0 };
+    let Some(mode) = rd::<u32>(file, o.file_mode) else {
+        return 0;
+    };
     if mode & FMODE_WRITE == 0 {
         return 0;
     }
-    let Some(d) = file_dentry(&o, file) else { return 0 };
+    let Some(d) = file_dentry(&o, file) else {
+        return 0;
+    };
     let Some(p) = parent(&o, d) else { return 0 };
-    let Some(w) = watched_dir(&o, p) else { return 0 };
+    let Some(w) = watched_dir(&o, p) else {
+        return 0;
+    };
     let key = dentry_key(&o, d).unwrap_or_default();
     let mut verdict = 0;
     if source == SOURCE_LSM && SETTINGS.get(0).copied().unwrap_or(0) == 1 && PROTECTED.get(&key).is_some() {
@@ -985,7 +1136,9 @@ unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
 #[inline(always)]
 unsafe fn on_path_change(op: Op, old_dir: *const u8, old: *const u8, new_dir: *const u8, new: *const u8, source: u32) {
     let o = offsets();
-    let Some(od) = rd::<*const u8>(old_dir, o.path_dentry) else { return };
+    let Some(od) = rd::<*const u8>(old_dir, o.path_dentry) else {
+        return;
+    };
     let w1 = watched_from(&o, od);
     let (nd, w2) = if new_dir.is_null() {
         (core::ptr::null(), None)

@@ -31,9 +31,19 @@ fn fail(msg: &str) -> ! {
     common::fail("probes", msg)
 }
 
-/// open/write/close loop for `dur`: operations per second.
+/// This thread's CPU time: unlike the wall clock it leaves out time this 2-vCPU VM
+/// spends on other work or stolen by the host, which here varies more than the effect.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// open/write/close loop for `dur`: operations per second of the thread's CPU time.
 fn churn(dir: &Path, dur: Duration) -> f64 {
     let start = Instant::now();
+    let cpu = thread_cpu();
     let mut n = 0u64;
     while start.elapsed() < dur {
         for i in 0..256 {
@@ -47,8 +57,26 @@ fn churn(dir: &Path, dur: Duration) -> f64 {
             n += 1;
         }
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    n as f64 / (thread_cpu() - cpu).as_secs_f64()
 }
+
+/// The loop once more with the kernel's per-program accounting on (it costs two clock
+/// reads per run, so it is kept out of the timed rounds), added to `stats` by program.
+fn program_stats(stats: &mut Stats, scratch: &Path, read: impl Fn() -> Vec<ebpf::ProgramStats>, suffix: &str) {
+    if std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").is_err() {
+        return;
+    }
+    churn(scratch, Duration::from_millis(200));
+    for p in read() {
+        let e = stats.entry(format!("{}{suffix}", p.name)).or_insert((0, 0));
+        e.0 += p.runs;
+        e.1 += p.ns;
+    }
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+}
+
+/// Runs and nanoseconds by program.
+type Stats = std::collections::BTreeMap<String, (u64, u64)>;
 
 fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Value {
     let set = Arc::new(RwLock::new(WatchSet::default()));
@@ -61,18 +89,30 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
         use std::os::unix::fs::MetadataExt;
         ws.dirs.insert(lucid_common::probe::DevIno::from_stat(m.dev(), m.ino()), watched.to_path_buf());
     }
-    let round = Duration::from_millis(1500);
+    let round = Duration::from_millis(700);
     churn(scratch, Duration::from_millis(300));
     // Rounds alternate: no probes; a no-op program on the same tracepoints; lucid's
     // programs; each with and without the write-range tracepoints (attached only while
-    // an approval has a file of more than one shard).
-    let names = ["off", "noop", "on", "noop_ranges", "on_ranges"];
+    // an approval has a file of more than one shard); and a no-op on the raw
+    // `sys_enter`/`sys_exit` tracepoints (why lucid uses the per-syscall ones). Each
+    // figure is compared with the probe-less run of its own round, and the medians of
+    // those ratios are reported, so drift in the machine's speed cancels out.
+    let names = ["off", "noop", "on", "noop_ranges", "on_ranges", "noop_raw"];
     let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
-    for _ in 0..5 {
+    let mut stats = Stats::default();
+    for _ in 0..9 {
         rounds[0].push(churn(scratch, round));
         for (i, ranges) in [(1, false), (3, true)] {
             let noop = ebpf::attach_noop(ranges).unwrap_or_else(|e| fail(&format!("loading the no-op program: {e}")));
             rounds[i].push(churn(scratch, round));
+            if !ranges {
+                program_stats(&mut stats, scratch, || ebpf::program_stats(&noop), "");
+            }
+            drop(noop);
+        }
+        {
+            let noop = ebpf::attach_noop_raw().unwrap_or_else(|e| fail(&format!("loading the raw no-op program: {e}")));
+            rounds[5].push(churn(scratch, round));
             drop(noop);
         }
         for (i, ranges) in [(2, false), (4, true)] {
@@ -83,6 +123,7 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
             ws.needs_ranges = ranges;
             src.watch(&ws).unwrap_or_else(|e| fail(&e));
             rounds[i].push(churn(scratch, round));
+            program_stats(&mut stats, scratch, || src.program_stats(), if ranges { "+ranges" } else { "" });
             drop(src);
         }
     }
@@ -92,13 +133,19 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
         v[v.len() / 2]
     };
     let m: Vec<f64> = rounds.iter().map(|r| median(r)).collect();
-    let pct = |base: f64, x: f64| ((base / x - 1.0) * 100.0 * 100.0).round() / 100.0;
+    // Overhead of `x` over the probe-less run of the same round, median over rounds.
+    let pct = |x: usize| {
+        let ratios: Vec<f64> = rounds[0].iter().zip(&rounds[x]).map(|(off, v)| off / v).collect();
+        ((median(&ratios) - 1.0) * 100.0 * 100.0).round() / 100.0
+    };
     json!({
-        "ops_per_s": names.iter().zip(&m).map(|(n, v)| (n.to_string(), json!(v.round()))).collect::<serde_json::Map<_, _>>(),
-        "overhead_pct": pct(m[0], m[2]),
-        "tracepoint_floor_pct": pct(m[0], m[1]),
-        "overhead_pct_with_ranges": pct(m[0], m[4]),
-        "tracepoint_floor_pct_with_ranges": pct(m[0], m[3]),
+        "ops_per_cpu_s": names.iter().zip(&m).map(|(n, v)| (n.to_string(), json!(v.round()))).collect::<serde_json::Map<_, _>>(),
+        "overhead_pct": pct(2),
+        "tracepoint_floor_pct": pct(1),
+        "overhead_pct_with_ranges": pct(4),
+        "tracepoint_floor_pct_with_ranges": pct(3),
+        "raw_tracepoint_floor_pct": pct(5),
+        "ns_per_run": stats.iter().map(|(n, (runs, ns))| (n.clone(), json!((*ns as f64 / (*runs).max(1) as f64).round()))).collect::<serde_json::Map<_, _>>(),
         "rounds": names.iter().zip(&rounds).map(|(n, r)| (n.to_string(), json!(r.iter().map(|v| v.round()).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         "target_pct": 5.0,
     })
@@ -173,7 +220,13 @@ fn daemon_runs(tmp: &Path, scratch: &Path) -> Value {
         lat.sort_by(f64::total_cmp);
         (lat, closes)
     };
-    let pct = |v: &[f64], p: f64| if v.is_empty() { f64::NAN } else { v[((v.len() as f64 - 1.0) * p).round() as usize] };
+    let pct = |v: &[f64], p: f64| {
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v[((v.len() as f64 - 1.0) * p).round() as usize]
+        }
+    };
     let next_seq = |recs: &[Value]| recs.iter().filter_map(|r| r["seq"].as_u64()).max().unwrap_or(0) + 1;
 
     // Latency, idle machine.

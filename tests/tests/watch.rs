@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use lucid_tests::{is_root, skip, Daemon};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// Waits until the watch has picked its mode, and returns it.
 fn watch_mode(d: &Daemon) -> Value {
@@ -142,6 +142,25 @@ fn ebpf_probes_see_attribute_and_judge_every_kind_of_change() {
     let s = d.ctl_json(&["status", "--integrity"]);
     assert_eq!(s["models"][0]["state"], "verified", "{s}");
     assert_eq!(s["models"][0]["last_change"]["op"], "chmod", "{s}");
+
+    // Opens whose flags say more than the opened file's mode (the programs stash only
+    // these at entry): a truncation through a read-only open, which Linux carries out...
+    let py = |code: &str| {
+        let mut c = Command::new("python3");
+        c.args(["-c", code]).current_dir(&m);
+        c
+    };
+    let b = judged(&d, &m, "read-only truncate", &mut py("import os; os.close(os.open('w2.bin', os.O_RDONLY | os.O_TRUNC))"), None, "open");
+    assert_eq!(b["changed"], serde_json::json!(["w2.bin"]), "{b}");
+    // ...and a file created by a read-only open.
+    let after = last_seq(&d);
+    let (r, pid, took) = change_by(&d, after, &mut py("import os; os.close(os.open('new.bin', os.O_RDONLY | os.O_CREAT, 0o644))"));
+    let b = &r["body"];
+    assert!(took < Duration::from_secs(1), "read-only create: recorded {took:?} after the command");
+    assert_eq!((b["actor"]["pid"].as_u64(), &b["verdict"], &b["state"]), (Some(pid as u64), &json!("unapproved"), &json!("unapproved file")), "{b}");
+    std::fs::remove_file(m.join("new.bin")).unwrap();
+    approve(&d, &m);
+
     // Reads and writes outside the model are not recorded.
     let before = last_seq(&d);
     std::fs::write(tmp.path().join("elsewhere.bin"), b"x").unwrap();
@@ -336,6 +355,16 @@ fn a_write_rehashes_only_the_shards_it_touched() {
     assert_eq!(b["bytes_hashed"], 1 << 20, "only the third shard is read again: {b}");
     assert_eq!(b["changed"], serde_json::json!(["big.bin:2097152:3145728"]), "{b}");
     assert_eq!(b["written_ranges"]["big.bin"], serde_json::json!([2621440, 2621450]), "{b}");
+
+    // A truncating open is re-hashed whole, whatever was written after it: here the file
+    // is cut and its last 10 bytes written back, so the first shards are now zeros.
+    d.ctl_json(&["model", "approve", m.to_str().unwrap(), "--method", "shards:1048576"]);
+    let after = last_seq(&d);
+    let script = "import os\nfd = os.open('big.bin', os.O_WRONLY | os.O_TRUNC)\nos.pwrite(fd, b'5' * 10, (4 << 20) - 10)\nos.close(fd)";
+    let (r, _, _) = change_by(&d, after, Command::new("python3").args(["-c", script]).current_dir(&m));
+    let b = &r["body"];
+    assert_eq!(b["bytes_hashed"], 4 << 20, "a truncated file is read again whole: {b}");
+    assert_eq!(b["changed"].as_array().map(Vec::len), Some(4), "{b}");
 }
 
 /// A write fd inherited across a fork is tracked in the child: the parent closing its
