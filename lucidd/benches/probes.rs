@@ -4,7 +4,8 @@
 //!    watched directory, with lucid's eBPF programs attached and detached in alternating
 //!    rounds in the same process (the peer is the same loop without probes), and with a
 //!    program that does nothing attached to the same tracepoints (what the syscall
-//!    tracepoints cost by themselves, which no program can go below).
+//!    tracepoints cost by themselves, which no program can go below). Also: a no-op on
+//!    the raw `sys_enter`/`sys_exit` tracepoints, and lucidd's fanotify mode.
 //! 2. Event-to-ledger latency: the real `lucidd` (eBPF mode) on a temp state dir with an
 //!    approved model; each write to it becomes a ledger record whose body carries the
 //!    kernel's event time, so the latency is the record's time minus the event's.
@@ -22,7 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use lucidd::integrity::watch::{ebpf, Source, WatchSet};
+use lucidd::integrity::watch::{ebpf, fanotify, Source, WatchSet};
 use serde_json::{json, Value};
 
 mod common;
@@ -91,40 +92,60 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
     }
     let round = Duration::from_millis(700);
     churn(scratch, Duration::from_millis(300));
-    // Rounds alternate: no probes; a no-op program on the same tracepoints; lucid's
-    // programs; each with and without the write-range tracepoints (attached only while
-    // an approval has a file of more than one shard); and a no-op on the raw
-    // `sys_enter`/`sys_exit` tracepoints (why lucid uses the per-syscall ones). Each
-    // figure is compared with the probe-less run of its own round, and the medians of
-    // those ratios are reported, so drift in the machine's speed cancels out.
-    let names = ["off", "noop", "on", "noop_ranges", "on_ranges", "noop_raw"];
-    let mut rounds: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
+    // Each configuration is timed next to a probe-less round of the same length, in
+    // turn before and after it, and reported as the median of those pairs' ratios: a
+    // round's speed here drifts by more than the effect (and the round after a detach
+    // is slower), so only neighbours are compared. The configurations: a no-op program
+    // on the same tracepoints; lucid's programs; each with and without the write-range
+    // tracepoints (attached only while an approval has a file of more than one shard);
+    // a no-op on the raw `sys_enter`/`sys_exit` tracepoints (why lucid uses the
+    // per-syscall ones); and lucidd's fanotify mode on the same watched directory.
+    let names = ["noop", "on", "noop_ranges", "on_ranges", "noop_raw", "fanotify"];
+    let mut speed: Vec<Vec<f64>> = vec![Vec::new(); names.len() + 1];
+    let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut stats = Stats::default();
-    for _ in 0..9 {
-        rounds[0].push(churn(scratch, round));
-        for (i, ranges) in [(1, false), (3, true)] {
-            let noop = ebpf::attach_noop(ranges).unwrap_or_else(|e| fail(&format!("loading the no-op program: {e}")));
-            rounds[i].push(churn(scratch, round));
-            if !ranges {
-                program_stats(&mut stats, scratch, || ebpf::program_stats(&noop), "");
-            }
-            drop(noop);
-        }
-        {
-            let noop = ebpf::attach_noop_raw().unwrap_or_else(|e| fail(&format!("loading the raw no-op program: {e}")));
-            rounds[5].push(churn(scratch, round));
-            drop(noop);
-        }
-        for (i, ranges) in [(2, false), (4, true)] {
-            let mut src = {
-                let _g = rt.enter();
-                ebpf::start(set.clone(), tx.clone(), None).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
+    for iter in 0..9 {
+        for (c, name) in names.iter().enumerate() {
+            let off_first = (iter + c) % 2 == 0;
+            let off_before = if off_first { Some(churn(scratch, round)) } else { None };
+            let ranges = name.ends_with("_ranges");
+            let v = match *name {
+                "noop" | "noop_ranges" => {
+                    let noop = ebpf::attach_noop(ranges).unwrap_or_else(|e| fail(&format!("loading the no-op program: {e}")));
+                    let v = churn(scratch, round);
+                    if !ranges {
+                        program_stats(&mut stats, scratch, || ebpf::program_stats(&noop), "");
+                    }
+                    v
+                }
+                "noop_raw" => {
+                    let _noop = ebpf::attach_noop_raw().unwrap_or_else(|e| fail(&format!("loading the raw no-op program: {e}")));
+                    churn(scratch, round)
+                }
+                "fanotify" => {
+                    let mut src = {
+                        let _g = rt.enter();
+                        fanotify::start(tx.clone()).unwrap_or_else(|e| fail(&format!("fanotify: {e}")))
+                    };
+                    src.watch(&ws).unwrap_or_else(|e| fail(&e));
+                    churn(scratch, round)
+                }
+                _ => {
+                    let mut src = {
+                        let _g = rt.enter();
+                        ebpf::start(set.clone(), tx.clone(), None).unwrap_or_else(|e| fail(&format!("loading the probes: {e}")))
+                    };
+                    ws.needs_ranges = ranges;
+                    src.watch(&ws).unwrap_or_else(|e| fail(&e));
+                    let v = churn(scratch, round);
+                    program_stats(&mut stats, scratch, || src.program_stats(), if ranges { "+ranges" } else { "" });
+                    v
+                }
             };
-            ws.needs_ranges = ranges;
-            src.watch(&ws).unwrap_or_else(|e| fail(&e));
-            rounds[i].push(churn(scratch, round));
-            program_stats(&mut stats, scratch, || src.program_stats(), if ranges { "+ranges" } else { "" });
-            drop(src);
+            let off = off_before.unwrap_or_else(|| churn(scratch, round));
+            speed[0].push(off);
+            speed[c + 1].push(v);
+            ratios[c].push(off / v);
         }
     }
     let median = |v: &[f64]| {
@@ -132,21 +153,20 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let m: Vec<f64> = rounds.iter().map(|r| median(r)).collect();
-    // Overhead of `x` over the probe-less run of the same round, median over rounds.
-    let pct = |x: usize| {
-        let ratios: Vec<f64> = rounds[0].iter().zip(&rounds[x]).map(|(off, v)| off / v).collect();
-        ((median(&ratios) - 1.0) * 100.0 * 100.0).round() / 100.0
+    let pct = |name: &str| {
+        let c = names.iter().position(|n| *n == name).unwrap_or(0);
+        ((median(&ratios[c]) - 1.0) * 100.0 * 100.0).round() / 100.0
     };
     json!({
-        "ops_per_cpu_s": names.iter().zip(&m).map(|(n, v)| (n.to_string(), json!(v.round()))).collect::<serde_json::Map<_, _>>(),
-        "overhead_pct": pct(2),
-        "tracepoint_floor_pct": pct(1),
-        "overhead_pct_with_ranges": pct(4),
-        "tracepoint_floor_pct_with_ranges": pct(3),
-        "raw_tracepoint_floor_pct": pct(5),
+        "ops_per_cpu_s": std::iter::once("off").chain(names).zip(&speed).map(|(n, v)| (n.to_string(), json!(median(v).round()))).collect::<serde_json::Map<_, _>>(),
+        "overhead_pct": pct("on"),
+        "tracepoint_floor_pct": pct("noop"),
+        "overhead_pct_with_ranges": pct("on_ranges"),
+        "tracepoint_floor_pct_with_ranges": pct("noop_ranges"),
+        "raw_tracepoint_floor_pct": pct("noop_raw"),
+        "fanotify_mode_pct": pct("fanotify"),
         "ns_per_run": stats.iter().map(|(n, (runs, ns))| (n.clone(), json!((*ns as f64 / (*runs).max(1) as f64).round()))).collect::<serde_json::Map<_, _>>(),
-        "rounds": names.iter().zip(&rounds).map(|(n, r)| (n.to_string(), json!(r.iter().map(|v| v.round()).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
+        "ratios": names.iter().zip(&ratios).map(|(n, r)| (n.to_string(), json!(r.iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>()))).collect::<serde_json::Map<_, _>>(),
         "target_pct": 5.0,
     })
 }
