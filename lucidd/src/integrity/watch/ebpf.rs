@@ -72,6 +72,8 @@ const DUPS: &[(&str, &str)] = &[("enter_dup_", "dup"), ("enter_dup2", "dup2"), (
 pub struct EbpfSource {
     /// Keeps the programs attached (dropping it detaches them).
     _ebpf: Ebpf,
+    /// The file programs are attached too (not only the process ones).
+    files: bool,
     watched: BpfHashMap<MapData, DevIno, u32>,
     ancestors: BpfHashMap<MapData, DevIno, u32>,
     exes: BpfHashMap<MapData, DevIno, u32>,
@@ -174,6 +176,19 @@ fn raise_memlock() {
 /// Loads and attaches the programs and starts the reader. `Err` says why eBPF cannot
 /// be used here (the caller falls back to fanotify).
 pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: Option<Vec<PathBuf>>) -> Result<EbpfSource, String> {
+    load(set, tx, enforce, true)
+}
+
+/// Only the process programs (tp_btf exec, exit and fork, which are off the syscall
+/// path): for fanotify mode, which sees file changes at no cost to other files but
+/// names only a pid, gone by the time a short-lived writer's event is read. With these,
+/// the writer's executable, parent and cgroup are known from its exec, and execs of an
+/// approved serving binary are still hashed and judged.
+pub fn start_processes(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>) -> Result<EbpfSource, String> {
+    load(set, tx, None, false)
+}
+
+fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: Option<Vec<PathBuf>>, files: bool) -> Result<EbpfSource, String> {
     if OBJECT.is_empty() {
         return Err("the eBPF programs were not built into this lucidd (no bpf-linker at build time)".into());
     }
@@ -216,18 +231,20 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
         p.attach("syscalls", &tp).map_err(|e| format!("attaching syscalls/{tp}: {e}"))?;
         Ok(())
     };
-    for (name, exit) in SYSCALLS {
+    for (name, exit) in SYSCALLS.iter().filter(|_| files) {
         let enter = if *name == "open" { "enter_open_".to_string() } else { format!("enter_{name}") };
         attach(enter, format!("sys_enter_{name}"))?;
         attach(exit.to_string(), format!("sys_exit_{name}"))?;
     }
-    attach("enter_close".into(), "sys_enter_close".into())?;
-    for (prog, name) in DUPS {
+    if files {
+        attach("enter_close".into(), "sys_enter_close".into())?;
+    }
+    for (prog, name) in DUPS.iter().filter(|_| files) {
         attach(prog.to_string(), format!("sys_enter_{name}"))?;
         attach("exit_dups".to_string(), format!("sys_exit_{name}"))?;
     }
     // The write-range programs are loaded (verified) now, attached when needed.
-    for (prog, _) in RANGES {
+    for (prog, _) in RANGES.iter().filter(|_| files) {
         let p: &mut TracePoint = ebpf.program_mut(prog).ok_or_else(|| format!("program {prog} missing"))?.try_into().map_err(|e| format!("{prog}: {e}"))?;
         if p.fd().is_err() {
             p.load().map_err(|e| format!("loading {prog}: {}", short(e)))?;
@@ -268,7 +285,7 @@ pub fn start(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enfor
     let tracked = Array::try_from(map(&mut ebpf, "TRACKED")?).map_err(|e| e.to_string())?;
     let reader = Reader { set, tx, open: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
     tokio::spawn(read(ring, lost, reader));
-    Ok(EbpfSource { _ebpf: ebpf, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
+    Ok(EbpfSource { _ebpf: ebpf, files, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
 }
 
 fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
@@ -319,7 +336,7 @@ impl EbpfSource {
 
     /// Attaches or detaches the write-range programs.
     pub fn track_ranges(&mut self, on: bool) -> Result<(), String> {
-        if on != self.range_links.is_empty() {
+        if !self.files || on != self.range_links.is_empty() {
             return Ok(());
         }
         if on {

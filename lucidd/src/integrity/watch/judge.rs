@@ -167,7 +167,7 @@ fn pick(
 ) -> (Option<Box<dyn Source>>, String, String) {
     let mut notes = Vec::new();
     if matches!(mode, WatchMode::Auto | WatchMode::Ebpf) {
-        match super::ebpf::start(set, tx.clone(), enforce) {
+        match super::ebpf::start(set.clone(), tx.clone(), enforce) {
             Ok(s) => return (Some(Box::new(s)), "ebpf-tracepoint".into(), String::new()),
             Err(e) => notes.push(format!("eBPF: {e}")),
         }
@@ -175,12 +175,33 @@ fn pick(
     if mode == WatchMode::Periodic {
         return (None, "periodic".into(), "INTEGRITY_WATCH_MODE is periodic".into());
     }
-    match super::fanotify::start(tx) {
-        Ok(s) => (Some(Box::new(s)), "fanotify".into(), notes.join("; ")),
+    match super::fanotify::start(tx.clone()) {
+        Ok(s) => match super::ebpf::start_processes(set, tx) {
+            Ok(p) => (Some(Box::new(WithProcesses { files: s, processes: p })), "fanotify+ebpf-exec".into(), notes.join("; ")),
+            Err(e) => {
+                notes.push(format!("eBPF process events: {e}"));
+                (Some(Box::new(s)), "fanotify".into(), notes.join("; "))
+            }
+        },
         Err(e) => {
             notes.push(format!("fanotify: {e}"));
             (None, "periodic".into(), notes.join("; "))
         }
+    }
+}
+
+/// fanotify for the files, with eBPF's process events (exec, exit, fork) so that a
+/// change's writer is named even when it has exited before its event is read.
+struct WithProcesses {
+    files: super::fanotify::FanotifySource,
+    /// Keeps the process programs attached; its watch maps flag approved binaries' execs.
+    processes: super::ebpf::EbpfSource,
+}
+
+impl Source for WithProcesses {
+    fn watch(&mut self, set: &super::WatchSet) -> Result<(), String> {
+        self.processes.watch(set)?;
+        self.files.watch(set)
     }
 }
 
