@@ -219,11 +219,7 @@ unsafe fn watched_dir(o: &Offsets, p: *const u8) -> Option<DevIno> {
 /// The `struct file` behind `fd` in `task`.
 #[inline(always)]
 unsafe fn fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
-    if fd < 0 {
-        return None;
-    }
-    let files: *const u8 = rd(task, o.task_files)?;
-    let fdt: *const u8 = rd(files, o.files_fdt)?;
+    let fdt = fd_table(o, task, fd)?;
     let max: u32 = rd(fdt, o.fdt_max_fds)?;
     if fd as u32 >= max {
         return None;
@@ -235,14 +231,20 @@ unsafe fn fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
 /// (so it is within the table: one read fewer than [`fd_file`] on the hottest path).
 #[inline(always)]
 unsafe fn new_fd_file(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
+    fdt_file(o, fd_table(o, task, fd)?, fd)
+}
+
+/// `task`'s fd table, for a valid-looking `fd`.
+#[inline(always)]
+unsafe fn fd_table(o: &Offsets, task: *const u8, fd: i32) -> Option<*const u8> {
     if fd < 0 {
         return None;
     }
     let files: *const u8 = rd(task, o.task_files)?;
-    let fdt: *const u8 = rd(files, o.files_fdt)?;
-    fdt_file(o, fdt, fd)
+    rd(files, o.files_fdt)
 }
 
+/// Entry `fd` of an fd table.
 #[inline(always)]
 unsafe fn fdt_file(o: &Offsets, fdt: *const u8, fd: i32) -> Option<*const u8> {
     let arr: *const *const u8 = rd(fdt, o.fdt_fd)?;

@@ -205,6 +205,9 @@ impl Source for WithProcesses {
     }
 }
 
+/// How long a verdict waits for the exec event of a writer fanotify named only by pid.
+const WAIT_FOR_EXEC: Duration = Duration::from_millis(250);
+
 /// What a file's `stat` says that any change of contents or attributes moves: (inode,
 /// size, mtime ns, ctime ns, mode, uid, gid). ctime cannot be set from user space.
 type Stamp = (u64, u64, i64, i64, u32, u32, u32);
@@ -330,6 +333,19 @@ impl Judge {
         let now = Instant::now();
         let ready: Vec<String> = self.pending.iter().filter(|(_, p)| p.due() <= now).map(|(id, _)| id.clone()).collect();
         for id in ready {
+            // With eBPF's process events beside fanotify, a writer that has exited is
+            // known from its exec once that event is read: it comes by another path and
+            // may trail the file's, so the verdict waits a little for it.
+            let waiting = self.mode.contains("ebpf-exec")
+                && self.pending.get(&id).is_some_and(|p| {
+                    p.first.elapsed() < WAIT_FOR_EXEC && p.steps.iter().any(|s| s.actor["exe"].is_null() && !self.procs.knows(s.who.pid))
+                });
+            if waiting {
+                if let Some(p) = self.pending.get_mut(&id) {
+                    p.last = now;
+                }
+                continue;
+            }
             if let Some(p) = self.pending.remove(&id) {
                 self.judge(&id, p).await;
             }
@@ -338,6 +354,13 @@ impl Judge {
 
     async fn judge(&mut self, id: &str, mut p: Pending) {
         let Some(approval) = self.state.models.by_id(id) else { return };
+        // A writer not known when its event came (it had exited, and its exec had not
+        // been read yet: fanotify and eBPF's process events arrive by separate paths)
+        // is looked up again now.
+        for step in p.steps.iter_mut().filter(|s| s.actor["exe"].is_null()) {
+            let hint = Proc { ppid: step.who.ppid, uid: step.who.uid, comm: step.who.comm.clone(), exe: step.who.exe.clone(), ..Default::default() };
+            step.actor = self.procs.describe(step.who.pid, &hint);
+        }
         // Files still open for writing (the writer outlasted our patience) are re-hashed
         // whole.
         let still_open: Vec<PathBuf> = p.open.iter().map(|(_, path)| path.clone()).collect();

@@ -76,6 +76,11 @@ impl Procs {
         }
     }
 
+    /// Whether `pid`'s exec (or a `/proc` read while it ran) is in the table.
+    pub fn knows(&self, pid: u32) -> bool {
+        self.table.contains_key(&pid)
+    }
+
     /// What is known of `pid`: the table first, then `/proc`, then what the event said.
     pub fn get(&mut self, pid: u32, hint: &Proc) -> Proc {
         if let Some(p) = self.table.get(&pid) {
