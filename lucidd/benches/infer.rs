@@ -1,10 +1,14 @@
 //! Classifier-engine benchmark: sequences/s of the CPU backend on all-MiniLM-L6-v2 at
 //! batch 1, 8, 32 and lengths 64, 128, 512, and the batch-1 x 128 p50 latency, against
 //! PyTorch CPU and ONNX Runtime CPU (`peers/infer_peers.py`) on the same weights and the
-//! same token ids in the same run. Prints one JSON line.
+//! same token ids in the same run. Where the CPU has AMX, the opt-in bf16 precision is
+//! measured too, against the same peers and against PyTorch under bf16 autocast. Prints
+//! one JSON line.
 //!
 //! `cargo bench -p lucidd --bench infer` (scripts/bench.sh installs the model and the
-//! peers; `LUCID_MINILM_DIR` points at another copy of the model).
+//! peers; `LUCID_MINILM_DIR` points at another copy of the model). For profiling,
+//! `LUCID_INFER_CASES=32x128,1x128` runs only those cases and `LUCID_INFER_NO_PEERS=1`
+//! leaves the peers out, `LUCID_INFER_PRECISION=f32` (or `bf16`) measures only that one.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -54,6 +58,16 @@ fn measure(model: &Model, seqs: &[Vec<u32>]) -> (f64, f64) {
     })
 }
 
+/// Largest absolute difference between the f32 and the bf16 model's hidden states.
+fn bf16_error(f32_model: &Model, bf16_model: &Model, seqs: &[Vec<u32>]) -> f32 {
+    let mut batch = Packed::default();
+    for s in seqs {
+        batch.push(s);
+    }
+    let (a, b) = (f32_model.hidden(&batch).unwrap_or_else(|e| exit(&e.to_string())), bf16_model.hidden(&batch).unwrap_or_else(|e| exit(&e.to_string())));
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
 /// (sequences/s, p50 ms per batch) of `run` over a batch of `seqs`.
 fn timed(seqs: &[Vec<u32>], mut run: impl FnMut(&Packed)) -> (f64, f64) {
     let mut batch = Packed::default();
@@ -82,30 +96,58 @@ fn main() {
     let mut out = serde_json::Map::new();
     out.insert("bench".into(), json!("infer"));
     out.insert("threads".into(), json!(threads));
+    // The opt-in bf16 precision, where the CPU has AMX; or why it was not measured.
+    let bf16 = Model::load(&dir).map_err(|e| e.to_string()).and_then(|mut m| m.use_bf16().map(|_| m));
+    if let Err(why) = &bf16 {
+        out.insert("lucid_bf16_skipped".into(), json!(why));
+    }
+    let only = std::env::var("LUCID_INFER_CASES").ok();
+    let precision = std::env::var("LUCID_INFER_PRECISION").ok();
     for batch in [1usize, 8, 32] {
         for len in [64usize, 128, 512] {
+            if only.as_deref().is_some_and(|o| !o.split(',').any(|c| c == format!("{batch}x{len}"))) {
+                continue;
+            }
             let seqs = ids(batch, len, (batch * 1000 + len) as u64);
-            let (rate, p50) = measure(&model, &seqs);
-            out.insert(format!("lucid_b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
-            if batch == 1 {
-                out.insert(format!("lucid_b1_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
+            if precision.as_deref() != Some("bf16") {
+                let (rate, p50) = measure(&model, &seqs);
+                out.insert(format!("lucid_b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
+                if batch == 1 {
+                    out.insert(format!("lucid_b1_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
+                }
+            }
+            if let (Ok(m), false) = (&bf16, precision.as_deref() == Some("f32")) {
+                let (rate, p50) = measure(m, &seqs);
+                out.insert(format!("lucidbf16_b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
+                if batch == 1 {
+                    out.insert(format!("lucidbf16_b1_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
+                }
             }
             cases.push(json!({ "batch": batch, "len": len, "ids": seqs }));
         }
+    }
+    if let Ok(m) = &bf16 {
+        out.insert("bf16_hidden_max_abs_error_b32_l128".into(), json!(bf16_error(&model, m, &ids(32, 128, 7))));
     }
     let tmp = tempfile::tempdir().unwrap_or_else(|e| exit(&e.to_string()));
     let cases_path = tmp.path().join("cases.json");
     if let Err(e) = std::fs::write(&cases_path, serde_json::to_vec(&cases).unwrap_or_default()) {
         exit(&e.to_string());
     }
+    if std::env::var_os("LUCID_INFER_NO_PEERS").is_some() {
+        println!("{}", serde_json::Value::Object(out));
+        return;
+    }
     let args = [dir.display().to_string(), cases_path.display().to_string(), threads.to_string()];
     let peers = common::run_peer(".venv-torch", "lucidd/benches/peers/infer_peers.py", &args);
-    for peer in ["torch", "ort"] {
+    // f32 against the f32 peers; bf16 against the same and against PyTorch's bf16.
+    for (ours, peer) in [("lucid", "torch"), ("lucid", "ort"), ("lucidbf16", "torch"), ("lucidbf16", "ort"), ("lucidbf16", "torchbf16")] {
         for batch in [1, 8, 32] {
             for len in [64, 128, 512] {
                 let key = format!("b{batch}_l{len}");
-                if let (Some(us), Some(them)) = (out.get(&format!("lucid_{key}")).and_then(|v| v.as_f64()), peers[format!("{peer}_{key}")].as_f64()) {
-                    out.insert(format!("vs_{peer}_{key}"), json!((us / them * 100.0).round() / 100.0));
+                if let (Some(us), Some(them)) = (out.get(&format!("{ours}_{key}")).and_then(|v| v.as_f64()), peers[format!("{peer}_{key}")].as_f64()) {
+                    let name = if ours == "lucid" { format!("vs_{peer}_{key}") } else { format!("bf16_vs_{peer}_{key}") };
+                    out.insert(name, json!((us / them * 100.0).round() / 100.0));
                 }
             }
         }

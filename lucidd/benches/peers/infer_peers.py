@@ -2,6 +2,8 @@
 ONNX Runtime (CPU, the model exported from the same PyTorch module) on the same
 all-MiniLM-L6-v2 weights and the same token ids, in the same run.
 
+PyTorch also runs under bf16 autocast, the peer of lucid's bf16 precision.
+
 Usage: infer_peers.py MODEL_DIR CASES_JSON THREADS. CASES_JSON: [{"batch": B, "len": L,
 "ids": [[...], ...]}]. Prints one JSON object: sequences/s per peer per case, and the
 batch-1 x 128 p50 latency in ms.
@@ -48,6 +50,22 @@ def main():
         out[f"torch_b{c['batch']}_l{c['len']}"] = round(rate, 2)
         if c["batch"] == 1:
             out[f"torch_b1_l{c['len']}_p50_ms"] = round(p50, 3)
+
+    # bf16 on the same module (oneDNN uses AMX where the CPU has it): the like-for-like
+    # peer of lucid's opt-in bf16 precision.
+    def torch_bf16_run(ids):
+        t = torch.tensor(ids)
+        mask = torch.ones_like(t)
+        def run():
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+                model(input_ids=t, attention_mask=mask)
+        return run
+
+    for c in cases:
+        rate, p50 = timed(torch_bf16_run(c["ids"]), c["batch"])
+        out[f"torchbf16_b{c['batch']}_l{c['len']}"] = round(rate, 2)
+        if c["batch"] == 1:
+            out[f"torchbf16_b1_l{c['len']}_p50_ms"] = round(p50, 3)
 
     try:
         import onnxruntime as ort

@@ -224,6 +224,18 @@ impl Encoder {
         self.max_positions.saturating_sub(self.position_offset)
     }
 
+    /// Moves every dense layer of the encoder to bf16 on AMX (`amx`), or says why it
+    /// cannot; on error nothing changed.
+    pub fn use_bf16(&mut self) -> Result<(), String> {
+        super::amx::available()?;
+        for l in &mut self.layers {
+            for lin in [&mut l.qkv, &mut l.attn_out, &mut l.inter, &mut l.out] {
+                lin.use_bf16();
+            }
+        }
+        Ok(())
+    }
+
     /// Runs the encoder; returns the last hidden state, one row per token.
     pub fn forward(&self, batch: &Packed) -> Result<Vec<f32>, InferError> {
         let mut x = self.embed(batch)?;
@@ -288,13 +300,11 @@ impl Encoder {
             }
         }
         let mut a = l.attn_out.forward(&ctx, rows);
-        a.iter_mut().zip(&x).for_each(|(v, r)| *v += r);
-        l.ln1.apply(&mut a);
+        l.ln1.add_apply(&mut a, &x);
         let mut inter = l.inter.forward(&a, rows);
         self.act.apply(&mut inter);
         let mut o = l.out.forward(&inter, rows);
-        o.iter_mut().zip(&a).for_each(|(v, r)| *v += r);
-        l.ln2.apply(&mut o);
+        l.ln2.add_apply(&mut o, &a);
         o
     }
 

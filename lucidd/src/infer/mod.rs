@@ -9,6 +9,7 @@
 //! (the models the daemon has loaded, and where the default pack is), `kernels` (the
 //! CUDA sources, compiled by NVRTC).
 
+pub mod amx;
 pub mod backend;
 pub mod batcher;
 pub mod config;

@@ -2,6 +2,7 @@
 //! `gemm` crate: SIMD kernels, rayon threads), LayerNorm, GELU, softmax.
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use super::weights::Weights;
 use super::InferError;
@@ -115,6 +116,8 @@ pub struct Linear {
     /// `wt[k * out + i] = W[i][k]`.
     wt: Vec<f32>,
     b: Vec<f32>,
+    /// The weight in bf16 for AMX, when the model runs at `bf16` precision.
+    bf16: Option<super::amx::Packed>,
     /// Output width.
     pub out: usize,
     /// Input width.
@@ -135,7 +138,7 @@ fn transpose(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
 impl Linear {
     /// A layer from its weight (`[out, in]`) and bias.
     pub fn from_parts(w: Vec<f32>, b: Vec<f32>, out: usize, inp: usize) -> Linear {
-        Linear { wt: transpose(&w, out, inp), b, out, inp }
+        Linear { wt: transpose(&w, out, inp), b, bf16: None, out, inp }
     }
 
     /// Loads `{name}.weight` and `{name}.bias` (full names).
@@ -168,8 +171,17 @@ impl Linear {
         Linear::from_parts(w, b, out, inp)
     }
 
+    /// Computes this layer in bf16 on AMX from now on (see `amx`); the f32 weight stays
+    /// for the case AMX cannot run.
+    pub fn use_bf16(&mut self) {
+        self.bf16 = Some(super::amx::Packed::new(&self.weight(), self.out, self.inp));
+    }
+
     /// `x` has `rows` rows of `inp`; returns `rows` rows of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
+        if let Some(y) = self.bf16.as_ref().and_then(|p| p.forward(x, rows, &self.b)) {
+            return y;
+        }
         let mut y = Vec::with_capacity(rows * self.out);
         for _ in 0..rows {
             y.extend_from_slice(&self.b);
@@ -229,7 +241,20 @@ impl LayerNorm {
 
     /// Normalises every row of `x` in place.
     pub fn apply(&self, x: &mut [f32]) {
-        vectorised(x, |x| self.apply_rows(x));
+        let n = self.g.len().max(1);
+        x.par_chunks_mut(n * ROWS_PER_TASK).for_each(|x| vectorised(x, |x| self.apply_rows(x)));
+    }
+
+    /// Adds `residual` to `x`, then normalises every row (a transformer's
+    /// "add & norm"), in place.
+    pub fn add_apply(&self, x: &mut [f32], residual: &[f32]) {
+        let n = self.g.len().max(1);
+        x.par_chunks_mut(n * ROWS_PER_TASK).zip(residual.par_chunks(n * ROWS_PER_TASK)).for_each(|(x, r)| {
+            vectorised(x, |x| {
+                x.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+                self.apply_rows(x)
+            })
+        });
     }
 
     #[inline(always)]
@@ -273,7 +298,7 @@ impl Activation {
 
     /// Applies the activation in place.
     pub fn apply(self, x: &mut [f32]) {
-        vectorised(x, |x| self.apply_scalar(x));
+        x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| vectorised(x, |x| self.apply_scalar(x)));
     }
 
     #[inline(always)]
@@ -290,10 +315,25 @@ impl Activation {
     }
 }
 
-/// Runs `f` on `x` compiled for AVX2 and FMA where the CPU has them (the build targets
-/// baseline x86-64, where the same loop runs 4 lanes wide instead of 8).
+/// Rows of a LayerNorm, and elements of an activation, that one rayon task takes: enough
+/// to outweigh the hand-off, few enough that both cores get work at batch 1.
+const ROWS_PER_TASK: usize = 32;
+const ELEMENTS_PER_TASK: usize = 16 * 1024;
+
+/// Runs `f` on `x` compiled for AVX-512, or AVX2 and FMA, where the CPU has them (the
+/// build targets baseline x86-64, where the same loop runs 4 lanes wide instead of 16).
 #[inline(always)]
 fn vectorised<F: Fn(&mut [f32])>(x: &mut [f32], f: F) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        unsafe fn widest<F: Fn(&mut [f32])>(x: &mut [f32], f: F) {
+            f(x)
+        }
+        // SAFETY: the CPU has the features `widest` is compiled for.
+        unsafe { widest(x, f) };
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
