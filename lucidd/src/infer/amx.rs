@@ -36,7 +36,8 @@ pub fn available() -> Result<(), String> {
 fn probe() -> Result<(), String> {
     // Leaf 7 is read whatever the maximum leaf; its answer counts only where max >= 7.
     let (max, edx) = (std::arch::x86_64::__cpuid(0).eax, std::arch::x86_64::__cpuid_count(7, 0).edx);
-    if max < 7 || edx & (1 << 24) == 0 || edx & (1 << 22) == 0 {
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl");
+    if max < 7 || edx & (1 << 24) == 0 || edx & (1 << 22) == 0 || !avx512 {
         return Err("this CPU has no AMX-BF16 tile unit (Intel Sapphire Rapids or later has one)".into());
     }
     const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
@@ -109,47 +110,91 @@ impl Packed {
         }
         let kp = self.kblocks * TILE_K;
         let rows_pad = round_up(rows.max(1), 2 * TILE_ROWS);
-        // Activations in bf16, zero-padded to whole tiles.
-        let mut a = vec![0u16; rows_pad * kp];
-        a.par_chunks_mut(kp * 64).zip(x.par_chunks(self.inp * 64)).for_each(|(dst, src)| {
-            for (d, s) in dst.chunks_exact_mut(kp).zip(src.chunks_exact(self.inp)) {
-                d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16(*s));
-            }
-        });
-        // Sums, one (row chunk, column pair) task after another, each task's block
-        // contiguous so that tasks own disjoint slices.
         let pairs = self.cblocks / 2;
-        let chunks: Vec<(usize, usize)> = (0..rows_pad).step_by(ROW_CHUNK).map(|r0| (r0, ROW_CHUNK.min(rows_pad - r0))).collect();
-        let mut c = vec![0.0f32; rows_pad * pairs * 2 * TILE_COLS];
-        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(chunks.len() * pairs);
-        let mut rest = c.as_mut_slice();
-        for &(r0, n) in &chunks {
-            for pair in 0..pairs {
-                let (block, tail) = rest.split_at_mut(n * 2 * TILE_COLS);
-                tasks.push((r0, pair, block));
-                rest = tail;
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let (a, c) = &mut *scratch;
+            // Activations in bf16. Rows past `rows` only feed sums that are dropped; the
+            // k padding must be zero, and a reused buffer may hold another layer's values.
+            a.resize(rows_pad * kp, 0);
+            let inp = self.inp;
+            a.par_chunks_mut(kp * 64).zip(x.par_chunks(inp * 64)).for_each(|(dst, src)| {
+                // SAFETY: `available()` found AMX, and every AMX CPU has AVX-512 F/BW/VL.
+                unsafe {
+                    wide(|| {
+                        for (d, s) in dst.chunks_exact_mut(kp).zip(src.chunks_exact(inp)) {
+                            d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16(*s));
+                            d[inp..].iter_mut().for_each(|d| *d = 0);
+                        }
+                    })
+                }
+            });
+            // Sums, one (row chunk, column pair) task after another, each task's block
+            // contiguous so that tasks own disjoint slices. Every value is stored by the
+            // kernel, so the buffer is reused as it is.
+            let chunks: Vec<(usize, usize)> = (0..rows_pad).step_by(ROW_CHUNK).map(|r0| (r0, ROW_CHUNK.min(rows_pad - r0))).collect();
+            c.resize(rows_pad * pairs * 2 * TILE_COLS, 0.0);
+            let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(chunks.len() * pairs);
+            let mut rest = c.as_mut_slice();
+            for &(r0, n) in &chunks {
+                for pair in 0..pairs {
+                    let (block, tail) = rest.split_at_mut(n * 2 * TILE_COLS);
+                    tasks.push((r0, pair, block));
+                    rest = tail;
+                }
             }
-        }
-        let kblocks = self.kblocks;
-        tasks.par_iter_mut().with_min_len(pairs.div_ceil(2 * rayon::current_num_threads()).max(1)).for_each(|(r0, pair, block)| {
-            // SAFETY: `a` holds rows_pad x kp values, so rows r0..r0+block_rows and every
-            // k block are inside it; the pair's tiles are inside `tiles` (cblocks even);
-            // `block` holds block_rows x 32 sums. `available()` returned Ok above.
-            unsafe { kernel(&a[*r0 * kp..], kp, &self.tiles[*pair * 2 * kblocks * TILE_VALUES..], kblocks, block) };
-        });
-        let mut y = vec![0.0f32; rows * self.out];
-        y.par_chunks_mut(self.out).enumerate().for_each(|(i, row)| {
-            let chunk = i / ROW_CHUNK;
-            let (r0, n) = chunks[chunk];
-            let base = r0 * pairs * 2 * TILE_COLS;
-            for (pair, (dst, b)) in row.chunks_mut(2 * TILE_COLS).zip(bias.chunks(2 * TILE_COLS)).enumerate() {
-                let at = base + (pair * n + i - r0) * 2 * TILE_COLS;
-                let width = dst.len();
-                dst.iter_mut().zip(&c[at..at + width]).zip(b).for_each(|((v, s), b)| *v = s + b);
-            }
-        });
-        Some(y)
+            let kblocks = self.kblocks;
+            let a = &a[..];
+            tasks.par_iter_mut().with_min_len(pairs.div_ceil(2 * rayon::current_num_threads()).max(1)).for_each(|(r0, pair, block)| {
+                // SAFETY: `a` holds rows_pad x kp values, so rows r0..r0+block_rows and
+                // every k block are inside it; the pair's tiles are inside `tiles`
+                // (cblocks even); `block` holds block_rows x 32 sums. `available()`
+                // returned Ok above.
+                unsafe { kernel(&a[*r0 * kp..], kp, &self.tiles[*pair * 2 * kblocks * TILE_VALUES..], kblocks, block) };
+            });
+            let mut y = vec![0.0f32; rows * self.out];
+            let c = &c[..];
+            y.par_chunks_mut(self.out * 16).enumerate().for_each(|(t, rows16)| {
+                for (di, row) in rows16.chunks_exact_mut(self.out).enumerate() {
+                    let i = t * 16 + di;
+                    let (r0, n) = chunks[i / ROW_CHUNK];
+                    let base = r0 * pairs * 2 * TILE_COLS;
+                    // SAFETY: as above.
+                    unsafe {
+                        wide(|| {
+                            for (pair, (dst, b)) in row.chunks_mut(2 * TILE_COLS).zip(bias.chunks(2 * TILE_COLS)).enumerate() {
+                                let at = base + (pair * n + i - r0) * 2 * TILE_COLS;
+                                let width = dst.len();
+                                dst.iter_mut().zip(&c[at..at + width]).zip(b).for_each(|((v, s), b)| *v = s + b);
+                            }
+                        })
+                    }
+                }
+            });
+            Some(y)
+        })
     }
+}
+
+thread_local! {
+    /// Each calling thread's bf16 activations and tile sums, kept between calls (the
+    /// same shapes come back layer after layer; fresh buffers cost page faults).
+    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Runs `f` compiled for AVX-512, so that its loops vectorise 16 lanes wide.
+///
+/// # Safety
+/// The CPU must have AVX-512 F, BW and VL.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes.

@@ -261,8 +261,8 @@ impl LayerNorm {
     fn apply_rows(&self, x: &mut [f32]) {
         let n = self.g.len();
         for row in x.chunks_exact_mut(n) {
-            let mean = row.iter().sum::<f32>() / n as f32;
-            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n as f32;
+            let mean = lanes_sum(row, |v| v) / n as f32;
+            let var = lanes_sum(row, |v| (v - mean) * (v - mean)) / n as f32;
             let inv = 1.0 / (var + self.eps).sqrt();
             for ((v, g), b) in row.iter_mut().zip(&self.g).zip(&self.b) {
                 *v = (*v - mean) * inv * g + b;
@@ -387,6 +387,34 @@ pub fn exp(x: f32) -> f32 {
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
 }
 
+/// Lanes of the partial sums below: a plain `iter().sum()` is a chain of dependent
+/// scalar adds (float addition is not reassociated), sixteen running sums vectorise.
+const LANES: usize = 16;
+
+/// The sum of `f(v)` over `x`, added up in `LANES` interleaved partial sums.
+#[inline(always)]
+fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a += f(v));
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// The largest value of `x` (negative infinity when empty), in `LANES` partial maxima.
+#[inline(always)]
+fn lanes_max(x: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = x.chunks_exact(LANES);
+    let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for c in chunks {
+        acc.iter_mut().zip(c).for_each(|(a, &v)| *a = if v > *a { v } else { *a });
+    }
+    acc.iter().copied().fold(tail, f32::max)
+}
+
 /// Softmax of each row in place.
 pub fn softmax_rows(x: &mut [f32], cols: usize) {
     vectorised(x, |x| softmax_loop(x, cols));
@@ -395,9 +423,9 @@ pub fn softmax_rows(x: &mut [f32], cols: usize) {
 #[inline(always)]
 fn softmax_loop(x: &mut [f32], cols: usize) {
     for row in x.chunks_exact_mut(cols) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let max = lanes_max(row);
         row.iter_mut().for_each(|v| *v = exp(*v - max));
-        let sum: f32 = row.iter().sum();
+        let sum = lanes_sum(row, |v| v);
         let inv = 1.0 / sum;
         row.iter_mut().for_each(|v| *v *= inv);
     }
