@@ -100,6 +100,36 @@ fn classifier_scores_reach_decisions_match_pytorch_and_deny_over_the_threshold()
     assert!(logs.lines().filter(|l| l.contains("injection_model")).count() > cases.len(), "{logs}");
 }
 
+/// `CLASSIFIER_PRECISION: bf16`: on a CPU with AMX the dense layers run in bf16 and the
+/// scores stay near PyTorch's f32 ones; elsewhere the model keeps f32 (exact scores) and
+/// `status` says why.
+#[test]
+fn bf16_precision_stays_near_pytorch_or_says_why_it_is_not_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("bert");
+    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\nCLASSIFIER_PRECISION: bf16\nINJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
+    let d = Daemon::start(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()]);
+    let c = d.ctl_json(&["status"])["classifiers"][0].clone();
+    let on_amx = c["device"].as_str().unwrap_or_default().ends_with("bf16 on AMX");
+    let bound = if on_amx {
+        assert!(c["reason"].as_str().unwrap().ends_with("CLASSIFIER_PRECISION=bf16"), "{c}");
+        0.02
+    } else {
+        assert!(c["reason"].as_str().unwrap().contains("CLASSIFIER_PRECISION=bf16 not available"), "{c}");
+        eprintln!("bf16 not measured: {}", c["reason"]);
+        6e-4
+    };
+    let mut worst = 0.0f64;
+    for (text, probs) in &reference("bert") {
+        let dec = audit(&d, "pre", text);
+        let inj = dec["scores"]["injection_model"].as_f64().unwrap_or_else(|| panic!("{dec}"));
+        let jb = dec["scores"]["jailbreak_model"].as_f64().unwrap();
+        worst = worst.max((inj - probs[1]).abs()).max((jb - probs[2]).abs());
+    }
+    eprintln!("largest difference from PyTorch f32 (on AMX: {on_amx}): {worst:.4}");
+    assert!(worst <= bound, "scores differ from PyTorch's by {worst} (bound {bound})");
+}
+
 #[test]
 fn a_model_whose_labels_say_nothing_is_refused_until_they_are_named() {
     let tmp = tempfile::tempdir().unwrap();

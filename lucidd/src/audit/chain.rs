@@ -175,7 +175,7 @@ fn classifier(env: &GuardrailsEnv) -> Result<Option<ModelSignals>, BuildError> {
             }
         },
     };
-    let loaded = service::load(&dir, env.classifier_backend).map_err(|e| BuildError(format!("CLASSIFIER_MODEL {}: {e}", dir.display())))?;
+    let loaded = service::load(&dir, env.classifier_backend, env.classifier_precision).map_err(|e| BuildError(format!("CLASSIFIER_MODEL {}: {e}", dir.display())))?;
     ModelSignals::new(loaded, &env.classifier_labels).map(Some).map_err(BuildError)
 }
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::values::{Minutes, PathList, WatchMode, BackendChoice, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
+use super::values::{Minutes, PathList, WatchMode, BackendChoice, Precision, ClassifierModel, Days, EntityOperators, Flag, LabelSignals, OptionalPath, PiiOperator, Threshold};
 
 /// Known auditor ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
@@ -95,6 +95,8 @@ pub struct GuardrailsEnv {
     pub classifier_model: ClassifierModel,
     /// Where it runs: `auto`, `cpu` or `cuda`.
     pub classifier_backend: BackendChoice,
+    /// The CPU backend's arithmetic: `f32` or `bf16` (Intel AMX).
+    pub classifier_precision: Precision,
     /// Label-to-signal mapping for labels whose names do not say (`LABEL_1=injection`).
     pub classifier_labels: LabelSignals,
 }
@@ -112,6 +114,7 @@ impl Default for GuardrailsEnv {
             system_prompt_canary: Flag(true),
             classifier_model: ClassifierModel::Builtin,
             classifier_backend: BackendChoice::Auto,
+            classifier_precision: Precision::F32,
             classifier_labels: LabelSignals::default(),
         }
     }

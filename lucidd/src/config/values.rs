@@ -253,6 +253,18 @@ pub enum BackendChoice {
     Cuda,
 }
 
+/// The arithmetic of the CPU backend's dense layers (`CLASSIFIER_PRECISION`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout: matches PyTorch within 1e-4.
+    #[default]
+    F32,
+    /// bf16 products with f32 sums on Intel AMX, several times faster; scores move by
+    /// about 1e-2. Hosts without AMX keep f32 and `status` says why.
+    Bf16,
+}
+
 /// How model files are watched (`INTEGRITY_WATCH_MODE`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

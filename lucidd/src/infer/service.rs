@@ -1,5 +1,5 @@
 //! Classifiers loaded for the daemon: one model and one batcher per (directory,
-//! backend), shared by every chain that names them and kept while a chain holds them,
+//! backend, precision), shared by every chain that names them and kept while a chain holds them,
 //! so a configuration reload that keeps its model does not load it again, and all
 //! auditors scoring with one encoder share its batches.
 //!
@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::backend::{self, Choice, Gpu};
 use super::batcher::{Batcher, BatcherConfig};
 use super::{InferError, Model};
-use crate::config::values::BackendChoice;
+use crate::config::values::{BackendChoice, Precision};
 
 /// A model ready to score, with its batcher and where it runs.
 pub struct Classifier {
@@ -20,6 +20,8 @@ pub struct Classifier {
     pub dir: PathBuf,
     /// The backend asked for.
     pub wanted: BackendChoice,
+    /// The CPU arithmetic asked for.
+    pub precision: Precision,
     /// The backend chosen, and why.
     pub choice: Choice,
     /// The queue every request goes through.
@@ -62,11 +64,11 @@ fn gpu() -> &'static Gpu {
 
 /// The classifier in `dir` on the backend `wanted`: the one already loaded, or loaded
 /// now (which reads the weights: call it off the async runtime's workers).
-pub fn load(dir: &Path, wanted: BackendChoice) -> Result<Arc<Classifier>, InferError> {
+pub fn load(dir: &Path, wanted: BackendChoice, precision: Precision) -> Result<Arc<Classifier>, InferError> {
     let dir = dir.canonicalize().map_err(|source| InferError::Io { path: dir.display().to_string(), source })?;
     let mut loaded = LOADED.lock().unwrap_or_else(|p| p.into_inner());
     loaded.retain(|w| w.strong_count() > 0);
-    if let Some(c) = loaded.iter().filter_map(Weak::upgrade).find(|c| c.dir == dir && c.wanted == wanted) {
+    if let Some(c) = loaded.iter().filter_map(Weak::upgrade).find(|c| c.dir == dir && c.wanted == wanted && c.precision == precision) {
         return Ok(c);
     }
     let started = Instant::now();
@@ -84,11 +86,25 @@ pub fn load(dir: &Path, wanted: BackendChoice) -> Result<Arc<Classifier>, InferE
             Err(e) => return Err(e),
         }
     }
+    if precision == Precision::Bf16 {
+        // The CPU backend's arithmetic; it also scores what a GPU gives back to the CPU.
+        match model.use_bf16() {
+            Ok(()) if choice.backend == "cpu" => {
+                choice.device.push_str(", bf16 on AMX");
+                choice.reason.push_str("; CLASSIFIER_PRECISION=bf16");
+            }
+            Ok(()) => choice.reason.push_str("; CLASSIFIER_PRECISION=bf16 applies to CPU passes only"),
+            Err(why) => {
+                tracing::warn!(model = %dir.display(), reason = %why, "CLASSIFIER_PRECISION=bf16 is not available here; the classifier runs in f32");
+                choice.reason.push_str(&format!("; CLASSIFIER_PRECISION=bf16 not available ({why}), f32 used"));
+            }
+        }
+    }
     let batcher = Batcher::start(Arc::new(model), BatcherConfig::default())
         .map_err(|source| InferError::Io { path: "classifier worker thread".into(), source })?;
     let load_ms = started.elapsed().as_millis() as u64;
     tracing::info!(model = %dir.display(), backend = choice.backend, device = %choice.device, reason = %choice.reason, load_ms, "classifier loaded");
-    let c = Arc::new(Classifier { dir, wanted, choice, batcher, load_ms });
+    let c = Arc::new(Classifier { dir, wanted, precision, choice, batcher, load_ms });
     loaded.push(Arc::downgrade(&c));
     Ok(c)
 }
