@@ -22,8 +22,6 @@ const TILE_K: usize = 32;
 const TILE_COLS: usize = 16;
 /// bf16 values in one operand tile.
 const TILE_VALUES: usize = TILE_ROWS * TILE_K;
-/// Rows of activations one task keeps in its core's L2 while it walks the columns.
-const ROW_CHUNK: usize = 256;
 
 /// Whether this process can use AMX's bf16 tiles, or why not. Asked once: the answer
 /// includes the kernel's permission for the process (`arch_prctl(ARCH_REQ_XCOMP_PERM)`).
@@ -110,10 +108,8 @@ impl Packed {
         }
         let kp = self.kblocks * TILE_K;
         let rows_pad = round_up(rows.max(1), 2 * TILE_ROWS);
-        let pairs = self.cblocks / 2;
         SCRATCH.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let (a, c) = &mut *scratch;
+            let mut a = scratch.borrow_mut();
             // Activations in bf16. Rows past `rows` only feed sums that are dropped; the
             // k padding must be zero, and a reused buffer may hold another layer's values.
             a.resize(rows_pad * kp, 0);
@@ -129,47 +125,18 @@ impl Packed {
                     })
                 }
             });
-            // Sums, one (row chunk, column pair) task after another, each task's block
-            // contiguous so that tasks own disjoint slices. Every value is stored by the
-            // kernel, so the buffer is reused as it is.
-            let chunks: Vec<(usize, usize)> = (0..rows_pad).step_by(ROW_CHUNK).map(|r0| (r0, ROW_CHUNK.min(rows_pad - r0))).collect();
-            c.resize(rows_pad * pairs * 2 * TILE_COLS, 0.0);
-            let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::with_capacity(chunks.len() * pairs);
-            let mut rest = c.as_mut_slice();
-            for &(r0, n) in &chunks {
-                for pair in 0..pairs {
-                    let (block, tail) = rest.split_at_mut(n * 2 * TILE_COLS);
-                    tasks.push((r0, pair, block));
-                    rest = tail;
-                }
-            }
-            let kblocks = self.kblocks;
-            let a = &a[..];
-            tasks.par_iter_mut().with_min_len(pairs.div_ceil(2 * rayon::current_num_threads()).max(1)).for_each(|(r0, pair, block)| {
-                // SAFETY: `a` holds rows_pad x kp values, so rows r0..r0+block_rows and
-                // every k block are inside it; the pair's tiles are inside `tiles`
-                // (cblocks even); `block` holds block_rows x 32 sums. `available()`
-                // returned Ok above.
-                unsafe { kernel(&a[*r0 * kp..], kp, &self.tiles[*pair * 2 * kblocks * TILE_VALUES..], kblocks, block) };
-            });
+            // One task per 32 output rows: it walks every column pair, so the whole
+            // weight stays in its core's L2 from one task to the next, and writes its
+            // rows of `y` (sum plus bias) as each 32 x 32 block is done.
             let mut y = vec![0.0f32; rows * self.out];
-            let c = &c[..];
-            y.par_chunks_mut(self.out * 16).enumerate().for_each(|(t, rows16)| {
-                for (di, row) in rows16.chunks_exact_mut(self.out).enumerate() {
-                    let i = t * 16 + di;
-                    let (r0, n) = chunks[i / ROW_CHUNK];
-                    let base = r0 * pairs * 2 * TILE_COLS;
-                    // SAFETY: as above.
-                    unsafe {
-                        wide(|| {
-                            for (pair, (dst, b)) in row.chunks_mut(2 * TILE_COLS).zip(bias.chunks(2 * TILE_COLS)).enumerate() {
-                                let at = base + (pair * n + i - r0) * 2 * TILE_COLS;
-                                let width = dst.len();
-                                dst.iter_mut().zip(&c[at..at + width]).zip(b).for_each(|((v, s), b)| *v = s + b);
-                            }
-                        })
-                    }
-                }
+            let a = &a[..];
+            y.par_chunks_mut(2 * TILE_ROWS * self.out).enumerate().for_each(|(t, y_rows)| {
+                let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
+                // SAFETY: `a_rows` holds 32 rows of kp values (a is padded to whole 32-row
+                // blocks); `tiles` holds cblocks x kblocks tiles with cblocks even; y_rows
+                // holds at most 32 rows of `out`, and bias at least `out` values;
+                // `available()` returned Ok above.
+                unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, self.out, y_rows) };
             });
             Some(y)
         })
@@ -177,9 +144,9 @@ impl Packed {
 }
 
 thread_local! {
-    /// Each calling thread's bf16 activations and tile sums, kept between calls (the
-    /// same shapes come back layer after layer; fresh buffers cost page faults).
-    static SCRATCH: std::cell::RefCell<(Vec<u16>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+    /// Each calling thread's bf16 activations, kept between calls (the same shapes
+    /// come back layer after layer; fresh buffers cost page faults).
+    static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Runs `f` compiled for AVX-512, so that its loops vectorise 16 lanes wide.
@@ -217,26 +184,29 @@ impl TileConfig {
 
 static CONFIG: TileConfig = TileConfig::new();
 
-/// Sums for one row chunk and one pair of column blocks: `block[i * 32 + j]` = row i,
-/// column j of the pair. Tiles 0-3 hold the 2 x 2 sums, 4-5 the activation rows, 6-7
-/// the weight columns.
+/// `y_rows = a_rows W^T + bias` for one block of (up to) 32 rows: each pair of 16-column
+/// blocks in turn, tiles 0-3 holding the 2 x 2 sums, 4-5 the activation rows, 6-7 the
+/// weight columns.
 ///
 /// # Safety
-/// AMX must be usable by this process; `a` must hold `block.len() / 32` rows of `kp`
-/// values (a multiple of 32 rows), and `b` the pair's `2 * kblocks` tiles.
+/// AMX and AVX-512 F/BW/VL must be usable by this process; `a_rows` must hold 32 rows of
+/// `kp` values, `tiles` the `2 * pairs * kblocks` weight tiles, `bias` at least `out`
+/// values, and `y_rows` at most 32 rows of `out` (with `2 * pairs * 16 >= out`).
 #[cfg(target_arch = "x86_64")]
-unsafe fn kernel(a: &[u16], kp: usize, b: &[u16], kblocks: usize, block: &mut [f32]) {
-    let rows = block.len() / (2 * TILE_COLS);
-    debug_assert!(a.len() >= rows * kp && b.len() >= 2 * kblocks * TILE_VALUES && rows % (2 * TILE_ROWS) == 0);
-    let a_stride = kp * 2;
-    let c_stride = 2 * TILE_COLS * 4;
-    let tile_stride = TILE_K * 2;
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], out: usize, y_rows: &mut [f32]) {
+    const W: usize = 2 * TILE_COLS;
+    debug_assert!(a_rows.len() >= 2 * TILE_ROWS * kp && tiles.len() >= 2 * pairs * kblocks * TILE_VALUES && bias.len() >= out);
+    let mut sums = [0.0f32; 2 * TILE_ROWS * W];
+    let (a_stride, c_stride, tile_stride) = (kp * 2, W * 4, TILE_K * 2);
+    let a0 = a_rows.as_ptr();
+    let a1 = a0.add(TILE_ROWS * kp);
     asm!("ldtilecfg [{cfg}]", cfg = in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
-    for m in (0..rows).step_by(2 * TILE_ROWS) {
+    for pair in 0..pairs {
         asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-        let a0 = a.as_ptr().add(m * kp);
-        let a1 = a0.add(TILE_ROWS * kp);
-        let b1 = b.as_ptr().add(kblocks * TILE_VALUES);
+        let b0 = tiles.as_ptr().add(2 * pair * kblocks * TILE_VALUES);
+        let b1 = b0.add(kblocks * TILE_VALUES);
         for kb in 0..kblocks {
             asm!(
                 "tileloadd tmm4, [{a0} + {sa}*1]",
@@ -249,14 +219,14 @@ unsafe fn kernel(a: &[u16], kp: usize, b: &[u16], kblocks: usize, block: &mut [f
                 "tdpbf16ps tmm3, tmm5, tmm7",
                 a0 = in(reg) a0.add(kb * TILE_K),
                 a1 = in(reg) a1.add(kb * TILE_K),
-                b0 = in(reg) b.as_ptr().add(kb * TILE_VALUES),
+                b0 = in(reg) b0.add(kb * TILE_VALUES),
                 b1 = in(reg) b1.add(kb * TILE_VALUES),
                 sa = in(reg) a_stride,
                 sb = in(reg) tile_stride,
                 options(nostack, readonly),
             );
         }
-        let c = block.as_mut_ptr().add(m * 2 * TILE_COLS);
+        let c = sums.as_mut_ptr();
         asm!(
             "tilestored [{c0} + {sc}*1], tmm0",
             "tilestored [{c1} + {sc}*1], tmm1",
@@ -264,17 +234,25 @@ unsafe fn kernel(a: &[u16], kp: usize, b: &[u16], kblocks: usize, block: &mut [f
             "tilestored [{c3} + {sc}*1], tmm3",
             c0 = in(reg) c,
             c1 = in(reg) c.add(TILE_COLS),
-            c2 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS),
-            c3 = in(reg) c.add(TILE_ROWS * 2 * TILE_COLS + TILE_COLS),
+            c2 = in(reg) c.add(TILE_ROWS * W),
+            c3 = in(reg) c.add(TILE_ROWS * W + TILE_COLS),
             sc = in(reg) c_stride,
             options(nostack),
         );
+        let (from, to) = (pair * W, (pair * W + W).min(out));
+        if from >= to {
+            continue;
+        }
+        for (y, s) in y_rows.chunks_exact_mut(out).zip(sums.chunks_exact(W)) {
+            y[from..to].iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((y, s), b)| *y = s + b);
+        }
     }
     asm!("tilerelease", options(nostack, nomem));
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn kernel(_: &[u16], _: usize, _: &[u16], _: usize, _: &mut [f32]) {}
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: usize, _: &mut [f32]) {}
 
 #[cfg(test)]
 mod tests {
