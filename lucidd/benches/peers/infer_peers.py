@@ -8,6 +8,7 @@ Usage: infer_peers.py MODEL_DIR CASES_JSON THREADS. CASES_JSON: [{"batch": B, "l
 "ids": [[...], ...]}]. Prints one JSON object: sequences/s per peer per case, and the
 batch-1 x 128 p50 latency in ms.
 """
+import contextlib
 import json
 import os
 import statistics
@@ -37,35 +38,23 @@ def main():
     model = transformers.BertModel.from_pretrained(model_dir).eval()
     out = {"torch_version": torch.__version__}
 
-    def torch_run(ids):
+    def torch_run(ids, bf16):
         t = torch.tensor(ids)
         mask = torch.ones_like(t)
+        # bf16 autocast (oneDNN uses AMX where the CPU has it) is the like-for-like peer
+        # of lucid's opt-in bf16 precision.
+        cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         def run():
-            with torch.inference_mode():
+            with torch.inference_mode(), cast:
                 model(input_ids=t, attention_mask=mask)
         return run
 
-    for c in cases:
-        rate, p50 = timed(torch_run(c["ids"]), c["batch"])
-        out[f"torch_b{c['batch']}_l{c['len']}"] = round(rate, 2)
-        if c["batch"] == 1:
-            out[f"torch_b1_l{c['len']}_p50_ms"] = round(p50, 3)
-
-    # bf16 on the same module (oneDNN uses AMX where the CPU has it): the like-for-like
-    # peer of lucid's opt-in bf16 precision.
-    def torch_bf16_run(ids):
-        t = torch.tensor(ids)
-        mask = torch.ones_like(t)
-        def run():
-            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-                model(input_ids=t, attention_mask=mask)
-        return run
-
-    for c in cases:
-        rate, p50 = timed(torch_bf16_run(c["ids"]), c["batch"])
-        out[f"torchbf16_b{c['batch']}_l{c['len']}"] = round(rate, 2)
-        if c["batch"] == 1:
-            out[f"torchbf16_b1_l{c['len']}_p50_ms"] = round(p50, 3)
+    for name, bf16 in [("torch", False), ("torchbf16", True)]:
+        for c in cases:
+            rate, p50 = timed(torch_run(c["ids"], bf16), c["batch"])
+            out[f"{name}_b{c['batch']}_l{c['len']}"] = round(rate, 2)
+            if c["batch"] == 1:
+                out[f"{name}_b1_l{c['len']}_p50_ms"] = round(p50, 3)
 
     try:
         import onnxruntime as ort
