@@ -184,8 +184,16 @@ fn a_full_disk_fails_closed_and_recovers_without_losing_acknowledged_records() {
     let Some(fs) = Tmpfs::mount(&tmp.path().join("small"), "24m") else {
         return skip("a_full_disk_fails_closed_and_recovers", "mount -t tmpfs failed (no privilege for mounts in this sandbox)");
     };
+    // journald's copy of the failure is checked where one listens from the start (a
+    // journald that another test starts midway would miss it).
+    let journal = ensure_journald();
     let dir = fs.0.join("state");
     let d = Daemon::start(&dir, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while journal && d.ctl_json(&["status"])["journald"] != true {
+        assert!(Instant::now() < deadline, "lucidd did not connect to the listening journald");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut acked = Vec::new();
     for i in 0..20 {
         let (status, body) = d.http("POST", "/v1/notes", &format!("{{\"message\":\"before {i}\"}}"));
@@ -234,7 +242,7 @@ fn a_full_disk_fails_closed_and_recovers_without_losing_acknowledged_records() {
     assert!(rec["body"]["error"].as_str().unwrap().contains("disk full"));
     let anomalies = d.ctl_ok(&["logs", "--anomalies"]);
     assert!(anomalies.contains("ledger.recovered") && !anomalies.contains("before 3"), "{anomalies}");
-    if Path::new(JOURNAL_SOCKET).exists() {
+    if journal {
         let failed = journal_entries("MESSAGE_ID", "374ac128fff3444e8b43564e9a9d23a1");
         assert!(failed.iter().any(|e| e["LUCID_ERROR"].as_str().unwrap_or_default().contains("disk full")), "journald has the failure");
         assert!(!journal_entries("MESSAGE_ID", "046064624f174e81abcbcc75fcdd5931").is_empty(), "journald has the recovery");
