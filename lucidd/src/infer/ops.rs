@@ -242,19 +242,14 @@ impl LayerNorm {
     /// Normalises every row of `x` in place.
     pub fn apply(&self, x: &mut [f32]) {
         let n = self.g.len().max(1);
-        x.par_chunks_mut(n * ROWS_PER_TASK).for_each(|x| vectorised(x, |x| self.apply_rows(x)));
+        x.par_chunks_mut(n * ROWS_PER_TASK).for_each(|x| vectorised(x, &Norm { ln: self, residual: None }));
     }
 
     /// Adds `residual` to `x`, then normalises every row (a transformer's
     /// "add & norm"), in place.
     pub fn add_apply(&self, x: &mut [f32], residual: &[f32]) {
         let n = self.g.len().max(1);
-        x.par_chunks_mut(n * ROWS_PER_TASK).zip(residual.par_chunks(n * ROWS_PER_TASK)).for_each(|(x, r)| {
-            vectorised(x, |x| {
-                x.iter_mut().zip(r).for_each(|(v, r)| *v += r);
-                self.apply_rows(x)
-            })
-        });
+        x.par_chunks_mut(n * ROWS_PER_TASK).zip(residual.par_chunks(n * ROWS_PER_TASK)).for_each(|(x, r)| vectorised(x, &Norm { ln: self, residual: Some(r) }));
     }
 
     #[inline(always)]
@@ -298,7 +293,7 @@ impl Activation {
 
     /// Applies the activation in place.
     pub fn apply(self, x: &mut [f32]) {
-        x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| vectorised(x, |x| self.apply_scalar(x)));
+        x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| vectorised(x, &self));
     }
 
     #[inline(always)]
@@ -320,15 +315,57 @@ impl Activation {
 const ROWS_PER_TASK: usize = 32;
 const ELEMENTS_PER_TASK: usize = 16 * 1024;
 
+/// A loop over a slice, run by [`vectorised`]. A trait with an `#[inline(always)]`
+/// method rather than a closure: a closure body may stay out of line, compiled for
+/// baseline x86-64 (softmax's closure did, and ran 4 lanes wide).
+trait Kernel {
+    fn run(&self, x: &mut [f32]);
+}
+
+/// Softmax over rows of `cols`.
+struct Softmax {
+    cols: usize,
+}
+
+impl Kernel for Softmax {
+    #[inline(always)]
+    fn run(&self, x: &mut [f32]) {
+        softmax_loop(x, self.cols)
+    }
+}
+
+/// LayerNorm of rows, after adding a residual when there is one.
+struct Norm<'a> {
+    ln: &'a LayerNorm,
+    residual: Option<&'a [f32]>,
+}
+
+impl Kernel for Norm<'_> {
+    #[inline(always)]
+    fn run(&self, x: &mut [f32]) {
+        if let Some(r) = self.residual {
+            x.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+        self.ln.apply_rows(x)
+    }
+}
+
+impl Kernel for Activation {
+    #[inline(always)]
+    fn run(&self, x: &mut [f32]) {
+        self.apply_scalar(x)
+    }
+}
+
 /// Runs `f` on `x` compiled for AVX-512, or AVX2 and FMA, where the CPU has them (the
 /// build targets baseline x86-64, where the same loop runs 4 lanes wide instead of 16).
 #[inline(always)]
-fn vectorised<F: Fn(&mut [f32])>(x: &mut [f32], f: F) {
+fn vectorised<F: Kernel>(x: &mut [f32], f: &F) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         #[target_feature(enable = "avx512f,avx2,fma")]
-        unsafe fn widest<F: Fn(&mut [f32])>(x: &mut [f32], f: F) {
-            f(x)
+        unsafe fn widest<F: Kernel>(x: &mut [f32], f: &F) {
+            f.run(x)
         }
         // SAFETY: the CPU has the features `widest` is compiled for.
         unsafe { widest(x, f) };
@@ -337,14 +374,14 @@ fn vectorised<F: Fn(&mut [f32])>(x: &mut [f32], f: F) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn wide<F: Fn(&mut [f32])>(x: &mut [f32], f: F) {
-            f(x)
+        unsafe fn wide<F: Kernel>(x: &mut [f32], f: &F) {
+            f.run(x)
         }
         // SAFETY: the CPU has the features `wide` is compiled for.
         unsafe { wide(x, f) };
         return;
     }
-    f(x)
+    f.run(x)
 }
 
 /// erf(x) in f32 to a few ulp, branch-free so that loops over slices vectorise: the
@@ -417,7 +454,7 @@ fn lanes_max(x: &[f32]) -> f32 {
 
 /// Softmax of each row in place.
 pub fn softmax_rows(x: &mut [f32], cols: usize) {
-    vectorised(x, |x| softmax_loop(x, cols));
+    vectorised(x, &Softmax { cols });
 }
 
 #[inline(always)]
