@@ -16,6 +16,8 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
+use super::ops::Activation;
+
 /// Rows, k-values and columns of one tile: a 16 x 32 bf16 operand, a 16 x 16 f32 sum.
 const TILE_ROWS: usize = 16;
 const TILE_K: usize = 32;
@@ -101,8 +103,9 @@ impl Packed {
         Packed { tiles, out, inp, kblocks, cblocks }
     }
 
-    /// `y = x W^T + bias` for `rows` rows of `x`; `None` where AMX is not usable.
-    pub fn forward(&self, x: &[f32], rows: usize, bias: &[f32]) -> Option<Vec<f32>> {
+    /// `y = act(x W^T + bias)` for `rows` rows of `x` (the activation, if any, applied
+    /// to each block while it is in cache); `None` where AMX is not usable.
+    pub fn forward(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>) -> Option<Vec<f32>> {
         if available().is_err() || x.len() < rows * self.inp || bias.len() < self.out {
             return None;
         }
@@ -136,7 +139,7 @@ impl Packed {
                 // blocks); `tiles` holds cblocks x kblocks tiles with cblocks even; y_rows
                 // holds at most 32 rows of `out`, and bias at least `out` values;
                 // `available()` returned Ok above.
-                unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, self.out, y_rows) };
+                unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, y_rows) };
             });
             Some(y)
         })
@@ -195,7 +198,7 @@ static CONFIG: TileConfig = TileConfig::new();
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], out: usize, y_rows: &mut [f32]) {
+unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], act: Option<Activation>, out: usize, y_rows: &mut [f32]) {
     const W: usize = 2 * TILE_COLS;
     debug_assert!(a_rows.len() >= 2 * TILE_ROWS * kp && tiles.len() >= 2 * pairs * kblocks * TILE_VALUES && bias.len() >= out);
     let mut sums = [0.0f32; 2 * TILE_ROWS * W];
@@ -245,6 +248,9 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
         }
         for (y, s) in y_rows.chunks_exact_mut(out).zip(sums.chunks_exact(W)) {
             y[from..to].iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((y, s), b)| *y = s + b);
+            if let Some(act) = act {
+                act.apply_scalar(&mut y[from..to]);
+            }
         }
     }
     asm!("tilerelease", options(nostack, nomem));
@@ -252,7 +258,7 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: usize, _: &mut [f32]) {}
+unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: Option<Activation>, _: usize, _: &mut [f32]) {}
 
 #[cfg(test)]
 mod tests {
@@ -275,7 +281,7 @@ mod tests {
         let w: Vec<f32> = (0..out * inp).map(|_| rnd()).collect();
         let x: Vec<f32> = (0..rows * inp).map(|_| rnd()).collect();
         let bias: Vec<f32> = (0..out).map(|_| rnd()).collect();
-        let y = Packed::new(&w, out, inp).forward(&x, rows, &bias).unwrap_or_default();
+        let y = Packed::new(&w, out, inp).forward(&x, rows, &bias, None).unwrap_or_default();
         assert_eq!(y.len(), rows * out);
         let round = |v: f32| f32::from_bits((bf16(v) as u32) << 16) as f64;
         for i in 0..rows {

@@ -301,8 +301,7 @@ impl Encoder {
         }
         let mut a = l.attn_out.forward(&ctx, rows);
         l.ln1.add_apply(&mut a, &x);
-        let mut inter = l.inter.forward(&a, rows);
-        self.act.apply(&mut inter);
+        let inter = l.inter.forward_act(&a, rows, self.act);
         let mut o = l.out.forward(&inter, rows);
         l.ln2.add_apply(&mut o, &a);
         o

@@ -177,9 +177,20 @@ impl Linear {
         self.bf16 = Some(super::amx::Packed::new(&self.weight(), self.out, self.inp));
     }
 
+    /// `act(forward(x))`; in bf16 the activation is applied to each block of the product
+    /// while it is in cache, instead of in a second pass over the whole output.
+    pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {
+        if let Some(y) = self.bf16.as_ref().and_then(|p| p.forward(x, rows, &self.b, Some(act))) {
+            return y;
+        }
+        let mut y = self.forward(x, rows);
+        act.apply(&mut y);
+        y
+    }
+
     /// `x` has `rows` rows of `inp`; returns `rows` rows of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        if let Some(y) = self.bf16.as_ref().and_then(|p| p.forward(x, rows, &self.b)) {
+        if let Some(y) = self.bf16.as_ref().and_then(|p| p.forward(x, rows, &self.b, None)) {
             return y;
         }
         let mut y = Vec::with_capacity(rows * self.out);
@@ -296,8 +307,10 @@ impl Activation {
         x.par_chunks_mut(ELEMENTS_PER_TASK).for_each(|x| vectorised(x, &self));
     }
 
+    /// The activation over `x` on the calling thread, inlined into the caller (so it
+    /// vectorises as wide as the caller is compiled).
     #[inline(always)]
-    fn apply_scalar(self, x: &mut [f32]) {
+    pub(super) fn apply_scalar(self, x: &mut [f32]) {
         match self {
             Activation::Gelu => x.iter_mut().for_each(|v| *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2))),
             Activation::GeluTanh => {
