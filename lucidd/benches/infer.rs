@@ -1,7 +1,8 @@
 //! Classifier-engine benchmark: sequences/s of the CPU backend on all-MiniLM-L6-v2 at
 //! batch 1, 8, 32 and lengths 64, 128, 512, and the batch-1 x 128 p50 latency, against
 //! PyTorch CPU and ONNX Runtime CPU (`peers/infer_peers.py`) on the same weights and the
-//! same token ids in the same run. Where the CPU has AMX, the opt-in bf16 precision is
+//! same token ids in the same run (lucid measured before and after the peers, the mean
+//! compared, since the machine drifts). Where the CPU has AMX, the opt-in bf16 precision is
 //! measured too, against the same peers and against PyTorch under bf16 autocast. Prints
 //! one JSON line.
 //!
@@ -58,6 +59,34 @@ fn measure(model: &Model, seqs: &[Vec<u32>]) -> (f64, f64) {
     })
 }
 
+/// One measurement of every case on every model: (key, sequences/s, p50 ms).
+fn lucid_round(models: &[(&str, &Model)], cases: &[(usize, usize, Vec<Vec<u32>>)]) -> Vec<(String, f64, f64)> {
+    let mut got = Vec::new();
+    for (batch, len, seqs) in cases {
+        for (name, model) in models {
+            let (rate, p50) = measure(model, seqs);
+            got.push((format!("{name}_b{batch}_l{len}"), rate, p50));
+        }
+    }
+    got
+}
+
+/// Puts the rounds' figures into `out` (their mean where there are two; each round's
+/// sequences/s too, so that the drift between them shows).
+fn record(out: &mut serde_json::Map<String, serde_json::Value>, first: &[(String, f64, f64)], second: Option<&[(String, f64, f64)]>) {
+    let round = |v: f64, places: f64| (v * places).round() / places;
+    for (i, (key, rate, p50)) in first.iter().enumerate() {
+        let (rate2, p502) = second.and_then(|s| s.get(i)).map_or((*rate, *p50), |(_, r, p)| (*r, *p));
+        out.insert(key.clone(), json!(round((rate + rate2) / 2.0, 100.0)));
+        if second.is_some() {
+            out.insert(format!("{key}_rounds"), json!([round(*rate, 100.0), round(rate2, 100.0)]));
+        }
+        if key.contains("_b1_") {
+            out.insert(format!("{key}_p50_ms"), json!(round((p50 + p502) / 2.0, 1000.0)));
+        }
+    }
+}
+
 /// Largest absolute difference between the f32 and the bf16 model's hidden states.
 fn bf16_error(f32_model: &Model, bf16_model: &Model, seqs: &[Vec<u32>]) -> f32 {
     let mut batch = Packed::default();
@@ -103,29 +132,25 @@ fn main() {
     }
     let only = std::env::var("LUCID_INFER_CASES").ok();
     let precision = std::env::var("LUCID_INFER_PRECISION").ok();
+    let mut models: Vec<(&str, &Model)> = Vec::new();
+    if precision.as_deref() != Some("bf16") {
+        models.push(("lucid", &model));
+    }
+    if let (Ok(m), false) = (&bf16, precision.as_deref() == Some("f32")) {
+        models.push(("lucidbf16", m));
+    }
+    let mut seqs_of = Vec::new();
     for batch in [1usize, 8, 32] {
         for len in [64usize, 128, 512] {
             if only.as_deref().is_some_and(|o| !o.split(',').any(|c| c == format!("{batch}x{len}"))) {
                 continue;
             }
             let seqs = ids(batch, len, (batch * 1000 + len) as u64);
-            if precision.as_deref() != Some("bf16") {
-                let (rate, p50) = measure(&model, &seqs);
-                out.insert(format!("lucid_b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
-                if batch == 1 {
-                    out.insert(format!("lucid_b1_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
-                }
-            }
-            if let (Ok(m), false) = (&bf16, precision.as_deref() == Some("f32")) {
-                let (rate, p50) = measure(m, &seqs);
-                out.insert(format!("lucidbf16_b{batch}_l{len}"), json!((rate * 100.0).round() / 100.0));
-                if batch == 1 {
-                    out.insert(format!("lucidbf16_b1_l{len}_p50_ms"), json!((p50 * 1000.0).round() / 1000.0));
-                }
-            }
             cases.push(json!({ "batch": batch, "len": len, "ids": seqs }));
+            seqs_of.push((batch, len, seqs));
         }
     }
+    let first = lucid_round(&models, &seqs_of);
     if let Ok(m) = &bf16 {
         out.insert("bf16_hidden_max_abs_error_b32_l128".into(), json!(bf16_error(&model, m, &ids(32, 128, 7))));
     }
@@ -135,11 +160,16 @@ fn main() {
         exit(&e.to_string());
     }
     if std::env::var_os("LUCID_INFER_NO_PEERS").is_some() {
+        record(&mut out, &first, None);
         println!("{}", serde_json::Value::Object(out));
         return;
     }
     let args = [dir.display().to_string(), cases_path.display().to_string(), threads.to_string()];
     let peers = common::run_peer(".venv-torch", "lucidd/benches/peers/infer_peers.py", &args);
+    // The machine drifts: lucid is measured before and after the peers, and the mean of
+    // the two rounds is what is compared.
+    let second = lucid_round(&models, &seqs_of);
+    record(&mut out, &first, Some(&second));
     // f32 against the f32 peers; bf16 against the same and against PyTorch's bf16.
     for (ours, peer) in [("lucid", "torch"), ("lucid", "ort"), ("lucidbf16", "torch"), ("lucidbf16", "ort"), ("lucidbf16", "torchbf16")] {
         for batch in [1, 8, 32] {
