@@ -109,40 +109,40 @@ impl Packed {
         if available().is_err() || x.len() < rows * self.inp || bias.len() < self.out {
             return None;
         }
+        // A thread that reenters (a rayon worker stealing another pass while it waits)
+        // finds its buffer in use and takes a fresh one rather than panicking.
+        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+            Ok(mut a) => Some(self.product(x, rows, bias, act, &mut a)),
+            Err(_) => Some(self.product(x, rows, bias, act, &mut Vec::new())),
+        })
+    }
+
+    /// [`Packed::forward`] with `a` as the bf16 activation buffer; AMX is usable.
+    fn product(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, a: &mut Vec<u16>) -> Vec<f32> {
         let kp = self.kblocks * TILE_K;
         let rows_pad = round_up(rows.max(1), 2 * TILE_ROWS);
-        SCRATCH.with(|scratch| {
-            let mut a = scratch.borrow_mut();
-            // Activations in bf16. Rows past `rows` only feed sums that are dropped; the
-            // k padding must be zero, and a reused buffer may hold another layer's values.
-            a.resize(rows_pad * kp, 0);
-            let inp = self.inp;
-            a.par_chunks_mut(kp * 64).zip(x.par_chunks(inp * 64)).for_each(|(dst, src)| {
-                // SAFETY: `available()` found AMX, and every AMX CPU has AVX-512 F/BW/VL.
-                unsafe {
-                    wide(|| {
-                        for (d, s) in dst.chunks_exact_mut(kp).zip(src.chunks_exact(inp)) {
-                            d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16(*s));
-                            d[inp..].iter_mut().for_each(|d| *d = 0);
-                        }
-                    })
-                }
-            });
-            // One task per 32 output rows: it walks every column pair, so the whole
-            // weight stays in its core's L2 from one task to the next, and writes its
-            // rows of `y` (sum plus bias) as each 32 x 32 block is done.
-            let mut y = vec![0.0f32; rows * self.out];
-            let a = &a[..];
-            y.par_chunks_mut(2 * TILE_ROWS * self.out).enumerate().for_each(|(t, y_rows)| {
-                let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
-                // SAFETY: `a_rows` holds 32 rows of kp values (a is padded to whole 32-row
-                // blocks); `tiles` holds cblocks x kblocks tiles with cblocks even; y_rows
-                // holds at most 32 rows of `out`, and bias at least `out` values;
-                // `available()` returned Ok above.
-                unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, y_rows) };
-            });
-            Some(y)
-        })
+        // Activations in bf16. Rows past `rows` only feed sums that are dropped; the k
+        // padding must be zero, and a reused buffer may hold another layer's values.
+        a.resize(rows_pad * kp, 0);
+        let inp = self.inp;
+        a.par_chunks_mut(kp * 64).zip(x.par_chunks(inp * 64)).for_each(|(dst, src)| {
+            // SAFETY: `available()` found AMX, and every AMX CPU has AVX-512 F/BW/VL.
+            unsafe { to_bf16_rows(dst, kp, src, inp) }
+        });
+        // One task per 32 output rows: it walks every column pair, so the whole weight
+        // stays in its core's L2 from one task to the next, and writes its rows of `y`
+        // (sum plus bias) as each 32 x 32 block is done.
+        let mut y = vec![0.0f32; rows * self.out];
+        let a = &a[..];
+        y.par_chunks_mut(2 * TILE_ROWS * self.out).enumerate().for_each(|(t, y_rows)| {
+            let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
+            // SAFETY: `a_rows` holds 32 rows of kp values (a is padded to whole 32-row
+            // blocks); `tiles` holds cblocks x kblocks tiles with cblocks even; y_rows
+            // holds at most 32 rows of `out`, and bias at least `out` values; the
+            // caller checked `available()`.
+            unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, y_rows) };
+        });
+        y
     }
 }
 
@@ -152,20 +152,22 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` compiled for AVX-512, so that its loops vectorise 16 lanes wide.
+/// Rows of `src` (`inp` wide) rounded to bf16 into rows of `dst` (`kp` wide, the rest
+/// zero), compiled for AVX-512 so the loop runs 16 lanes wide.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VL.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-    f()
+unsafe fn to_bf16_rows(dst: &mut [u16], kp: usize, src: &[f32], inp: usize) {
+    for (d, s) in dst.chunks_exact_mut(kp).zip(src.chunks_exact(inp)) {
+        d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16(*s));
+        d[inp..].iter_mut().for_each(|d| *d = 0);
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn wide<R>(f: impl FnOnce() -> R) -> R {
-    f()
-}
+unsafe fn to_bf16_rows(_: &mut [u16], _: usize, _: &[f32], _: usize) {}
 
 /// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes.
 #[repr(C, align(64))]
@@ -290,6 +292,25 @@ mod tests {
                 assert!((y[i * out + j] as f64 - want).abs() < 1e-4, "({i}, {j}): {} vs {want}", y[i * out + j]);
             }
         }
+    }
+
+    /// Passes started from rayon workers (which steal each other's work while they wait,
+    /// and so may reenter a pass on the same thread) give the same sums as one alone.
+    #[test]
+    fn passes_from_rayon_workers_agree_with_a_lone_pass() {
+        if let Err(why) = available() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let (rows, out, inp) = (200, 96, 64);
+        let w: Vec<f32> = (0..out * inp).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let x: Vec<f32> = (0..rows * inp).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
+        let p = Packed::new(&w, out, inp);
+        let bias = vec![0.25f32; out];
+        let alone = p.forward(&x, rows, &bias, None).unwrap_or_default();
+        assert_eq!(alone.len(), rows * out);
+        let nested: Vec<Vec<f32>> = (0..16).into_par_iter().map(|_| p.forward(&x, rows, &bias, None).unwrap_or_default()).collect();
+        assert!(nested.iter().all(|y| *y == alone));
     }
 
     #[test]
