@@ -46,20 +46,39 @@ impl JournalSocket {
 
     /// The large-entry path: the payload in a sealed memfd, passed as the only content.
     fn send_memfd(&self, payload: &[u8]) -> io::Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, SealFlag};
         use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
         use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, UnixAddr};
 
         let fd = memfd_create(c"lucid-journal", MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC)?;
         let mut file = std::fs::File::from(fd);
         file.write_all(payload)?;
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
-        fcntl(file.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
+        seal(&file)?;
         let addr = UnixAddr::new(&self.path)?;
         let fds = [file.as_raw_fd()];
         sendmsg(self.socket.as_raw_fd(), &[], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), Some(&addr))?;
         Ok(())
     }
+}
+
+/// Seals a memfd against any change, as journald requires before it reads one.
+///
+/// `F_SEAL_WRITE` fails with `EBUSY` while the kernel still holds an extra reference
+/// to a page just written (a per-CPU LRU batch, a migration, a THP collapse); the
+/// kernel waits about 160 ms for those itself and then gives up. Such holds are brief,
+/// so the seal is tried eight times with a growing pause between (about 2.5 s in all
+/// with the kernel's own waits) before the send counts as failed (the sink then keeps its cursor and tries the entry again later).
+fn seal(file: &std::fs::File) -> io::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SEAL;
+    let mut pause = Duration::from_millis(10);
+    for _ in 0..7 {
+        match fcntl(file.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)) {
+            Err(nix::errno::Errno::EBUSY) => std::thread::sleep(pause),
+            other => return other.map(drop).map_err(io::Error::from),
+        }
+        pause *= 2;
+    }
+    fcntl(file.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals)).map(drop).map_err(io::Error::from)
 }
 
 /// Encodes fields: `KEY=value\n`, or for values with a newline
@@ -100,6 +119,40 @@ mod tests {
         drop(UnixDatagram::bind(&path).unwrap());
         let err = JournalSocket::connect(&path).err().unwrap();
         assert_eq!(err.raw_os_error(), Some(libc::ECONNREFUSED));
+    }
+
+    #[test]
+    fn a_seal_waits_out_a_brief_hold_on_the_pages() {
+        use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
+        let fd = memfd_create(c"lucid-test", MemFdCreateFlag::MFD_ALLOW_SEALING | MemFdCreateFlag::MFD_CLOEXEC).unwrap();
+        let mut file = std::fs::File::from(fd);
+        file.write_all(&vec![7u8; 1 << 16]).unwrap();
+        // Splicing the file into a pipe lends the pipe its pages: the kernel refuses
+        // F_SEAL_WRITE with EBUSY until the pipe is read, here for longer than the
+        // kernel's own wait inside one fcntl (about 160 ms).
+        let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
+        let mut offset: libc::loff_t = 0;
+        let moved = unsafe { libc::splice(file.as_raw_fd(), &mut offset, pipe_w.as_raw_fd(), std::ptr::null_mut(), 1 << 16, 0) };
+        assert!(moved > 0, "splice: {}", io::Error::last_os_error());
+        let held = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_ADD_SEALS(nix::fcntl::SealFlag::F_SEAL_WRITE));
+        if held != Err(nix::errno::Errno::EBUSY) {
+            eprintln!("skipped: this kernel ({held:?}) does not hold spliced pages against F_SEAL_WRITE, so no hold can be made");
+            return;
+        }
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let mut pipe = std::fs::File::from(pipe_r);
+            let mut sink = vec![0u8; 1 << 16];
+            let mut got = 0;
+            while got < moved as usize {
+                got += io::Read::read(&mut pipe, &mut sink).unwrap();
+            }
+        });
+        seal(&file).unwrap();
+        reader.join().unwrap();
+        let seals = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_GET_SEALS).unwrap();
+        assert_eq!(seals & libc::F_SEAL_WRITE, libc::F_SEAL_WRITE);
+        assert!(file.write_all(b"x").is_err(), "a sealed memfd refuses writes");
     }
 
     #[test]
