@@ -271,6 +271,10 @@ pub struct Event {
     pub dir: DevIno,
     /// The current process's executable.
     pub exe: DevIno,
+    /// The kernel object an LSM or fentry Open and its Close are about (the `struct
+    /// file`'s address): those programs see the file's last release, not an fd's close,
+    /// so this pairs them. 0 elsewhere.
+    pub object: u64,
     /// `comm` of the current task.
     pub comm: [u8; 16],
     /// The file's name (`d_name`), NUL-terminated (Open, Close, Fd).
@@ -280,6 +284,39 @@ pub struct Event {
     /// The second path (rename, link, symlink).
     pub path2: [u8; PATH_LEN],
 }
+
+/// The LSM family of file-change programs: (program, LSM hook, whether the family can
+/// do without it). The one optional hook is one a kernel may lack (`file_truncate`
+/// before 6.2, where `ftruncate` reaches `path_truncate` instead).
+pub const LSM_PROGRAMS: &[(&str, &str, bool)] = &[
+    ("lsm_file_open", "file_open", false),
+    ("lsm_file_free", "file_free_security", false),
+    ("lsm_path_truncate", "path_truncate", false),
+    ("lsm_file_truncate", "file_truncate", true),
+    ("lsm_path_chmod", "path_chmod", false),
+    ("lsm_path_chown", "path_chown", false),
+    ("lsm_path_rename", "path_rename", false),
+    ("lsm_path_unlink", "path_unlink", false),
+    ("lsm_path_rmdir", "path_rmdir", false),
+    ("lsm_path_link", "path_link", false),
+    ("lsm_path_symlink", "path_symlink", false),
+];
+
+/// The fentry family: the same programs on the `security_*` functions that call the
+/// LSM hooks (program, kernel function, optional).
+pub const FENTRY_PROGRAMS: &[(&str, &str, bool)] = &[
+    ("fentry_file_open", "security_file_open", false),
+    ("fentry_file_free", "security_file_free", false),
+    ("fentry_path_truncate", "security_path_truncate", false),
+    ("fentry_file_truncate", "security_file_truncate", true),
+    ("fentry_path_chmod", "security_path_chmod", false),
+    ("fentry_path_chown", "security_path_chown", false),
+    ("fentry_path_rename", "security_path_rename", false),
+    ("fentry_path_unlink", "security_path_unlink", false),
+    ("fentry_path_rmdir", "security_path_rmdir", false),
+    ("fentry_path_link", "security_path_link", false),
+    ("fentry_path_symlink", "security_path_symlink", false),
+];
 
 /// The kernel's open flags the programs test (x86_64 values).
 pub mod oflags {
@@ -320,6 +357,6 @@ mod tests {
     #[test]
     fn event_size_is_stable() {
         assert_eq!(core::mem::size_of::<DevIno>(), 16);
-        assert_eq!(core::mem::size_of::<Event>(), 72 + 48 + 16 + NAME_LEN + 2 * PATH_LEN);
+        assert_eq!(core::mem::size_of::<Event>(), 72 + 48 + 8 + 16 + NAME_LEN + 2 * PATH_LEN);
     }
 }

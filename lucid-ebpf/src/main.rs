@@ -304,6 +304,7 @@ unsafe fn fill(e: *mut Event, o: &Offsets, kind: EventKind, op: Op) {
         _ => 0,
     };
     (*e).exe = exe_key(o, task).unwrap_or_default();
+    (*e).object = 0;
     (*e).comm = bpf_get_current_comm().unwrap_or([0; 16]);
     (*e).ret = 0;
     (*e).flags = 0;
@@ -776,19 +777,35 @@ const O_APPEND: u32 = 0o2000;
 /// for `O_APPEND`), when `fd` is a tracked write fd.
 #[inline(always)]
 unsafe fn mark_dirty(fd: i32, pos: Option<u64>, len: u64) {
-    if !any_tracked() {
+    // Write fds are known by fd to the tracepoint family (`WFDS`), by file to the LSM
+    // and fentry families (`KFILES`).
+    let by_fd = any_tracked();
+    let by_file = KFILES_LEN.get(0).copied().unwrap_or(0) != 0;
+    if !by_fd && !by_file {
         return;
     }
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let Some(file_key) = WFDS.get(&key_fd(tgid, fd)).copied() else {
-        return;
-    };
     let o = offsets();
     let task = bpf_get_current_task() as *const u8;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let mut file = None;
+    let file_key = match if by_fd { WFDS.get(&key_fd(tgid, fd)).copied() } else { None } {
+        Some(k) => k,
+        None if by_file => {
+            let Some(f) = fd_file(&o, task, fd) else {
+                return;
+            };
+            file = Some(f);
+            match KFILES.get(&kfile(f, SOURCE_LSM)).or_else(|| KFILES.get(&kfile(f, SOURCE_FENTRY))) {
+                Some(k) => *k,
+                None => return,
+            }
+        }
+        None => return,
+    };
     let lo = match pos {
         Some(p) => p,
         None => {
-            let Some(f) = fd_file(&o, task, fd) else {
+            let Some(f) = file.or_else(|| fd_file(&o, task, fd)) else {
                 return;
             };
             let flags: u32 = rd(f, o.file_flags).unwrap_or(0);
@@ -1064,13 +1081,19 @@ pub fn noop_raw(_ctx: RawTracePointContext) -> i32 {
 
 // ---- LSM and fentry variants ----------------------------------------------------------
 //
-// Where the kernel allows them (BPF LSM enabled, no lockdown refusing them), these see
-// the kernel's own objects: the file being opened, the dentries being renamed or
-// unlinked, whatever the syscall or io_uring request behind them. The LSM `file_open`
-// program can also refuse: with enforcement on, a write-open of an approved file by an
-// executable not on the allow-list fails with EPERM. The fentry programs attach to the
-// same `security_*` functions the LSM hooks are called from, for kernels where BPF LSM is
-// compiled in but not enabled.
+// Where the kernel allows them, these are the run-time source: they see the kernel's own
+// objects (the file being opened or released, the dentries being renamed, unlinked,
+// truncated or re-permissioned), whatever the syscall or io_uring request behind them,
+// and they cost nothing on syscalls that do not reach these hooks (the syscall
+// tracepoints put every syscall on the host on the tracing path). The LSM family is
+// preferred; the fentry family attaches to the `security_*` functions the LSM hooks are
+// called from, for kernels where BPF LSM is compiled in but not enabled. The LSM
+// `file_open` program can also refuse: with enforcement on, a write-open of an approved
+// file by an executable not on the allow-list fails with EPERM.
+//
+// A write-open is paired with the file's last release (`file_free_security`), not with
+// an fd's close: dups, forks and fds passed to other processes all end there, and a
+// shared mapping's writes are done by then.
 
 /// Approved files that enforcement protects.
 #[map]
@@ -1082,12 +1105,28 @@ static ALLOW: HashMap<DevIno, u32> = HashMap::with_max_entries(1024, 0);
 /// the LSM program reports only its refusals (the tracepoints report the opens).
 #[map]
 static SETTINGS: Array<u32> = Array::with_max_entries(4, 0);
+/// Files open for writing under a watched directory, as the LSM or fentry `file_open`
+/// saw them: their release is reported as the close. Keyed by [`kfile`] (each family
+/// keeps its own entries, so both can run at once, as in the VM test).
+#[map]
+static KFILES: HashMap<[u64; 2], DevIno> = HashMap::with_max_entries(65536, 0);
+
+/// The `KFILES` key of `file` for a family: its address and the family's source tag (the
+/// verifier allows no arithmetic but addition on a typed pointer, so the two are kept
+/// apart).
+#[inline(always)]
+fn kfile(file: *const u8, source: u32) -> [u64; 2] {
+    [file as u64, source as u64]
+}
+/// How many entries `KFILES` holds (index 0): while none, a release returns at once.
+#[map]
+static KFILES_LEN: Array<u64> = Array::with_max_entries(1, 0);
 
 /// What an LSM program returns to refuse (`-EPERM`).
 const EPERM: i32 = -1;
 
-/// A file being opened: reports a write-open under a watched directory, and says
-/// whether enforcement refuses it.
+/// A file being opened: reports a write-open under a watched directory (and remembers
+/// the file so that its release is reported), and says whether enforcement refuses it.
 #[inline(always)]
 unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
     let o = offsets();
@@ -1117,6 +1156,15 @@ unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
     if source == SOURCE_LSM && verdict == 0 && SETTINGS.get(1).copied().unwrap_or(0) == 1 {
         return 0;
     }
+    if verdict == 0 && KFILES.get(&kfile(file, source)).is_none() {
+        if KFILES.insert(&kfile(file, source), &key, 0).is_err() {
+            // Full: the close will not be reported, so the change is settled by the
+            // judge's patience; the loss is counted (a full re-verification follows).
+            count_lost();
+        } else if let Some(n) = KFILES_LEN.get_ptr_mut(0) {
+            atomic_add(n, 1);
+        }
+    }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
         count_lost();
         return verdict;
@@ -1126,6 +1174,7 @@ unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
     (*e).source = source;
     (*e).file = key;
     (*e).dir = w;
+    (*e).object = file as u64;
     (*e).flags = mode as u64;
     (*e).ret = verdict as i64;
     (*e).hit = HIT_WATCHED;
@@ -1134,23 +1183,97 @@ unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
     verdict
 }
 
-/// A rename or unlink of `old` in `old_dir` (and `new` in `new_dir` for a rename).
+/// A file's last release: the close of a write-open that [`on_file_open`] reported.
 #[inline(always)]
-unsafe fn on_path_change(op: Op, old_dir: *const u8, old: *const u8, new_dir: *const u8, new: *const u8, source: u32) {
-    let o = offsets();
-    let Some(od) = rd::<*const u8>(old_dir, o.path_dentry) else {
+unsafe fn on_file_free(file: *const u8, source: u32) {
+    if KFILES_LEN.get(0).copied().unwrap_or(0) == 0 {
+        return;
+    }
+    let Some(key) = KFILES.get(&kfile(file, source)).copied() else {
         return;
     };
-    let w1 = watched_from(&o, od);
-    let (nd, w2) = if new_dir.is_null() {
-        (core::ptr::null(), None)
-    } else {
-        match rd::<*const u8>(new_dir, o.path_dentry) {
-            Some(nd) => (nd, watched_from(&o, nd)),
-            None => (core::ptr::null(), None),
-        }
+    if KFILES.remove(&kfile(file, source)).is_err() {
+        return;
+    }
+    if let Some(n) = KFILES_LEN.get_ptr_mut(0) {
+        atomic_add(n, u64::MAX);
+    }
+    let o = offsets();
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
     };
-    if w1.is_none() && w2.is_none() {
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Close, Op::Close);
+    (*e).source = source;
+    (*e).file = key;
+    (*e).object = file as u64;
+    (*e).hit = HIT_WATCHED;
+    if let Some(d) = file_dentry(&o, file) {
+        name_into(&o, d, &mut (*e).name);
+    }
+    entry.submit(0);
+}
+
+/// A change to the file `d` itself (truncate, chmod, chown), reported when its
+/// directory is at or under a watched one.
+#[inline(always)]
+unsafe fn on_dentry_attr(op: Op, d: *const u8, source: u32) {
+    let o = offsets();
+    let Some(p) = parent(&o, d) else { return };
+    let Some(w) = watched_dir(&o, p) else { return };
+    let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
+        count_lost();
+        return;
+    };
+    let e = entry.as_mut_ptr();
+    fill(e, &o, EventKind::Fd, op);
+    (*e).source = source;
+    (*e).file = dentry_key(&o, d).unwrap_or_default();
+    (*e).dir = w;
+    (*e).hit = HIT_WATCHED;
+    name_into(&o, d, &mut (*e).name);
+    entry.submit(0);
+}
+
+/// [`on_dentry_attr`] for a `const struct path *`.
+#[inline(always)]
+unsafe fn on_path_attr(op: Op, path: *const u8, source: u32) {
+    let o = offsets();
+    if let Some(d) = rd::<*const u8>(path, o.path_dentry) {
+        on_dentry_attr(op, d, source);
+    }
+}
+
+/// [`on_dentry_attr`] for a `struct file *`.
+#[inline(always)]
+unsafe fn on_file_attr(op: Op, file: *const u8, source: u32) {
+    let o = offsets();
+    if let Some(d) = file_dentry(&o, file) {
+        on_dentry_attr(op, d, source);
+    }
+}
+
+/// Whether the dentry `d` is a watched directory or an ancestor of one (renaming or
+/// removing it moves or removes a model).
+#[inline(always)]
+unsafe fn holds_watched(o: &Offsets, d: *const u8) -> bool {
+    match dentry_key(o, d) {
+        Some(k) => WATCHED.get(&k).is_some() || ANCESTORS.get(&k).is_some(),
+        None => false,
+    }
+}
+
+/// A rename, unlink, rmdir, link or symlink: `old` in the directory dentry `od`, and
+/// `new` in `nd` where there is a second name. Reported with both directories' keys and
+/// both names when either directory is at or under a watched one or `old` is (or holds)
+/// a watched directory; user space joins each name to its directory's path.
+#[inline(always)]
+unsafe fn on_change(op: Op, od: *const u8, old: *const u8, nd: *const u8, new: *const u8, source: u32) {
+    let o = offsets();
+    let w1 = watched_from(&o, od).is_some() || holds_watched(&o, old);
+    let w2 = !nd.is_null() && watched_from(&o, nd).is_some();
+    if !w1 && !w2 {
         return;
     }
     let Some(mut entry) = EVENTS.reserve::<Event>(0) else {
@@ -1161,7 +1284,7 @@ unsafe fn on_path_change(op: Op, old_dir: *const u8, old: *const u8, new_dir: *c
     fill(e, &o, EventKind::Path, op);
     (*e).source = source;
     (*e).file = dentry_key(&o, od).unwrap_or_default();
-    (*e).hit = if w1.is_some() { HIT_WATCHED } else { 0 } | if w2.is_some() { HIT_WATCHED2 } else { 0 };
+    (*e).hit = if w1 { HIT_WATCHED } else { 0 } | if w2 { HIT_WATCHED2 } else { 0 };
     name_into(&o, old, &mut (*e).path);
     if !nd.is_null() {
         (*e).dir = dentry_key(&o, nd).unwrap_or_default();
@@ -1170,7 +1293,104 @@ unsafe fn on_path_change(op: Op, old_dir: *const u8, old: *const u8, new_dir: *c
     entry.submit(0);
 }
 
-/// LSM `file_open(struct file *file)`.
+/// [`on_change`] with the directories given as `const struct path *` (`new_dir` may be
+/// null).
+#[inline(always)]
+unsafe fn on_path_change(op: Op, old_dir: *const u8, old: *const u8, new_dir: *const u8, new: *const u8, source: u32) {
+    let o = offsets();
+    let Some(od) = rd::<*const u8>(old_dir, o.path_dentry) else {
+        return;
+    };
+    let nd = if new_dir.is_null() { core::ptr::null() } else { rd::<*const u8>(new_dir, o.path_dentry).unwrap_or(core::ptr::null()) };
+    on_change(op, od, old, nd, new, source);
+}
+
+/// `link(old_dentry, new_dir, new_dentry)`: the old name's directory is its parent.
+#[inline(always)]
+unsafe fn on_link(old: *const u8, new_dir: *const u8, new: *const u8, source: u32) {
+    let o = offsets();
+    let Some(od) = parent(&o, old) else { return };
+    let Some(nd) = rd::<*const u8>(new_dir, o.path_dentry) else {
+        return;
+    };
+    on_change(Op::Link, od, old, nd, new, source);
+}
+
+/// The programs of one family besides `file_open` (which differs: only LSM may refuse),
+/// written once: each name with its attribute (the LSM hook or the fentry function),
+/// `$ctx` the family's context type, `$source` its source tag.
+macro_rules! family {
+    ($ctx:ty, $source:expr, $ret:ty,
+     $free:ident = $free_attr:meta,
+     $ptrunc:ident = $ptrunc_attr:meta, $ftrunc:ident = $ftrunc_attr:meta,
+     $chmod:ident = $chmod_attr:meta, $chown:ident = $chown_attr:meta,
+     $rename:ident = $rename_attr:meta, $unlink:ident = $unlink_attr:meta, $rmdir:ident = $rmdir_attr:meta,
+     $link:ident = $link_attr:meta, $symlink:ident = $symlink_attr:meta) => {
+        #[$free_attr]
+        pub fn $free(ctx: $ctx) -> $ret {
+            // SAFETY: kernel memory is only read through bpf_probe_read_kernel.
+            unsafe { on_file_free(ctx.arg(0), $source) };
+            0
+        }
+        #[$ptrunc_attr]
+        pub fn $ptrunc(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_path_attr(Op::Truncate, ctx.arg(0), $source) };
+            0
+        }
+        #[$ftrunc_attr]
+        pub fn $ftrunc(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_file_attr(Op::Ftruncate, ctx.arg(0), $source) };
+            0
+        }
+        #[$chmod_attr]
+        pub fn $chmod(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_path_attr(Op::Chmod, ctx.arg(0), $source) };
+            0
+        }
+        #[$chown_attr]
+        pub fn $chown(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_path_attr(Op::Chown, ctx.arg(0), $source) };
+            0
+        }
+        #[$rename_attr]
+        pub fn $rename(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_path_change(Op::Rename, ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3), $source) };
+            0
+        }
+        #[$unlink_attr]
+        pub fn $unlink(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_path_change(Op::Unlink, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), $source) };
+            0
+        }
+        #[$rmdir_attr]
+        pub fn $rmdir(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_path_change(Op::Rmdir, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), $source) };
+            0
+        }
+        #[$link_attr]
+        pub fn $link(ctx: $ctx) -> $ret {
+            // SAFETY: as above.
+            unsafe { on_link(ctx.arg(0), ctx.arg(1), ctx.arg(2), $source) };
+            0
+        }
+        #[$symlink_attr]
+        pub fn $symlink(ctx: $ctx) -> $ret {
+            // SAFETY: as above (the target string is not read).
+            unsafe { on_path_change(Op::Symlink, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), $source) };
+            0
+        }
+    };
+}
+
+/// LSM `file_open(struct file *file)`: reports, and may refuse (its previous verdict is
+/// the last argument).
 #[lsm(hook = "file_open")]
 pub fn lsm_file_open(ctx: LsmContext) -> i32 {
     let previous: i32 = ctx.arg(1);
@@ -1181,21 +1401,17 @@ pub fn lsm_file_open(ctx: LsmContext) -> i32 {
     unsafe { on_file_open(ctx.arg(0), SOURCE_LSM) }
 }
 
-/// LSM `path_rename(old_dir, old_dentry, new_dir, new_dentry[, flags])`.
-#[lsm(hook = "path_rename")]
-pub fn lsm_path_rename(ctx: LsmContext) -> i32 {
-    // SAFETY: as above.
-    unsafe { on_path_change(Op::Rename, ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3), SOURCE_LSM) };
-    0
-}
-
-/// LSM `path_unlink(dir, dentry)`.
-#[lsm(hook = "path_unlink")]
-pub fn lsm_path_unlink(ctx: LsmContext) -> i32 {
-    // SAFETY: as above.
-    unsafe { on_path_change(Op::Unlink, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), SOURCE_LSM) };
-    0
-}
+family!(LsmContext, SOURCE_LSM, i32,
+    lsm_file_free = lsm(hook = "file_free_security"),
+    lsm_path_truncate = lsm(hook = "path_truncate"),
+    lsm_file_truncate = lsm(hook = "file_truncate"),
+    lsm_path_chmod = lsm(hook = "path_chmod"),
+    lsm_path_chown = lsm(hook = "path_chown"),
+    lsm_path_rename = lsm(hook = "path_rename"),
+    lsm_path_unlink = lsm(hook = "path_unlink"),
+    lsm_path_rmdir = lsm(hook = "path_rmdir"),
+    lsm_path_link = lsm(hook = "path_link"),
+    lsm_path_symlink = lsm(hook = "path_symlink"));
 
 /// fentry on `security_file_open(struct file *file)`.
 #[fentry(function = "security_file_open")]
@@ -1205,21 +1421,17 @@ pub fn fentry_file_open(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// fentry on `security_path_rename(old_dir, old_dentry, new_dir, new_dentry, flags)`.
-#[fentry(function = "security_path_rename")]
-pub fn fentry_path_rename(ctx: FEntryContext) -> u32 {
-    // SAFETY: as above.
-    unsafe { on_path_change(Op::Rename, ctx.arg(0), ctx.arg(1), ctx.arg(2), ctx.arg(3), SOURCE_FENTRY) };
-    0
-}
-
-/// fentry on `security_path_unlink(dir, dentry)`.
-#[fentry(function = "security_path_unlink")]
-pub fn fentry_path_unlink(ctx: FEntryContext) -> u32 {
-    // SAFETY: as above.
-    unsafe { on_path_change(Op::Unlink, ctx.arg(0), ctx.arg(1), core::ptr::null(), core::ptr::null(), SOURCE_FENTRY) };
-    0
-}
+family!(FEntryContext, SOURCE_FENTRY, u32,
+    fentry_file_free = fentry(function = "security_file_free"),
+    fentry_path_truncate = fentry(function = "security_path_truncate"),
+    fentry_file_truncate = fentry(function = "security_file_truncate"),
+    fentry_path_chmod = fentry(function = "security_path_chmod"),
+    fentry_path_chown = fentry(function = "security_path_chown"),
+    fentry_path_rename = fentry(function = "security_path_rename"),
+    fentry_path_unlink = fentry(function = "security_path_unlink"),
+    fentry_path_rmdir = fentry(function = "security_path_rmdir"),
+    fentry_path_link = fentry(function = "security_path_link"),
+    fentry_path_symlink = fentry(function = "security_path_symlink"));
 
 #[cfg(not(test))]
 #[panic_handler]

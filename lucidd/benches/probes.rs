@@ -5,7 +5,10 @@
 //!    rounds in the same process (the peer is the same loop without probes), and with a
 //!    program that does nothing attached to the same tracepoints (what the syscall
 //!    tracepoints cost by themselves, which no program can go below). Also: a no-op on
-//!    the raw `sys_enter`/`sys_exit` tracepoints, and lucidd's fanotify mode.
+//!    the raw `sys_enter`/`sys_exit` tracepoints, and lucidd's fanotify mode. "on" is the
+//!    family lucidd picks on this kernel (`family`): where LSM and fentry are refused,
+//!    the tracepoints; `cargo bench -p lucid-tests --bench vm_probes` measures all three
+//!    families under a kernel that allows them.
 //! 2. Event-to-ledger latency: the real `lucidd` (eBPF mode) on a temp state dir with an
 //!    approved model; each write to it becomes a ledger record whose body carries the
 //!    kernel's event time, so the latency is the record's time minus the event's.
@@ -104,6 +107,7 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
     let mut speed: Vec<Vec<f64>> = vec![Vec::new(); names.len() + 1];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let mut stats = Stats::default();
+    let mut family = "";
     for iter in 0..9 {
         for (c, name) in names.iter().enumerate() {
             let off_first = (iter + c) % 2 == 0;
@@ -137,6 +141,7 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
                     };
                     ws.needs_ranges = ranges;
                     src.watch(&ws).unwrap_or_else(|e| fail(&e));
+                    family = src.family().name();
                     let v = churn(scratch, round);
                     program_stats(&mut stats, scratch, || src.program_stats(), if ranges { "+ranges" } else { "" });
                     v
@@ -159,6 +164,7 @@ fn overhead(rt: &tokio::runtime::Runtime, watched: &Path, scratch: &Path) -> Val
     };
     json!({
         "ops_per_cpu_s": std::iter::once("off").chain(names).zip(&speed).map(|(n, v)| (n.to_string(), json!(median(v).round()))).collect::<serde_json::Map<_, _>>(),
+        "family": family,
         "overhead_pct": pct("on"),
         "tracepoint_floor_pct": pct("noop"),
         "overhead_pct_with_ranges": pct("on_ranges"),
@@ -205,7 +211,7 @@ fn daemon_runs(tmp: &Path, scratch: &Path) -> Value {
     loop {
         let s = if socket.exists() { call(&socket, "GET", "/v1/status", "") } else { Value::Null };
         let mode = s["integrity_watch"]["mode"].as_str().unwrap_or("").to_string();
-        if mode == "ebpf-tracepoint" {
+        if mode.starts_with("ebpf-") {
             break;
         }
         if !mode.is_empty() && mode != "starting" || Instant::now() > deadline {

@@ -106,7 +106,13 @@ fn ebpf_probes_see_attribute_and_judge_every_kind_of_change() {
     let m = model(tmp.path());
     let d = Daemon::start(&tmp.path().join("state"), &[]);
     let w = watch_mode(&d);
-    assert_eq!(w["mode"], "ebpf-tracepoint", "the probes did not load: {w}\n{}", d.log_text());
+    let mode = w["mode"].as_str().unwrap_or("");
+    assert!(mode.starts_with("ebpf-"), "the probes did not load: {w}\n{}", d.log_text());
+    if mode == "ebpf-tracepoint" {
+        // The better families were tried first, and status says why each was refused.
+        let detail = w["detail"].as_str().unwrap_or("");
+        assert!(detail.contains("lsm: ") && detail.contains("fentry: "), "{w}");
+    }
     approve(&d, &m);
 
     // A write through a relative path from a shell whose cwd is the model: only that
@@ -278,7 +284,7 @@ fn serving_binary_execs_are_hashed_and_judged() {
     let srv = tmp.path().join("model-server");
     std::fs::copy("/usr/bin/true", &srv).unwrap();
     let d = Daemon::start(&tmp.path().join("state"), &[]);
-    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    assert!(watch_mode(&d)["mode"].as_str().is_some_and(|m| m.starts_with("ebpf-")));
     let a = d.ctl_json(&["model", "approve", srv.to_str().unwrap(), "--method", "files", "--note", "serving binary v1"]);
     let approved = a["digest"].clone();
     let after = last_seq(&d);
@@ -319,7 +325,7 @@ fn enforcement_that_the_kernel_refuses_is_reported_not_pretended() {
     let config = config_with(tmp.path(), "              INTEGRITY_ENFORCE: \"true\"\n              INTEGRITY_ALLOWED_WRITERS: /usr/bin/cp\n");
     let d = Daemon::start(&tmp.path().join("state"), &["--config", config.to_str().unwrap()]);
     let w = watch_mode(&d);
-    assert_eq!(w["mode"], "ebpf-tracepoint", "{w}");
+    assert!(w["mode"].as_str().is_some_and(|m| m.starts_with("ebpf-")), "{w}");
     let r = wait_record(&d, 0, "enforcement state", |b| b["event"].as_str().is_some_and(|e| e.starts_with("enforcement_")));
     let lsm_allowed = std::fs::read_to_string("/sys/kernel/security/lsm").is_ok_and(|l| l.split(',').any(|m| m == "bpf"));
     let enforcement = w["enforcement"].as_str().unwrap_or("");
@@ -346,7 +352,7 @@ fn a_write_rehashes_only_the_shards_it_touched() {
     std::fs::create_dir_all(&m).unwrap();
     std::fs::write(m.join("big.bin"), vec![5u8; 4 << 20]).unwrap();
     let d = Daemon::start(&tmp.path().join("state"), &[]);
-    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    assert!(watch_mode(&d)["mode"].as_str().is_some_and(|m| m.starts_with("ebpf-")));
     let a = d.ctl_json(&["model", "approve", m.to_str().unwrap(), "--method", "shards:1048576"]);
     assert_eq!(a["resources"], 4, "{a}");
     let after = last_seq(&d);
@@ -383,7 +389,7 @@ fn a_forked_child_writing_through_an_inherited_fd_is_judged() {
     let tmp = tempfile::tempdir().unwrap();
     let m = model(tmp.path());
     let d = Daemon::start(&tmp.path().join("state"), &[]);
-    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    assert!(watch_mode(&d)["mode"].as_str().is_some_and(|m| m.starts_with("ebpf-")));
     approve(&d, &m);
     let after = last_seq(&d);
     let script = "import os, sys, time\nfd = os.open('w1.bin', os.O_WRONLY | os.O_APPEND)\npid = os.fork()\nif pid == 0:\n    time.sleep(0.4)\n    os.write(fd, b'late')\n    os._exit(0)\nos.close(fd)\nprint(pid, flush=True)\nos.waitpid(pid, 0)\n";
@@ -408,7 +414,7 @@ fn lost_events_are_an_anomaly_and_trigger_a_full_reverification() {
     let tmp = tempfile::tempdir().unwrap();
     let m = model(tmp.path());
     let d = Daemon::start_env(&tmp.path().join("state"), &[], &[("LUCID_EBPF_RINGBUF_BYTES", "4096")]);
-    assert_eq!(watch_mode(&d)["mode"], "ebpf-tracepoint");
+    assert!(watch_mode(&d)["mode"].as_str().is_some_and(|m| m.starts_with("ebpf-")));
     approve(&d, &m);
     let after = last_seq(&d);
     let script = "import os\nfor i in range(3000):\n    fd = os.open('burst-%d.bin' % (i % 50), os.O_WRONLY | os.O_CREAT)\n    os.close(fd)\n";

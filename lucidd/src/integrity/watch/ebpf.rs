@@ -1,6 +1,7 @@
-//! The eBPF source: loads `lucid-ebpf` (tracepoints on the file-changing syscalls,
-//! tp_btf on exec and exit), keeps its maps in step with the watch set, and turns ring
-//! buffer events into [`Input`]s with absolute paths.
+//! The eBPF source: loads `lucid-ebpf` (for file changes the LSM hooks, else fentry,
+//! else tracepoints on the file-changing syscalls; tp_btf on exec, exit and fork), keeps
+//! its maps in step with the watch set, and turns ring buffer events into [`Input`]s
+//! with absolute paths.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -10,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use lucid_common::probe::{DevIno, Event, EventKind, Op, HIT_EXE, SOURCE_LSM};
+use lucid_common::probe::{DevIno, Event, EventKind, Op, HIT_EXE, SOURCE_LSM, SOURCE_TRACEPOINT};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::mpsc;
 
@@ -68,12 +69,95 @@ const RANGES: &[(&str, &str)] = &[
 /// The dup family: entry programs and their shared exit.
 const DUPS: &[(&str, &str)] = &[("enter_dup_", "dup"), ("enter_dup2", "dup2"), ("enter_dup2", "dup3"), ("enter_fcntl", "fcntl")];
 
+/// Which programs report file changes, best first: the LSM hooks, else fentry on the
+/// `security_*` functions behind them (both cost only the operations that reach those
+/// hooks), else the syscall tracepoints (which load on locked-down kernels, but put every
+/// syscall on the host on the tracing path; see the probes bench).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    /// BPF LSM programs.
+    Lsm,
+    /// fentry programs.
+    Fentry,
+    /// Syscall tracepoints.
+    Tracepoint,
+}
+
+impl Family {
+    /// The name in the watch mode (`ebpf-<name>`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Lsm => "lsm",
+            Family::Fentry => "fentry",
+            Family::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// The family's programs with their LSM hook or kernel function, and whether the
+    /// family can do without one.
+    fn programs(self) -> &'static [(&'static str, &'static str, bool)] {
+        match self {
+            Family::Lsm => lucid_common::probe::LSM_PROGRAMS,
+            Family::Fentry => lucid_common::probe::FENTRY_PROGRAMS,
+            Family::Tracepoint => &[],
+        }
+    }
+}
+
+/// Loads and attaches every program of an LSM or fentry `family`; on any refusal the
+/// ones already attached are unloaded again and the reason returned.
+fn attach_family(ebpf: &mut Ebpf, btf: &aya::Btf, family: Family) -> Result<(), String> {
+    let mut done: Vec<&str> = Vec::new();
+    let mut result = Ok(());
+    for &(prog, target, optional) in family.programs() {
+        let attached = match family {
+            Family::Lsm => ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing"))
+                .and_then(|p| <&mut aya::programs::Lsm>::try_from(p).map_err(|e| format!("{prog}: {e}")))
+                .and_then(|p| p.load(target, btf).map_err(|e| format!("loading LSM {target}: {}", short(e))).and_then(|()| p.attach().map(drop).map_err(|e| format!("attaching LSM {target}: {e}")))),
+            Family::Fentry => ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing"))
+                .and_then(|p| <&mut aya::programs::FEntry>::try_from(p).map_err(|e| format!("{prog}: {e}")))
+                .and_then(|p| p.load(target, btf).map_err(|e| format!("loading fentry {target}: {}", short(e))).and_then(|()| p.attach().map(drop).map_err(|e| format!("attaching fentry {target}: {e}")))),
+            Family::Tracepoint => Ok(()),
+        };
+        match attached {
+            Ok(()) => done.push(prog),
+            Err(e) if optional => tracing::debug!(program = prog, error = %e, "an optional hook is not on this kernel"),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    if result.is_err() {
+        for prog in done {
+            match ebpf.program_mut(prog) {
+                Some(p) if family == Family::Lsm => {
+                    let _ = <&mut aya::programs::Lsm>::try_from(p).map(|p| p.unload());
+                }
+                Some(p) => {
+                    let _ = <&mut aya::programs::FEntry>::try_from(p).map(|p| p.unload());
+                }
+                None => {}
+            }
+        }
+    }
+    result
+}
+
 /// The loaded programs and the maps user space writes.
 pub struct EbpfSource {
     /// Keeps the programs attached (dropping it detaches them).
     _ebpf: Ebpf,
     /// The file programs are attached too (not only the process ones).
     files: bool,
+    /// Which family reports file changes.
+    family: Family,
+    /// Why the better families were not used (empty when the best was).
+    why: String,
     watched: BpfHashMap<MapData, DevIno, u32>,
     ancestors: BpfHashMap<MapData, DevIno, u32>,
     exes: BpfHashMap<MapData, DevIno, u32>,
@@ -213,6 +297,25 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
         p.load(tp, &kernel_btf).map_err(|e| format!("loading tp_btf/{tp}: {}", short(e)))?;
         p.attach().map_err(|e| format!("attaching tp_btf/{tp}: {e}"))?;
     }
+    // The file programs: the best family the kernel allows (the reasons the better ones
+    // were refused are logged).
+    let mut family = Family::Tracepoint;
+    let mut refused = Vec::new();
+    if files {
+        for f in [Family::Lsm, Family::Fentry] {
+            match attach_family(&mut ebpf, &kernel_btf, f) {
+                Ok(()) => {
+                    family = f;
+                    break;
+                }
+                Err(e) => {
+                    tracing::info!(family = f.name(), reason = %e, "this kernel refuses a program family; trying the next");
+                    refused.push(format!("{}: {e}", f.name()));
+                }
+            }
+        }
+    }
+    let tracepoints = files && family == Family::Tracepoint;
     let mut loaded = std::collections::HashSet::new();
     let mut attach = |prog: String, tp: String| -> Result<(), String> {
         let p: &mut TracePoint = ebpf
@@ -231,15 +334,15 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
         p.attach("syscalls", &tp).map_err(|e| format!("attaching syscalls/{tp}: {e}"))?;
         Ok(())
     };
-    for (name, exit) in SYSCALLS.iter().filter(|_| files) {
+    for (name, exit) in SYSCALLS.iter().filter(|_| tracepoints) {
         let enter = if *name == "open" { "enter_open_".to_string() } else { format!("enter_{name}") };
         attach(enter, format!("sys_enter_{name}"))?;
         attach(exit.to_string(), format!("sys_exit_{name}"))?;
     }
-    if files {
+    if tracepoints {
         attach("enter_close".into(), "sys_enter_close".into())?;
     }
-    for (prog, name) in DUPS.iter().filter(|_| files) {
+    for (prog, name) in DUPS.iter().filter(|_| tracepoints) {
         attach(prog.to_string(), format!("sys_enter_{name}"))?;
         attach("exit_dups".to_string(), format!("sys_exit_{name}"))?;
     }
@@ -255,6 +358,9 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
     // its LSM list), and then lucidd watches without refusing.
     let enforcement = match &enforce {
         None => "off".to_string(),
+        // The LSM family's file_open program is attached already and refuses once
+        // enforcement is set.
+        Some(_) if family == Family::Lsm => "on (BPF LSM file_open)".to_string(),
         Some(_) => match enable_lsm(&mut ebpf, &kernel_btf) {
             Ok(()) => "on (BPF LSM file_open)".to_string(),
             Err(e) => format!("unavailable: {e}"),
@@ -269,7 +375,10 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
     let allow = BpfHashMap::try_from(map(&mut ebpf, "ALLOW")?).map_err(|e| e.to_string())?;
     if enforcement.starts_with("on") {
         let mut settings: Array<MapData, u32> = Array::try_from(map(&mut ebpf, "SETTINGS")?).map_err(|e| e.to_string())?;
-        settings.set(1, 1, 0).map_err(|e| format!("SETTINGS: {e}"))?;
+        // Elsewhere the other family reports the opens; the LSM program only its refusals.
+        if family != Family::Lsm {
+            settings.set(1, 1, 0).map_err(|e| format!("SETTINGS: {e}"))?;
+        }
         settings.set(0, 1, 0).map_err(|e| format!("SETTINGS: {e}"))?;
     }
     let wfds: BpfHashMap<MapData, u64, DevIno> = BpfHashMap::try_from(map(&mut ebpf, "WFDS")?).map_err(|e| e.to_string())?;
@@ -283,9 +392,10 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
     let wcount = BpfHashMap::try_from(map(&mut ebpf, "WCOUNT")?).map_err(|e| e.to_string())?;
     let offset_ns = now_ns() as i64 - monotonic_ns() as i64;
     let tracked = Array::try_from(map(&mut ebpf, "TRACKED")?).map_err(|e| e.to_string())?;
-    let reader = Reader { set, tx, open: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
+    let reader = Reader { set, tx, open: HashMap::new(), objects: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
     tokio::spawn(read(ring, lost, reader));
-    Ok(EbpfSource { _ebpf: ebpf, files, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
+    let why = if family == Family::Tracepoint && files { refused.join("; ") } else { String::new() };
+    Ok(EbpfSource { _ebpf: ebpf, files, family, why, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
 }
 
 fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
@@ -328,6 +438,16 @@ pub fn program_stats(ebpf: &Ebpf) -> Vec<ProgramStats> {
 }
 
 impl EbpfSource {
+    /// Which family reports file changes.
+    pub fn family(&self) -> Family {
+        self.family
+    }
+
+    /// Why the better families were refused (empty when none was).
+    pub fn why(&self) -> &str {
+        &self.why
+    }
+
     /// The run statistics of every loaded program that ran (for the benchmark: they
     /// show which program costs what, without the wall-clock noise of a whole loop).
     pub fn program_stats(&self) -> Vec<ProgramStats> {
@@ -454,6 +574,10 @@ struct Reader {
     /// Files held open for writing, by (process, file): the judge hears of the first
     /// open and the last close, whatever dups happen between.
     open: HashMap<(u32, DevIno), Held>,
+    /// The LSM and fentry families' write-opens, by `struct file` address: which
+    /// (process, file) in `open` each one counts in, and who opened it, until its
+    /// release (which may come from another process the file was passed to).
+    objects: HashMap<u64, (u32, DevIno, Who)>,
     /// Where writes landed, by file.
     dirty: BpfHashMap<MapData, DevIno, [u64; 2]>,
     /// The kernel's write fds (for exits and forks).
@@ -474,6 +598,12 @@ impl Reader {
 
     /// One fd of `tgid` on `file` closed; the last one settles the change.
     fn closed(&mut self, e: &Event, tgid: u32, file: &DevIno) {
+        let who = Who { pid: tgid, ..Self::who(e) };
+        self.closed_by(who, self.time(e), tgid, file);
+    }
+
+    /// [`Self::closed`], with the process the change is attributed to.
+    fn closed_by(&mut self, who: Who, time_ns: u64, tgid: u32, file: &DevIno) {
         let Some(held) = self.open.get_mut(&(tgid, *file)) else {
             return;
         };
@@ -485,8 +615,7 @@ impl Reader {
             return;
         };
         let range = self.written(file, held.whole);
-        let who = Who { pid: tgid, ..Self::who(e) };
-        let _ = self.tx.send(Input::Seen(Seen { op: Op::Close, paths: vec![held.path], who, time_ns: self.time(e), settled: true, range }));
+        let _ = self.tx.send(Input::Seen(Seen { op: Op::Close, paths: vec![held.path], who, time_ns, settled: true, range }));
         if self.open.is_empty() {
             self.close_gate();
         }
@@ -600,13 +729,22 @@ impl Reader {
                 let Some(path) = locate(&set, &e.dir, &cstr(&e.name), &e.file) else {
                     return;
                 };
-                if e.source == SOURCE_LSM {
-                    // The LSM program reports only refusals.
-                    let _ = self.tx.send(Input::Refused { who, path });
-                    return;
-                }
                 if e.kind == EventKind::Fd as u32 {
                     seen(vec![path], true, None)
+                } else if e.source == SOURCE_LSM && e.ret != 0 {
+                    let _ = self.tx.send(Input::Refused { who, path });
+                    return;
+                } else if e.source != SOURCE_TRACEPOINT {
+                    // An LSM or fentry write-open: counted until the file's release.
+                    if self.objects.insert(e.object, (e.tgid, e.file, who.clone())).is_some() {
+                        return;
+                    }
+                    let held = self.open.entry((e.tgid, e.file)).or_insert(Held { path: path.clone(), whole: false, fds: 0 });
+                    held.fds += 1;
+                    if held.fds > 1 {
+                        return;
+                    }
+                    seen(vec![path], false, None)
                 } else {
                     let truncated = e.flags & lucid_common::probe::oflags::TRUNC != 0;
                     let held = self.open.entry((e.tgid, e.file)).or_insert(Held { path: path.clone(), whole: false, fds: 0 });
@@ -618,10 +756,28 @@ impl Reader {
                     seen(vec![path], false, None)
                 }
             }
+            Some(EventKind::Close) if e.source != SOURCE_TRACEPOINT => {
+                drop(set);
+                // The release of an LSM or fentry write-open: the change is the opener's.
+                if let Some((tgid, file, opener)) = self.objects.remove(&e.object) {
+                    self.closed_by(opener, time_ns, tgid, &file);
+                }
+                return;
+            }
             Some(EventKind::Close) => {
                 drop(set);
                 self.closed(e, e.tgid, &e.file);
                 return;
+            }
+            Some(EventKind::Path) if e.source != SOURCE_TRACEPOINT => {
+                // LSM and fentry: each side is a name in a directory the kernel resolved.
+                let sides = [(e.file, cstr(&e.path)), (e.dir, cstr(&e.path2))];
+                let paths: Vec<PathBuf> = sides.iter().filter(|(_, n)| !n.is_empty()).filter_map(|(d, n)| set.path_of(d).map(|p| p.join(n))).collect();
+                if paths.is_empty() {
+                    Input::Unresolved(format!("{} {:?} {:?} by pid {} ({})", op.name(), sides[0].1, sides[1].1, e.tgid, who.comm))
+                } else {
+                    seen(paths, true, None)
+                }
             }
             Some(EventKind::Path) => {
                 let mut paths = Vec::new();

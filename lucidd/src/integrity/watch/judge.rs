@@ -126,10 +126,11 @@ pub fn spawn(state: Arc<AppState>) {
         let wanted_enforcement = enforce.is_some();
         let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx2, enforce)).await;
         let (source, mode, detail) = picked.unwrap_or_else(|e| (None, "periodic".into(), format!("starting the watch failed: {e}")));
-        if source.is_none() || !detail.is_empty() {
-            tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
+        if mode.starts_with("ebpf-") || (source.is_some() && detail.is_empty()) {
+            // For ebpf-tracepoint, `detail` says why the LSM and fentry families were refused.
+            tracing::info!(mode = %mode, refused = %detail, "model watch started");
         } else {
-            tracing::info!(mode = %mode, "model watch started");
+            tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
         }
         let enforcement = match (&source, wanted_enforcement) {
             (_, false) => "off".to_string(),
@@ -168,7 +169,10 @@ fn pick(
     let mut notes = Vec::new();
     if matches!(mode, WatchMode::Auto | WatchMode::Ebpf) {
         match super::ebpf::start(set.clone(), tx.clone(), enforce) {
-            Ok(s) => return (Some(Box::new(s)), "ebpf-tracepoint".into(), String::new()),
+            Ok(s) => {
+                let (mode, why) = (format!("ebpf-{}", s.family().name()), s.why().to_string());
+                return (Some(Box::new(s)), mode, why);
+            }
             Err(e) => notes.push(format!("eBPF: {e}")),
         }
     }
