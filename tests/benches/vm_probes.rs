@@ -6,8 +6,9 @@
 //! init runs the same open/write/close loop on files outside the watched directory with
 //! nothing attached and with lucid's LSM, fentry and tracepoint programs (and a no-op on
 //! those tracepoints) in turn, each beside a probe-less round, and prints the medians of
-//! the pairs' ratios. The emulated CPU makes absolute times meaningless; the ratios
-//! compare the families on one kernel in one boot.
+//! the pairs' ratios. qemu runs with `-icount shift=0`, so the guest's CPU time counts
+//! instructions (one per nanosecond): like callgrind's counts, repeatable, blind to cache
+//! and pipeline effects, and comparable across the families on one kernel in one boot.
 //!
 //! `cargo bench -p lucid-tests --bench vm_probes` (needs what the VM test needs:
 //! scripts/test.sh sets it up).
@@ -26,7 +27,10 @@ fn main() {
         return;
     }
     let vm = Vm::find().unwrap_or_else(|e| fail(&e));
-    let boot = vm.boot("lucid.bench", Duration::from_secs(600)).unwrap_or_else(|e| fail(&e));
+    // `-icount shift=0`: the guest's clock advances one nanosecond per instruction
+    // executed, so the times the init reads count instructions, whatever else this
+    // machine is doing (wall-clock times under emulation varied by more than the effect).
+    let boot = vm.boot("lucid.bench", &["-icount", "shift=0,sleep=off"], Duration::from_secs(900)).unwrap_or_else(|e| fail(&e));
     let Some(line) = boot.line("LUCID-VM-BENCH:") else {
         fail(&format!("no result line after {:.0} s; console: {}", boot.elapsed.as_secs_f64(), boot.console))
     };

@@ -87,10 +87,10 @@ impl Vm {
         Ok(Vm { kernel, init })
     }
 
-    /// Boots with `append` added to the kernel command line and waits (at most
-    /// `limit`) for the init to power the VM off. qemu exits 0 whatever the init
-    /// found, so callers read the init's result line from the console.
-    pub fn boot(&self, append: &str, limit: Duration) -> Result<Boot, String> {
+    /// Boots with `append` added to the kernel command line (and `qemu_args` to qemu's)
+    /// and waits (at most `limit`) for the init to power the VM off. qemu exits 0
+    /// whatever the init found, so callers read the init's result line from the console.
+    pub fn boot(&self, append: &str, qemu_args: &[&str], limit: Duration) -> Result<Boot, String> {
         let object = lucidd::integrity::watch::ebpf::OBJECT;
         if object.is_empty() {
             return Err("lucidd was built without its eBPF programs".into());
@@ -115,6 +115,7 @@ impl Vm {
             .arg(&initrd)
             .arg("-append")
             .arg(format!("console=ttyS0 panic=-1 quiet {append}"))
+            .args(qemu_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -21,7 +21,7 @@ fn lsm_and_fentry_programs_see_changes_and_enforce_in_a_vm() {
         Err(what) if std::env::var_os("LUCID_REQUIRE_VM").is_some_and(|v| v == "1") => panic!("the VM test cannot run: {what}"),
         Err(what) => return skip("lsm_and_fentry_programs_see_changes_and_enforce_in_a_vm", &what),
     };
-    let boot = vm.boot("", Duration::from_secs(300)).expect("booting the VM");
+    let boot = vm.boot("", &[], Duration::from_secs(300)).expect("booting the VM");
     let result = boot.line("LUCID-VM-RESULT:").unwrap_or("no result line").to_string();
     eprintln!("VM ({}, {:.1} s): {result}", vm.kernel.display(), boot.elapsed.as_secs_f64());
     assert!(result.starts_with("PASS"), "{result}\nconsole:\n{}", boot.console);
