@@ -17,8 +17,10 @@ need_cargo_tool cargo-nextest cargo-nextest
 need_ebpf_toolchain
 export LUCID_REQUIRE_EBPF=1
 # The LSM and fentry programs are proven under Debian's stock 6.1 kernel in qemu (this
-# kernel refuses them): qemu, the kernel image, and the VM's static musl /init.
-need_apt qemu-system-x86
+# kernel refuses them): qemu, the kernel image, the VM's static musl /init, and static
+# builds of lucidd and lucidctl for the daemon test there (musl-tools: a C compiler for
+# the musl target, which zstd and oniguruma need).
+need_apt qemu-system-x86 musl-tools
 rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
 bash scripts/vm-kernel.sh
 export LUCID_REQUIRE_VM=1
@@ -42,7 +44,7 @@ bash scripts/pack.sh >/dev/null
 
 say "building"
 cargo build --locked --workspace --exclude lucid-ebpf --bins --all-targets
-cargo build --locked --release --target x86_64-unknown-linux-musl -p lucid-vm-init
+cargo build --locked --release --target x86_64-unknown-linux-musl -p lucid-vm-init -p lucidd -p lucidctl
 if cargo clippy --version >/dev/null 2>&1; then
     say "clippy"
     cargo clippy --locked --workspace --exclude lucid-ebpf --all-targets -- -D warnings

@@ -91,6 +91,22 @@ impl Vm {
     /// and waits (at most `limit`) for the init to power the VM off. qemu exits 0
     /// whatever the init found, so callers read the init's result line from the console.
     pub fn boot(&self, append: &str, qemu_args: &[&str], limit: Duration) -> Result<Boot, String> {
+        self.boot_with(append, qemu_args, &[], limit)
+    }
+
+    /// The static `lucidd` and `lucidctl` (for the init's daemon mode), or how to build
+    /// them.
+    pub fn daemon_binaries() -> Result<Vec<(&'static str, PathBuf)>, String> {
+        let dir = repo_root().join("target/x86_64-unknown-linux-musl/release");
+        let found: Vec<(&str, PathBuf)> = ["lucidd", "lucidctl"].into_iter().map(|b| (b, dir.join(b))).collect();
+        if found.iter().any(|(_, p)| !p.exists()) {
+            return Err("no static lucidd and lucidctl: cargo build --release --target x86_64-unknown-linux-musl -p lucidd -p lucidctl".into());
+        }
+        Ok(found)
+    }
+
+    /// [`Vm::boot`] with more files in the VM's root (name, file on this machine).
+    pub fn boot_with(&self, append: &str, qemu_args: &[&str], files: &[(&str, PathBuf)], limit: Duration) -> Result<Boot, String> {
         let object = lucidd::integrity::watch::ebpf::OBJECT;
         if object.is_empty() {
             return Err("lucidd was built without its eBPF programs".into());
@@ -103,6 +119,10 @@ impl Vm {
         cpio.entry("dev/console", 0o020600, (5, 1), &[]);
         cpio.entry("init", 0o100755, (0, 0), &init);
         cpio.entry("lucid-ebpf.o", 0o100644, (0, 0), object);
+        for (name, path) in files {
+            let data = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            cpio.entry(name, 0o100755, (0, 0), &data);
+        }
         let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
         let initrd = tmp.path().join("initramfs.cpio");
         std::fs::write(&initrd, cpio.finish()).map_err(|e| e.to_string())?;

@@ -6,8 +6,13 @@
 //! the allow-list with EPERM, prints one result line and powers off. qemu exits 0 either
 //! way, so the result line is what is checked.
 //!
-//! scripts/test.sh provides qemu, the kernel and the init and sets `LUCID_REQUIRE_VM=1`;
-//! elsewhere a missing piece skips the test, saying which (see `lucid_tests::vm`).
+//! A second test boots the same kernel with static builds of lucidd and lucidctl beside
+//! the init, which runs the real daemon there and checks its judgments of changes seen
+//! through the LSM family.
+//!
+//! scripts/test.sh provides qemu, the kernel, the init and the static binaries and sets
+//! `LUCID_REQUIRE_VM=1`; elsewhere a missing piece skips the tests, saying which (see
+//! `lucid_tests::vm`).
 
 use std::time::Duration;
 
@@ -22,6 +27,24 @@ fn lsm_and_fentry_programs_see_changes_and_enforce_in_a_vm() {
         Err(what) => return skip("lsm_and_fentry_programs_see_changes_and_enforce_in_a_vm", &what),
     };
     let boot = vm.boot("", &[], Duration::from_secs(300)).expect("booting the VM");
+    let result = boot.line("LUCID-VM-RESULT:").unwrap_or("no result line").to_string();
+    eprintln!("VM ({}, {:.1} s): {result}", vm.kernel.display(), boot.elapsed.as_secs_f64());
+    assert!(result.starts_with("PASS"), "{result}\nconsole:\n{}", boot.console);
+}
+
+/// The real daemon (built static) under that kernel: there the LSM family is what
+/// reports changes, and each kind of change must be judged as on the host (see
+/// `tests/vm-init/src/daemon.rs` for the checks).
+#[test]
+fn the_daemon_judges_changes_through_the_lsm_family_in_a_vm() {
+    let name = "the_daemon_judges_changes_through_the_lsm_family_in_a_vm";
+    let found = Vm::find().and_then(|vm| Vm::daemon_binaries().map(|files| (vm, files)));
+    let (vm, files) = match found {
+        Ok(found) => found,
+        Err(what) if std::env::var_os("LUCID_REQUIRE_VM").is_some_and(|v| v == "1") => panic!("the VM test cannot run: {what}"),
+        Err(what) => return skip(name, &what),
+    };
+    let boot = vm.boot_with("lucid.daemon", &[], &files, Duration::from_secs(600)).expect("booting the VM");
     let result = boot.line("LUCID-VM-RESULT:").unwrap_or("no result line").to_string();
     eprintln!("VM ({}, {:.1} s): {result}", vm.kernel.display(), boot.elapsed.as_secs_f64());
     assert!(result.starts_with("PASS"), "{result}\nconsole:\n{}", boot.console);

@@ -13,8 +13,10 @@
 //!   fails with EPERM, and the LSM program reported the refusal.
 //!
 //! It prints `LUCID-VM-RESULT: PASS <detail>` or `LUCID-VM-RESULT: FAIL <why>` on the
-//! console and powers the VM off. With `lucid.bench` on the kernel command line it
-//! measures instead what each program family costs other files' syscalls (`bench.rs`).
+//! console and powers the VM off. With `lucid.daemon` on the kernel command line it runs
+//! the real daemon instead (`daemon.rs`; `init act ...` is its writer), and with
+//! `lucid.bench` it measures what each program family costs other files' syscalls
+//! (`bench.rs`).
 //! Run as `init write PATH` it only tries to open PATH
 //! for writing and exits 0 (opened), 1 (EPERM) or 2 (another error).
 
@@ -29,6 +31,7 @@ use aya::{Btf, EbpfLoader};
 use lucid_common::probe::{DevIno, Event, EventKind, Op, FENTRY_PROGRAMS, LSM_PROGRAMS, SOURCE_FENTRY, SOURCE_LSM};
 
 mod bench;
+mod daemon;
 
 fn mount(src: &str, target: &str, fstype: &str) -> Result<(), String> {
     let _ = std::fs::create_dir_all(target);
@@ -229,9 +232,23 @@ fn main() {
         };
         std::process::exit(code);
     }
+    if args.get(1).map(String::as_str) == Some("act") {
+        match daemon::act(&args[2..]) {
+            Ok(()) => std::process::exit(0),
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1)
+            }
+        }
+    }
     let mounted = mount_all();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    if cmdline.split_whitespace().any(|w| w == "lucid.bench") {
+    if cmdline.split_whitespace().any(|w| w == "lucid.daemon") {
+        match mounted.and_then(|()| daemon::run()) {
+            Ok(detail) => println!("LUCID-VM-RESULT: PASS {detail}"),
+            Err(why) => println!("LUCID-VM-RESULT: FAIL {why}"),
+        }
+    } else if cmdline.split_whitespace().any(|w| w == "lucid.bench") {
         match mounted.and_then(|()| bench::run()) {
             Ok(json) => println!("LUCID-VM-BENCH: {json}"),
             Err(why) => println!("LUCID-VM-BENCH: FAIL {why}"),

@@ -1,0 +1,218 @@
+//! The daemon mode of the VM init (`lucid.daemon` on the kernel command line): the real
+//! `lucidd` and `lucidctl`, built static, on a kernel that allows BPF LSM, so the LSM
+//! family is what reports changes. The build machines refuse LSM programs, so the host's
+//! watch tests cover the tracepoint family; this covers the same judgments through the
+//! LSM one, end to end: a model is approved, a separate executable (`/tmp/writer`, a
+//! copy of this init) appends to a file, renames a file from outside over an approved
+//! one, truncates one by path, chmods one and unlinks one, and each change must become
+//! one `model_change` record naming that process and executable, with the right
+//! operation and verdict, before the model is approved again. Writes outside the model
+//! must leave no record, and no event may be lost.
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::mount;
+
+const STATE: &str = "/tmp/state";
+const MODEL: &str = "/tmp/models/m";
+const WRITER: &str = "/tmp/writer";
+
+/// Brings the loopback interface up (the gateway listens on 127.0.0.1).
+fn lo_up() -> Result<(), String> {
+    // SAFETY: a plain socket; the ifreq is zeroed and named before each ioctl.
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
+        if s < 0 {
+            return Err(format!("socket: {}", std::io::Error::last_os_error()));
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, c) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *d = *c as libc::c_char;
+        }
+        if libc::ioctl(s, libc::SIOCGIFFLAGS as _, &mut req) != 0 {
+            return Err(format!("SIOCGIFFLAGS lo: {}", std::io::Error::last_os_error()));
+        }
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        let r = libc::ioctl(s, libc::SIOCSIFFLAGS as _, &req);
+        libc::close(s);
+        if r != 0 {
+            return Err(format!("SIOCSIFFLAGS lo: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// `lucidctl --dev-state STATE ARGS -o json`.
+fn ctl(args: &[&str]) -> Result<Value, String> {
+    let out = Command::new("/lucidctl").arg("--dev-state").arg(STATE).args(args).args(["-o", "json"]).output().map_err(|e| format!("lucidctl: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("lucidctl {args:?}: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("lucidctl {args:?} printed no JSON ({e})"))
+}
+
+/// Integrity records after `after`.
+fn records(after: u64) -> Result<Vec<Value>, String> {
+    let out = Command::new("/lucidctl").arg("--dev-state").arg(STATE).args(["logs", "--kind", "integrity", "-o", "json"]).output().map_err(|e| format!("lucidctl logs: {e}"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|r| r["seq"].as_u64().unwrap_or(0) > after)
+        .collect())
+}
+
+fn last_seq() -> Result<u64, String> {
+    Ok(ctl(&["status"])?["ledger"]["records"].as_u64().unwrap_or(0).saturating_sub(1))
+}
+
+fn approve() -> Result<(), String> {
+    let a = ctl(&["model", "approve", MODEL, "--method", "files", "--note", "vm"])?;
+    if a["state"] != "verified" {
+        return Err(format!("approval: {a}"));
+    }
+    Ok(())
+}
+
+fn log_tail() -> String {
+    let log = std::fs::read_to_string("/tmp/lucidd.log").unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join(" | ")
+}
+
+/// Runs the writer with `args` and returns the `model_change` record it caused.
+fn change(what: &str, args: &[&str]) -> Result<(Value, u32), String> {
+    let after = last_seq()?;
+    let mut child = Command::new(WRITER).arg("act").args(args).spawn().map_err(|e| format!("{what}: {e}"))?;
+    let pid = child.id();
+    let status = child.wait().map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err(format!("{what}: the writer failed ({status})"));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(r) = records(after)?.into_iter().find(|r| r["body"]["event"] == "model_change") {
+            return Ok((r, pid));
+        }
+        if Instant::now() > deadline {
+            return Err(format!("{what}: no model_change record; lucidd: {}", log_tail()));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One change, judged: the writer's pid and executable, the operation, the verdict;
+/// `check` looks at the rest of the body. The model is approved again after.
+fn judged(what: &str, args: &[&str], op: &str, check: impl Fn(&Value) -> bool) -> Result<(), String> {
+    let (r, pid) = change(what, args)?;
+    let b = &r["body"];
+    let ok = b["actor"]["pid"] == pid
+        && b["actor"]["exe"] == WRITER
+        && b["operations"].as_array().is_some_and(|ops| ops.iter().any(|o| o["op"] == op))
+        && b["verdict"] == "unapproved"
+        && check(b);
+    if !ok {
+        return Err(format!("{what} (pid {pid}, want op {op}): {b}"));
+    }
+    approve()
+}
+
+fn start() -> Result<Child, String> {
+    let log = std::fs::File::create("/tmp/lucidd.log").map_err(|e| e.to_string())?;
+    let child = Command::new("/lucidd")
+        .args(["--dev", "--state-dir", STATE, "--listen", "127.0.0.1:0"])
+        .env("LUCID_MODEL_PACK", "none")
+        .env("LUCID_LOG", "info")
+        .env("HOME", "/tmp")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("starting lucidd: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while UnixStream::connect(Path::new(STATE).join("lucidd.sock")).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("lucidd did not open its socket; lucidd: {}", log_tail()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(child)
+}
+
+/// The checks; the caller stops the daemon.
+fn checks() -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let watch = loop {
+        let w = ctl(&["status"])?["integrity_watch"].clone();
+        if w["mode"] != "starting" && w["mode"] != "" {
+            break w;
+        }
+        if Instant::now() > deadline {
+            return Err(format!("the watch did not start: {w}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    if watch["mode"] != "ebpf-lsm" {
+        return Err(format!("the watch is not on the LSM family: {watch}; lucidd: {}", log_tail()));
+    }
+    approve()?;
+    let m = |name: &str| format!("{MODEL}/{name}");
+    judged("append", &["append", &m("w1.bin")], "open", |b| b["rehashed"] == serde_json::json!(["w1.bin"]) && b["changed"] == serde_json::json!(["w1.bin"]))?;
+    std::fs::write("/tmp/outside.bin", b"replacement").map_err(|e| e.to_string())?;
+    judged("rename in", &["rename", "/tmp/outside.bin", &m("w1.bin")], "rename", |b| b["changed"] == serde_json::json!(["w1.bin"]))?;
+    judged("truncate", &["truncate", &m("w2.bin")], "truncate", |b| b["changed"] == serde_json::json!(["w2.bin"]))?;
+    judged("chmod", &["chmod", &m("w2.bin")], "chmod", |b| b["attributes"].as_array().map(Vec::len) == Some(1))?;
+    judged("unlink", &["unlink", &m("sub/config.json")], "unlink", |b| b["missing"] == serde_json::json!(["sub/config.json"]))?;
+
+    // Changes outside the model leave no record.
+    let before = last_seq()?;
+    std::fs::write("/tmp/elsewhere.bin", b"x").map_err(|e| e.to_string())?;
+    std::fs::remove_file("/tmp/elsewhere.bin").map_err(|e| e.to_string())?;
+    std::thread::sleep(Duration::from_secs(2));
+    let stray = records(before)?;
+    if !stray.is_empty() {
+        return Err(format!("changes outside the model were recorded: {stray:?}"));
+    }
+    let s = ctl(&["status", "--integrity"])?;
+    if s["models"][0]["state"] != "verified" || ctl(&["status"])?["integrity_watch"]["lost"] != 0 {
+        return Err(format!("at the end: {s}"));
+    }
+    Ok("lucidd (static) watched through the LSM family: append, rename from outside, truncate, chmod and unlink each judged unapproved with the writer's pid and executable, only the touched file re-hashed, nothing outside recorded, no event lost".into())
+}
+
+/// Runs the daemon checks and returns the result line's detail.
+pub fn run() -> Result<String, String> {
+    mount("devtmpfs", "/dev", "devtmpfs")?;
+    lo_up()?;
+    std::fs::create_dir_all(format!("{MODEL}/sub")).map_err(|e| e.to_string())?;
+    std::fs::write(format!("{MODEL}/w1.bin"), vec![1u8; 200_000]).map_err(|e| e.to_string())?;
+    std::fs::write(format!("{MODEL}/w2.bin"), vec![2u8; 300_000]).map_err(|e| e.to_string())?;
+    std::fs::write(format!("{MODEL}/sub/config.json"), b"{}").map_err(|e| e.to_string())?;
+    std::fs::copy("/init", WRITER).map_err(|e| format!("copying /init: {e}"))?;
+    let mut daemon = start()?;
+    let result = checks();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    result
+}
+
+/// `init act OP ARGS`: one change, made by this process (the writer the checks expect).
+pub fn act(args: &[String]) -> Result<(), String> {
+    let arg = |i: usize| args.get(i).map(String::as_str).ok_or_else(|| format!("act: missing argument {i}"));
+    let io = |e: std::io::Error| e.to_string();
+    match arg(0)? {
+        "append" => {
+            let mut f = std::fs::OpenOptions::new().append(true).open(arg(1)?).map_err(io)?;
+            f.write_all(b"x").map_err(io)
+        }
+        "rename" => std::fs::rename(arg(1)?, arg(2)?).map_err(io),
+        "truncate" => super::nix_truncate(arg(1)?),
+        "chmod" => std::fs::set_permissions(arg(1)?, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io),
+        "unlink" => std::fs::remove_file(arg(1)?).map_err(io),
+        other => Err(format!("act: unknown operation {other}")),
+    }
+}
