@@ -32,20 +32,28 @@ fn lsm_and_fentry_programs_see_changes_and_enforce_in_a_vm() {
     assert!(result.starts_with("PASS"), "{result}\nconsole:\n{}", boot.console);
 }
 
-/// The real daemon (built static) under that kernel: there the LSM family is what
-/// reports changes, and each kind of change must be judged as on the host (see
-/// `tests/vm-init/src/daemon.rs` for the checks).
+/// The real daemon (built static) under that kernel: there the LSM family (and, with BPF
+/// LSM off, the fentry family) is what reports changes, and each kind of change must be
+/// judged as on the host (see `tests/vm-init/src/daemon.rs` for the checks).
 #[test]
-fn the_daemon_judges_changes_through_the_lsm_family_in_a_vm() {
-    let name = "the_daemon_judges_changes_through_the_lsm_family_in_a_vm";
+fn the_daemon_judges_changes_through_the_lsm_and_fentry_families_in_a_vm() {
+    let name = "the_daemon_judges_changes_through_the_lsm_and_fentry_families_in_a_vm";
     let found = Vm::find().and_then(|vm| Vm::daemon_binaries().map(|files| (vm, files)));
     let (vm, files) = match found {
         Ok(found) => found,
         Err(what) if std::env::var_os("LUCID_REQUIRE_VM").is_some_and(|v| v == "1") => panic!("the VM test cannot run: {what}"),
         Err(what) => return skip(name, &what),
     };
-    let boot = vm.boot_with("lucid.daemon", &[], &files, Duration::from_secs(600)).expect("booting the VM");
-    let result = boot.line("LUCID-VM-RESULT:").unwrap_or("no result line").to_string();
-    eprintln!("VM ({}, {:.1} s): {result}", vm.kernel.display(), boot.elapsed.as_secs_f64());
-    assert!(result.starts_with("PASS"), "{result}\nconsole:\n{}", boot.console);
+    // As booted, the kernel allows BPF LSM; with BPF left out of its LSM list, lucidd
+    // must fall back to the fentry family and judge the same.
+    for append in ["lucid.daemon", "lucid.daemon lucid.family=fentry lsm=lockdown,capability,yama"] {
+        let boot = vm.boot_with(append, &[], &files, Duration::from_secs(600)).expect("booting the VM");
+        let result = boot.line("LUCID-VM-RESULT:").unwrap_or("no result line").to_string();
+        eprintln!("VM ({}, {append}, {:.1} s): {result}", vm.kernel.display(), boot.elapsed.as_secs_f64());
+        assert!(result.starts_with("PASS"), "{result}\nconsole:\n{}", boot.console);
+        if append.contains("fentry") {
+            // Status says why the LSM family was passed over.
+            assert!(result.contains("leave out bpf"), "{result}");
+        }
+    }
 }

@@ -1,13 +1,16 @@
 //! The daemon mode of the VM init (`lucid.daemon` on the kernel command line): the real
 //! `lucidd` and `lucidctl`, built static, on a kernel that allows BPF LSM, so the LSM
-//! family is what reports changes. The build machines refuse LSM programs, so the host's
+//! family is what reports changes (or, booted with BPF left out of the kernel's LSM
+//! list and `lucid.family=fentry`, the fentry family). The build machines refuse LSM programs, so the host's
 //! watch tests cover the tracepoint family; this covers the same judgments through the
 //! LSM one, end to end: a model is approved, a separate executable (`/tmp/writer`, a
 //! copy of this init) appends to a file, renames a file from outside over an approved
 //! one, truncates one by path, chmods one and unlinks one, and each change must become
 //! one `model_change` record naming that process and executable, with the right
-//! operation and verdict, before the model is approved again. Writes outside the model
-//! must leave no record, and no event may be lost.
+//! operation and verdict, before the model is approved again. In a model approved in
+//! 1 MiB shards, a write into one shard must re-hash only that shard, and a truncating
+//! open all of them. Writes outside the models must leave no record, and no event may
+//! be lost.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -71,12 +74,20 @@ fn last_seq() -> Result<u64, String> {
     Ok(ctl(&["status"])?["ledger"]["records"].as_u64().unwrap_or(0).saturating_sub(1))
 }
 
-fn approve() -> Result<(), String> {
-    let a = ctl(&["model", "approve", MODEL, "--method", "files", "--note", "vm"])?;
+const BIG: &str = "/tmp/models/big";
+
+/// Approves `model`: by files, or (the big one) in 1 MiB shards.
+fn approve_model(model: &str) -> Result<(), String> {
+    let method = if model == BIG { "shards:1048576" } else { "files" };
+    let a = ctl(&["model", "approve", model, "--method", method, "--note", "vm"])?;
     if a["state"] != "verified" {
         return Err(format!("approval: {a}"));
     }
     Ok(())
+}
+
+fn approve() -> Result<(), String> {
+    approve_model(MODEL)
 }
 
 fn log_tail() -> String {
@@ -109,6 +120,11 @@ fn change(what: &str, args: &[&str]) -> Result<(Value, u32), String> {
 /// One change, judged: the writer's pid and executable, the operation, the verdict;
 /// `check` looks at the rest of the body. The model is approved again after.
 fn judged(what: &str, args: &[&str], op: &str, check: impl Fn(&Value) -> bool) -> Result<(), String> {
+    judged_in(MODEL, what, args, op, check)
+}
+
+/// [`judged`] for a change to `model`.
+fn judged_in(model: &str, what: &str, args: &[&str], op: &str, check: impl Fn(&Value) -> bool) -> Result<(), String> {
     let (r, pid) = change(what, args)?;
     let b = &r["body"];
     let ok = b["actor"]["pid"] == pid
@@ -119,7 +135,7 @@ fn judged(what: &str, args: &[&str], op: &str, check: impl Fn(&Value) -> bool) -
     if !ok {
         return Err(format!("{what} (pid {pid}, want op {op}): {b}"));
     }
-    approve()
+    approve_model(model)
 }
 
 fn start() -> Result<Child, String> {
@@ -156,8 +172,12 @@ fn checks() -> Result<String, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    if watch["mode"] != "ebpf-lsm" {
-        return Err(format!("the watch is not on the LSM family: {watch}; lucidd: {}", log_tail()));
+    // `lucid.family=NAME` on the command line: the family this boot must end up on
+    // (the host leaves BPF out of the kernel's LSM list to get fentry).
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let family = cmdline.split_whitespace().find_map(|w| w.strip_prefix("lucid.family=")).unwrap_or("lsm").to_string();
+    if watch["mode"] != format!("ebpf-{family}").as_str() {
+        return Err(format!("the watch is not on the {family} family: {watch}; lucidd: {}", log_tail()));
     }
     approve()?;
     let m = |name: &str| format!("{MODEL}/{name}");
@@ -167,6 +187,18 @@ fn checks() -> Result<String, String> {
     judged("truncate", &["truncate", &m("w2.bin")], "truncate", |b| b["changed"] == serde_json::json!(["w2.bin"]))?;
     judged("chmod", &["chmod", &m("w2.bin")], "chmod", |b| b["attributes"].as_array().map(Vec::len) == Some(1))?;
     judged("unlink", &["unlink", &m("sub/config.json")], "unlink", |b| b["missing"] == serde_json::json!(["sub/config.json"]))?;
+
+    // A file of four 1 MiB shards: the write-range programs find the write by its file
+    // (not by fd, as the tracepoints do), so only the shard it landed in is read again;
+    // a truncating open is read again whole.
+    approve_model(BIG)?;
+    let big = format!("{BIG}/big.bin");
+    judged_in(BIG, "write into one shard", &["pwrite", &big, "2621440"], "open", |b| {
+        b["bytes_hashed"] == 1 << 20
+            && b["changed"] == serde_json::json!(["big.bin:2097152:3145728"])
+            && b["written_ranges"]["big.bin"] == serde_json::json!([2621440, 2621450])
+    })?;
+    judged_in(BIG, "truncating open", &["truncate-open", &big], "open", |b| b["bytes_hashed"] == 4 << 20 && b["changed"].as_array().map(Vec::len) == Some(4))?;
 
     // Changes outside the model leave no record.
     let before = last_seq()?;
@@ -181,7 +213,7 @@ fn checks() -> Result<String, String> {
     if s["models"][0]["state"] != "verified" || ctl(&["status"])?["integrity_watch"]["lost"] != 0 {
         return Err(format!("at the end: {s}"));
     }
-    Ok("lucidd (static) watched through the LSM family: append, rename from outside, truncate, chmod and unlink each judged unapproved with the writer's pid and executable, only the touched file re-hashed, nothing outside recorded, no event lost".into())
+    Ok(format!("lucidd (static) watched through the {family} family ({}): append, rename from outside, truncate, chmod and unlink each judged unapproved with the writer's pid and executable, only the touched file re-hashed, a write into one 1 MiB shard of four re-hashing only that shard and a truncating open all four, nothing outside recorded, no event lost", watch["detail"].as_str().filter(|d| !d.is_empty()).unwrap_or("the first family tried")))
 }
 
 /// Runs the daemon checks and returns the result line's detail.
@@ -192,6 +224,8 @@ pub fn run() -> Result<String, String> {
     std::fs::write(format!("{MODEL}/w1.bin"), vec![1u8; 200_000]).map_err(|e| e.to_string())?;
     std::fs::write(format!("{MODEL}/w2.bin"), vec![2u8; 300_000]).map_err(|e| e.to_string())?;
     std::fs::write(format!("{MODEL}/sub/config.json"), b"{}").map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(BIG).map_err(|e| e.to_string())?;
+    std::fs::write(format!("{BIG}/big.bin"), vec![5u8; 4 << 20]).map_err(|e| e.to_string())?;
     std::fs::copy("/init", WRITER).map_err(|e| format!("copying /init: {e}"))?;
     let mut daemon = start()?;
     let result = checks();
@@ -213,6 +247,17 @@ pub fn act(args: &[String]) -> Result<(), String> {
         "truncate" => super::nix_truncate(arg(1)?),
         "chmod" => std::fs::set_permissions(arg(1)?, std::os::unix::fs::PermissionsExt::from_mode(0o600)).map_err(io),
         "unlink" => std::fs::remove_file(arg(1)?).map_err(io),
+        // Ten bytes at an offset, without truncating.
+        "pwrite" => {
+            let at: u64 = arg(2)?.parse().map_err(|e| format!("act pwrite: {e}"))?;
+            let f = std::fs::OpenOptions::new().write(true).open(arg(1)?).map_err(io)?;
+            std::os::unix::fs::FileExt::write_all_at(&f, &[0u8; 10], at).map_err(io)
+        }
+        // Cut to nothing by the open, then the last ten bytes written back.
+        "truncate-open" => {
+            let f = std::fs::OpenOptions::new().write(true).truncate(true).open(arg(1)?).map_err(io)?;
+            std::os::unix::fs::FileExt::write_all_at(&f, &[5u8; 10], (4 << 20) - 10).map_err(io)
+        }
         other => Err(format!("act: unknown operation {other}")),
     }
 }

@@ -107,6 +107,9 @@ impl Family {
 /// Loads and attaches every program of an LSM or fentry `family`; on any refusal the
 /// ones already attached are unloaded again and the reason returned.
 fn attach_family(ebpf: &mut Ebpf, btf: &aya::Btf, family: Family) -> Result<(), String> {
+    if family == Family::Lsm {
+        bpf_lsm_active()?;
+    }
     let mut done: Vec<&str> = Vec::new();
     let mut result = Ok(());
     for &(prog, target, optional) in family.programs() {
@@ -156,7 +159,7 @@ pub struct EbpfSource {
     files: bool,
     /// Which family reports file changes.
     family: Family,
-    /// Why the better families were not used (empty when the best was).
+    /// Why the better families were refused (empty when the best one was used).
     why: String,
     watched: BpfHashMap<MapData, DevIno, u32>,
     ancestors: BpfHashMap<MapData, DevIno, u32>,
@@ -394,7 +397,7 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
     let tracked = Array::try_from(map(&mut ebpf, "TRACKED")?).map_err(|e| e.to_string())?;
     let reader = Reader { set, tx, open: HashMap::new(), objects: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
     tokio::spawn(read(ring, lost, reader));
-    let why = if family == Family::Tracepoint && files { refused.join("; ") } else { String::new() };
+    let why = refused.join("; ");
     Ok(EbpfSource { _ebpf: ebpf, files, family, why, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
 }
 
@@ -410,7 +413,25 @@ fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathB
 }
 
 /// Loads and attaches the LSM `file_open` program (enforcement).
+/// Whether the kernel runs the BPF LSM: a kernel built with it but started without
+/// `bpf` in its LSM list (several distributions' default) loads and attaches LSM
+/// programs and then never calls them, so an attach proves nothing. The active list is
+/// in securityfs, mounted here if it is not yet.
+fn bpf_lsm_active() -> Result<(), String> {
+    let list = Path::new("/sys/kernel/security/lsm");
+    if !list.exists() {
+        let _ = nix::mount::mount(Some("securityfs"), "/sys/kernel/security", Some("securityfs"), nix::mount::MsFlags::empty(), None::<&str>);
+    }
+    let active = std::fs::read_to_string(list).map_err(|e| format!("cannot tell whether the BPF LSM is active ({}: {e})", list.display()))?;
+    if active.trim().split(',').any(|m| m == "bpf") {
+        Ok(())
+    } else {
+        Err(format!("the kernel's active LSMs ({}) leave out bpf (add it to the lsm= boot parameter)", active.trim()))
+    }
+}
+
 fn enable_lsm(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<(), String> {
+    bpf_lsm_active()?;
     let p: &mut aya::programs::Lsm = ebpf.program_mut("lsm_file_open").ok_or("program lsm_file_open missing")?.try_into().map_err(|e| format!("{e}"))?;
     p.load("file_open", btf).map_err(|e| format!("the kernel refused the BPF LSM program: {}", short(e)))?;
     p.attach().map_err(|e| format!("attaching the BPF LSM program: {e}"))?;

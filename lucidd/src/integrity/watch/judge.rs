@@ -127,7 +127,8 @@ pub fn spawn(state: Arc<AppState>) {
         let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx2, enforce)).await;
         let (source, mode, detail) = picked.unwrap_or_else(|e| (None, "periodic".into(), format!("starting the watch failed: {e}")));
         if mode.starts_with("ebpf-") || (source.is_some() && detail.is_empty()) {
-            // For ebpf-tracepoint, `detail` says why the LSM and fentry families were refused.
+            // For ebpf-fentry and ebpf-tracepoint, `detail` says why the better families
+            // were refused.
             tracing::info!(mode = %mode, refused = %detail, "model watch started");
         } else {
             tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
