@@ -3,7 +3,8 @@
 # same run: the ledger against SQLite, the audit chain against Presidio's pattern
 # recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
 # ONNX Runtime, model hashing against sha256sum and b3sum, the eBPF probes against no
-# probes and a no-op program. Each prints one JSON line.
+# probes and a no-op program (here, and each program family in a VM). Each prints one
+# JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -23,6 +24,12 @@ cargo bench --locked -p lucidd --bench hash
 if [ "$(id -u)" -eq 0 ]; then
     need_ebpf_toolchain
     cargo bench --locked -p lucidd --bench probes
+    # The LSM and fentry families, which this kernel refuses, measured in a VM.
+    need_apt qemu-system-x86
+    rustup target list --installed | grep -q x86_64-unknown-linux-musl || rustup target add x86_64-unknown-linux-musl
+    bash scripts/vm-kernel.sh
+    cargo build --locked --release --target x86_64-unknown-linux-musl -p lucid-vm-init
+    cargo bench --locked -p lucid-tests --bench vm_probes
 else
     say "the probes bench needs root (eBPF); skipped"
 fi
