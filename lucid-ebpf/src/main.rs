@@ -144,7 +144,40 @@ fn offsets() -> Offsets {
 /// Reads a `T` at `base + off` in kernel memory.
 #[inline(always)]
 unsafe fn rd<T>(base: *const u8, off: u32) -> Option<T> {
-    bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok()
+    Probe::rd(base, off)
+}
+
+/// How a program reads kernel memory. Tracepoint programs hold plain addresses, so
+/// every read is a `bpf_probe_read_kernel` call (about as costly as a short program);
+/// LSM and fentry programs get typed pointers from the kernel's BTF, which the verifier
+/// lets them load through directly (the JIT guards each load against faults). The
+/// offsets come from `OFFSETS`, a read-only map the verifier knows the values of.
+trait Mem {
+    unsafe fn rd<T>(base: *const u8, off: u32) -> Option<T>;
+}
+
+/// Reads through `bpf_probe_read_kernel`.
+struct Probe;
+
+impl Mem for Probe {
+    #[inline(always)]
+    unsafe fn rd<T>(base: *const u8, off: u32) -> Option<T> {
+        bpf_probe_read_kernel(base.wrapping_add(off as usize) as *const T).ok()
+    }
+}
+
+/// Direct loads through BTF-typed pointers (LSM and fentry arguments, and what is
+/// reached from them).
+struct Direct;
+
+impl Mem for Direct {
+    #[inline(always)]
+    unsafe fn rd<T>(base: *const u8, off: u32) -> Option<T> {
+        if base.is_null() {
+            return None;
+        }
+        Some(core::ptr::read_volatile(base.wrapping_add(off as usize) as *const T))
+    }
 }
 
 /// The (device, inode) of a dentry.
@@ -163,29 +196,35 @@ unsafe fn dentry_key(o: &Offsets, d: *const u8) -> Option<DevIno> {
 /// The watched directory at or above `d`, if any. The walk never leaves `d`'s file
 /// system (a file system's root is its own parent), so the device is read once.
 #[inline(always)]
-unsafe fn watched_from(o: &Offsets, mut d: *const u8) -> Option<DevIno> {
+unsafe fn watched_from(o: &Offsets, d: *const u8) -> Option<DevIno> {
+    watched_from_with::<Probe>(o, d)
+}
+
+/// [`watched_from`], reading through `M`.
+#[inline(always)]
+unsafe fn watched_from_with<M: Mem>(o: &Offsets, mut d: *const u8) -> Option<DevIno> {
     if d.is_null() {
         return None;
     }
-    let inode: *const u8 = rd(d, o.dentry_inode)?;
+    let inode: *const u8 = M::rd(d, o.dentry_inode)?;
     if inode.is_null() {
         return None;
     }
-    let sb: *const u8 = rd(inode, o.inode_sb)?;
-    let dev: u32 = rd(sb, o.sb_dev)?;
+    let sb: *const u8 = M::rd(inode, o.inode_sb)?;
+    let dev: u32 = M::rd(sb, o.sb_dev)?;
     let mut inode = inode;
     for _ in 0..MAX_DEPTH {
-        let ino: u64 = rd(inode, o.inode_ino)?;
+        let ino: u64 = M::rd(inode, o.inode_ino)?;
         let k = DevIno { dev, pad: 0, ino };
         if WATCHED.get(&k).is_some() {
             return Some(k);
         }
-        let p: *const u8 = rd(d, o.dentry_parent)?;
+        let p: *const u8 = M::rd(d, o.dentry_parent)?;
         if p == d || p.is_null() {
             return None;
         }
         d = p;
-        inode = rd(d, o.dentry_inode)?;
+        inode = M::rd(d, o.dentry_inode)?;
         if inode.is_null() {
             return None;
         }
@@ -197,19 +236,25 @@ unsafe fn watched_from(o: &Offsets, mut d: *const u8) -> Option<DevIno> {
 /// where it can.
 #[inline(always)]
 unsafe fn watched_dir(o: &Offsets, p: *const u8) -> Option<DevIno> {
+    watched_dir_with::<Probe>(o, p)
+}
+
+/// [`watched_dir`], reading through `M`.
+#[inline(always)]
+unsafe fn watched_dir_with<M: Mem>(o: &Offsets, p: *const u8) -> Option<DevIno> {
     let generation = GENERATION.get(0).copied().unwrap_or(0);
-    let inode: *const u8 = rd(p, o.dentry_inode)?;
+    let inode: *const u8 = M::rd(p, o.dentry_inode)?;
     if inode.is_null() {
         return None;
     }
     // The inode number, not the inode's address: a watched directory's dentry and inode
     // evicted under memory pressure may come back at the very addresses an unwatched one
     // had (slabs reuse the last freed object first), but never with its number.
-    let key = [p as u64, rd::<u64>(inode, o.inode_ino)?];
+    let key = [p as u64, M::rd::<u64>(inode, o.inode_ino)?];
     if UNWATCHED.get(&key).is_some_and(|g| *g == generation) {
         return None;
     }
-    let found = watched_from(o, p);
+    let found = watched_from_with::<M>(o, p);
     if found.is_none() {
         let _ = UNWATCHED.insert(&key, &generation, 0);
     }
@@ -1130,17 +1175,17 @@ const EPERM: i32 = -1;
 #[inline(always)]
 unsafe fn on_file_open(file: *const u8, source: u32) -> i32 {
     let o = offsets();
-    let Some(mode) = rd::<u32>(file, o.file_mode) else {
+    let Some(mode) = Direct::rd::<u32>(file, o.file_mode) else {
         return 0;
     };
     if mode & FMODE_WRITE == 0 {
         return 0;
     }
-    let Some(d) = file_dentry(&o, file) else {
+    let Some(d) = Direct::rd::<*const u8>(file, o.file_path + o.path_dentry) else {
         return 0;
     };
-    let Some(p) = parent(&o, d) else { return 0 };
-    let Some(w) = watched_dir(&o, p) else {
+    let Some(p) = Direct::rd::<*const u8>(d, o.dentry_parent) else { return 0 };
+    let Some(w) = watched_dir_with::<Direct>(&o, p) else {
         return 0;
     };
     let key = dentry_key(&o, d).unwrap_or_default();
@@ -1432,6 +1477,33 @@ family!(FEntryContext, SOURCE_FENTRY, u32,
     fentry_path_rmdir = fentry(function = "security_path_rmdir"),
     fentry_path_link = fentry(function = "security_path_link"),
     fentry_path_symlink = fentry(function = "security_path_symlink"));
+
+// For the VM bench: programs that do nothing on the two hooks every open/close loop
+// reaches, to tell what the LSM and fentry mechanisms cost from what lucid's programs add.
+
+/// No-op LSM `file_open`.
+#[lsm(hook = "file_open")]
+pub fn noop_lsm_open(_ctx: LsmContext) -> i32 {
+    0
+}
+
+/// No-op LSM `file_free_security`.
+#[lsm(hook = "file_free_security")]
+pub fn noop_lsm_free(_ctx: LsmContext) -> i32 {
+    0
+}
+
+/// No-op fentry on `security_file_open`.
+#[fentry(function = "security_file_open")]
+pub fn noop_fentry_open(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+/// No-op fentry on `security_file_free`.
+#[fentry(function = "security_file_free")]
+pub fn noop_fentry_free(_ctx: FEntryContext) -> u32 {
+    0
+}
 
 #[cfg(not(test))]
 #[panic_handler]

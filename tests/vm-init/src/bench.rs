@@ -5,7 +5,8 @@
 //! can only measure the tracepoint family. Here the same open/write/close loop runs with
 //! nothing attached and with, in turn, lucid's LSM family, its fentry family (every
 //! program lucidd attaches in those modes), its tracepoint programs on the syscalls the
-//! loop makes, and a no-op on those tracepoints. Each configuration is timed
+//! loop makes, and no-op programs on those tracepoints and on the LSM and fentry hooks
+//! the loop reaches (what each mechanism costs by itself). Each configuration is timed
 //! beside a probe-less round (alternating which goes first) and reported as the median
 //! of the pairs' ratios, as the host bench does. Times are this thread's CPU time.
 //!
@@ -30,7 +31,14 @@ use super::{load, mount, release};
 
 /// The tracepoints this loop's syscalls hit, with the programs lucidd attaches there
 /// (it attaches more, on syscalls the loop does not make).
-const TRACEPOINTS: &[(&str, &str)] = &[("enter_openat", "sys_enter_openat"), ("exit_opens", "sys_exit_openat"), ("enter_close", "sys_enter_close")];
+const TRACEPOINTS: &[(&str, &str)] = &[
+    ("enter_openat", "sys_enter_openat"),
+    ("exit_opens", "sys_exit_openat"),
+    // musl's open() is the open syscall, not openat.
+    ("enter_open_", "sys_enter_open"),
+    ("exit_opens", "sys_exit_open"),
+    ("enter_close", "sys_enter_close"),
+];
 
 /// Pairs per configuration, and each round's length (in instructions, under the
 /// bench's `-icount shift=0`: 300 ms is 300 million).
@@ -43,12 +51,18 @@ enum Link {
     Tp(&'static str, TracePointLinkId),
 }
 
+/// The no-op programs on the hooks the loop reaches (LSM, then fentry).
+const NOOP_LSM: &[(&str, &str)] = &[("noop_lsm_open", "file_open"), ("noop_lsm_free", "file_free_security")];
+const NOOP_FENTRY: &[(&str, &str)] = &[("noop_fentry_open", "security_file_open"), ("noop_fentry_free", "security_file_free")];
+
 #[derive(Clone, Copy, PartialEq)]
 enum Config {
     Lsm,
     Fentry,
     Tracepoint,
     Noop,
+    NoopLsm,
+    NoopFentry,
 }
 
 impl Config {
@@ -58,6 +72,8 @@ impl Config {
             Config::Fentry => "fentry",
             Config::Tracepoint => "tracepoint",
             Config::Noop => "noop_tracepoint",
+            Config::NoopLsm => "noop_lsm",
+            Config::NoopFentry => "noop_fentry",
         }
     }
 }
@@ -87,7 +103,16 @@ fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<Loaded, String> {
             Err(e) => return Err(format!("loading fentry {func}: {e}")),
         }
     }
-    for name in TRACEPOINTS.iter().map(|(n, _)| *n).chain(["noop"]) {
+    for (name, hook) in NOOP_LSM {
+        program::<Lsm>(ebpf, name)?.load(hook, btf).map_err(|e| format!("loading {name}: {e}"))?;
+    }
+    for (name, func) in NOOP_FENTRY {
+        program::<FEntry>(ebpf, name)?.load(func, btf).map_err(|e| format!("loading {name}: {e}"))?;
+    }
+    let mut names: Vec<&str> = TRACEPOINTS.iter().map(|(n, _)| *n).chain(["noop"]).collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
         program::<TracePoint>(ebpf, name)?.load().map_err(|e| format!("loading {name}: {e}"))?;
     }
     Ok(loaded)
@@ -110,6 +135,16 @@ fn attach(ebpf: &mut Ebpf, loaded: &Loaded, config: Config) -> Result<Vec<Link>,
         }
         Config::Fentry => {
             for &name in &loaded.fentry {
+                links.push(Link::FEntry(name, program::<FEntry>(ebpf, name)?.attach().map_err(|e| format!("attaching {name}: {e}"))?));
+            }
+        }
+        Config::NoopLsm => {
+            for (name, _) in NOOP_LSM {
+                links.push(Link::Lsm(name, program::<Lsm>(ebpf, name)?.attach().map_err(|e| format!("attaching {name}: {e}"))?));
+            }
+        }
+        Config::NoopFentry => {
+            for (name, _) in NOOP_FENTRY {
                 links.push(Link::FEntry(name, program::<FEntry>(ebpf, name)?.attach().map_err(|e| format!("attaching {name}: {e}"))?));
             }
         }
@@ -180,7 +215,7 @@ pub fn run() -> Result<String, String> {
     }
 
     churn(scratch, ROUND)?;
-    let configs = [Config::Lsm, Config::Fentry, Config::Tracepoint, Config::Noop];
+    let configs = [Config::Lsm, Config::Fentry, Config::Tracepoint, Config::Noop, Config::NoopLsm, Config::NoopFentry];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut off_speeds = Vec::new();
     for pair in 0..PAIRS {
@@ -199,12 +234,44 @@ pub fn run() -> Result<String, String> {
             ratios[c].push(off / on - 1.0);
         }
     }
+    // Each program's own cost: the kernel's run statistics (off during the timed rounds:
+    // they read the clock twice per run), in a pass per configuration. Under icount a
+    // nanosecond is an instruction.
+    let per_run = program_costs(&mut ebpf, &loaded, scratch, &configs)?;
     let overhead: Vec<String> = configs.iter().zip(ratios).map(|(c, r)| format!("\"{}\":{:.4}", c.name(), median(r))).collect();
     Ok(format!(
-        "{{\"kernel\":\"{}\",\"loop\":\"open(O_WRONLY|O_CREAT)/write 32 B/close on tmpfs, outside the watched directory\",\"pairs\":{PAIRS},\"round_ms\":{},\"ops_per_cpu_s_without\":{:.0},\"overhead\":{{{}}}}}",
+        "{{\"kernel\":\"{}\",\"loop\":\"open(O_WRONLY|O_CREAT)/write 32 B/close on tmpfs, outside the watched directory\",\"pairs\":{PAIRS},\"round_ms\":{},\"ops_per_cpu_s_without\":{:.0},\"overhead\":{{{}}},\"ns_per_run\":{{{}}}}}",
         release(),
         ROUND.as_millis(),
         median(off_speeds),
-        overhead.join(",")
+        overhead.join(","),
+        per_run.iter().map(|(n, v)| format!("\"{n}\":{v:.0}")).collect::<Vec<_>>().join(",")
     ))
+}
+
+/// Runs and run time of every loaded program, by name.
+fn run_stats(ebpf: &Ebpf) -> std::collections::BTreeMap<String, (u64, u64)> {
+    ebpf.programs().filter_map(|(n, p)| p.info().ok().map(|i| (n.to_string(), (i.run_count(), i.run_time().as_nanos() as u64)))).collect()
+}
+
+/// Mean run time of each program that ran, with the kernel's statistics on, over a
+/// short pass of the loop per configuration.
+fn program_costs(ebpf: &mut Ebpf, loaded: &Loaded, scratch: &Path, configs: &[Config]) -> Result<Vec<(String, f64)>, String> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").map_err(|e| format!("bpf_stats_enabled: {e}"))?;
+    let mut out = Vec::new();
+    for &config in configs {
+        let before = run_stats(ebpf);
+        let links = attach(ebpf, loaded, config)?;
+        let done = churn(scratch, ROUND / 3);
+        detach(ebpf, links)?;
+        done?;
+        for (name, (runs, ns)) in run_stats(ebpf) {
+            let (runs0, ns0) = before.get(&name).copied().unwrap_or((0, 0));
+            if runs > runs0 {
+                out.push((format!("{}/{name}", config.name()), (ns - ns0) as f64 / (runs - runs0) as f64));
+            }
+        }
+    }
+    let _ = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "0");
+    Ok(out)
 }
