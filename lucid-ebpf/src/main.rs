@@ -135,10 +135,12 @@ unsafe fn atomic_add(p: *mut u64, v: u64) {
     core::arch::asm!("lock *(u64 *)({p} + 0) += {v}", p = in(reg) p, v = in(reg) v);
 }
 
+/// The offsets, read where each is used: `black_box` hides the static's compile-time
+/// zeros from the optimiser (the loader overrides them), and unlike a volatile copy of
+/// the whole struct it costs nothing for the fields a path does not use.
 #[inline(always)]
-fn offsets() -> Offsets {
-    // SAFETY: a plain read of our own static; volatile so the loader's value is used.
-    unsafe { core::ptr::read_volatile(&OFFSETS) }
+fn offsets() -> &'static Offsets {
+    core::hint::black_box(&OFFSETS)
 }
 
 /// Reads a `T` at `base + off` in kernel memory.
