@@ -878,23 +878,36 @@ unsafe fn mark_dirty(fd: i32, pos: Option<u64>, len: u64) {
             let Some(f) = file.or_else(|| fd_file(&o, task, fd)) else {
                 return;
             };
-            let flags: u32 = rd(f, o.file_flags).unwrap_or(0);
-            if flags & O_APPEND != 0 {
-                match rd::<*const u8>(f, o.file_inode) {
-                    Some(inode) if !inode.is_null() => rd::<i64>(inode, o.inode_size).unwrap_or(0) as u64,
-                    _ => 0,
-                }
-            } else {
-                rd::<i64>(f, o.file_pos).unwrap_or(0) as u64
-            }
+            position::<Probe>(o, f)
         }
     };
+    widen(&file_key, lo, len);
+}
+
+/// Where a write without an explicit offset lands in `f`: its position, or its end when
+/// it was opened with `O_APPEND`.
+#[inline(always)]
+unsafe fn position<M: Mem>(o: &Offsets, f: *const u8) -> u64 {
+    let flags: u32 = M::rd(f, o.file_flags).unwrap_or(0);
+    if flags & O_APPEND != 0 {
+        match M::rd::<*const u8>(f, o.file_inode) {
+            Some(inode) if !inode.is_null() => M::rd::<i64>(inode, o.inode_size).unwrap_or(0) as u64,
+            _ => 0,
+        }
+    } else {
+        M::rd::<i64>(f, o.file_pos).unwrap_or(0) as u64
+    }
+}
+
+/// Widens `file`'s written range in `DIRTY` to cover `len` bytes from `lo`.
+#[inline(always)]
+unsafe fn widen(file: &DevIno, lo: u64, len: u64) {
     let hi = lo.saturating_add(len);
-    let range = match DIRTY.get(&file_key) {
+    let range = match DIRTY.get(file) {
         Some(r) => [if r[0] < lo { r[0] } else { lo }, if r[1] > hi { r[1] } else { hi }],
         None => [lo, hi],
     };
-    let _ = DIRTY.insert(&file_key, &range, 0);
+    let _ = DIRTY.insert(file, &range, 0);
 }
 
 /// `write(fd, buf, count)`
@@ -1502,6 +1515,60 @@ family!(FEntryContext, SOURCE_FENTRY, u32,
     fentry_path_rmdir = fentry(function = "security_path_rmdir"),
     fentry_path_link = fentry(function = "security_path_link"),
     fentry_path_symlink = fentry(function = "security_path_symlink"));
+
+/// The `KFILES` entry of `file`, under either family's key.
+#[inline(always)]
+unsafe fn kfile_key(file: *const u8) -> Option<DevIno> {
+    if KFILES_LEN.get(0).copied().unwrap_or(0) == 0 {
+        return None;
+    }
+    KFILES.get(&kfile(file, SOURCE_LSM)).or_else(|| KFILES.get(&kfile(file, SOURCE_FENTRY))).copied()
+}
+
+/// `MAY_WRITE`/`WRITE` as `rw_verify_area`'s first argument.
+const WRITE: i32 = 1;
+
+/// fentry on `rw_verify_area(read_write, file, ppos, count)`, which every read and write
+/// path checks its range with (write, pwrite, writev, io_uring, splice, sendfile,
+/// copy_file_range): for the LSM and fentry families, where writes to a reported file
+/// land, without the syscall tracepoints. Attached only while an approval has a file of
+/// more than one shard.
+#[fentry(function = "rw_verify_area")]
+pub fn fentry_write_area(ctx: FEntryContext) -> u32 {
+    let rw: i32 = ctx.arg(0);
+    if rw != WRITE {
+        return 0;
+    }
+    let file: *const u8 = ctx.arg(1);
+    let ppos: *const i64 = ctx.arg(2);
+    let count: u64 = ctx.arg(3);
+    let o = offsets();
+    // SAFETY: `file` is the kernel's typed pointer; `ppos` (an untyped pointer to the
+    // caller's position) is read through the helper.
+    unsafe {
+        let Some(key) = kfile_key(file) else {
+            return 0;
+        };
+        let flags: u32 = Direct::rd(file, o.file_flags).unwrap_or(0);
+        let lo = if ppos.is_null() || flags & O_APPEND != 0 { position::<Direct>(o, file) } else { Probe::rd::<i64>(ppos as *const u8, 0).unwrap_or(0) as u64 };
+        widen(&key, lo, count);
+    }
+    0
+}
+
+/// fentry on `vfs_fallocate(file, mode, offset, len)`.
+#[fentry(function = "vfs_fallocate")]
+pub fn fentry_fallocate(ctx: FEntryContext) -> u32 {
+    let file: *const u8 = ctx.arg(0);
+    let (offset, len): (i64, i64) = (ctx.arg(2), ctx.arg(3));
+    // SAFETY: map lookups and updates only.
+    unsafe {
+        if let Some(key) = kfile_key(file) {
+            widen(&key, offset as u64, len as u64);
+        }
+    }
+    0
+}
 
 // For the VM bench: programs that do nothing on the two hooks every open/close loop
 // reaches, to tell what the LSM and fentry mechanisms cost from what lucid's programs add.

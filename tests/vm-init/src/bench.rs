@@ -3,8 +3,9 @@
 //!
 //! The build machines' kernel refuses LSM and fentry programs, so there the probes bench
 //! can only measure the tracepoint family. Here the same open/write/close loop runs with
-//! nothing attached and with, in turn, lucid's LSM family, its fentry family (every
-//! program lucidd attaches in those modes), its tracepoint programs on the syscalls the
+//! nothing attached and with, in turn, lucid's LSM family (alone, and with the write-range
+//! programs it adds while an approval has a file of more than one shard), its fentry
+//! family (every program lucidd attaches in those modes), its tracepoint programs on the syscalls the
 //! loop makes, and no-op programs on those tracepoints and on the LSM and fentry hooks
 //! the loop reaches (what each mechanism costs by itself). Each configuration is timed
 //! beside a probe-less round (alternating which goes first) and reported as the median
@@ -54,10 +55,15 @@ enum Link {
 /// The no-op programs on the hooks the loop reaches (LSM, then fentry).
 const NOOP_LSM: &[(&str, &str)] = &[("noop_lsm_open", "file_open"), ("noop_lsm_free", "file_free_security")];
 const NOOP_FENTRY: &[(&str, &str)] = &[("noop_fentry_open", "security_file_open"), ("noop_fentry_free", "security_file_free")];
+/// The write-range programs of the LSM and fentry families (attached while an approval
+/// has a file of more than one shard).
+const RANGE_FENTRY: &[(&str, &str)] = &[("fentry_write_area", "rw_verify_area"), ("fentry_fallocate", "vfs_fallocate")];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Config {
     Lsm,
+    /// The LSM family with the write-range programs.
+    LsmRanges,
     Fentry,
     Tracepoint,
     Noop,
@@ -69,6 +75,7 @@ impl Config {
     fn name(self) -> &'static str {
         match self {
             Config::Lsm => "lsm",
+            Config::LsmRanges => "lsm_with_ranges",
             Config::Fentry => "fentry",
             Config::Tracepoint => "tracepoint",
             Config::Noop => "noop_tracepoint",
@@ -103,6 +110,9 @@ fn load_all(ebpf: &mut Ebpf, btf: &Btf) -> Result<Loaded, String> {
             Err(e) => return Err(format!("loading fentry {func}: {e}")),
         }
     }
+    for (name, func) in RANGE_FENTRY {
+        program::<FEntry>(ebpf, name)?.load(func, btf).map_err(|e| format!("loading {name}: {e}"))?;
+    }
     for (name, hook) in NOOP_LSM {
         program::<Lsm>(ebpf, name)?.load(hook, btf).map_err(|e| format!("loading {name}: {e}"))?;
     }
@@ -128,9 +138,14 @@ struct Loaded {
 fn attach(ebpf: &mut Ebpf, loaded: &Loaded, config: Config) -> Result<Vec<Link>, String> {
     let mut links = Vec::new();
     match config {
-        Config::Lsm => {
+        Config::Lsm | Config::LsmRanges => {
             for &name in &loaded.lsm {
                 links.push(Link::Lsm(name, program::<Lsm>(ebpf, name)?.attach().map_err(|e| format!("attaching {name}: {e}"))?));
+            }
+            if config == Config::LsmRanges {
+                for (name, _) in RANGE_FENTRY {
+                    links.push(Link::FEntry(name, program::<FEntry>(ebpf, name)?.attach().map_err(|e| format!("attaching {name}: {e}"))?));
+                }
             }
         }
         Config::Fentry => {
@@ -215,7 +230,7 @@ pub fn run() -> Result<String, String> {
     }
 
     churn(scratch, ROUND)?;
-    let configs = [Config::Lsm, Config::Fentry, Config::Tracepoint, Config::Noop, Config::NoopLsm, Config::NoopFentry];
+    let configs = [Config::Lsm, Config::LsmRanges, Config::Fentry, Config::Tracepoint, Config::Noop, Config::NoopLsm, Config::NoopFentry];
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); configs.len()];
     let mut off_speeds = Vec::new();
     for pair in 0..PAIRS {

@@ -159,8 +159,25 @@ fn start() -> Result<Child, String> {
     Ok(child)
 }
 
-/// The checks; the caller stops the daemon.
-fn checks() -> Result<String, String> {
+/// How many of process `pid`'s fds attach a program to a tracepoint: perf events, or
+/// BPF links of the perf_event kind.
+fn perf_event_links(pid: u32) -> Result<usize, String> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{dir}: {e}"))?;
+    Ok(entries
+        .flatten()
+        .filter(|e| {
+            let perf = std::fs::read_link(e.path()).is_ok_and(|t| t.to_string_lossy().contains("perf_event"));
+            let info = format!("/proc/{pid}/fdinfo/{}", e.file_name().to_string_lossy());
+            // The kernel names the link type "perf" (6.1) or "perf_event".
+            let link = |t: String| t.lines().any(|l| l.split_whitespace().eq(["link_type:", "perf"]) || l.split_whitespace().eq(["link_type:", "perf_event"]));
+            perf || std::fs::read_to_string(info).is_ok_and(link)
+        })
+        .count())
+}
+
+/// The checks on the daemon `daemon` (a pid); the caller stops it.
+fn checks(daemon: u32) -> Result<String, String> {
     let deadline = Instant::now() + Duration::from_secs(180);
     let watch = loop {
         let w = ctl(&["status"])?["integrity_watch"].clone();
@@ -192,6 +209,12 @@ fn checks() -> Result<String, String> {
     // (not by fd, as the tracepoints do), so only the shard it landed in is read again;
     // a truncating open is read again whole.
     approve_model(BIG)?;
+    // With ranges wanted, these families attach fentry programs, not the syscall
+    // tracepoints (which would show as perf_event links among lucidd's fds).
+    let perf_links = perf_event_links(daemon)?;
+    if perf_links != 0 {
+        return Err(format!("{perf_links} syscall tracepoint links are attached on the {family} family"));
+    }
     let big = format!("{BIG}/big.bin");
     judged_in(BIG, "write into one shard", &["pwrite", &big, "2621440"], "open", |b| {
         b["bytes_hashed"] == 1 << 20
@@ -213,7 +236,7 @@ fn checks() -> Result<String, String> {
     if s["models"][0]["state"] != "verified" || ctl(&["status"])?["integrity_watch"]["lost"] != 0 {
         return Err(format!("at the end: {s}"));
     }
-    Ok(format!("lucidd (static) watched through the {family} family ({}): append, rename from outside, truncate, chmod and unlink each judged unapproved with the writer's pid and executable, only the touched file re-hashed, a write into one 1 MiB shard of four re-hashing only that shard and a truncating open all four, nothing outside recorded, no event lost", watch["detail"].as_str().filter(|d| !d.is_empty()).unwrap_or("the first family tried")))
+    Ok(format!("lucidd (static) watched through the {family} family ({}): append, rename from outside, truncate, chmod and unlink each judged unapproved with the writer's pid and executable, only the touched file re-hashed, a write into one 1 MiB shard of four re-hashing only that shard (its range from fentry, no syscall tracepoint attached) and a truncating open all four, nothing outside recorded, no event lost", watch["detail"].as_str().filter(|d| !d.is_empty()).unwrap_or("the first family tried")))
 }
 
 /// Runs the daemon checks and returns the result line's detail.
@@ -228,7 +251,7 @@ pub fn run() -> Result<String, String> {
     std::fs::write(format!("{BIG}/big.bin"), vec![5u8; 4 << 20]).map_err(|e| e.to_string())?;
     std::fs::copy("/init", WRITER).map_err(|e| format!("copying /init: {e}"))?;
     let mut daemon = start()?;
-    let result = checks();
+    let result = checks(daemon.id());
     let _ = daemon.kill();
     let _ = daemon.wait();
     result

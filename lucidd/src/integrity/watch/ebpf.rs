@@ -66,6 +66,12 @@ const RANGES: &[(&str, &str)] = &[
     ("enter_sendfile64", "sys_enter_sendfile64"),
 ];
 
+/// Where writes land, for the LSM and fentry families: fentry on the check every read
+/// and write path makes of its range (io_uring included), and on fallocate. Attached,
+/// like [`RANGES`], only while an approval has a file of more than one shard; where
+/// they cannot load, those families use [`RANGES`].
+const RANGE_FENTRY: &[(&str, &str)] = &[("fentry_write_area", "rw_verify_area"), ("fentry_fallocate", "vfs_fallocate")];
+
 /// The dup family: entry programs and their shared exit.
 const DUPS: &[(&str, &str)] = &[("enter_dup_", "dup"), ("enter_dup2", "dup2"), ("enter_dup2", "dup3"), ("enter_fcntl", "fcntl")];
 
@@ -172,6 +178,10 @@ pub struct EbpfSource {
     enforcement: String,
     /// The write-range tracepoints while attached.
     range_links: Vec<(&'static str, aya::programs::trace_point::TracePointLinkId)>,
+    /// The [`RANGE_FENTRY`] programs loaded (LSM and fentry families only).
+    range_fentry: bool,
+    /// Those programs while attached.
+    fentry_range_links: Vec<(&'static str, aya::programs::fentry::FEntryLinkId)>,
 }
 
 /// For the benchmark: a program that does nothing, attached to the same syscall
@@ -356,6 +366,19 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
             p.load().map_err(|e| format!("loading {prog}: {}", short(e)))?;
         }
     }
+    let range_fentry = files
+        && family != Family::Tracepoint
+        && RANGE_FENTRY.iter().all(|(prog, func)| {
+            let loaded = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| format!("program {prog} missing"))
+                .and_then(|p| <&mut aya::programs::FEntry>::try_from(p).map_err(|e| e.to_string()))
+                .and_then(|p| p.load(func, &kernel_btf).map_err(short));
+            if let Err(e) = &loaded {
+                tracing::info!(program = prog, error = %e, "write ranges will come from the syscall tracepoints");
+            }
+            loaded.is_ok()
+        });
 
     // Enforcement needs the BPF LSM; the kernel may refuse it (lockdown, or bpf not in
     // its LSM list), and then lucidd watches without refusing.
@@ -398,7 +421,7 @@ fn load(set: Arc<RwLock<WatchSet>>, tx: mpsc::UnboundedSender<Input>, enforce: O
     let reader = Reader { set, tx, open: HashMap::new(), objects: HashMap::new(), dirty, wfds, wcount, tracked, offset_ns };
     tokio::spawn(read(ring, lost, reader));
     let why = refused.join("; ");
-    Ok(EbpfSource { _ebpf: ebpf, files, family, why, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new() })
+    Ok(EbpfSource { _ebpf: ebpf, files, family, why, watched, ancestors, exes, generation, protected, allow, writers: enforce.unwrap_or_default(), enforcement, range_links: Vec::new(), range_fentry, fentry_range_links: Vec::new() })
 }
 
 fn sync(map: &mut BpfHashMap<MapData, DevIno, u32>, want: &HashMap<DevIno, PathBuf>) -> Result<(), String> {
@@ -475,12 +498,20 @@ impl EbpfSource {
         program_stats(&self._ebpf)
     }
 
-    /// Attaches or detaches the write-range programs.
+    /// Attaches or detaches the write-range programs: for the LSM and fentry families
+    /// the fentry ones where they loaded, else the syscall tracepoints.
     pub fn track_ranges(&mut self, on: bool) -> Result<(), String> {
-        if !self.files || on != self.range_links.is_empty() {
+        let attached = !self.range_links.is_empty() || !self.fentry_range_links.is_empty();
+        if !self.files || on == attached {
             return Ok(());
         }
-        if on {
+        if on && self.range_fentry {
+            for (prog, _) in RANGE_FENTRY {
+                let p: &mut aya::programs::FEntry = self._ebpf.program_mut(prog).ok_or("program missing")?.try_into().map_err(|e| format!("{prog}: {e}"))?;
+                let link = p.attach().map_err(|e| format!("attaching fentry {prog}: {e}"))?;
+                self.fentry_range_links.push((prog, link));
+            }
+        } else if on {
             for (prog, tp) in RANGES {
                 if !Path::new("/sys/kernel/tracing/events/syscalls").join(tp).exists() {
                     continue;
@@ -492,6 +523,11 @@ impl EbpfSource {
         } else {
             for (prog, link) in self.range_links.drain(..) {
                 if let Some(p) = self._ebpf.program_mut(prog).and_then(|p| <&mut TracePoint>::try_from(p).ok()) {
+                    let _ = p.detach(link);
+                }
+            }
+            for (prog, link) in self.fentry_range_links.drain(..) {
+                if let Some(p) = self._ebpf.program_mut(prog).and_then(|p| <&mut aya::programs::FEntry>::try_from(p).ok()) {
                     let _ = p.detach(link);
                 }
             }
