@@ -425,7 +425,8 @@ pub fn exp(x: f32) -> f32 {
     let x = x.clamp(-87.0, 88.0);
     // Round to nearest by adding and removing 1.5 * 2^23 (no roundf call, vectorises).
     const MAGIC: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let shifted = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = shifted - MAGIC;
     let r = n * -0.693_145_75 + x;
     let r = n * -1.428_606_8e-6 + r;
     let mut p = r * 1.0 / 720.0 + 1.0 / 120.0;
@@ -434,7 +435,11 @@ pub fn exp(x: f32) -> f32 {
     p = r * p + 0.5;
     p = r * p + 1.0;
     p = r * p + 1.0;
-    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // `shifted`'s low mantissa bits hold n (two's complement, |n| <= 127): adding the
+    // bias and shifting gives 2^n's bits with integer ops only. `n as i32` would be a
+    // saturating conversion, which LLVM leaves scalar, one lane at a time.
+    let two_n = (shifted.to_bits().wrapping_add(127) & 0xff) << 23;
+    p * f32::from_bits(two_n)
 }
 
 /// Lanes of the partial sums below: a plain `iter().sum()` is a chain of dependent
