@@ -9,7 +9,8 @@
 //! `cargo bench -p lucidd --bench infer` (scripts/bench.sh installs the model and the
 //! peers; `LUCID_MINILM_DIR` points at another copy of the model). For profiling,
 //! `LUCID_INFER_CASES=32x128,1x128` runs only those cases and `LUCID_INFER_NO_PEERS=1`
-//! leaves the peers out, `LUCID_INFER_PRECISION=f32` (or `bf16`) measures only that one.
+//! leaves the peers out, `LUCID_INFER_PRECISION=f32` (or `bf16`) measures only that one,
+//! `LUCID_INFER_SECONDS=10` measures each case for longer.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -97,7 +98,8 @@ fn bf16_error(f32_model: &Model, bf16_model: &Model, seqs: &[Vec<u32>]) -> f32 {
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
 
-/// (sequences/s, p50 ms per batch) of `run` over a batch of `seqs`.
+/// (sequences/s, p50 ms per batch) of `run` over a batch of `seqs`, run for 2 s
+/// (`LUCID_INFER_SECONDS`, for profiling) and at least 5 times.
 fn timed(seqs: &[Vec<u32>], mut run: impl FnMut(&Packed)) -> (f64, f64) {
     let mut batch = Packed::default();
     for s in seqs {
@@ -105,8 +107,9 @@ fn timed(seqs: &[Vec<u32>], mut run: impl FnMut(&Packed)) -> (f64, f64) {
     }
     run(&batch);
     let mut times = Vec::new();
+    let seconds = std::env::var("LUCID_INFER_SECONDS").ok().and_then(|s| s.parse::<f64>().ok()).unwrap_or(2.0);
     let start = Instant::now();
-    while start.elapsed().as_secs_f64() < 2.0 || times.len() < 5 {
+    while start.elapsed().as_secs_f64() < seconds || times.len() < 5 {
         let t = Instant::now();
         run(&batch);
         times.push(t.elapsed().as_secs_f64());

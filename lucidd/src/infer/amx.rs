@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::ops::Activation;
+use super::ops::{exp, lanes_max, lanes_sum, Activation};
 
 /// Rows, k-values and columns of one tile: a 16 x 32 bf16 operand, a 16 x 16 f32 sum.
 const TILE_ROWS: usize = 16;
@@ -121,13 +121,15 @@ impl Packed {
     fn product(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, a: &mut Vec<u16>) -> Vec<f32> {
         let kp = self.kblocks * TILE_K;
         let rows_pad = round_up(rows.max(1), 2 * TILE_ROWS);
-        // Activations in bf16. Rows past `rows` only feed sums that are dropped; the k
-        // padding must be zero, and a reused buffer may hold another layer's values.
+        // Activations in bf16, in tile order: each block of 32 rows is two 16-row tile
+        // rows, each of `kblocks` tiles of 1 KiB, so that every tile load reads one
+        // contiguous KiB. Rows past `rows` only feed sums that are dropped; the k padding
+        // must be zero, and a reused buffer may hold another layer's values.
         a.resize(rows_pad * kp, 0);
         let inp = self.inp;
-        a.par_chunks_mut(kp * 64).zip(x.par_chunks(inp * 64)).for_each(|(dst, src)| {
+        a.par_chunks_mut(2 * TILE_ROWS * kp).zip(x.par_chunks(2 * TILE_ROWS * inp)).for_each(|(dst, src)| {
             // SAFETY: `available()` found AMX, and every AMX CPU has AVX-512 F/BW/VL.
-            unsafe { to_bf16_rows(dst, kp, src, inp) }
+            unsafe { to_bf16_tiles(dst, self.kblocks, src, inp) }
         });
         // One task per 32 output rows: it walks every column pair, so the whole weight
         // stays in its core's L2 from one task to the next, and writes its rows of `y`
@@ -136,7 +138,7 @@ impl Packed {
         let a = &a[..];
         y.par_chunks_mut(2 * TILE_ROWS * self.out).enumerate().for_each(|(t, y_rows)| {
             let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
-            // SAFETY: `a_rows` holds 32 rows of kp values (a is padded to whole 32-row
+            // SAFETY: `a_rows` holds 32 rows of kp values in tile order (a is padded to whole 32-row
             // blocks); `tiles` holds cblocks x kblocks tiles with cblocks even; y_rows
             // holds at most 32 rows of `out`, and bias at least `out` values; the
             // caller checked `available()`.
@@ -152,22 +154,29 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Rows of `src` (`inp` wide) rounded to bf16 into rows of `dst` (`kp` wide, the rest
-/// zero), compiled for AVX-512 so the loop runs 16 lanes wide.
+/// Up to 32 rows of `src` (`inp` wide) rounded to bf16 into `dst` in tile order: tile
+/// (m, kb) (rows 16m..16m+16, values 32kb..32kb+32) at `(m * kblocks + kb) * 512`, the
+/// k padding zero. Compiled for AVX-512 so the loop runs 16 lanes wide.
 ///
 /// # Safety
 /// The CPU must have AVX-512 F, BW and VL.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
-unsafe fn to_bf16_rows(dst: &mut [u16], kp: usize, src: &[f32], inp: usize) {
-    for (d, s) in dst.chunks_exact_mut(kp).zip(src.chunks_exact(inp)) {
-        d.iter_mut().zip(s).for_each(|(d, s)| *d = bf16(*s));
-        d[inp..].iter_mut().for_each(|d| *d = 0);
+unsafe fn to_bf16_tiles(dst: &mut [u16], kblocks: usize, src: &[f32], inp: usize) {
+    for (i, s) in src.chunks_exact(inp).enumerate().take(2 * TILE_ROWS) {
+        let (m, r) = (i / TILE_ROWS, i % TILE_ROWS);
+        for kb in 0..kblocks {
+            let Some(d) = dst.get_mut(((m * kblocks + kb) * TILE_ROWS + r) * TILE_K..).and_then(|d| d.get_mut(..TILE_K)) else { return };
+            let from = (kb * TILE_K).min(inp);
+            let vals = &s[from..(from + TILE_K).min(inp)];
+            d.iter_mut().zip(vals).for_each(|(d, v)| *d = bf16(*v));
+            d[vals.len()..].iter_mut().for_each(|d| *d = 0);
+        }
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn to_bf16_rows(_: &mut [u16], _: usize, _: &[f32], _: usize) {}
+unsafe fn to_bf16_tiles(_: &mut [u16], _: usize, _: &[f32], _: usize) {}
 
 /// The tile configuration: palette 1, all eight tiles 16 rows of 64 bytes.
 #[repr(C, align(64))]
@@ -195,7 +204,7 @@ static CONFIG: TileConfig = TileConfig::new();
 ///
 /// # Safety
 /// AMX and AVX-512 F/BW/VL must be usable by this process; `a_rows` must hold 32 rows of
-/// `kp` values, `tiles` the `2 * pairs * kblocks` weight tiles, `bias` at least `out`
+/// `kp` values in tile order (see [`to_bf16_tiles`]), `tiles` the `2 * pairs * kblocks` weight tiles, `bias` at least `out`
 /// values, and `y_rows` at most 32 rows of `out` (with `2 * pairs * 16 >= out`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
@@ -204,9 +213,9 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
     const W: usize = 2 * TILE_COLS;
     debug_assert!(a_rows.len() >= 2 * TILE_ROWS * kp && tiles.len() >= 2 * pairs * kblocks * TILE_VALUES && bias.len() >= out);
     let mut sums = [0.0f32; 2 * TILE_ROWS * W];
-    let (a_stride, c_stride, tile_stride) = (kp * 2, W * 4, TILE_K * 2);
+    let (c_stride, tile_stride) = (W * 4, TILE_K * 2);
     let a0 = a_rows.as_ptr();
-    let a1 = a0.add(TILE_ROWS * kp);
+    let a1 = a0.add(kblocks * TILE_VALUES);
     asm!("ldtilecfg [{cfg}]", cfg = in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
     for pair in 0..pairs {
         asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
@@ -214,20 +223,19 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
         let b1 = b0.add(kblocks * TILE_VALUES);
         for kb in 0..kblocks {
             asm!(
-                "tileloadd tmm4, [{a0} + {sa}*1]",
-                "tileloadd tmm6, [{b0} + {sb}*1]",
+                "tileloadd tmm4, [{a0} + {s}*1]",
+                "tileloadd tmm6, [{b0} + {s}*1]",
                 "tdpbf16ps tmm0, tmm4, tmm6",
-                "tileloadd tmm7, [{b1} + {sb}*1]",
+                "tileloadd tmm7, [{b1} + {s}*1]",
                 "tdpbf16ps tmm1, tmm4, tmm7",
-                "tileloadd tmm5, [{a1} + {sa}*1]",
+                "tileloadd tmm5, [{a1} + {s}*1]",
                 "tdpbf16ps tmm2, tmm5, tmm6",
                 "tdpbf16ps tmm3, tmm5, tmm7",
-                a0 = in(reg) a0.add(kb * TILE_K),
-                a1 = in(reg) a1.add(kb * TILE_K),
+                a0 = in(reg) a0.add(kb * TILE_VALUES),
+                a1 = in(reg) a1.add(kb * TILE_VALUES),
                 b0 = in(reg) b0.add(kb * TILE_VALUES),
                 b1 = in(reg) b1.add(kb * TILE_VALUES),
-                sa = in(reg) a_stride,
-                sb = in(reg) tile_stride,
+                s = in(reg) tile_stride,
                 options(nostack, readonly),
             );
         }
@@ -261,6 +269,188 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: Option<Activation>, _: usize, _: &mut [f32]) {}
+
+/// A right-hand operand made per call (attention's `K^T` and `V`), in the same tile
+/// order as [`Packed`]'s weights.
+#[derive(Default)]
+pub struct Operand {
+    tiles: Vec<u16>,
+    kblocks: usize,
+    cblocks: usize,
+}
+
+impl Operand {
+    /// `B = M^T` for the `n x k` matrix `M` whose row `i` is `src[i * stride..][..k]`
+    /// (attention's keys: `B[kk][c]` is key `c`'s value `kk`).
+    pub fn transposed(src: &[f32], stride: usize, n: usize, k: usize) -> Operand {
+        let mut b = Operand::sized(k, n);
+        if n > 0 && k > 0 && (n - 1) * stride + k <= src.len() {
+            b.fill(|kk, c| src[c * stride + kk], k, n);
+        }
+        b
+    }
+
+    /// `B = M` for the `k x n` matrix `M` whose row `i` is `src[i * stride..][..n]`
+    /// (attention's values: `B[kk][c]` is value `c` of token `kk`).
+    pub fn rows(src: &[f32], stride: usize, k: usize, n: usize) -> Operand {
+        let mut b = Operand::sized(k, n);
+        if n > 0 && k > 0 && (k - 1) * stride + n <= src.len() {
+            b.fill(|kk, c| src[kk * stride + c], k, n);
+        }
+        b
+    }
+
+    fn sized(k: usize, n: usize) -> Operand {
+        let (kblocks, cblocks) = (k.div_ceil(TILE_K), n.div_ceil(TILE_COLS));
+        Operand { tiles: vec![0; kblocks * cblocks * TILE_VALUES], kblocks, cblocks }
+    }
+
+    /// Writes `B[kk][c] = at(kk, c)` for `kk < k`, `c < n` into the tile layout (the
+    /// padding stays zero).
+    #[inline(always)]
+    fn fill(&mut self, at: impl Fn(usize, usize) -> f32, k: usize, n: usize) {
+        for cb in 0..self.cblocks {
+            let cols = (n - cb * TILE_COLS).min(TILE_COLS);
+            for kb in 0..self.kblocks {
+                let tile = &mut self.tiles[(cb * self.kblocks + kb) * TILE_VALUES..][..TILE_VALUES];
+                let ks = (k - kb * TILE_K).min(TILE_K);
+                for kk in 0..ks {
+                    let (r, p) = (kk / 2, kk % 2);
+                    for c in 0..cols {
+                        tile[r * TILE_K + 2 * c + p] = bf16(at(kb * TILE_K + kk, cb * TILE_COLS + c));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Padded width of the product (`n` rounded up to 16).
+    pub fn cols(&self) -> usize {
+        self.cblocks * TILE_COLS
+    }
+
+    /// Padded depth (`k` rounded up to 32): the width `A`'s rows must have.
+    pub fn depth(&self) -> usize {
+        self.kblocks * TILE_K
+    }
+}
+
+/// `rows` rows of `cols` values, row `i` at `src[i * stride..]`, rounded to bf16 into
+/// rows of `dst` (`dst_stride` wide, the rest of each row zero). Returns false (and
+/// writes nothing) where AMX is not usable or the buffers are too small.
+pub fn to_bf16(dst: &mut [u16], dst_stride: usize, src: &[f32], stride: usize, rows: usize, cols: usize) -> bool {
+    let fits = rows == 0 || (cols <= dst_stride && rows * dst_stride <= dst.len() && (rows - 1) * stride + cols <= src.len());
+    if available().is_err() || !fits {
+        return false;
+    }
+    // SAFETY: AMX (hence AVX-512 F/BW/VL) is usable.
+    unsafe { strided_to_bf16(dst, dst_stride, src, stride, rows, cols) };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn strided_to_bf16(dst: &mut [u16], dst_stride: usize, src: &[f32], stride: usize, rows: usize, cols: usize) {
+    for (i, d) in dst.chunks_exact_mut(dst_stride).take(rows).enumerate() {
+        d.iter_mut().zip(&src[i * stride..i * stride + cols]).for_each(|(d, s)| *d = bf16(*s));
+        d[cols..].iter_mut().for_each(|d| *d = 0);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn strided_to_bf16(_: &mut [u16], _: usize, _: &[f32], _: usize, _: usize, _: usize) {}
+
+/// Longest row [`softmax_to_bf16`] takes (models take 512 tokens at most).
+pub const MAX_KEYS: usize = 1024;
+
+/// Attention probabilities: for each of `rows` rows of `scores` (`s_stride` apart), the
+/// softmax of its first `len` values times `scale`, rounded to bf16 into the same row
+/// of `dst` (`d_stride` apart; values past `len` zero). Returns false (and writes
+/// nothing) where AMX is not usable or the buffers are too small.
+pub fn softmax_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32], s_stride: usize, rows: usize, len: usize, scale: f32) -> bool {
+    let fits = rows == 0 || (len <= MAX_KEYS && len <= d_stride && len <= s_stride && rows * d_stride <= dst.len() && (rows - 1) * s_stride + len <= scores.len());
+    if available().is_err() || !fits {
+        return false;
+    }
+    // SAFETY: AMX (hence AVX-512 F/BW/VL) is usable.
+    unsafe { softmax_rows_to_bf16(dst, d_stride, scores, s_stride, rows, len, scale) };
+    true
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn softmax_rows_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32], s_stride: usize, rows: usize, len: usize, scale: f32) {
+    let mut e = [0.0f32; MAX_KEYS];
+    for (i, d) in dst.chunks_exact_mut(d_stride).take(rows).enumerate() {
+        let s = &scores[i * s_stride..i * s_stride + len];
+        let e = match e.get_mut(..len) {
+            Some(e) => e,
+            None => return,
+        };
+        let max = lanes_max(s);
+        e.iter_mut().zip(s).for_each(|(e, s)| *e = exp((s - max) * scale));
+        let inv = 1.0 / lanes_sum(e, |v| v);
+        d.iter_mut().zip(e.iter()).for_each(|(d, e)| *d = bf16(e * inv));
+        d[len..].iter_mut().for_each(|d| *d = 0);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn softmax_rows_to_bf16(_: &mut [u16], _: usize, _: &[f32], _: usize, _: usize, _: usize, _: f32) {}
+
+/// `c = A B` for `m_tiles * 16` rows of `A` (bf16, `b.depth()` values per row at
+/// `a_stride`) into `c` (f32, `b.cols()` values per row at `c_stride`), one output tile
+/// at a time. Returns false (and computes nothing) where AMX is not usable or the
+/// buffers are too small.
+pub fn product(a: &[u16], a_stride: usize, m_tiles: usize, b: &Operand, c: &mut [f32], c_stride: usize) -> bool {
+    let rows = m_tiles * TILE_ROWS;
+    let fits = rows == 0
+        || (a_stride >= b.depth() && (rows - 1) * a_stride + b.depth() <= a.len() && c_stride >= b.cols() && (rows - 1) * c_stride + b.cols() <= c.len());
+    if available().is_err() || !fits {
+        return false;
+    }
+    // SAFETY: AMX is usable; the extents of a, b's tiles and c were checked above.
+    unsafe { tile_product(a.as_ptr(), a_stride, m_tiles, b, c.as_mut_ptr(), c_stride) };
+    true
+}
+
+/// # Safety
+/// AMX must be usable; `a` must hold `m_tiles * 16` rows of `b.depth()` bf16 values at
+/// `a_stride`, and `c` as many rows of `b.cols()` f32 values at `c_stride`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+unsafe fn tile_product(a: *const u16, a_stride: usize, m_tiles: usize, b: &Operand, c: *mut f32, c_stride: usize) {
+    asm!("ldtilecfg [{cfg}]", cfg = in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+    for mt in 0..m_tiles {
+        let a_rows = a.add(mt * TILE_ROWS * a_stride);
+        for cb in 0..b.cblocks {
+            asm!("tilezero tmm0", options(nostack, nomem));
+            let tiles = b.tiles.as_ptr().add(cb * b.kblocks * TILE_VALUES);
+            for kb in 0..b.kblocks {
+                asm!(
+                    "tileloadd tmm4, [{a} + {sa}*1]",
+                    "tileloadd tmm6, [{b} + {sb}*1]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    a = in(reg) a_rows.add(kb * TILE_K),
+                    b = in(reg) tiles.add(kb * TILE_VALUES),
+                    sa = in(reg) a_stride * 2,
+                    sb = in(reg) TILE_K * 2,
+                    options(nostack, readonly),
+                );
+            }
+            asm!(
+                "tilestored [{c} + {sc}*1], tmm0",
+                c = in(reg) c.add(mt * TILE_ROWS * c_stride + cb * TILE_COLS),
+                sc = in(reg) c_stride * 4,
+                options(nostack),
+            );
+        }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn tile_product(_: *const u16, _: usize, _: usize, _: &Operand, _: *mut f32, _: usize) {}
 
 #[cfg(test)]
 mod tests {
@@ -311,6 +501,59 @@ mod tests {
         assert_eq!(alone.len(), rows * out);
         let nested: Vec<Vec<f32>> = (0..16).into_par_iter().map(|_| p.forward(&x, rows, &bias, None).unwrap_or_default()).collect();
         assert!(nested.iter().all(|y| *y == alone));
+    }
+
+    /// Attention's pieces against f64 on the same bf16-rounded inputs: `Q K^T` through a
+    /// transposed operand, softmax rounded to bf16, then `P V` through a row operand, at
+    /// sizes that leave every kind of padding (rows, keys, head width).
+    #[test]
+    fn attention_products_match_a_reference_on_bf16_inputs() {
+        if let Err(why) = available() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let (len, d, stride) = (37, 24, 100);
+        let mut s = 7u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        // q, k and v of one head, rows `stride` apart as in a packed qkv matrix.
+        let (q, k, v): (Vec<f32>, Vec<f32>, Vec<f32>) = ((0..len * stride).map(|_| rnd() * 4.0).collect(), (0..len * stride).map(|_| rnd() * 4.0).collect(), (0..len * stride).map(|_| rnd()).collect());
+        let round = |x: f32| f32::from_bits((bf16(x) as u32) << 16) as f64;
+        let (kt, vo) = (Operand::transposed(&k, stride, len, d), Operand::rows(&v, stride, len, d));
+        assert_eq!((kt.depth(), kt.cols(), vo.depth(), vo.cols()), (32, 48, 64, 32));
+        let m_tiles = len.div_ceil(16);
+        let mut qb = vec![0u16; m_tiles * 16 * kt.depth()];
+        assert!(to_bf16(&mut qb, kt.depth(), &q, stride, len, d));
+        let mut scores = vec![0.0f32; m_tiles * 16 * kt.cols()];
+        assert!(product(&qb, kt.depth(), m_tiles, &kt, &mut scores, kt.cols()));
+        let scale = 0.3f32;
+        let mut p = vec![0u16; m_tiles * 16 * vo.depth()];
+        assert!(softmax_to_bf16(&mut p, vo.depth(), &scores, kt.cols(), len, len, scale));
+        let mut out = vec![0.0f32; m_tiles * 16 * vo.cols()];
+        assert!(product(&p, vo.depth(), m_tiles, &vo, &mut out, vo.cols()));
+        for i in 0..len {
+            let want: Vec<f64> = (0..len).map(|j| (0..d).map(|c| round(q[i * stride + c]) * round(k[j * stride + c])).sum()).collect();
+            for (j, w) in want.iter().enumerate() {
+                assert!((scores[i * kt.cols() + j] as f64 - w).abs() < 1e-3, "score ({i}, {j})");
+            }
+            let max = want.iter().copied().fold(f64::MIN, f64::max);
+            let e: Vec<f64> = want.iter().map(|w| ((w - max) * scale as f64).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for j in 0..len {
+                let got = f32::from_bits((p[i * vo.depth() + j] as u32) << 16) as f64;
+                assert!((got - e[j] / sum).abs() <= (e[j] / sum) * 8e-3 + 1e-6, "probability ({i}, {j})");
+            }
+            assert!(p[i * vo.depth() + len..(i + 1) * vo.depth()].iter().all(|&x| x == 0), "key padding must be zero");
+            for c in 0..d {
+                let want: f64 = (0..len).map(|j| f32::from_bits((p[i * vo.depth() + j] as u32) << 16) as f64 * round(v[j * stride + c])).sum();
+                assert!((out[i * vo.cols() + c] as f64 - want).abs() < 1e-4, "context ({i}, {c})");
+            }
+        }
+        // Buffers too small for the shapes are refused, not overrun.
+        assert!(!product(&qb[..10], kt.depth(), m_tiles, &kt, &mut scores, kt.cols()));
+        assert!(!softmax_to_bf16(&mut p[..10], vo.depth(), &scores, kt.cols(), len, len, scale));
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct Encoder {
     pub(super) layers: Vec<Layer>,
     pub(super) act: Activation,
     pub(super) relative: Option<Relative>,
+    /// Attention's two products in bf16 on AMX (set with the dense layers' bf16, for
+    /// models without relative positions).
+    pub(super) bf16_attention: bool,
 }
 
 impl Encoder {
@@ -205,6 +208,7 @@ impl Encoder {
             layers,
             act: Activation::parse(&cfg.hidden_act)?,
             relative,
+            bf16_attention: false,
         })
     }
 
@@ -224,8 +228,9 @@ impl Encoder {
         self.max_positions.saturating_sub(self.position_offset)
     }
 
-    /// Moves every dense layer of the encoder to bf16 on AMX (`amx`), or says why it
-    /// cannot; on error nothing changed.
+    /// Moves every dense layer of the encoder, and attention's products where the model
+    /// has no relative positions, to bf16 on AMX (`amx`), or says why it cannot; on
+    /// error nothing changed.
     pub fn use_bf16(&mut self) -> Result<(), String> {
         super::amx::available()?;
         for l in &mut self.layers {
@@ -233,6 +238,7 @@ impl Encoder {
                 lin.use_bf16();
             }
         }
+        self.bf16_attention = self.relative.is_none();
         Ok(())
     }
 
@@ -244,7 +250,7 @@ impl Encoder {
         // every core; the same tasks in every layer.
         let tasks: Vec<(usize, usize, usize)> = batch.seqs.iter().flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head))).collect();
         for layer in &self.layers {
-            x = self.layer(layer, x, &tasks, rows);
+            x = self.layer(layer, x, &batch.seqs, &tasks, rows);
         }
         Ok(x)
     }
@@ -283,28 +289,95 @@ impl Encoder {
         })
     }
 
-    fn layer(&self, l: &Layer, x: Vec<f32>, tasks: &[(usize, usize, usize)], rows: usize) -> Vec<f32> {
-        let h = self.hidden;
+    fn layer(&self, l: &Layer, x: Vec<f32>, seqs: &[(usize, usize)], tasks: &[(usize, usize, usize)], rows: usize) -> Vec<f32> {
         let qkv = l.qkv.forward(&x, rows);
-        let d = h / self.heads;
-        let blocks: Vec<Vec<f32>> = tasks
-            .par_iter()
-            .map(|&(start, len, head)| {
-                self.attend(&qkv, start, len, head, l)
-            })
-            .collect();
-        let mut ctx = vec![0.0f32; rows * h];
-        for (&(start, len, head), block) in tasks.iter().zip(&blocks) {
-            for t in 0..len {
-                ctx[(start + t) * h + head * d..(start + t) * h + (head + 1) * d].copy_from_slice(&block[t * d..(t + 1) * d]);
-            }
-        }
+        let bf16 = if self.bf16_attention { self.attention_bf16(&qkv, seqs, tasks, rows) } else { None };
+        let ctx = bf16.unwrap_or_else(|| self.attention(l, &qkv, tasks, rows));
         let mut a = l.attn_out.forward(&ctx, rows);
         l.ln1.add_apply(&mut a, &x);
         let inter = l.inter.forward_act(&a, rows, self.act);
         let mut o = l.out.forward(&inter, rows);
         l.ln2.add_apply(&mut o, &a);
         o
+    }
+
+    /// Every head's attention over every sequence in f32: one task per (sequence, head).
+    fn attention(&self, l: &Layer, qkv: &[f32], tasks: &[(usize, usize, usize)], rows: usize) -> Vec<f32> {
+        let h = self.hidden;
+        let d = h / self.heads;
+        let blocks: Vec<Vec<f32>> = tasks.par_iter().map(|&(start, len, head)| self.attend(qkv, start, len, head, l)).collect();
+        let mut ctx = vec![0.0f32; rows * h];
+        for (&(start, len, head), block) in tasks.iter().zip(&blocks) {
+            for t in 0..len {
+                ctx[(start + t) * h + head * d..(start + t) * h + (head + 1) * d].copy_from_slice(&block[t * d..(t + 1) * d]);
+            }
+        }
+        ctx
+    }
+
+    /// Every head's attention in bf16 on AMX (f32 sums, f32 softmax): each (sequence,
+    /// head)'s `K^T` and `V` are laid out in tiles once, then one task per 32 query rows
+    /// of a sequence runs every head and writes its rows of the context. `None` where
+    /// the batch is not packed end to end or AMX refused a product (the caller then
+    /// runs [`Encoder::attention`]).
+    fn attention_bf16(&self, qkv: &[f32], seqs: &[(usize, usize)], tasks: &[(usize, usize, usize)], rows: usize) -> Option<Vec<f32>> {
+        use super::amx::{product, softmax_to_bf16, to_bf16, Operand};
+        const BLOCK: usize = 32;
+        let (h, heads) = (self.hidden, self.heads);
+        let d = h / heads;
+        let mut next = 0;
+        for &(start, len) in seqs {
+            if start != next || len > super::amx::MAX_KEYS {
+                return None;
+            }
+            next += len;
+        }
+        if next != rows || qkv.len() < rows * 3 * h {
+            return None;
+        }
+        let operands: Vec<(Operand, Operand)> = tasks
+            .par_iter()
+            .map(|&(start, len, head)| {
+                let at = |col: usize| qkv.get(start * 3 * h + col..).unwrap_or_default();
+                (Operand::transposed(at(h + head * d), 3 * h, len, d), Operand::rows(at(2 * h + head * d), 3 * h, len, d))
+            })
+            .collect();
+        let mut ctx = vec![0.0f32; rows * h];
+        let mut jobs = Vec::new();
+        let mut rest: &mut [f32] = &mut ctx;
+        for (s, &(start, len)) in seqs.iter().enumerate() {
+            for q0 in (0..len).step_by(BLOCK) {
+                let n = (len - q0).min(BLOCK);
+                let (block, tail) = std::mem::take(&mut rest).split_at_mut(n * h);
+                rest = tail;
+                jobs.push((s, start + q0, len, n, block));
+            }
+        }
+        let scale = 1.0 / (d as f32).sqrt();
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        jobs.into_par_iter().for_each(|(s, first, len, n, block)| {
+            let m_tiles = n.div_ceil(16);
+            let (kp, dp, lp16, lp32) = (d.div_ceil(32) * 32, d.div_ceil(16) * 16, len.div_ceil(16) * 16, len.div_ceil(32) * 32);
+            let mut q = vec![0u16; m_tiles * 16 * kp];
+            let mut scores = vec![0.0f32; m_tiles * 16 * lp16];
+            let mut p = vec![0u16; m_tiles * 16 * lp32];
+            let mut out = vec![0.0f32; m_tiles * 16 * dp];
+            for (head, (kt, v)) in operands[s * heads..(s + 1) * heads].iter().enumerate() {
+                let q_src = qkv.get(first * 3 * h + head * d..).unwrap_or_default();
+                let ok = to_bf16(&mut q, kp, q_src, 3 * h, n, d)
+                    && product(&q, kp, m_tiles, kt, &mut scores, lp16)
+                    && softmax_to_bf16(&mut p, lp32, &scores, lp16, n, len, scale)
+                    && product(&p, lp32, m_tiles, v, &mut out, dp);
+                if !ok {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+                for (row, o) in block.chunks_exact_mut(h).zip(out.chunks_exact(dp)) {
+                    row[head * d..(head + 1) * d].copy_from_slice(&o[..d]);
+                }
+            }
+        });
+        (!failed.load(std::sync::atomic::Ordering::Relaxed)).then_some(ctx)
     }
 
     /// One head's attention over one sequence (rows `start..start+len` of `qkv`) in

@@ -448,7 +448,7 @@ const LANES: usize = 16;
 
 /// The sum of `f(v)` over `x`, added up in `LANES` interleaved partial sums.
 #[inline(always)]
-fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+pub(super) fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail: f32 = chunks.remainder().iter().map(|&v| f(v)).sum();
@@ -460,7 +460,7 @@ fn lanes_sum(x: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 
 /// The largest value of `x` (negative infinity when empty), in `LANES` partial maxima.
 #[inline(always)]
-fn lanes_max(x: &[f32]) -> f32 {
+pub(super) fn lanes_max(x: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = x.chunks_exact(LANES);
     let tail = chunks.remainder().iter().copied().fold(f32::NEG_INFINITY, f32::max);
