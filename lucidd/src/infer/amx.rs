@@ -106,19 +106,28 @@ impl Packed {
     /// `y = act(x W^T + bias)` for `rows` rows of `x` (the activation, if any, applied
     /// to each block while it is in cache); `None` where AMX is not usable.
     pub fn forward(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>) -> Option<Vec<f32>> {
+        let mut y = Vec::new();
+        self.forward_into(x, rows, bias, act, &mut y).then_some(y)
+    }
+
+    /// [`Packed::forward`] into `y` (resized to `rows * out`; a buffer reused across
+    /// calls costs neither zeroing nor page faults). False, and `y` untouched, where AMX
+    /// is not usable.
+    pub fn forward_into(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, y: &mut Vec<f32>) -> bool {
         if available().is_err() || x.len() < rows * self.inp || bias.len() < self.out {
-            return None;
+            return false;
         }
         // A thread that reenters (a rayon worker stealing another pass while it waits)
         // finds its buffer in use and takes a fresh one rather than panicking.
         SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut a) => Some(self.product(x, rows, bias, act, &mut a)),
-            Err(_) => Some(self.product(x, rows, bias, act, &mut Vec::new())),
-        })
+            Ok(mut a) => self.product(x, rows, bias, act, &mut a, y),
+            Err(_) => self.product(x, rows, bias, act, &mut Vec::new(), y),
+        });
+        true
     }
 
-    /// [`Packed::forward`] with `a` as the bf16 activation buffer; AMX is usable.
-    fn product(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, a: &mut Vec<u16>) -> Vec<f32> {
+    /// [`Packed::forward_into`] with `a` as the bf16 activation buffer; AMX is usable.
+    fn product(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, a: &mut Vec<u16>, y: &mut Vec<f32>) {
         let kp = self.kblocks * TILE_K;
         let rows_pad = round_up(rows.max(1), 2 * TILE_ROWS);
         // Activations in bf16, in tile order: each block of 32 rows is two 16-row tile
@@ -133,8 +142,8 @@ impl Packed {
         });
         // One task per 32 output rows: it walks every column pair, so the whole weight
         // stays in its core's L2 from one task to the next, and writes its rows of `y`
-        // (sum plus bias) as each 32 x 32 block is done.
-        let mut y = vec![0.0f32; rows * self.out];
+        // (sum plus bias) as each 32 x 32 block is done: every value of y is written.
+        y.resize(rows * self.out, 0.0);
         let a = &a[..];
         y.par_chunks_mut(2 * TILE_ROWS * self.out).enumerate().for_each(|(t, y_rows)| {
             let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
@@ -144,7 +153,6 @@ impl Packed {
             // caller checked `available()`.
             unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, y_rows) };
         });
-        y
     }
 }
 

@@ -94,6 +94,30 @@ pub struct Encoder {
     /// Attention's two products in bf16 on AMX (set with the dense layers' bf16, for
     /// models without relative positions).
     pub(super) bf16_attention: bool,
+    /// Working buffers of finished passes, for the next ones (see [`Buffers`]).
+    pub(super) spare: std::sync::Mutex<Vec<Buffers>>,
+}
+
+/// One pass's intermediate matrices, reused layer after layer and pass after pass: the
+/// shapes repeat, and fresh buffers of this size cost zeroing and page faults (a tenth
+/// of a batch's time before they were kept).
+#[derive(Default)]
+pub(super) struct Buffers {
+    qkv: Vec<f32>,
+    ctx: Vec<f32>,
+    attended: Vec<f32>,
+    inter: Vec<f32>,
+}
+
+impl Buffers {
+    /// Passes whose buffers are kept at once (more concurrent passes allocate their own).
+    const KEPT: usize = 2;
+    /// Largest set kept, in f32 values (256 MiB): a rare huge batch is not held for good.
+    const MAX_VALUES: usize = 64 << 20;
+
+    fn values(&self) -> usize {
+        self.qkv.capacity() + self.ctx.capacity() + self.attended.capacity() + self.inter.capacity()
+    }
 }
 
 impl Encoder {
@@ -209,6 +233,7 @@ impl Encoder {
             act: Activation::parse(&cfg.hidden_act)?,
             relative,
             bf16_attention: false,
+            spare: Default::default(),
         })
     }
 
@@ -249,8 +274,16 @@ impl Encoder {
         // Attention runs one task per (sequence, head), so that even one sequence uses
         // every core; the same tasks in every layer.
         let tasks: Vec<(usize, usize, usize)> = batch.seqs.iter().flat_map(|&(start, len)| (0..self.heads).map(move |head| (start, len, head))).collect();
+        let mut buffers = self.spare.lock().ok().and_then(|mut s| s.pop()).unwrap_or_default();
         for layer in &self.layers {
-            x = self.layer(layer, x, &batch.seqs, &tasks, rows);
+            self.layer(layer, &mut x, &batch.seqs, &tasks, rows, &mut buffers);
+        }
+        if buffers.values() <= Buffers::MAX_VALUES {
+            if let Ok(mut spare) = self.spare.lock() {
+                if spare.len() < Buffers::KEPT {
+                    spare.push(buffers);
+                }
+            }
         }
         Ok(x)
     }
@@ -289,38 +322,38 @@ impl Encoder {
         })
     }
 
-    fn layer(&self, l: &Layer, x: Vec<f32>, seqs: &[(usize, usize)], tasks: &[(usize, usize, usize)], rows: usize) -> Vec<f32> {
-        let qkv = l.qkv.forward(&x, rows);
-        let bf16 = if self.bf16_attention { self.attention_bf16(&qkv, seqs, tasks, rows) } else { None };
-        let ctx = bf16.unwrap_or_else(|| self.attention(l, &qkv, tasks, rows));
-        let mut a = l.attn_out.forward(&ctx, rows);
-        l.ln1.add_apply(&mut a, &x);
-        let inter = l.inter.forward_act(&a, rows, self.act);
-        let mut o = l.out.forward(&inter, rows);
-        l.ln2.add_apply(&mut o, &a);
-        o
+    /// One layer over `x` (in place), with `b` as its working space.
+    fn layer(&self, l: &Layer, x: &mut Vec<f32>, seqs: &[(usize, usize)], tasks: &[(usize, usize, usize)], rows: usize, b: &mut Buffers) {
+        l.qkv.forward_into(x, rows, None, &mut b.qkv);
+        if !(self.bf16_attention && self.attention_bf16(&b.qkv, seqs, tasks, rows, &mut b.ctx)) {
+            self.attention(l, &b.qkv, tasks, rows, &mut b.ctx);
+        }
+        l.attn_out.forward_into(&b.ctx, rows, None, &mut b.attended);
+        l.ln1.add_apply(&mut b.attended, x);
+        l.inter.forward_into(&b.attended, rows, Some(self.act), &mut b.inter);
+        l.out.forward_into(&b.inter, rows, None, x);
+        l.ln2.add_apply(x, &b.attended);
     }
 
     /// Every head's attention over every sequence in f32: one task per (sequence, head).
-    fn attention(&self, l: &Layer, qkv: &[f32], tasks: &[(usize, usize, usize)], rows: usize) -> Vec<f32> {
+    fn attention(&self, l: &Layer, qkv: &[f32], tasks: &[(usize, usize, usize)], rows: usize, ctx: &mut Vec<f32>) {
         let h = self.hidden;
         let d = h / self.heads;
         let blocks: Vec<Vec<f32>> = tasks.par_iter().map(|&(start, len, head)| self.attend(qkv, start, len, head, l)).collect();
-        let mut ctx = vec![0.0f32; rows * h];
+        ctx.resize(rows * h, 0.0);
         for (&(start, len, head), block) in tasks.iter().zip(&blocks) {
             for t in 0..len {
                 ctx[(start + t) * h + head * d..(start + t) * h + (head + 1) * d].copy_from_slice(&block[t * d..(t + 1) * d]);
             }
         }
-        ctx
     }
 
     /// Every head's attention in bf16 on AMX (f32 sums, f32 softmax): each (sequence,
     /// head)'s `K^T` and `V` are laid out in tiles once, then one task per 32 query rows
-    /// of a sequence runs every head and writes its rows of the context. `None` where
-    /// the batch is not packed end to end or AMX refused a product (the caller then
-    /// runs [`Encoder::attention`]).
-    fn attention_bf16(&self, qkv: &[f32], seqs: &[(usize, usize)], tasks: &[(usize, usize, usize)], rows: usize) -> Option<Vec<f32>> {
+    /// of a sequence runs every head and writes its rows of the context into `ctx`.
+    /// False where the batch is not packed end to end or AMX refused a product (the
+    /// caller then runs [`Encoder::attention`]).
+    fn attention_bf16(&self, qkv: &[f32], seqs: &[(usize, usize)], tasks: &[(usize, usize, usize)], rows: usize, ctx: &mut Vec<f32>) -> bool {
         use super::amx::{product, softmax_to_bf16, to_bf16, Operand};
         const BLOCK: usize = 32;
         let (h, heads) = (self.hidden, self.heads);
@@ -328,12 +361,12 @@ impl Encoder {
         let mut next = 0;
         for &(start, len) in seqs {
             if start != next || len > super::amx::MAX_KEYS {
-                return None;
+                return false;
             }
             next += len;
         }
         if next != rows || qkv.len() < rows * 3 * h {
-            return None;
+            return false;
         }
         let operands: Vec<(Operand, Operand)> = tasks
             .par_iter()
@@ -342,9 +375,9 @@ impl Encoder {
                 (Operand::transposed(at(h + head * d), 3 * h, len, d), Operand::rows(at(2 * h + head * d), 3 * h, len, d))
             })
             .collect();
-        let mut ctx = vec![0.0f32; rows * h];
+        ctx.resize(rows * h, 0.0);
         let mut jobs = Vec::new();
-        let mut rest: &mut [f32] = &mut ctx;
+        let mut rest: &mut [f32] = ctx;
         for (s, &(start, len)) in seqs.iter().enumerate() {
             for q0 in (0..len).step_by(BLOCK) {
                 let n = (len - q0).min(BLOCK);
@@ -377,7 +410,7 @@ impl Encoder {
                 }
             }
         });
-        (!failed.load(std::sync::atomic::Ordering::Relaxed)).then_some(ctx)
+        !failed.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// One head's attention over one sequence (rows `start..start+len` of `qkv`) in

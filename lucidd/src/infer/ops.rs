@@ -180,28 +180,41 @@ impl Linear {
     /// `act(forward(x))`; in bf16 the activation is applied to each block of the product
     /// while it is in cache, instead of in a second pass over the whole output.
     pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {
-        if let Some(y) = self.bf16.as_ref().and_then(|p| p.forward(x, rows, &self.b, Some(act))) {
-            return y;
-        }
-        let mut y = self.forward(x, rows);
-        act.apply(&mut y);
+        let mut y = Vec::new();
+        self.forward_into(x, rows, Some(act), &mut y);
         y
     }
 
     /// `x` has `rows` rows of `inp`; returns `rows` rows of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
-        if let Some(y) = self.bf16.as_ref().and_then(|p| p.forward(x, rows, &self.b, None)) {
-            return y;
+        let mut y = Vec::new();
+        self.forward_into(x, rows, None, &mut y);
+        y
+    }
+
+    /// `act(forward(x))` into `y`, a buffer reused from call to call (the encoder's
+    /// layers are the same shapes each time; fresh outputs cost zeroing and page faults).
+    pub fn forward_into(&self, x: &[f32], rows: usize, act: Option<Activation>, y: &mut Vec<f32>) {
+        if self.bf16.as_ref().is_some_and(|p| p.forward_into(x, rows, &self.b, act, y)) {
+            return;
         }
-        let mut y = Vec::with_capacity(rows * self.out);
+        y.clear();
         for _ in 0..rows {
             y.extend_from_slice(&self.b);
         }
+        self.product(x, rows, y);
+        if let Some(act) = act {
+            act.apply(y);
+        }
+    }
+
+    /// `y += x W^T` in f32, `y` holding `rows` rows of `out`.
+    fn product(&self, x: &[f32], rows: usize, y: &mut [f32]) {
         let (m, n, k) = (self.out, rows, self.inp);
         let fits = m == 0 || n == 0 || k == 0 || (self.wt.len() >= k * m && x.len() >= n * k && y.len() >= n * m);
         if !fits {
             debug_assert!(false, "linear out of bounds: out={m} rows={n} in={k}");
-            return y;
+            return;
         }
         // SAFETY: y^T (m x n, column stride m) = W (m x k, column-major in wt) x^T (k x n,
         // column stride k); the extents were checked above, and y aliases neither input.
@@ -228,7 +241,6 @@ impl Linear {
                 parallelism(n.max(m / 8)),
             );
         }
-        y
     }
 }
 
