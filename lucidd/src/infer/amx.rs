@@ -117,43 +117,89 @@ impl Packed {
         if available().is_err() || x.len() < rows * self.inp || bias.len() < self.out {
             return false;
         }
-        // A thread that reenters (a rayon worker stealing another pass while it waits)
-        // finds its buffer in use and takes a fresh one rather than panicking.
-        SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-            Ok(mut a) => self.product(x, rows, bias, act, &mut a, y),
-            Err(_) => self.product(x, rows, bias, act, &mut Vec::new(), y),
+        with_scratch(|a| {
+            self.activations(x, rows, a);
+            self.rows_into(a, rows, bias, act, y);
         });
         true
     }
 
-    /// [`Packed::forward_into`] with `a` as the bf16 activation buffer; AMX is usable.
-    fn product(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, a: &mut Vec<u16>, y: &mut Vec<f32>) {
+    /// `y = next(act(x W^T + bias))` (`next` with its own `next_bias`): the middle
+    /// matrix goes from this layer's sums straight to bf16 in `next`'s tile order, in
+    /// `mid`, and never exists in f32 (a transformer's FFN, whose middle is four times
+    /// as wide as its ends). False, and `y` untouched, where AMX is not usable or the
+    /// shapes do not chain.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_chain(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, next: &Packed, next_bias: &[f32], mid: &mut Vec<u16>, y: &mut Vec<f32>) -> bool {
+        let chains = next.inp == self.out && next.kblocks == self.cblocks / 2;
+        if available().is_err() || !chains || x.len() < rows * self.inp || bias.len() < self.out || next_bias.len() < next.out {
+            return false;
+        }
+        with_scratch(|a| {
+            self.activations(x, rows, a);
+            mid.resize(round_up(rows.max(1), 2 * TILE_ROWS) * next.kblocks * TILE_K, 0);
+            let kp = self.kblocks * TILE_K;
+            let (a, pairs) = (&a[..], self.cblocks / 2);
+            mid.par_chunks_mut(2 * TILE_ROWS * pairs * TILE_K).enumerate().for_each(|(t, m_rows)| {
+                let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
+                // SAFETY: as in `rows_into`; `m_rows` is one 32-row block of `pairs`
+                // k-blocks in tile order.
+                unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, pairs, bias, act, self.out, Dest::Tiles(m_rows)) };
+            });
+            next.rows_into(mid, rows, next_bias, None, y);
+        });
+        true
+    }
+
+    /// `x`'s `rows` rows (`inp` wide) in bf16, in tile order, into `a`: each block of 32
+    /// rows is two 16-row tile rows, each of `kblocks` tiles of 1 KiB, so that every tile
+    /// load reads one contiguous KiB. Rows past `rows` only feed sums that are dropped;
+    /// the k padding must be zero, and a reused buffer may hold another layer's values.
+    /// AMX is usable.
+    fn activations(&self, x: &[f32], rows: usize, a: &mut Vec<u16>) {
         let kp = self.kblocks * TILE_K;
-        let rows_pad = round_up(rows.max(1), 2 * TILE_ROWS);
-        // Activations in bf16, in tile order: each block of 32 rows is two 16-row tile
-        // rows, each of `kblocks` tiles of 1 KiB, so that every tile load reads one
-        // contiguous KiB. Rows past `rows` only feed sums that are dropped; the k padding
-        // must be zero, and a reused buffer may hold another layer's values.
-        a.resize(rows_pad * kp, 0);
+        a.resize(round_up(rows.max(1), 2 * TILE_ROWS) * kp, 0);
         let inp = self.inp;
         a.par_chunks_mut(2 * TILE_ROWS * kp).zip(x.par_chunks(2 * TILE_ROWS * inp)).for_each(|(dst, src)| {
             // SAFETY: `available()` found AMX, and every AMX CPU has AVX-512 F/BW/VL.
             unsafe { to_bf16_tiles(dst, self.kblocks, src, inp) }
         });
-        // One task per 32 output rows: it walks every column pair, so the whole weight
-        // stays in its core's L2 from one task to the next, and writes its rows of `y`
-        // (sum plus bias) as each 32 x 32 block is done: every value of y is written.
+    }
+
+    /// `y = act(a W^T + bias)` in f32 rows, `a` as [`Packed::activations`] lays it out.
+    /// One task per 32 output rows: it walks every column pair, so the whole weight
+    /// stays in its core's L2 from one task to the next, and writes its rows of `y`
+    /// (sum plus bias) as each 32 x 32 block is done: every value of y is written.
+    fn rows_into(&self, a: &[u16], rows: usize, bias: &[f32], act: Option<Activation>, y: &mut Vec<f32>) {
+        let kp = self.kblocks * TILE_K;
         y.resize(rows * self.out, 0.0);
-        let a = &a[..];
         y.par_chunks_mut(2 * TILE_ROWS * self.out).enumerate().for_each(|(t, y_rows)| {
-            let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
-            // SAFETY: `a_rows` holds 32 rows of kp values in tile order (a is padded to whole 32-row
-            // blocks); `tiles` holds cblocks x kblocks tiles with cblocks even; y_rows
-            // holds at most 32 rows of `out`, and bias at least `out` values; the
-            // caller checked `available()`.
-            unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, y_rows) };
+            let Some(a_rows) = a.get(t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp) else { return };
+            // SAFETY: `a_rows` holds 32 rows of kp values in tile order; `tiles` holds
+            // cblocks x kblocks tiles with cblocks even; y_rows holds at most 32 rows of
+            // `out`, and bias at least `out` values; the callers checked `available()`.
+            unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, Dest::Rows(y_rows)) };
         });
     }
+}
+
+/// Runs `f` with this thread's bf16 activation buffer. A thread that reenters (a rayon
+/// worker stealing another pass while it waits) finds its buffer in use and takes a
+/// fresh one rather than panicking.
+fn with_scratch(f: impl FnOnce(&mut Vec<u16>)) {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut a) => f(&mut a),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
+/// Where [`row_block`] puts its block of the product.
+enum Dest<'a> {
+    /// f32 rows of `out` values (at most 32 rows).
+    Rows(&'a mut [f32]),
+    /// 32 rows of bf16 in tile order, one k-block per column pair, as the next layer's
+    /// activations (columns past `out` zero).
+    Tiles(&'a mut [u16]),
 }
 
 thread_local! {
@@ -206,18 +252,19 @@ impl TileConfig {
 
 static CONFIG: TileConfig = TileConfig::new();
 
-/// `y_rows = a_rows W^T + bias` for one block of (up to) 32 rows: each pair of 16-column
-/// blocks in turn, tiles 0-3 holding the 2 x 2 sums, 4-5 the activation rows, 6-7 the
-/// weight columns.
+/// `dest = act(a_rows W^T + bias)` for one block of (up to) 32 rows: each pair of
+/// 16-column blocks in turn, tiles 0-3 holding the 2 x 2 sums, 4-5 the activation rows,
+/// 6-7 the weight columns.
 ///
 /// # Safety
 /// AMX and AVX-512 F/BW/VL must be usable by this process; `a_rows` must hold 32 rows of
 /// `kp` values in tile order (see [`to_bf16_tiles`]), `tiles` the `2 * pairs * kblocks` weight tiles, `bias` at least `out`
-/// values, and `y_rows` at most 32 rows of `out` (with `2 * pairs * 16 >= out`).
+/// values, and `2 * pairs * 16 >= out`; `dest` holds at most 32 rows of `out` (Rows)
+/// or 32 rows of `pairs` k-blocks (Tiles).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], act: Option<Activation>, out: usize, y_rows: &mut [f32]) {
+unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], act: Option<Activation>, out: usize, mut dest: Dest) {
     const W: usize = 2 * TILE_COLS;
     debug_assert!(a_rows.len() >= 2 * TILE_ROWS * kp && tiles.len() >= 2 * pairs * kblocks * TILE_VALUES && bias.len() >= out);
     let mut sums = [0.0f32; 2 * TILE_ROWS * W];
@@ -260,14 +307,28 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
             sc = in(reg) c_stride,
             options(nostack),
         );
-        let (from, to) = (pair * W, (pair * W + W).min(out));
-        if from >= to {
-            continue;
-        }
-        for (y, s) in y_rows.chunks_exact_mut(out).zip(sums.chunks_exact(W)) {
-            y[from..to].iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((y, s), b)| *y = s + b);
-            if let Some(act) = act {
-                act.apply_scalar(&mut y[from..to]);
+        let (from, to) = (pair * W, (pair * W + W).min(out).max(pair * W));
+        match &mut dest {
+            Dest::Rows(y_rows) => {
+                for (y, s) in y_rows.chunks_exact_mut(out).zip(sums.chunks_exact(W)) {
+                    y[from..to].iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((y, s), b)| *y = s + b);
+                    if let Some(act) = act {
+                        act.apply_scalar(&mut y[from..to]);
+                    }
+                }
+            }
+            Dest::Tiles(t) => {
+                for (i, s) in sums.chunks_exact(W).enumerate() {
+                    let mut v = [0.0f32; W];
+                    v.iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((v, s), b)| *v = s + b);
+                    if let Some(act) = act {
+                        act.apply_scalar(&mut v[..to - from]);
+                    }
+                    let (m, r) = (i / TILE_ROWS, i % TILE_ROWS);
+                    if let Some(d) = t.get_mut(((m * pairs + pair) * TILE_ROWS + r) * TILE_K..).and_then(|d| d.get_mut(..TILE_K)) {
+                        d.iter_mut().zip(&v).for_each(|(d, v)| *d = bf16(*v));
+                    }
+                }
             }
         }
     }
@@ -276,7 +337,7 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: Option<Activation>, _: usize, _: &mut [f32]) {}
+unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: Option<Activation>, _: usize, _: Dest) {}
 
 /// A right-hand operand made per call (attention's `K^T` and `V`), in the same tile
 /// order as [`Packed`]'s weights.
@@ -490,6 +551,30 @@ mod tests {
                 assert!((y[i * out + j] as f64 - want).abs() < 1e-4, "({i}, {j}): {} vs {want}", y[i * out + j]);
             }
         }
+    }
+
+    /// Two layers chained through bf16 tiles give exactly what the second layer gives on
+    /// the first one's f32 output (which it rounds to bf16 the same way), for widths
+    /// that are not whole tiles.
+    #[test]
+    fn chained_layers_equal_two_separate_passes() {
+        if let Err(why) = available() {
+            eprintln!("skipped: {why}");
+            return;
+        }
+        let (rows, inp, mid, out) = (45, 40, 50, 24);
+        let value = |i: usize, m: usize| ((i * m) % 997) as f32 / 997.0 - 0.5;
+        let (first, second) = (Packed::new(&(0..mid * inp).map(|i| value(i, 7919)).collect::<Vec<_>>(), mid, inp), Packed::new(&(0..out * mid).map(|i| value(i, 104_729)).collect::<Vec<_>>(), out, mid));
+        let x: Vec<f32> = (0..rows * inp).map(|i| value(i, 31) * 3.0).collect();
+        let (b1, b2): (Vec<f32>, Vec<f32>) = ((0..mid).map(|i| value(i, 13)).collect(), (0..out).map(|i| value(i, 17)).collect());
+        let act = Some(Activation::Gelu);
+        let (mut h, mut want, mut got, mut tiles) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        assert!(first.forward_into(&x, rows, &b1, act, &mut h) && second.forward_into(&h, rows, &b2, None, &mut want));
+        assert!(first.forward_chain(&x, rows, &b1, act, &second, &b2, &mut tiles, &mut got));
+        assert_eq!(got.len(), rows * out);
+        assert!(got == want, "chained and separate passes differ");
+        // Layers whose shapes do not chain are refused.
+        assert!(!second.forward_chain(&h, rows, &b2, None, &first, &b1, &mut tiles, &mut got));
     }
 
     /// Passes started from rayon workers (which steal each other's work while they wait,

@@ -107,6 +107,7 @@ pub(super) struct Buffers {
     ctx: Vec<f32>,
     attended: Vec<f32>,
     inter: Vec<f32>,
+    inter_bf16: Vec<u16>,
 }
 
 impl Buffers {
@@ -116,7 +117,7 @@ impl Buffers {
     const MAX_VALUES: usize = 64 << 20;
 
     fn values(&self) -> usize {
-        self.qkv.capacity() + self.ctx.capacity() + self.attended.capacity() + self.inter.capacity()
+        self.qkv.capacity() + self.ctx.capacity() + self.attended.capacity() + self.inter.capacity() + self.inter_bf16.capacity() / 2
     }
 }
 
@@ -330,8 +331,7 @@ impl Encoder {
         }
         l.attn_out.forward_into(&b.ctx, rows, None, &mut b.attended);
         l.ln1.add_apply(&mut b.attended, x);
-        l.inter.forward_into(&b.attended, rows, Some(self.act), &mut b.inter);
-        l.out.forward_into(&b.inter, rows, None, x);
+        l.inter.forward_chain(&l.out, &b.attended, rows, Some(self.act), &mut b.inter, &mut b.inter_bf16, x);
         l.ln2.add_apply(x, &b.attended);
     }
 

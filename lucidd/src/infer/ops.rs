@@ -208,6 +208,20 @@ impl Linear {
         }
     }
 
+    /// `y = next(act(self(x)))`, with `mid` (f32) or `mid_bf16` as the middle matrix's
+    /// space: where both layers run in bf16 the middle goes from one to the other in
+    /// bf16 tiles and never exists in f32 (see `amx::Packed::forward_chain`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_chain(&self, next: &Linear, x: &[f32], rows: usize, act: Option<Activation>, mid: &mut Vec<f32>, mid_bf16: &mut Vec<u16>, y: &mut Vec<f32>) {
+        if let (Some(p), Some(q)) = (&self.bf16, &next.bf16) {
+            if p.forward_chain(x, rows, &self.b, act, q, &next.b, mid_bf16, y) {
+                return;
+            }
+        }
+        self.forward_into(x, rows, act, mid);
+        next.forward_into(mid, rows, None, y);
+    }
+
     /// `y += x W^T` in f32, `y` holding `rows` rows of `out`.
     fn product(&self, x: &[f32], rows: usize, y: &mut [f32]) {
         let (m, n, k) = (self.out, rows, self.inp);
