@@ -36,7 +36,10 @@ pub fn available() -> Result<(), String> {
 fn probe() -> Result<(), String> {
     // Leaf 7 is read whatever the maximum leaf; its answer counts only where max >= 7.
     let (max, edx) = (std::arch::x86_64::__cpuid(0).eax, std::arch::x86_64::__cpuid_count(7, 0).edx);
-    let avx512 = std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vl");
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+        && std::arch::is_x86_feature_detected!("avx512bf16");
     if max < 7 || edx & (1 << 24) == 0 || edx & (1 << 22) == 0 || !avx512 {
         return Err("this CPU has no AMX-BF16 tile unit (Intel Sapphire Rapids or later has one)".into());
     }
@@ -61,6 +64,26 @@ fn bf16(x: f32) -> u16 {
     let b = x.to_bits();
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
+
+/// `src` rounded to bf16 (to nearest even) into the start of `dst`, 32 values per
+/// `vcvtne2ps2bf16` (a scalar loop of [`bf16`] left this a tenth of a pass).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+#[inline]
+unsafe fn to_bf16_slice(dst: &mut [u16], src: &[f32]) {
+    use std::arch::x86_64::{__m512bh, __m512i, _mm512_cvtne2ps_pbh, _mm512_loadu_ps, _mm512_storeu_si512};
+    let n = src.len().min(dst.len());
+    let (whole, rest) = (n / 32 * 32, n % 32);
+    for (d, s) in dst[..whole].chunks_exact_mut(32).zip(src[..whole].chunks_exact(32)) {
+        let (lo, hi) = (_mm512_loadu_ps(s.as_ptr()), _mm512_loadu_ps(s.as_ptr().add(16)));
+        let b: __m512i = std::mem::transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(d.as_mut_ptr().cast(), b);
+    }
+    dst[whole..whole + rest].iter_mut().zip(&src[whole..whole + rest]).for_each(|(d, s)| *d = bf16(*s));
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn to_bf16_slice(_: &mut [u16], _: &[f32]) {}
 
 fn round_up(n: usize, to: usize) -> usize {
     n.div_ceil(to) * to
@@ -144,7 +167,7 @@ impl Packed {
                 let a_rows = &a[t * 2 * TILE_ROWS * kp..(t + 1) * 2 * TILE_ROWS * kp];
                 // SAFETY: as in `rows_into`; `m_rows` is one 32-row block of `pairs`
                 // k-blocks in tile order.
-                unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, pairs, bias, act, self.out, Dest::Tiles(m_rows)) };
+                with_sums(pairs, |sums| unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, pairs, bias, act, self.out, sums, Dest::Tiles(m_rows)) });
             });
             next.rows_into(mid, rows, next_bias, None, y);
         });
@@ -161,7 +184,7 @@ impl Packed {
         a.resize(round_up(rows.max(1), 2 * TILE_ROWS) * kp, 0);
         let inp = self.inp;
         a.par_chunks_mut(2 * TILE_ROWS * kp).zip(x.par_chunks(2 * TILE_ROWS * inp)).for_each(|(dst, src)| {
-            // SAFETY: `available()` found AMX, and every AMX CPU has AVX-512 F/BW/VL.
+            // SAFETY: `available()` found AMX and AVX-512 F/BW/VL/BF16.
             unsafe { to_bf16_tiles(dst, self.kblocks, src, inp) }
         });
     }
@@ -178,7 +201,8 @@ impl Packed {
             // SAFETY: `a_rows` holds 32 rows of kp values in tile order; `tiles` holds
             // cblocks x kblocks tiles with cblocks even; y_rows holds at most 32 rows of
             // `out`, and bias at least `out` values; the callers checked `available()`.
-            unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, self.cblocks / 2, bias, act, self.out, Dest::Rows(y_rows)) };
+            let pairs = self.cblocks / 2;
+            with_sums(pairs, |sums| unsafe { row_block(a_rows, kp, &self.tiles, self.kblocks, pairs, bias, act, self.out, sums, Dest::Rows(y_rows)) });
         });
     }
 }
@@ -206,6 +230,21 @@ thread_local! {
     /// Each calling thread's bf16 activations, kept between calls (the same shapes
     /// come back layer after layer; fresh buffers cost page faults).
     static SCRATCH: std::cell::RefCell<Vec<u16>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Each worker's f32 sums of one 32-row block, every column pair of it.
+    static SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's sums buffer sized for 32 rows of `pairs` column pairs (a
+/// fresh one where the thread reentered, as in [`with_scratch`]).
+fn with_sums(pairs: usize, f: impl FnOnce(&mut [f32])) {
+    let len = 2 * TILE_ROWS * pairs * 2 * TILE_COLS;
+    SUMS.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut sums) => {
+            sums.resize(len, 0.0);
+            f(&mut sums)
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Up to 32 rows of `src` (`inp` wide) rounded to bf16 into `dst` in tile order: tile
@@ -213,9 +252,9 @@ thread_local! {
 /// k padding zero. Compiled for AVX-512 so the loop runs 16 lanes wide.
 ///
 /// # Safety
-/// The CPU must have AVX-512 F, BW and VL.
+/// The CPU must have AVX-512 F, BW, VL and BF16.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 unsafe fn to_bf16_tiles(dst: &mut [u16], kblocks: usize, src: &[f32], inp: usize) {
     for (i, s) in src.chunks_exact(inp).enumerate().take(2 * TILE_ROWS) {
         let (m, r) = (i / TILE_ROWS, i % TILE_ROWS);
@@ -223,7 +262,7 @@ unsafe fn to_bf16_tiles(dst: &mut [u16], kblocks: usize, src: &[f32], inp: usize
             let Some(d) = dst.get_mut(((m * kblocks + kb) * TILE_ROWS + r) * TILE_K..).and_then(|d| d.get_mut(..TILE_K)) else { return };
             let from = (kb * TILE_K).min(inp);
             let vals = &s[from..(from + TILE_K).min(inp)];
-            d.iter_mut().zip(vals).for_each(|(d, v)| *d = bf16(*v));
+            to_bf16_slice(d, vals);
             d[vals.len()..].iter_mut().for_each(|d| *d = 0);
         }
     }
@@ -252,23 +291,27 @@ impl TileConfig {
 
 static CONFIG: TileConfig = TileConfig::new();
 
-/// `dest = act(a_rows W^T + bias)` for one block of (up to) 32 rows: each pair of
-/// 16-column blocks in turn, tiles 0-3 holding the 2 x 2 sums, 4-5 the activation rows,
-/// 6-7 the weight columns.
+/// `dest = act(a_rows W^T + bias)` for one block of (up to) 32 rows. The tile unit
+/// runs over every pair of 16-column blocks first (tiles 0-3 holding the 2 x 2 sums, 4-5
+/// the activation rows, 6-7 the weight columns), storing its sums in `sums`; bias and
+/// activation follow in one pass over them. (Reading each block back right after its
+/// tile store, between tile products, cost a quarter of a pass: the vector loads wait
+/// on the tile stores.)
 ///
 /// # Safety
-/// AMX and AVX-512 F/BW/VL must be usable by this process; `a_rows` must hold 32 rows of
-/// `kp` values in tile order (see [`to_bf16_tiles`]), `tiles` the `2 * pairs * kblocks` weight tiles, `bias` at least `out`
-/// values, and `2 * pairs * 16 >= out`; `dest` holds at most 32 rows of `out` (Rows)
-/// or 32 rows of `pairs` k-blocks (Tiles).
+/// AMX and AVX-512 F/BW/VL/BF16 must be usable by this process; `a_rows` must hold 32 rows of
+/// `kp` values in tile order (see [`to_bf16_tiles`]), `tiles` the `2 * pairs * kblocks`
+/// weight tiles, `bias` at least `out` values, `sums` 32 rows of `pairs * 32`, and
+/// `2 * pairs * 16 >= out`; `dest` holds at most 32 rows of `out` (Rows) or 32 rows of
+/// `pairs` k-blocks (Tiles).
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], act: Option<Activation>, out: usize, mut dest: Dest) {
+unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pairs: usize, bias: &[f32], act: Option<Activation>, out: usize, sums: &mut [f32], mut dest: Dest) {
     const W: usize = 2 * TILE_COLS;
-    debug_assert!(a_rows.len() >= 2 * TILE_ROWS * kp && tiles.len() >= 2 * pairs * kblocks * TILE_VALUES && bias.len() >= out);
-    let mut sums = [0.0f32; 2 * TILE_ROWS * W];
-    let (c_stride, tile_stride) = (W * 4, TILE_K * 2);
+    let width = pairs * W;
+    debug_assert!(a_rows.len() >= 2 * TILE_ROWS * kp && tiles.len() >= 2 * pairs * kblocks * TILE_VALUES && bias.len() >= out && sums.len() >= 2 * TILE_ROWS * width);
+    let (c_stride, tile_stride) = (width * 4, TILE_K * 2);
     let a0 = a_rows.as_ptr();
     let a1 = a0.add(kblocks * TILE_VALUES);
     asm!("ldtilecfg [{cfg}]", cfg = in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
@@ -294,7 +337,7 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
                 options(nostack, readonly),
             );
         }
-        let c = sums.as_mut_ptr();
+        let c = sums.as_mut_ptr().add(pair * W);
         asm!(
             "tilestored [{c0} + {sc}*1], tmm0",
             "tilestored [{c1} + {sc}*1], tmm1",
@@ -302,42 +345,43 @@ unsafe fn row_block(a_rows: &[u16], kp: usize, tiles: &[u16], kblocks: usize, pa
             "tilestored [{c3} + {sc}*1], tmm3",
             c0 = in(reg) c,
             c1 = in(reg) c.add(TILE_COLS),
-            c2 = in(reg) c.add(TILE_ROWS * W),
-            c3 = in(reg) c.add(TILE_ROWS * W + TILE_COLS),
+            c2 = in(reg) c.add(TILE_ROWS * width),
+            c3 = in(reg) c.add(TILE_ROWS * width + TILE_COLS),
             sc = in(reg) c_stride,
             options(nostack),
         );
-        let (from, to) = (pair * W, (pair * W + W).min(out).max(pair * W));
-        match &mut dest {
-            Dest::Rows(y_rows) => {
-                for (y, s) in y_rows.chunks_exact_mut(out).zip(sums.chunks_exact(W)) {
-                    y[from..to].iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((y, s), b)| *y = s + b);
-                    if let Some(act) = act {
-                        act.apply_scalar(&mut y[from..to]);
-                    }
+    }
+    asm!("tilerelease", options(nostack, nomem));
+    match &mut dest {
+        Dest::Rows(y_rows) => {
+            for (y, s) in y_rows.chunks_exact_mut(out).zip(sums.chunks_exact(width)) {
+                y.iter_mut().zip(&s[..out]).zip(&bias[..out]).for_each(|((y, s), b)| *y = s + b);
+                if let Some(act) = act {
+                    act.apply_scalar(y);
                 }
             }
-            Dest::Tiles(t) => {
-                for (i, s) in sums.chunks_exact(W).enumerate() {
-                    let mut v = [0.0f32; W];
-                    v.iter_mut().zip(&s[..to - from]).zip(&bias[from..to]).for_each(|((v, s), b)| *v = s + b);
-                    if let Some(act) = act {
-                        act.apply_scalar(&mut v[..to - from]);
-                    }
-                    let (m, r) = (i / TILE_ROWS, i % TILE_ROWS);
+        }
+        Dest::Tiles(t) => {
+            for (i, s) in sums.chunks_exact_mut(width).enumerate() {
+                s[..out].iter_mut().zip(&bias[..out]).for_each(|(s, b)| *s += b);
+                s[out..].iter_mut().for_each(|s| *s = 0.0);
+                if let Some(act) = act {
+                    act.apply_scalar(&mut s[..out]);
+                }
+                let (m, r) = (i / TILE_ROWS, i % TILE_ROWS);
+                for (pair, v) in s.chunks_exact(W).enumerate() {
                     if let Some(d) = t.get_mut(((m * pairs + pair) * TILE_ROWS + r) * TILE_K..).and_then(|d| d.get_mut(..TILE_K)) {
-                        d.iter_mut().zip(&v).for_each(|(d, v)| *d = bf16(*v));
+                        to_bf16_slice(d, v);
                     }
                 }
             }
         }
     }
-    asm!("tilerelease", options(nostack, nomem));
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: Option<Activation>, _: usize, _: Dest) {}
+unsafe fn row_block(_: &[u16], _: usize, _: &[u16], _: usize, _: usize, _: &[f32], _: Option<Activation>, _: usize, _: &mut [f32], _: Dest) {}
 
 /// A right-hand operand made per call (attention's `K^T` and `V`), in the same tile
 /// order as [`Packed`]'s weights.
@@ -412,16 +456,16 @@ pub fn to_bf16(dst: &mut [u16], dst_stride: usize, src: &[f32], stride: usize, r
     if available().is_err() || !fits {
         return false;
     }
-    // SAFETY: AMX (hence AVX-512 F/BW/VL) is usable.
+    // SAFETY: AMX (hence AVX-512 F/BW/VL/BF16) is usable.
     unsafe { strided_to_bf16(dst, dst_stride, src, stride, rows, cols) };
     true
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 unsafe fn strided_to_bf16(dst: &mut [u16], dst_stride: usize, src: &[f32], stride: usize, rows: usize, cols: usize) {
     for (i, d) in dst.chunks_exact_mut(dst_stride).take(rows).enumerate() {
-        d.iter_mut().zip(&src[i * stride..i * stride + cols]).for_each(|(d, s)| *d = bf16(*s));
+        to_bf16_slice(d, &src[i * stride..i * stride + cols]);
         d[cols..].iter_mut().for_each(|d| *d = 0);
     }
 }
@@ -441,13 +485,13 @@ pub fn softmax_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32], s_strid
     if available().is_err() || !fits {
         return false;
     }
-    // SAFETY: AMX (hence AVX-512 F/BW/VL) is usable.
+    // SAFETY: AMX (hence AVX-512 F/BW/VL/BF16) is usable.
     unsafe { softmax_rows_to_bf16(dst, d_stride, scores, s_stride, rows, len, scale) };
     true
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 unsafe fn softmax_rows_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32], s_stride: usize, rows: usize, len: usize, scale: f32) {
     let mut e = [0.0f32; MAX_KEYS];
     for (i, d) in dst.chunks_exact_mut(d_stride).take(rows).enumerate() {
@@ -459,7 +503,8 @@ unsafe fn softmax_rows_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32],
         let max = lanes_max(s);
         e.iter_mut().zip(s).for_each(|(e, s)| *e = exp((s - max) * scale));
         let inv = 1.0 / lanes_sum(e, |v| v);
-        d.iter_mut().zip(e.iter()).for_each(|(d, e)| *d = bf16(e * inv));
+        e.iter_mut().for_each(|e| *e *= inv);
+        to_bf16_slice(d, e);
         d[len..].iter_mut().for_each(|d| *d = 0);
     }
 }
@@ -487,7 +532,7 @@ pub fn product(a: &[u16], a_stride: usize, m_tiles: usize, b: &Operand, c: &mut 
 /// AMX must be usable; `a` must hold `m_tiles * 16` rows of `b.depth()` bf16 values at
 /// `a_stride`, and `c` as many rows of `b.cols()` f32 values at `c_stride`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 unsafe fn tile_product(a: *const u16, a_stride: usize, m_tiles: usize, b: &Operand, c: *mut f32, c_stride: usize) {
     asm!("ldtilecfg [{cfg}]", cfg = in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
     for mt in 0..m_tiles {
