@@ -2,9 +2,9 @@
 //! batch 1, 8, 32 and lengths 64, 128, 512, and the batch-1 x 128 p50 latency, against
 //! PyTorch CPU and ONNX Runtime CPU (`peers/infer_peers.py`) on the same weights and the
 //! same token ids in the same run (lucid measured before and after the peers, the mean
-//! compared, since the machine drifts). Where the CPU has AMX, the opt-in bf16 precision is
-//! measured too, against the same peers and against PyTorch under bf16 autocast. Prints
-//! one JSON line.
+//! compared, since the machine drifts). Where the CPU has AMX, the bf16 precision (what
+//! `auto` takes there) is measured too, against the same peers and against PyTorch under
+//! bf16 autocast. Prints one JSON line.
 //!
 //! `cargo bench -p lucidd --bench infer` (scripts/bench.sh installs the model and the
 //! peers; `LUCID_MINILM_DIR` points at another copy of the model). For profiling,
@@ -128,7 +128,7 @@ fn main() {
     let mut out = serde_json::Map::new();
     out.insert("bench".into(), json!("infer"));
     out.insert("threads".into(), json!(threads));
-    // The opt-in bf16 precision, where the CPU has AMX; or why it was not measured.
+    // The bf16 precision (what `auto` takes on AMX), where the CPU has AMX; or why it was not measured.
     let bf16 = Model::load(&dir).map_err(|e| e.to_string()).and_then(|mut m| m.use_bf16().map(|_| m));
     if let Err(why) = &bf16 {
         out.insert("lucid_bf16_skipped".into(), json!(why));

@@ -61,7 +61,7 @@ fn reference(name: &str) -> Vec<(String, Vec<f64>)> {
 fn classifier_scores_reach_decisions_match_pytorch_and_deny_over_the_threshold() {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture("bert");
-    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\nINJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
+    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\nCLASSIFIER_PRECISION: f32\nINJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
     let d = Daemon::start(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()]);
     let cases = reference("bert");
     assert!(cases.len() >= 2);
@@ -87,7 +87,7 @@ fn classifier_scores_reach_decisions_match_pytorch_and_deny_over_the_threshold()
 
     // The same model with a threshold under its score denies, and says by what.
     let (text, probs) = &cases[0];
-    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nINJECTION_THRESHOLD: \"{:.3}\"", model.display(), (probs[1] - 0.01).max(0.0)));
+    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_PRECISION: f32\nINJECTION_THRESHOLD: \"{:.3}\"", model.display(), (probs[1] - 0.01).max(0.0)));
     d.ctl_ok(&["apply", "-f", cfg.to_str().unwrap()]);
     let dec = audit(&d, "pre", text);
     assert_eq!(dec["outcome"], "deny", "{dec}");
@@ -127,6 +127,36 @@ fn bf16_precision_stays_near_pytorch_or_says_why_it_is_not_used() {
         worst = worst.max((inj - probs[1]).abs()).max((jb - probs[2]).abs());
     }
     eprintln!("largest difference from PyTorch f32 (on AMX: {on_amx}): {worst:.4}");
+    assert!(worst <= bound, "scores differ from PyTorch's by {worst} (bound {bound})");
+}
+
+/// The default precision, `auto`: bf16 where the CPU has AMX and the model's scores on
+/// probe texts stay within 0.02 of f32 (then the scores stay near PyTorch's f32 ones),
+/// f32 elsewhere; `status` says which, and why.
+#[test]
+fn auto_precision_takes_bf16_only_on_amx_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixture("bert");
+    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\nINJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
+    let d = Daemon::start(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()]);
+    let c = d.ctl_json(&["status"])["classifiers"][0].clone();
+    let reason = c["reason"].as_str().unwrap_or_default().to_string();
+    let on_amx = c["device"].as_str().unwrap_or_default().ends_with("bf16 on AMX");
+    let bound = if on_amx {
+        assert!(reason.contains("CLASSIFIER_PRECISION=auto: bf16 on AMX (probe texts within 0.0"), "{c}");
+        0.02
+    } else {
+        assert!(reason.contains("CLASSIFIER_PRECISION=auto: f32 ("), "{c}");
+        eprintln!("auto chose f32 here: {reason}");
+        6e-4
+    };
+    let mut worst = 0.0f64;
+    for (text, probs) in &reference("bert") {
+        let dec = audit(&d, "pre", text);
+        let inj = dec["scores"]["injection_model"].as_f64().unwrap_or_else(|| panic!("{dec}"));
+        worst = worst.max((inj - probs[1]).abs());
+    }
+    eprintln!("auto ({reason}): largest difference from PyTorch f32 {worst:.4}");
     assert!(worst <= bound, "scores differ from PyTorch's by {worst} (bound {bound})");
 }
 
@@ -181,7 +211,7 @@ fn the_default_pack_reproduces_its_training_pipeline_scores() {
     }
     let samples: Value = serde_json::from_str(&std::fs::read_to_string(repo_root().join("models/guard/samples.json")).unwrap()).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let cfg = config(tmp.path(), "INJECTION_THRESHOLD: \"1\"\nTOXICITY_THRESHOLD: \"1\"\nJAILBREAK_DETECTION_ENABLED: \"false\"");
+    let cfg = config(tmp.path(), "CLASSIFIER_PRECISION: f32\nINJECTION_THRESHOLD: \"1\"\nTOXICITY_THRESHOLD: \"1\"\nJAILBREAK_DETECTION_ENABLED: \"false\"");
     let d = Daemon::start_env(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()], &[("LUCID_MODEL_PACK", pack.to_str().unwrap())]);
     let list = samples.as_array().or_else(|| samples["samples"].as_array()).expect("samples.json holds a list");
     assert!(list.len() >= 6);

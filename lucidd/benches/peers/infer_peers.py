@@ -42,7 +42,7 @@ def main():
         t = torch.tensor(ids)
         mask = torch.ones_like(t)
         # bf16 autocast (oneDNN uses AMX where the CPU has it) is the like-for-like peer
-        # of lucid's opt-in bf16 precision.
+        # of lucid's bf16 precision (what `auto` takes on AMX).
         cast = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
         def run():
             with torch.inference_mode(), cast:

@@ -95,7 +95,8 @@ pub struct GuardrailsEnv {
     pub classifier_model: ClassifierModel,
     /// Where it runs: `auto`, `cpu` or `cuda`.
     pub classifier_backend: BackendChoice,
-    /// The CPU backend's arithmetic: `f32` or `bf16` (Intel AMX).
+    /// The CPU backend's arithmetic: `auto` (bf16 on Intel AMX where it stays close to
+    /// f32), `f32` or `bf16`.
     pub classifier_precision: Precision,
     /// Label-to-signal mapping for labels whose names do not say (`LABEL_1=injection`).
     pub classifier_labels: LabelSignals,
@@ -114,7 +115,7 @@ impl Default for GuardrailsEnv {
             system_prompt_canary: Flag(true),
             classifier_model: ClassifierModel::Builtin,
             classifier_backend: BackendChoice::Auto,
-            classifier_precision: Precision::F32,
+            classifier_precision: Precision::Auto,
             classifier_labels: LabelSignals::default(),
         }
     }

@@ -1,12 +1,12 @@
-//! Dense layers in bf16 on Intel AMX (Sapphire Rapids and later), for the CPU backend's
-//! opt-in `bf16` precision.
+//! Dense layers and attention products in bf16 on Intel AMX (Sapphire Rapids and later),
+//! for the CPU backend's bf16 precision (`CLASSIFIER_PRECISION` `auto` or `bf16`).
 //!
 //! f32 GEMM on two cores tops out near 350 GFLOP/s; AMX's tile unit multiplies bf16
 //! pairs into f32 accumulators about eight times faster. Weights are converted and laid
 //! out once at load in the tile unit's pair-interleaved ("VNNI") order; activations are
 //! rounded to bf16 per call; sums stay f32. The cost is precision: bf16 keeps 8 bits of
 //! mantissa, so outputs move by about 1e-2 against f32 (the tests bound it), which is why
-//! f32 stays the default.
+//! `auto` checks each model on probe texts before it takes bf16.
 //!
 //! The instructions are written with `asm!` (Rust has no stable AMX intrinsics); the
 //! kernel only ever reads and writes inside buffers whose sizes are checked first.

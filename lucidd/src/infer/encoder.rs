@@ -268,6 +268,16 @@ impl Encoder {
         Ok(())
     }
 
+    /// Undoes [`Encoder::use_bf16`]: f32 throughout again.
+    pub fn use_f32(&mut self) {
+        for l in &mut self.layers {
+            for lin in [&mut l.qkv, &mut l.attn_out, &mut l.inter, &mut l.out] {
+                lin.use_f32();
+            }
+        }
+        self.bf16_attention = false;
+    }
+
     /// Runs the encoder; returns the last hidden state, one row per token.
     pub fn forward(&self, batch: &Packed) -> Result<Vec<f32>, InferError> {
         let mut x = self.embed(batch)?;

@@ -93,6 +93,35 @@ impl Model {
         self.encoder.use_bf16()
     }
 
+    /// [`Model::use_bf16`] only if, in bf16, every head's probabilities on the `probe`
+    /// texts stay within `tolerance` of f32's; returns the largest difference seen. On
+    /// error (no AMX, or too far apart) the model stays f32 and the error says why.
+    pub fn use_bf16_if_close(&mut self, probe: &[&str], tolerance: f32) -> Result<f32, String> {
+        let mut batch = Packed::default();
+        for text in probe {
+            for w in self.windows(text).map_err(|e| e.to_string())? {
+                batch.push(&w);
+            }
+        }
+        if batch.seqs.is_empty() {
+            return Err("no probe text".into());
+        }
+        let want = self.run_cpu(&batch).map_err(|e| e.to_string())?;
+        self.encoder.use_bf16()?;
+        let worst = match self.run_cpu(&batch) {
+            Ok(got) => want.iter().flatten().zip(got.iter().flatten()).map(|(w, g)| largest_difference(&w.probs, &g.probs)).fold(0.0, f32::max),
+            Err(e) => {
+                self.encoder.use_f32();
+                return Err(e.to_string());
+            }
+        };
+        if worst.is_nan() || worst > tolerance {
+            self.encoder.use_f32();
+            return Err(format!("in bf16 the probe texts' probabilities moved by {worst:.4} (more than {tolerance})"));
+        }
+        Ok(worst)
+    }
+
     /// Longest window in tokens.
     pub fn window(&self) -> usize {
         self.window

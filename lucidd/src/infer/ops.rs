@@ -177,6 +177,11 @@ impl Linear {
         self.bf16 = Some(super::amx::Packed::new(&self.weight(), self.out, self.inp));
     }
 
+    /// Back to f32 (drops the bf16 weight).
+    pub fn use_f32(&mut self) {
+        self.bf16 = None;
+    }
+
     /// `act(forward(x))`; in bf16 the activation is applied to each block of the product
     /// while it is in cache, instead of in a second pass over the whole output.
     pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {

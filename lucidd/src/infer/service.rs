@@ -43,6 +43,11 @@ fn probe() -> Vec<String> {
     ]
 }
 
+/// Largest difference in any probability that `CLASSIFIER_PRECISION=auto` accepts
+/// from bf16 against f32 on the probe texts (bf16 keeps 8 bits of mantissa; a model
+/// that moves more than this stays f32).
+const AUTO_BF16_TOLERANCE: f32 = 0.02;
+
 /// Largest difference in any probability the GPU may show against the CPU.
 const SELF_CHECK_TOLERANCE: f32 = 1e-3;
 
@@ -86,17 +91,33 @@ pub fn load(dir: &Path, wanted: BackendChoice, precision: Precision) -> Result<A
             Err(e) => return Err(e),
         }
     }
-    if precision == Precision::Bf16 {
-        // The CPU backend's arithmetic; it also scores what a GPU gives back to the CPU.
-        match model.use_bf16() {
-            Ok(()) if choice.backend == "cpu" => {
-                choice.device.push_str(", bf16 on AMX");
-                choice.reason.push_str("; CLASSIFIER_PRECISION=bf16");
+    match precision {
+        Precision::F32 => {}
+        Precision::Bf16 => {
+            // The CPU backend's arithmetic; it also scores what a GPU gives back to the CPU.
+            match model.use_bf16() {
+                Ok(()) if choice.backend == "cpu" => {
+                    choice.device.push_str(", bf16 on AMX");
+                    choice.reason.push_str("; CLASSIFIER_PRECISION=bf16");
+                }
+                Ok(()) => choice.reason.push_str("; CLASSIFIER_PRECISION=bf16 applies to CPU passes only"),
+                Err(why) => {
+                    tracing::warn!(model = %dir.display(), reason = %why, "CLASSIFIER_PRECISION=bf16 is not available here; the classifier runs in f32");
+                    choice.reason.push_str(&format!("; CLASSIFIER_PRECISION=bf16 not available ({why}), f32 used"));
+                }
             }
-            Ok(()) => choice.reason.push_str("; CLASSIFIER_PRECISION=bf16 applies to CPU passes only"),
-            Err(why) => {
-                tracing::warn!(model = %dir.display(), reason = %why, "CLASSIFIER_PRECISION=bf16 is not available here; the classifier runs in f32");
-                choice.reason.push_str(&format!("; CLASSIFIER_PRECISION=bf16 not available ({why}), f32 used"));
+        }
+        // A GPU scores; its rare CPU fallbacks stay exact.
+        Precision::Auto if choice.backend != "cpu" => {}
+        Precision::Auto => {
+            let probe = probe();
+            let probe: Vec<&str> = probe.iter().map(String::as_str).collect();
+            match model.use_bf16_if_close(&probe, AUTO_BF16_TOLERANCE) {
+                Ok(worst) => {
+                    choice.device.push_str(", bf16 on AMX");
+                    choice.reason.push_str(&format!("; CLASSIFIER_PRECISION=auto: bf16 on AMX (probe texts within {worst:.4} of f32)"));
+                }
+                Err(why) => choice.reason.push_str(&format!("; CLASSIFIER_PRECISION=auto: f32 ({why})")),
             }
         }
     }
