@@ -100,25 +100,16 @@ fn classifier_scores_reach_decisions_match_pytorch_and_deny_over_the_threshold()
     assert!(logs.lines().filter(|l| l.contains("injection_model")).count() > cases.len(), "{logs}");
 }
 
-/// `CLASSIFIER_PRECISION: bf16`: on a CPU with AMX the dense layers run in bf16 and the
-/// scores stay near PyTorch's f32 ones; elsewhere the model keeps f32 (exact scores) and
-/// `status` says why.
-#[test]
-fn bf16_precision_stays_near_pytorch_or_says_why_it_is_not_used() {
+/// The BERT fixture through the daemon with `precision` lines added to its config: the
+/// status entry of its classifier, whether it runs in bf16 on AMX, and the largest
+/// difference of its injection and jailbreak scores from PyTorch's f32 ones.
+fn scored_at(precision: &str) -> (Value, bool, f64) {
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture("bert");
-    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\nCLASSIFIER_PRECISION: bf16\nINJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
+    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\n{precision}INJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
     let d = Daemon::start(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()]);
     let c = d.ctl_json(&["status"])["classifiers"][0].clone();
     let on_amx = c["device"].as_str().unwrap_or_default().ends_with("bf16 on AMX");
-    let bound = if on_amx {
-        assert!(c["reason"].as_str().unwrap().ends_with("CLASSIFIER_PRECISION=bf16"), "{c}");
-        0.02
-    } else {
-        assert!(c["reason"].as_str().unwrap().contains("CLASSIFIER_PRECISION=bf16 not available"), "{c}");
-        eprintln!("bf16 not measured: {}", c["reason"]);
-        6e-4
-    };
     let mut worst = 0.0f64;
     for (text, probs) in &reference("bert") {
         let dec = audit(&d, "pre", text);
@@ -126,8 +117,21 @@ fn bf16_precision_stays_near_pytorch_or_says_why_it_is_not_used() {
         let jb = dec["scores"]["jailbreak_model"].as_f64().unwrap();
         worst = worst.max((inj - probs[1]).abs()).max((jb - probs[2]).abs());
     }
-    eprintln!("largest difference from PyTorch f32 (on AMX: {on_amx}): {worst:.4}");
-    assert!(worst <= bound, "scores differ from PyTorch's by {worst} (bound {bound})");
+    eprintln!("{precision:?}: {c}: largest difference from PyTorch f32 {worst:.4}");
+    (c, on_amx, worst)
+}
+
+/// `CLASSIFIER_PRECISION: bf16`: on a CPU with AMX the encoder runs in bf16 and the
+/// scores stay near PyTorch's f32 ones; elsewhere the model keeps f32 (exact scores) and
+/// `status` says why.
+#[test]
+fn bf16_precision_stays_near_pytorch_or_says_why_it_is_not_used() {
+    let (c, on_amx, worst) = scored_at("CLASSIFIER_PRECISION: bf16\n");
+    let reason = c["reason"].as_str().unwrap_or_default();
+    match on_amx {
+        true => assert!(reason.ends_with("CLASSIFIER_PRECISION=bf16") && worst <= 0.02, "{c}: {worst}"),
+        false => assert!(reason.contains("CLASSIFIER_PRECISION=bf16 not available") && worst <= 6e-4, "{c}: {worst}"),
+    }
 }
 
 /// The default precision, `auto`: bf16 where the CPU has AMX and the model's scores on
@@ -135,29 +139,12 @@ fn bf16_precision_stays_near_pytorch_or_says_why_it_is_not_used() {
 /// f32 elsewhere; `status` says which, and why.
 #[test]
 fn auto_precision_takes_bf16_only_on_amx_and_says_so() {
-    let tmp = tempfile::tempdir().unwrap();
-    let model = fixture("bert");
-    let cfg = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_BACKEND: cpu\nINJECTION_THRESHOLD: \"0.999\"\nJAILBREAK_THRESHOLD: \"0.999\"", model.display()));
-    let d = Daemon::start(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()]);
-    let c = d.ctl_json(&["status"])["classifiers"][0].clone();
-    let reason = c["reason"].as_str().unwrap_or_default().to_string();
-    let on_amx = c["device"].as_str().unwrap_or_default().ends_with("bf16 on AMX");
-    let bound = if on_amx {
-        assert!(reason.contains("CLASSIFIER_PRECISION=auto: bf16 on AMX (probe texts within 0.0"), "{c}");
-        0.02
-    } else {
-        assert!(reason.contains("CLASSIFIER_PRECISION=auto: f32 ("), "{c}");
-        eprintln!("auto chose f32 here: {reason}");
-        6e-4
-    };
-    let mut worst = 0.0f64;
-    for (text, probs) in &reference("bert") {
-        let dec = audit(&d, "pre", text);
-        let inj = dec["scores"]["injection_model"].as_f64().unwrap_or_else(|| panic!("{dec}"));
-        worst = worst.max((inj - probs[1]).abs());
+    let (c, on_amx, worst) = scored_at("");
+    let reason = c["reason"].as_str().unwrap_or_default();
+    match on_amx {
+        true => assert!(reason.contains("CLASSIFIER_PRECISION=auto: bf16 on AMX (probe texts within 0.0") && worst <= 0.02, "{c}: {worst}"),
+        false => assert!(reason.contains("CLASSIFIER_PRECISION=auto: f32 (") && worst <= 6e-4, "{c}: {worst}"),
     }
-    eprintln!("auto ({reason}): largest difference from PyTorch f32 {worst:.4}");
-    assert!(worst <= bound, "scores differ from PyTorch's by {worst} (bound {bound})");
 }
 
 #[test]

@@ -570,6 +570,14 @@ unsafe fn tile_product(_: *const u16, _: usize, _: usize, _: &Operand, _: *mut f
 mod tests {
     use super::*;
 
+    /// Values in [-0.5, 0.5) from a linear congruential sequence seeded with `seed`.
+    fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
+        move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        }
+    }
+
     /// Against an f64 product of the same bf16-rounded inputs: only summation order and
     /// f32 accumulation may differ. Odd sizes exercise every padding path.
     #[test]
@@ -579,11 +587,7 @@ mod tests {
             return;
         }
         let (rows, out, inp) = (37, 50, 70);
-        let mut s = 1u32;
-        let mut rnd = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rnd = uniform(1);
         let w: Vec<f32> = (0..out * inp).map(|_| rnd()).collect();
         let x: Vec<f32> = (0..rows * inp).map(|_| rnd()).collect();
         let bias: Vec<f32> = (0..out).map(|_| rnd()).collect();
@@ -651,11 +655,7 @@ mod tests {
             return;
         }
         let (len, d, stride) = (37, 24, 100);
-        let mut s = 7u32;
-        let mut rnd = || {
-            s = s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-        };
+        let mut rnd = uniform(7);
         // q, k and v of one head, rows `stride` apart as in a packed qkv matrix.
         let (q, k, v): (Vec<f32>, Vec<f32>, Vec<f32>) = ((0..len * stride).map(|_| rnd() * 4.0).collect(), (0..len * stride).map(|_| rnd() * 4.0).collect(), (0..len * stride).map(|_| rnd()).collect());
         let round = |x: f32| f32::from_bits((bf16(x) as u32) << 16) as f64;
