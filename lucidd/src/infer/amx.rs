@@ -16,7 +16,7 @@ use std::sync::OnceLock;
 
 use rayon::prelude::*;
 
-use super::ops::{exp, lanes_max, lanes_sum, Activation};
+use super::ops::{exp_for_bf16, lanes_max, lanes_sum, Activation};
 
 /// Rows, k-values and columns of one tile: a 16 x 32 bf16 operand, a 16 x 16 f32 sum.
 const TILE_ROWS: usize = 16;
@@ -394,21 +394,25 @@ pub struct Operand {
 
 impl Operand {
     /// `B = M^T` for the `n x k` matrix `M` whose row `i` is `src[i * stride..][..k]`
-    /// (attention's keys: `B[kk][c]` is key `c`'s value `kk`).
+    /// (attention's keys: `B[kk][c]` is key `c`'s value `kk`). All zero where AMX is not
+    /// usable (a product then refuses it anyway) or `src` is too short.
     pub fn transposed(src: &[f32], stride: usize, n: usize, k: usize) -> Operand {
         let mut b = Operand::sized(k, n);
-        if n > 0 && k > 0 && (n - 1) * stride + k <= src.len() {
-            b.fill(|kk, c| src[c * stride + kk], k, n);
+        if n > 0 && k > 0 && (n - 1) * stride + k <= src.len() && available().is_ok() {
+            // SAFETY: AMX, hence AVX-512 F/BW/VL/BF16, is usable; `src`'s extent was checked.
+            unsafe { b.fill_transposed(src, stride, n, k) };
         }
         b
     }
 
     /// `B = M` for the `k x n` matrix `M` whose row `i` is `src[i * stride..][..n]`
-    /// (attention's values: `B[kk][c]` is value `c` of token `kk`).
+    /// (attention's values: `B[kk][c]` is value `c` of token `kk`). All zero where AMX
+    /// is not usable or `src` is too short.
     pub fn rows(src: &[f32], stride: usize, k: usize, n: usize) -> Operand {
         let mut b = Operand::sized(k, n);
-        if n > 0 && k > 0 && (k - 1) * stride + n <= src.len() {
-            b.fill(|kk, c| src[kk * stride + c], k, n);
+        if n > 0 && k > 0 && (k - 1) * stride + n <= src.len() && available().is_ok() {
+            // SAFETY: as in `transposed`.
+            unsafe { b.fill_rows(src, stride, k, n) };
         }
         b
     }
@@ -418,24 +422,55 @@ impl Operand {
         Operand { tiles: vec![0; kblocks * cblocks * TILE_VALUES], kblocks, cblocks }
     }
 
-    /// Writes `B[kk][c] = at(kk, c)` for `kk < k`, `c < n` into the tile layout (the
-    /// padding stays zero).
-    #[inline(always)]
-    fn fill(&mut self, at: impl Fn(usize, usize) -> f32, k: usize, n: usize) {
-        for cb in 0..self.cblocks {
-            let cols = (n - cb * TILE_COLS).min(TILE_COLS);
+    /// Each row of `M` rounded to bf16 32 values at a time; its value pairs are the
+    /// pairs of one column of the tiles.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL/BF16 must be usable; `src` holds `n` rows of `k` at `stride`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+    unsafe fn fill_transposed(&mut self, src: &[f32], stride: usize, n: usize, k: usize) {
+        let mut pairs = [0u16; TILE_K];
+        for c in 0..n {
+            let (cb, col) = (c / TILE_COLS, c % TILE_COLS);
+            let row = &src[c * stride..c * stride + k];
             for kb in 0..self.kblocks {
+                let vals = &row[kb * TILE_K..((kb + 1) * TILE_K).min(k)];
+                to_bf16_slice(&mut pairs, vals);
+                pairs[vals.len()..].iter_mut().for_each(|v| *v = 0);
                 let tile = &mut self.tiles[(cb * self.kblocks + kb) * TILE_VALUES..][..TILE_VALUES];
-                let ks = (k - kb * TILE_K).min(TILE_K);
-                for kk in 0..ks {
-                    let (r, p) = (kk / 2, kk % 2);
-                    for c in 0..cols {
-                        tile[r * TILE_K + 2 * c + p] = bf16(at(kb * TILE_K + kk, cb * TILE_COLS + c));
-                    }
+                for (r, pair) in pairs.chunks_exact(2).enumerate() {
+                    tile[r * TILE_K + 2 * col..r * TILE_K + 2 * col + 2].copy_from_slice(pair);
                 }
             }
         }
     }
+
+    /// Each row of `M` rounded to bf16 at once, then spread over its tiles' row.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL/BF16 must be usable; `src` holds `k` rows of `n` at `stride`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
+    unsafe fn fill_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
+        let mut vals = vec![0u16; n];
+        for kk in 0..k {
+            let (kb, r, p) = (kk / TILE_K, (kk % TILE_K) / 2, kk % 2);
+            to_bf16_slice(&mut vals, &src[kk * stride..kk * stride + n]);
+            for (cb, v) in vals.chunks(TILE_COLS).enumerate() {
+                let tile = &mut self.tiles[(cb * self.kblocks + kb) * TILE_VALUES..][..TILE_VALUES];
+                for (c, v) in v.iter().enumerate() {
+                    tile[r * TILE_K + 2 * c + p] = *v;
+                }
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn fill_transposed(&mut self, _: &[f32], _: usize, _: usize, _: usize) {}
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn fill_rows(&mut self, _: &[f32], _: usize, _: usize, _: usize) {}
 
     /// Padded width of the product (`n` rounded up to 16).
     pub fn cols(&self) -> usize {
@@ -501,7 +536,7 @@ unsafe fn softmax_rows_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32],
             None => return,
         };
         let max = lanes_max(s);
-        e.iter_mut().zip(s).for_each(|(e, s)| *e = exp((s - max) * scale));
+        e.iter_mut().zip(s).for_each(|(e, s)| *e = exp_for_bf16((s - max) * scale));
         let inv = 1.0 / lanes_sum(e, |v| v);
         e.iter_mut().for_each(|e| *e *= inv);
         to_bf16_slice(d, e);
