@@ -446,22 +446,43 @@ impl Operand {
         }
     }
 
-    /// Each row of `M` rounded to bf16 at once, then spread over its tiles' row.
+    /// Rows of `M` two at a time (a tile row holds a pair of them): both rounded to
+    /// bf16, then each 16-column block of the two interleaved by one permute.
     ///
     /// # Safety
     /// AVX-512 F/BW/VL/BF16 must be usable; `src` holds `k` rows of `n` at `stride`.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
     unsafe fn fill_rows(&mut self, src: &[f32], stride: usize, k: usize, n: usize) {
-        let mut vals = vec![0u16; n];
-        for kk in 0..k {
-            let (kb, r, p) = (kk / TILE_K, (kk % TILE_K) / 2, kk % 2);
-            to_bf16_slice(&mut vals, &src[kk * stride..kk * stride + n]);
-            for (cb, v) in vals.chunks(TILE_COLS).enumerate() {
-                let tile = &mut self.tiles[(cb * self.kblocks + kb) * TILE_VALUES..][..TILE_VALUES];
-                for (c, v) in v.iter().enumerate() {
-                    tile[r * TILE_K + 2 * c + p] = *v;
-                }
+        use std::arch::x86_64::{__m256i, _mm256_loadu_si256, _mm512_castsi256_si512, _mm512_inserti64x4, _mm512_loadu_si512, _mm512_permutexvar_epi16, _mm512_storeu_si512};
+        // Lane 2c takes value c of the first row, lane 2c + 1 value c of the second.
+        const INTERLEAVE: [u16; 32] = {
+            let mut idx = [0u16; 32];
+            let mut c = 0;
+            while c < 16 {
+                idx[2 * c] = c as u16;
+                idx[2 * c + 1] = 16 + c as u16;
+                c += 1;
+            }
+            idx
+        };
+        let idx = _mm512_loadu_si512(INTERLEAVE.as_ptr().cast());
+        let width = self.cblocks * TILE_COLS;
+        let (mut first, mut second) = (vec![0u16; width], vec![0u16; width]);
+        for kk in (0..k).step_by(2) {
+            let (kb, r) = (kk / TILE_K, (kk % TILE_K) / 2);
+            to_bf16_slice(&mut first, &src[kk * stride..kk * stride + n]);
+            match kk + 1 < k {
+                true => to_bf16_slice(&mut second, &src[(kk + 1) * stride..(kk + 1) * stride + n]),
+                false => second.iter_mut().for_each(|v| *v = 0),
+            }
+            for cb in 0..self.cblocks {
+                let pair = _mm512_inserti64x4::<1>(
+                    _mm512_castsi256_si512(_mm256_loadu_si256(first[cb * TILE_COLS..].as_ptr().cast::<__m256i>())),
+                    _mm256_loadu_si256(second[cb * TILE_COLS..].as_ptr().cast::<__m256i>()),
+                );
+                let row = &mut self.tiles[(cb * self.kblocks + kb) * TILE_VALUES + r * TILE_K..][..TILE_K];
+                _mm512_storeu_si512(row.as_mut_ptr().cast(), _mm512_permutexvar_epi16(idx, pair));
             }
         }
     }
