@@ -65,8 +65,9 @@ fn bf16(x: f32) -> u16 {
     (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
 }
 
-/// `src` rounded to bf16 (to nearest even) into the start of `dst`, 32 values per
-/// `vcvtne2ps2bf16` (a scalar loop of [`bf16`] left this a tenth of a pass).
+/// `src` rounded to bf16 (to nearest even) into the start of `dst`, the rest of `dst`
+/// zero (every caller pads that way), 32 values per `vcvtne2ps2bf16` (a scalar loop of
+/// [`bf16`] left this a tenth of a pass).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma")]
 #[inline]
@@ -80,6 +81,7 @@ unsafe fn to_bf16_slice(dst: &mut [u16], src: &[f32]) {
         _mm512_storeu_si512(d.as_mut_ptr().cast(), b);
     }
     dst[whole..whole + rest].iter_mut().zip(&src[whole..whole + rest]).for_each(|(d, s)| *d = bf16(*s));
+    dst[n..].iter_mut().for_each(|d| *d = 0);
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -126,16 +128,9 @@ impl Packed {
         Packed { tiles, out, inp, kblocks, cblocks }
     }
 
-    /// `y = act(x W^T + bias)` for `rows` rows of `x` (the activation, if any, applied
-    /// to each block while it is in cache); `None` where AMX is not usable.
-    pub fn forward(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>) -> Option<Vec<f32>> {
-        let mut y = Vec::new();
-        self.forward_into(x, rows, bias, act, &mut y).then_some(y)
-    }
-
-    /// [`Packed::forward`] into `y` (resized to `rows * out`; a buffer reused across
-    /// calls costs neither zeroing nor page faults). False, and `y` untouched, where AMX
-    /// is not usable.
+    /// `y = act(x W^T + bias)` for `rows` rows of `x`, into `y` (resized to `rows * out`;
+    /// a buffer reused across calls costs neither zeroing nor page faults). False, and
+    /// `y` untouched, where AMX is not usable.
     pub fn forward_into(&self, x: &[f32], rows: usize, bias: &[f32], act: Option<Activation>, y: &mut Vec<f32>) -> bool {
         if available().is_err() || x.len() < rows * self.inp || bias.len() < self.out {
             return false;
@@ -191,8 +186,8 @@ impl Packed {
 
     /// `y = act(a W^T + bias)` in f32 rows, `a` as [`Packed::activations`] lays it out.
     /// One task per 32 output rows: it walks every column pair, so the whole weight
-    /// stays in its core's L2 from one task to the next, and writes its rows of `y`
-    /// (sum plus bias) as each 32 x 32 block is done: every value of y is written.
+    /// stays in its core's L2 from one task to the next, then writes its rows of `y`:
+    /// every value of y is written.
     fn rows_into(&self, a: &[u16], rows: usize, bias: &[f32], act: Option<Activation>, y: &mut Vec<f32>) {
         let kp = self.kblocks * TILE_K;
         y.resize(rows * self.out, 0.0);
@@ -207,14 +202,19 @@ impl Packed {
     }
 }
 
-/// Runs `f` with this thread's bf16 activation buffer. A thread that reenters (a rayon
-/// worker stealing another pass while it waits) finds its buffer in use and takes a
-/// fresh one rather than panicking.
-fn with_scratch(f: impl FnOnce(&mut Vec<u16>)) {
-    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
-        Ok(mut a) => f(&mut a),
+/// Runs `f` with this thread's buffer in `key`. A thread that reenters (a rayon worker
+/// stealing another pass while it waits) finds its buffer in use and takes a fresh one
+/// rather than panicking.
+fn with_local<T>(key: &'static std::thread::LocalKey<std::cell::RefCell<Vec<T>>>, f: impl FnOnce(&mut Vec<T>)) {
+    key.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
         Err(_) => f(&mut Vec::new()),
     })
+}
+
+/// Runs `f` with this thread's bf16 activation buffer.
+fn with_scratch(f: impl FnOnce(&mut Vec<u16>)) {
+    with_local(&SCRATCH, f)
 }
 
 /// Where [`row_block`] puts its block of the product.
@@ -234,16 +234,11 @@ thread_local! {
     static SUMS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's sums buffer sized for 32 rows of `pairs` column pairs (a
-/// fresh one where the thread reentered, as in [`with_scratch`]).
+/// Runs `f` with this thread's sums buffer sized for 32 rows of `pairs` column pairs.
 fn with_sums(pairs: usize, f: impl FnOnce(&mut [f32])) {
-    let len = 2 * TILE_ROWS * pairs * 2 * TILE_COLS;
-    SUMS.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut sums) => {
-            sums.resize(len, 0.0);
-            f(&mut sums)
-        }
-        Err(_) => f(&mut vec![0.0; len]),
+    with_local(&SUMS, |sums| {
+        sums.resize(2 * TILE_ROWS * pairs * 2 * TILE_COLS, 0.0);
+        f(sums)
     })
 }
 
@@ -263,7 +258,6 @@ unsafe fn to_bf16_tiles(dst: &mut [u16], kblocks: usize, src: &[f32], inp: usize
             let from = (kb * TILE_K).min(inp);
             let vals = &s[from..(from + TILE_K).min(inp)];
             to_bf16_slice(d, vals);
-            d[vals.len()..].iter_mut().for_each(|d| *d = 0);
         }
     }
 }
@@ -293,10 +287,8 @@ static CONFIG: TileConfig = TileConfig::new();
 
 /// `dest = act(a_rows W^T + bias)` for one block of (up to) 32 rows. The tile unit
 /// runs over every pair of 16-column blocks first (tiles 0-3 holding the 2 x 2 sums, 4-5
-/// the activation rows, 6-7 the weight columns), storing its sums in `sums`; bias and
-/// activation follow in one pass over them. (Reading each block back right after its
-/// tile store, between tile products, cost a quarter of a pass: the vector loads wait
-/// on the tile stores.)
+/// the activation rows, 6-7 the weight columns), storing its sums in `sums`; then bias,
+/// activation and, for `Tiles`, the rounding to bf16 go row by row over whole rows.
 ///
 /// # Safety
 /// AMX and AVX-512 F/BW/VL/BF16 must be usable by this process; `a_rows` must hold 32 rows of
@@ -437,7 +429,6 @@ impl Operand {
             for kb in 0..self.kblocks {
                 let vals = &row[kb * TILE_K..((kb + 1) * TILE_K).min(k)];
                 to_bf16_slice(&mut pairs, vals);
-                pairs[vals.len()..].iter_mut().for_each(|v| *v = 0);
                 let tile = &mut self.tiles[(cb * self.kblocks + kb) * TILE_VALUES..][..TILE_VALUES];
                 for (r, pair) in pairs.chunks_exact(2).enumerate() {
                     tile[r * TILE_K + 2 * col..r * TILE_K + 2 * col + 2].copy_from_slice(pair);
@@ -474,7 +465,7 @@ impl Operand {
             to_bf16_slice(&mut first, &src[kk * stride..kk * stride + n]);
             match kk + 1 < k {
                 true => to_bf16_slice(&mut second, &src[(kk + 1) * stride..(kk + 1) * stride + n]),
-                false => second.iter_mut().for_each(|v| *v = 0),
+                false => to_bf16_slice(&mut second, &[]),
             }
             for cb in 0..self.cblocks {
                 let pair = _mm512_inserti64x4::<1>(
@@ -522,7 +513,6 @@ pub fn to_bf16(dst: &mut [u16], dst_stride: usize, src: &[f32], stride: usize, r
 unsafe fn strided_to_bf16(dst: &mut [u16], dst_stride: usize, src: &[f32], stride: usize, rows: usize, cols: usize) {
     for (i, d) in dst.chunks_exact_mut(dst_stride).take(rows).enumerate() {
         to_bf16_slice(d, &src[i * stride..i * stride + cols]);
-        d[cols..].iter_mut().for_each(|d| *d = 0);
     }
 }
 
@@ -561,7 +551,6 @@ unsafe fn softmax_rows_to_bf16(dst: &mut [u16], d_stride: usize, scores: &[f32],
         let inv = 1.0 / lanes_sum(e, |v| v);
         e.iter_mut().for_each(|e| *e *= inv);
         to_bf16_slice(d, e);
-        d[len..].iter_mut().for_each(|d| *d = 0);
     }
 }
 
@@ -626,6 +615,13 @@ unsafe fn tile_product(_: *const u16, _: usize, _: usize, _: &Operand, _: *mut f
 mod tests {
     use super::*;
 
+    /// `Packed::forward_into` into a fresh vector (empty where AMX refused).
+    fn forward(p: &Packed, x: &[f32], rows: usize, bias: &[f32]) -> Vec<f32> {
+        let mut y = Vec::new();
+        p.forward_into(x, rows, bias, None, &mut y);
+        y
+    }
+
     /// Values in [-0.5, 0.5) from a linear congruential sequence seeded with `seed`.
     fn uniform(mut seed: u32) -> impl FnMut() -> f32 {
         move || {
@@ -647,7 +643,7 @@ mod tests {
         let w: Vec<f32> = (0..out * inp).map(|_| rnd()).collect();
         let x: Vec<f32> = (0..rows * inp).map(|_| rnd()).collect();
         let bias: Vec<f32> = (0..out).map(|_| rnd()).collect();
-        let y = Packed::new(&w, out, inp).forward(&x, rows, &bias, None).unwrap_or_default();
+        let y = forward(&Packed::new(&w, out, inp), &x, rows, &bias);
         assert_eq!(y.len(), rows * out);
         let round = |v: f32| f32::from_bits((bf16(v) as u32) << 16) as f64;
         for i in 0..rows {
@@ -695,9 +691,9 @@ mod tests {
         let x: Vec<f32> = (0..rows * inp).map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5).collect();
         let p = Packed::new(&w, out, inp);
         let bias = vec![0.25f32; out];
-        let alone = p.forward(&x, rows, &bias, None).unwrap_or_default();
+        let alone = forward(&p, &x, rows, &bias);
         assert_eq!(alone.len(), rows * out);
-        let nested: Vec<Vec<f32>> = (0..16).into_par_iter().map(|_| p.forward(&x, rows, &bias, None).unwrap_or_default()).collect();
+        let nested: Vec<Vec<f32>> = (0..16).into_par_iter().map(|_| forward(&p, &x, rows, &bias)).collect();
         assert!(nested.iter().all(|y| *y == alone));
     }
 

@@ -97,15 +97,7 @@ impl Model {
     /// texts stay within `tolerance` of f32's; returns the largest difference seen. On
     /// error (no AMX, or too far apart) the model stays f32 and the error says why.
     pub fn use_bf16_if_close(&mut self, probe: &[&str], tolerance: f32) -> Result<f32, String> {
-        let mut batch = Packed::default();
-        for text in probe {
-            for w in self.windows(text).map_err(|e| e.to_string())? {
-                batch.push(&w);
-            }
-        }
-        if batch.seqs.is_empty() {
-            return Err("no probe text".into());
-        }
+        let batch = self.probe_batch(probe).map_err(|e| e.to_string())?;
         let want = self.run_cpu(&batch).map_err(|e| e.to_string())?;
         self.encoder.use_bf16()?;
         let worst = match self.run_cpu(&batch) {
@@ -174,15 +166,7 @@ impl Model {
     pub fn attach_cuda(&mut self, kernel_cache: &Path, probe: &[&str], tolerance: f32) -> Result<String, InferError> {
         let gpu = CudaEncoder::new(&self.encoder, &self.heads, kernel_cache)?;
         let device = gpu.device.clone();
-        let mut batch = Packed::default();
-        for text in probe {
-            for w in self.windows(text)? {
-                batch.push(&w);
-            }
-        }
-        if batch.seqs.is_empty() {
-            return Err(InferError::Gpu("self-check: no probe text".into()));
-        }
+        let batch = self.probe_batch(probe).map_err(|e| InferError::Gpu(format!("self-check: {e}")))?;
         let vocab = self.encoder.vocab();
         let mut worst = largest_difference(&self.encoder.forward(&batch)?, &gpu.hidden(&batch, vocab)?);
         let (want, got) = (self.run_cpu(&batch)?, gpu.run(&batch, &self.heads, vocab)?);
@@ -195,6 +179,21 @@ impl Model {
         self.cuda = Some(Mutex::new(gpu));
         self.gpu_strikes.store(0, Ordering::Relaxed);
         Ok(device)
+    }
+
+    /// Every window of the `probe` texts in one packed batch (the self-checks of the GPU
+    /// and of bf16 score it both ways).
+    fn probe_batch(&self, probe: &[&str]) -> Result<Packed, InferError> {
+        let mut batch = Packed::default();
+        for text in probe {
+            for w in self.windows(text)? {
+                batch.push(&w);
+            }
+        }
+        if batch.seqs.is_empty() {
+            return Err(InferError::Unsupported("no probe text".into()));
+        }
+        Ok(batch)
     }
 
     /// Whether batches run on a GPU.

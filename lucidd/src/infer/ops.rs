@@ -182,14 +182,6 @@ impl Linear {
         self.bf16 = None;
     }
 
-    /// `act(forward(x))`; in bf16 the activation is applied to each block of the product
-    /// while it is in cache, instead of in a second pass over the whole output.
-    pub fn forward_act(&self, x: &[f32], rows: usize, act: Activation) -> Vec<f32> {
-        let mut y = Vec::new();
-        self.forward_into(x, rows, Some(act), &mut y);
-        y
-    }
-
     /// `x` has `rows` rows of `inp`; returns `rows` rows of `out`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Vec<f32> {
         let mut y = Vec::new();
