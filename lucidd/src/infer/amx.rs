@@ -615,6 +615,11 @@ unsafe fn tile_product(_: *const u16, _: usize, _: usize, _: &Operand, _: *mut f
 mod tests {
     use super::*;
 
+    /// Whether AMX is usable; where not, says the test is skipped and why.
+    fn amx_or_skip() -> bool {
+        available().map_err(|why| eprintln!("skipped: {why}")).is_ok()
+    }
+
     /// `Packed::forward_into` into a fresh vector (empty where AMX refused).
     fn forward(p: &Packed, x: &[f32], rows: usize, bias: &[f32]) -> Vec<f32> {
         let mut y = Vec::new();
@@ -634,8 +639,7 @@ mod tests {
     /// f32 accumulation may differ. Odd sizes exercise every padding path.
     #[test]
     fn products_match_a_reference_on_bf16_inputs() {
-        if let Err(why) = available() {
-            eprintln!("skipped: {why}");
+        if !amx_or_skip() {
             return;
         }
         let (rows, out, inp) = (37, 50, 70);
@@ -659,8 +663,7 @@ mod tests {
     /// that are not whole tiles.
     #[test]
     fn chained_layers_equal_two_separate_passes() {
-        if let Err(why) = available() {
-            eprintln!("skipped: {why}");
+        if !amx_or_skip() {
             return;
         }
         let (rows, inp, mid, out) = (45, 40, 50, 24);
@@ -682,8 +685,7 @@ mod tests {
     /// and so may reenter a pass on the same thread) give the same sums as one alone.
     #[test]
     fn passes_from_rayon_workers_agree_with_a_lone_pass() {
-        if let Err(why) = available() {
-            eprintln!("skipped: {why}");
+        if !amx_or_skip() {
             return;
         }
         let (rows, out, inp) = (200, 96, 64);
@@ -702,8 +704,7 @@ mod tests {
     /// sizes that leave every kind of padding (rows, keys, head width).
     #[test]
     fn attention_products_match_a_reference_on_bf16_inputs() {
-        if let Err(why) = available() {
-            eprintln!("skipped: {why}");
+        if !amx_or_skip() {
             return;
         }
         let (len, d, stride) = (37, 24, 100);
