@@ -98,7 +98,7 @@ fn scan_rate(auditor: &dyn Auditor, texts: &[String]) -> f64 {
     let mut bytes = 0usize;
     while start.elapsed().as_secs_f64() < 2.0 {
         for s in &subjects {
-            std::hint::black_box(auditor.audit(Stage::PreRequest, s).ok());
+            std::hint::black_box(auditor.audit(Stage::PreRequest, s, start).ok());
             bytes += s.len();
         }
     }

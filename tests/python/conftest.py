@@ -101,10 +101,21 @@ class Upstream:
         self.server.server_close()
 
 
-class Lucidd:
-    """The real daemon in dev mode on a temp state directory."""
+# The chain most tests run: the soc2 profile, responses read for credentials and PII.
+SOC2_CHAIN = """      profile: soc2
+      auditChain:
+        postResponse:
+          - auditorId: lucid-policy-auditor
+          - auditorId: lucid-pii-compliance-auditor
+          - auditorId: lucid-observability-auditor
+"""
 
-    def __init__(self, upstream_url, extra_yaml=""):
+
+class Lucidd:
+    """The real daemon in dev mode on a temp state directory. `chain` is the agent's
+    YAML after its upstream (a profile, an auditChain); `extra_yaml` follows it."""
+
+    def __init__(self, upstream_url, extra_yaml="", chain=SOC2_CHAIN, keys=True):
         self.dir = Path(tempfile.mkdtemp(prefix="lucid-py-"))
         self.config = self.dir / "env.yaml"
         self.config.write_text(f"""apiVersion: lucid.io/v1alpha1
@@ -119,13 +130,7 @@ spec:
       upstream:
         url: {upstream_url}
         timeoutSeconds: 60
-      profile: soc2
-      auditChain:
-        postResponse:
-          - auditorId: lucid-policy-auditor
-          - auditorId: lucid-pii-compliance-auditor
-          - auditorId: lucid-observability-auditor
-{extra_yaml}""")
+{chain}{extra_yaml}""")
         state = self.dir / "state"
         self.log = open(self.dir / "lucidd.log", "w")
         self.proc = subprocess.Popen(
@@ -142,8 +147,9 @@ spec:
             try:
                 status = self.ctl_json("status")
                 self.gateway = "http://" + status["gateway"]
-                created = self.ctl_json("keys", "create", "--name", "pytest")
-                self.key, self.key_id = created["secret"], created["key"]["id"]
+                if keys:
+                    created = self.ctl_json("keys", "create", "--name", "pytest")
+                    self.key, self.key_id = created["secret"], created["key"]["id"]
                 return
             except (subprocess.CalledProcessError, json.JSONDecodeError, KeyError, TypeError):
                 time.sleep(0.05)
@@ -180,6 +186,21 @@ def lucidd(upstream):
     d = Lucidd(upstream.url)
     yield d
     d.close()
+
+
+@pytest.fixture
+def make_lucidd(upstream):
+    """Starts lucidd with a chain of the test's own; stops every one it started."""
+    started = []
+
+    def make(chain, extra_yaml=""):
+        d = Lucidd(upstream.url, extra_yaml=extra_yaml, chain=chain)
+        started.append(d)
+        return d, openai.OpenAI(base_url=d.gateway + "/v1", api_key=d.key, max_retries=0, timeout=30)
+
+    yield make
+    for d in started:
+        d.close()
 
 
 @pytest.fixture

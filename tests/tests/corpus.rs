@@ -27,7 +27,7 @@ fn rule_auditors_meet_their_precision_and_recall_floors() {
     let corpus = include_str!("../corpus/corpus.jsonl");
     let pii = PiiAuditor::new(PiiEnv::default(), [7; 32]);
     let secrets = SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), RuleSet::builtin().unwrap());
-    let guard = GuardrailsAuditor::new(GuardrailsEnv::default(), None, std::time::Duration::from_secs(1));
+    let guard = GuardrailsAuditor::new(GuardrailsEnv::default(), None);
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();
     let mut benign_hits = Vec::new();
     for line in corpus.lines() {
@@ -36,7 +36,7 @@ fn rule_auditors_meet_their_precision_and_recall_floors() {
         let subject = Subject::new([(Some("user".to_string()), text.to_string())]);
         let mut predicted: Vec<(String, String)> = Vec::new();
         for auditor in [&pii as &dyn Auditor, &secrets, &guard] {
-            let v = auditor.audit(Stage::PreRequest, &subject).unwrap();
+            let v = auditor.audit(Stage::PreRequest, &subject, std::time::Instant::now()).unwrap();
             for f in v.findings {
                 let kind = if f.kind == "jailbreak" { "injection".to_string() } else { f.kind };
                 predicted.push((kind, text.get(f.start..f.end).unwrap_or_default().to_string()));

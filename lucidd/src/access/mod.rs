@@ -168,6 +168,22 @@ impl KeyStore {
 
     /// Checks a presented key for an agent and counts it against the rate.
     pub fn authorize(&self, presented: Option<&str>, agent: &str) -> Result<ApiKey, Refusal> {
+        let key = self.identify(presented)?;
+        if !key.may_use(agent) {
+            return Err(Refusal::OutOfScope(key.id));
+        }
+        self.count(key)
+    }
+
+    /// Checks a presented key for a request that concerns no one agent (the model list)
+    /// and counts it against the rate.
+    pub fn authenticate(&self, presented: Option<&str>) -> Result<ApiKey, Refusal> {
+        let key = self.identify(presented)?;
+        self.count(key)
+    }
+
+    /// The key presented, if it is one of ours and not revoked.
+    fn identify(&self, presented: Option<&str>) -> Result<ApiKey, Refusal> {
         let presented = presented.ok_or(Refusal::Unknown)?;
         let id = presented.split('_').next().unwrap_or_default();
         let key = {
@@ -180,9 +196,11 @@ impl KeyStore {
         if key.revoked_ns.is_some() {
             return Err(Refusal::Revoked(key.id));
         }
-        if !key.agents.is_empty() && !key.agents.iter().any(|a| a == agent) {
-            return Err(Refusal::OutOfScope(key.id));
-        }
+        Ok(key)
+    }
+
+    /// Counts a request against the key's rate.
+    fn count(&self, key: ApiKey) -> Result<ApiKey, Refusal> {
         if key.rate_per_minute > 0 {
             let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
             let b = buckets.entry(key.id.clone()).or_insert(Bucket { window_start: Instant::now(), used: 0 });
@@ -195,6 +213,13 @@ impl KeyStore {
             b.used += 1;
         }
         Ok(key)
+    }
+}
+
+impl ApiKey {
+    /// Whether the key is scoped to `agent` (a key with no agents may use all).
+    pub fn may_use(&self, agent: &str) -> bool {
+        self.agents.is_empty() || self.agents.iter().any(|a| a == agent)
     }
 }
 

@@ -57,6 +57,10 @@ pub struct Decision {
     pub verdict: Verdict,
     /// Microseconds it took.
     pub latency_us: u64,
+    /// How far past its `timeoutMs` budget the verdict came, in microseconds (the
+    /// verdict stands; this is recorded with control PI1.3).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub late_us: Option<u64>,
     /// Set when the auditor failed or ran out of time and its fail policy decided.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
@@ -83,6 +87,12 @@ impl Chain {
     }
 
     /// Runs a stage: applies redactions as it goes, stops at the first deny.
+    ///
+    /// A verdict an auditor returns stands, however late: lateness is recorded beside
+    /// it (`late_us`, PI1.3), never turned into the fail policy, so padding a prompt
+    /// cannot weaken a deny or a redaction. The fail policy decides only where an
+    /// auditor could not conclude (an error, a panic, a classifier past its deadline),
+    /// and even then what it did conclude stands where that is stricter.
     pub fn run(&self, stage: Stage, subject: &mut Subject) -> Vec<Decision> {
         let links = match stage {
             Stage::PreRequest => &self.pre,
@@ -91,22 +101,26 @@ impl Chain {
         let mut decisions = Vec::new();
         for link in links {
             let Some(auditor) = &link.auditor else { continue };
+            let budget = Duration::from_millis(u64::from(link.config.timeout_ms));
             let started = Instant::now();
             // A panicking auditor is a failing one: its fail policy decides, and the
             // chain (and the request) carry on.
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| auditor.audit(stage, subject)));
-            let latency_us = started.elapsed().as_micros() as u64;
-            let budget_us = u64::from(link.config.timeout_ms) * 1000;
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| auditor.audit(stage, subject, started + budget)));
+            let elapsed = started.elapsed();
+            let latency_us = elapsed.as_micros() as u64;
+            let late_us = elapsed.checked_sub(budget).map(|d| d.as_micros() as u64).filter(|l| *l > 0);
             let (verdict, failure) = match result {
-                Ok(Ok(v)) if latency_us <= budget_us => (v, None),
-                Ok(Ok(_)) => failed(&link.config, format!("took {latency_us} us, over its {} ms budget", link.config.timeout_ms)),
-                Ok(Err(e)) => failed(&link.config, e.to_string()),
-                Err(_) => failed(&link.config, "the auditor panicked".into()),
+                Ok(Ok(v)) => (v, None),
+                Ok(Err(e)) => failed(&link.config, e.message, e.partial.map(|v| *v)),
+                Err(_) => failed(&link.config, "the auditor panicked".into(), None),
             };
             if verdict.outcome == Outcome::Redact {
                 subject.apply(&verdict.redactions);
             }
             let mut controls: Vec<String> = link.config.auditor_id.controls().iter().map(|c| c.to_string()).collect();
+            if late_us.is_some() {
+                controls.push("PI1.3".into());
+            }
             if failure.is_some() {
                 controls.push("PI1.5".into());
             }
@@ -118,6 +132,7 @@ impl Chain {
                 controls,
                 verdict,
                 latency_us,
+                late_us,
                 failure,
             });
             if deny {
@@ -128,16 +143,29 @@ impl Chain {
     }
 }
 
-fn failed(config: &AuditorConfig, why: String) -> (Verdict, Option<String>) {
-    let mut v = Verdict::proceed();
-    v.outcome = match config.fail_policy {
+/// The verdict of an auditor that could not conclude: its fail policy's outcome, or
+/// what it had found before it stopped (`partial`) where that is stricter; the partial
+/// findings and scores are kept either way.
+fn failed(config: &AuditorConfig, why: String, partial: Option<Verdict>) -> (Verdict, Option<String>) {
+    let policy = match config.fail_policy {
         FailPolicy::Closed => Outcome::Deny,
         FailPolicy::Open => Outcome::Warn,
     };
-    v.reason = Some(format!("auditor could not decide ({why}); failing {}", match config.fail_policy {
+    let failing = match config.fail_policy {
         FailPolicy::Closed => "closed",
         FailPolicy::Open => "open",
-    }));
+    };
+    let mut v = partial.unwrap_or_else(Verdict::proceed);
+    let found = v.reason.take();
+    v.reason = Some(match (found, v.outcome > policy) {
+        (Some(found), true) => format!("{found} (the auditor then could not finish: {why}; what it found stands)"),
+        (Some(found), false) => format!("auditor could not decide ({why}); failing {failing}; found before that: {found}"),
+        (None, _) => format!("auditor could not decide ({why}); failing {failing}"),
+    });
+    v.outcome = v.outcome.max(policy);
+    if v.outcome != Outcome::Redact {
+        v.redactions.clear();
+    }
     (v, Some(why))
 }
 
@@ -145,7 +173,7 @@ fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn
     Ok(match &c.env {
         AuditorSettings::Guardrails(env) => {
             let model = classifier(env)?;
-            Some(Arc::new(GuardrailsAuditor::new(env.clone(), model, Duration::from_millis(u64::from(c.timeout_ms)))))
+            Some(Arc::new(GuardrailsAuditor::new(env.clone(), model)))
         }
         AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key))),
         AuditorSettings::Policy(env) => {
@@ -193,6 +221,14 @@ pub struct RequestInfo {
     pub key_id: Option<String>,
     /// Which endpoint (`chat.completions`, `audit`, ...).
     pub endpoint: String,
+    /// System or developer messages left unread because their digest is listed in
+    /// `exemptSystemPrompts`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub exempt_system_prompts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The ledger record of one decision: ids, outcome, scores, span types and offsets,
@@ -219,6 +255,7 @@ pub fn decision_entry(info: &RequestInfo, d: &Decision) -> Entry {
             "scores": d.verdict.scores,
             "spans": d.verdict.findings,
             "latency_us": d.latency_us,
+            "late_us": d.late_us,
             "failure": d.failure,
         }),
     }
@@ -242,21 +279,75 @@ mod tests {
         Subject::new([(Some("user".into()), text)])
     }
 
+    /// Issue 13: a verdict that came back after its budget used to be replaced by the
+    /// fail policy, so with `failPolicy: open` a padded prompt's redaction or deny
+    /// became a warning and the text went upstream as written.
     #[test]
-    fn an_auditor_over_its_budget_fails_closed_or_open_and_says_so() {
-        let decisions = chain("closed", 1).run(Stage::PreRequest, &mut big_subject());
-        assert_eq!(decisions.len(), 1, "a deny stops the chain");
-        assert_eq!(decisions[0].verdict.outcome, Outcome::Deny);
-        assert!(decisions[0].failure.as_deref().unwrap_or_default().contains("budget"));
-        assert!(decisions[0].controls.contains(&"PI1.5".to_string()));
-
-        let decisions = chain("open", 1).run(Stage::PreRequest, &mut big_subject());
-        assert_eq!(decisions[0].verdict.outcome, Outcome::Warn);
-        assert_eq!(decisions.len(), 2, "failing open lets the chain go on");
+    fn a_late_verdict_stands_and_its_lateness_is_recorded_issue_13() {
+        for policy in ["closed", "open"] {
+            let decisions = chain(policy, 1).run(Stage::PreRequest, &mut big_subject());
+            assert_eq!(decisions[0].verdict.outcome, Outcome::Redact, "{policy}: the PII found is redacted, late or not");
+            assert!(decisions[0].failure.is_none(), "{policy}");
+            assert!(decisions[0].late_us.is_some_and(|l| l > 0), "{policy}: the lateness is recorded");
+            assert!(decisions[0].controls.contains(&"PI1.3".to_string()));
+            assert!(!decisions[0].controls.contains(&"PI1.5".to_string()), "no fail policy was applied");
+            assert_eq!(decisions.len(), 2, "{policy}: the chain goes on after a redaction");
+        }
+        // 64 KiB of padding before a private key: the credential auditor denies.
+        let key = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA0Z3VS5JJcds3xfn/ygWyF8PbnGy0AHB7MaoTTAtjv4WZlF0qnIA9\n-----END RSA PRIVATE KEY-----";
+        let text = format!("{}{key}", "lorem ipsum dolor sit amet ".repeat(64 * 1024 / 27));
+        let decisions = chain("open", 1).run(Stage::PreRequest, &mut Subject::new([(Some("user".into()), text)]));
+        let last = decisions.last().map(|d| (d.auditor, d.verdict.outcome));
+        assert_eq!(last, Some((AuditorId::Policy, Outcome::Deny)), "{:?}", decisions.iter().map(|d| &d.verdict.reason).collect::<Vec<_>>());
 
         let decisions = chain("closed", 60_000).run(Stage::PreRequest, &mut Subject::new([(None, "mail a@b.co".to_string())]));
         assert_eq!(decisions[0].verdict.outcome, Outcome::Redact);
-        assert!(decisions[0].failure.is_none());
+        assert!(decisions[0].failure.is_none() && decisions[0].late_us.is_none());
+    }
+
+    /// Fails with what it had concluded before.
+    struct Unfinished(Option<Outcome>);
+
+    impl Auditor for Unfinished {
+        fn id(&self) -> AuditorId {
+            AuditorId::Guardrails
+        }
+
+        fn audit(&self, _stage: Stage, _subject: &Subject, _deadline: Instant) -> Result<Verdict, crate::audit::AuditError> {
+            let err = crate::audit::AuditError::new("classifier deadline passed");
+            Err(match self.0 {
+                Some(outcome) => {
+                    let mut v = Verdict::proceed();
+                    v.outcome = outcome;
+                    if outcome != Outcome::Proceed {
+                        v.reason = Some("injection score 0.90 reaches the threshold 0.80".into());
+                    }
+                    err.with_partial(v)
+                }
+                None => err,
+            })
+        }
+    }
+
+    #[test]
+    fn an_auditor_that_cannot_finish_fails_by_policy_unless_what_it_found_is_stricter() {
+        for (policy, partial, want) in [
+            ("open", None, Outcome::Warn),
+            ("closed", None, Outcome::Deny),
+            ("open", Some(Outcome::Deny), Outcome::Deny),
+            ("open", Some(Outcome::Proceed), Outcome::Warn),
+            ("closed", Some(Outcome::Warn), Outcome::Deny),
+        ] {
+            let mut c = chain(policy, 60_000);
+            c.pre[0].auditor = Some(Arc::new(Unfinished(partial)));
+            let d = c.run(Stage::PreRequest, &mut Subject::new([(None, "hello".to_string())]));
+            assert_eq!(d[0].verdict.outcome, want, "{policy} {partial:?}");
+            assert_eq!(d[0].failure.as_deref(), Some("classifier deadline passed"));
+            assert!(d[0].controls.contains(&"PI1.5".to_string()));
+            let reason = d[0].verdict.reason.clone().unwrap_or_default();
+            assert!(reason.contains("classifier deadline passed"), "{reason}");
+            assert_eq!(reason.contains("injection score"), partial.is_some_and(|p| p != Outcome::Proceed), "{reason}");
+        }
     }
 
     struct Panics;
@@ -266,7 +357,7 @@ mod tests {
             AuditorId::PiiCompliance
         }
 
-        fn audit(&self, _stage: Stage, _subject: &Subject) -> Result<Verdict, crate::audit::AuditError> {
+        fn audit(&self, _stage: Stage, _subject: &Subject, _deadline: Instant) -> Result<Verdict, crate::audit::AuditError> {
             panic!("auditor bug")
         }
     }

@@ -314,7 +314,7 @@ impl Auditor for PiiAuditor {
         AuditorId::PiiCompliance
     }
 
-    fn audit(&self, _stage: Stage, subject: &Subject) -> Result<Verdict, AuditError> {
+    fn audit(&self, _stage: Stage, subject: &Subject, _deadline: std::time::Instant) -> Result<Verdict, AuditError> {
         if !self.env.pii_detection_enabled.0 {
             return Ok(Verdict::proceed());
         }
@@ -406,7 +406,7 @@ mod tests {
         };
         let a = PiiAuditor::new(env, [1; 32]);
         let mut s = Subject::new([(Some("user".into()), "me a@b.co ssn 123-45-6789 ip 10.1.2.3 tel +1 415 555 0100".to_string())]);
-        let v = a.audit(Stage::PreRequest, &s).unwrap();
+        let v = a.audit(Stage::PreRequest, &s, std::time::Instant::now()).unwrap();
         assert_eq!(v.outcome, Outcome::Redact);
         assert_eq!(v.findings.len(), 4);
         s.apply(&v.redactions);

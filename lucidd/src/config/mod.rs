@@ -135,6 +135,9 @@ pub struct AuditChain {
     pub pre_request: Vec<AuditorConfig>,
     /// After the model.
     pub post_response: Vec<AuditorConfig>,
+    /// Lower-case hex SHA-256 digests of system or developer prompts not audited.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub exempt_system_prompts: Vec<String>,
 }
 
 /// A resolved auditor entry.
@@ -265,6 +268,17 @@ fn resolve_agent(agent: RawAgent, file: &str) -> Result<Agent, ConfigError> {
         }
         if let Some(post) = raw.post_response {
             chain.post_response = resolve_stage(post, file, "postResponse")?;
+        }
+        for digest in raw.exempt_system_prompts.unwrap_or_default() {
+            let hex = digest.value.strip_prefix("sha256:").unwrap_or(&digest.value).to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(ConfigError::at(
+                    file,
+                    digest.referenced,
+                    format!("exemptSystemPrompts: {:?} is not a SHA-256 digest (64 hex digits, e.g. from `sha256sum`)", digest.value),
+                ));
+            }
+            chain.exempt_system_prompts.push(hex);
         }
     }
     Ok(Agent {

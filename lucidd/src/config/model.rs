@@ -192,6 +192,13 @@ pub struct RawChain {
     /// Auditors run on the response before the client sees it, in order.
     #[serde(default)]
     pub post_response: Option<Vec<RawAuditorRef>>,
+    /// SHA-256 digests (hex, optionally `sha256:`-prefixed) of fixed system or
+    /// developer prompts the chain does not read: only a message whose text has exactly
+    /// one of these digests is exempt, and each exemption is counted in the request's
+    /// decision records. Everything else, system prompts included, is audited.
+    #[serde(default)]
+    #[schemars(with = "Option<Vec<String>>")]
+    pub exempt_system_prompts: Option<Vec<Spanned<String>>>,
 }
 
 /// What an auditor does when it fails or runs out of time.

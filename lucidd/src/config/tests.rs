@@ -159,3 +159,15 @@ fn gateway_upstream_and_operators_are_typed() {
     let ok = example_with("ACCESS_CONTROL_ENABLED: \"true\"", "ACCESS_CONTROL_ENABLED: \"true\"\n              PII_OPERATORS: \"email_address=mask,us_ssn=hash\"");
     assert!(parse(&ok, "ok").is_ok());
 }
+
+#[test]
+fn exempt_system_prompts_take_sha256_digests_only() {
+    let digest = "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08";
+    let text = format!("{EXAMPLE}        exemptSystemPrompts:\n          - sha256:{digest}\n");
+    let env = parse(&text, "t").unwrap();
+    assert_eq!(env.spec.agents[0].audit_chain.exempt_system_prompts, [digest.to_ascii_lowercase()]);
+    assert_ne!(env.digest(), parse(EXAMPLE, "x").unwrap().digest(), "the exemption is part of the configuration's digest");
+    let (line, col, msg) = err(&format!("{EXAMPLE}        exemptSystemPrompts: [\"You are helpful.\"]\n"));
+    assert_eq!((line, col), (50, 31), "{msg}");
+    assert!(msg.contains("not a SHA-256 digest"), "{msg}");
+}

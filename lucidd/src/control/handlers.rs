@@ -319,7 +319,7 @@ pub async fn revoke_key(
 
 pub async fn audit(State(state): State<Arc<AppState>>, body: Result<Json<serde_json::Value>, JsonRejection>) -> Response {
     match json_body(body) {
-        Ok(b) => crate::gateway::run_audit(&state, &b).await,
+        Ok(b) => crate::gateway::run_audit(&state, &b, crate::gateway::Caller::Control).await,
         Err(e) => e.into_response(),
     }
 }

@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
+use sha2::Digest as _;
 
 use crate::audit::chain::{decision_entry, Decision, RequestInfo};
 use crate::audit::{Outcome, Stage, Subject};
@@ -217,6 +218,7 @@ async fn prepare(
         model,
         key_id: None,
         endpoint: endpoint.into(),
+        exempt_system_prompts: 0,
     };
     if route.access_control {
         match gw.app.keys.authorize(bearer(headers), &route.agent.name) {
@@ -224,7 +226,8 @@ async fn prepare(
             Err(refusal) => return Err(refuse(gw, &info, refusal).await),
         }
     }
-    let found = texts(&body);
+    let (found, exempt) = exempt_prompts(&route, texts(&body));
+    info.exempt_system_prompts = exempt;
     let slots: Vec<Slot> = found.iter().map(|(s, ..)| s.clone()).collect();
     let subject = Subject::new(found.into_iter().map(|(_, role, text)| (role, text)));
     let (decisions, subject) = run_chain(&route, Stage::PreRequest, subject).await;
@@ -234,6 +237,26 @@ async fn prepare(
     }
     openai::write_back(&mut body, &slots, &subject, prompt_field, true);
     Ok(Prepared { route, info, body })
+}
+
+/// Takes out the system and developer messages whose text has a digest the agent's
+/// `exemptSystemPrompts` lists (exact matches only); returns the rest and how many were
+/// taken out.
+fn exempt_prompts(route: &AgentRoute, found: openai::Texts) -> (openai::Texts, usize) {
+    let exempt = &route.agent.audit_chain.exempt_system_prompts;
+    if exempt.is_empty() {
+        return (found, 0);
+    }
+    let before = found.len();
+    let kept: openai::Texts = found
+        .into_iter()
+        .filter(|(slot, role, text)| {
+            let prompt = matches!(slot, Slot::Message(_) | Slot::MessagePart(..)) && matches!(role.as_deref(), Some("system" | "developer"));
+            !(prompt && exempt.contains(&lucid_common::hex::encode(&sha2::Sha256::digest(text.as_bytes()))))
+        })
+        .collect();
+    let n = before - kept.len();
+    (kept, n)
 }
 
 /// Records and answers a refused API key (401 unknown or revoked, 403 out of scope,
@@ -258,6 +281,7 @@ async fn refuse(gw: &GatewayState, info: &RequestInfo, refusal: crate::access::R
         controls: vec!["CC6.1".into(), "CC6.3".into()],
         verdict,
         latency_us: 0,
+        late_us: None,
         failure: None,
     };
     let info = RequestInfo { key_id, ..info.clone() };
@@ -295,37 +319,71 @@ async fn embeddings(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw
     }
 }
 
-async fn models(State(gw): State<Arc<GatewayState>>) -> Response {
-    let cfg = gw.app.config();
-    let data: Vec<Value> = cfg
-        .env
-        .spec
-        .agents
+/// `GET /v1/models`: the agents a caller may use. Where every agent requires a key, a
+/// caller without a valid one is refused (401, recorded); otherwise it sees the agents
+/// that need none, and a valid key adds those it is scoped to.
+async fn models(State(gw): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let routes = match gw.app.routes.get(&gw.app) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e, "server_error", "lucid_chain"),
+    };
+    let guarded = routes.by_model.values().filter(|r| r.access_control).count();
+    let presented = bearer(&headers);
+    let key = if guarded > 0 && (presented.is_some() || guarded == routes.by_model.len()) {
+        match gw.app.keys.authenticate(presented) {
+            Ok(key) => Some(key),
+            Err(refusal) => {
+                let info = RequestInfo {
+                    request_id: request_id(),
+                    agent: "*".into(),
+                    model: "*".into(),
+                    key_id: None,
+                    endpoint: "models".into(),
+                    exempt_system_prompts: 0,
+                };
+                return refuse(&gw, &info, refusal).await;
+            }
+        }
+    } else {
+        None
+    };
+    let mut visible: Vec<&Arc<AgentRoute>> =
+        routes.by_model.values().filter(|r| !r.access_control || key.as_ref().is_some_and(|k| k.may_use(&r.agent.name))).collect();
+    visible.sort_by(|a, b| a.agent.name.cmp(&b.agent.name));
+    let data: Vec<Value> = visible
         .iter()
-        .map(|a| json!({ "id": a.model.id, "object": "model", "created": 0, "owned_by": format!("lucid:{}", a.name) }))
+        .map(|r| json!({ "id": r.agent.model.id, "object": "model", "created": 0, "owned_by": format!("lucid:{}", r.agent.name) }))
         .collect();
     Json(json!({ "object": "list", "data": data })).into_response()
 }
 
-/// `POST /v1/audit`: run a chain without an upstream and return the decisions.
-async fn audit(State(gw): State<Arc<GatewayState>>, raw: axum::body::Bytes) -> Response {
+/// `POST /v1/audit`: run a chain without an upstream and return the decisions. The
+/// chosen agent's access control applies, as on every other endpoint.
+async fn audit(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
     match parse_body(&raw) {
-        Ok(body) => run_audit(&gw.app, &body).await,
+        Ok(body) => run_audit(&gw.app, &body, Caller::Gateway { gw: &gw, headers: &headers }).await,
         Err(r) => r,
     }
+}
+
+/// Who asked for `/v1/audit`: a gateway client (whose key is checked where the agent
+/// requires one) or `lucidctl` on the control socket (checked by peer credentials).
+pub enum Caller<'a> {
+    /// Over the gateway's TCP listener.
+    Gateway {
+        /// The gateway.
+        gw: &'a GatewayState,
+        /// The request's headers (the key).
+        headers: &'a HeaderMap,
+    },
+    /// Over the control socket.
+    Control,
 }
 
 /// Runs an agent's chain on `{stage, agent?, text | messages}` and answers with the
 /// decisions and the (redacted) texts. Served by the gateway and the control socket
 /// (`lucidctl audit`), for applications that do not route through the proxy.
-pub async fn run_audit(app: &AppState, body: &Value) -> Response {
-    let stage = match body.get("stage").and_then(Value::as_str).unwrap_or("pre") {
-        "pre" | "preRequest" => Stage::PreRequest,
-        "post" | "postResponse" => Stage::PostResponse,
-        other => {
-            return error(StatusCode::BAD_REQUEST, &format!("unknown stage `{other}`: pre or post"), "invalid_request_error", "bad_stage")
-        }
-    };
+pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Response {
     let routes = match app.routes.get(app) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, &e, "server_error", "lucid_chain"),
@@ -337,6 +395,28 @@ pub async fn run_audit(app: &AppState, body: &Value) -> Response {
     let Some(route) = route else {
         return error(StatusCode::NOT_FOUND, "no such agent", "invalid_request_error", "agent_not_found");
     };
+    let mut info = RequestInfo {
+        request_id: request_id(),
+        agent: route.agent.name.clone(),
+        model: route.agent.model.id.clone(),
+        key_id: None,
+        endpoint: "audit".into(),
+        exempt_system_prompts: 0,
+    };
+    // The key first: nothing about the body is answered to a caller without one.
+    if let (Caller::Gateway { gw, headers }, true) = (&caller, route.access_control) {
+        match gw.app.keys.authorize(bearer(headers), &route.agent.name) {
+            Ok(key) => info.key_id = Some(key.id),
+            Err(refusal) => return refuse(gw, &info, refusal).await,
+        }
+    }
+    let stage = match body.get("stage").and_then(Value::as_str).unwrap_or("pre") {
+        "pre" | "preRequest" => Stage::PreRequest,
+        "post" | "postResponse" => Stage::PostResponse,
+        other => {
+            return error(StatusCode::BAD_REQUEST, &format!("unknown stage `{other}`: pre or post"), "invalid_request_error", "bad_stage")
+        }
+    };
     let texts = if body.get("messages").is_some() {
         openai::chat_request_texts(body)
     } else if let Some(t) = body.get("text").and_then(Value::as_str) {
@@ -344,13 +424,8 @@ pub async fn run_audit(app: &AppState, body: &Value) -> Response {
     } else {
         return error(StatusCode::BAD_REQUEST, "give `text` or `messages`", "invalid_request_error", "missing_text");
     };
-    let info = RequestInfo {
-        request_id: request_id(),
-        agent: route.agent.name.clone(),
-        model: route.agent.model.id.clone(),
-        key_id: None,
-        endpoint: "audit".into(),
-    };
+    let (texts, exempt) = exempt_prompts(&route, texts);
+    let info = RequestInfo { exempt_system_prompts: exempt, ..info };
     let subject = Subject::new(texts.into_iter().map(|(_, r, t)| (r, t)));
     let (decisions, mut subject) = run_chain(&route, stage, subject).await;
     if let Err(r) = record(app, &info, &decisions, route.chain.log_all).await {

@@ -20,37 +20,88 @@ pub enum Slot {
     Prompt(Option<usize>),
     /// `choices[i].message.content` (chat) or `choices[i].text` (completions).
     Choice(usize),
+    /// Any other string, by its JSON pointer (message names, tool definitions).
+    Pointer(String),
 }
 
 /// Texts found in a body: where each came from, the message role, the text.
 pub type Texts = Vec<(Slot, Option<String>, String)>;
 
-/// Texts of a chat request: every message, tool results and tool-call arguments included.
+/// The role given to text from tool definitions (names, descriptions, parameter
+/// schemas): the model reads them as instructions about the tools.
+pub const TOOL_DEFINITION: &str = "tool_definition";
+
+/// Texts of a chat request: every message whatever its role (system, developer, user,
+/// assistant, tool, function), its `name`, content parts, tool-call names and
+/// arguments, and the tool and function definitions the model is shown (names,
+/// descriptions, every string in their parameter schemas).
 pub fn chat_request_texts(body: &Value) -> Texts {
     let mut out = Vec::new();
-    let Some(messages) = body.get("messages").and_then(Value::as_array) else { return out };
-    for (i, m) in messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).map(str::to_string);
-        match m.get("content") {
-            Some(Value::String(s)) => out.push((Slot::Message(i), role.clone(), s.clone())),
-            Some(Value::Array(parts)) => {
-                for (j, p) in parts.iter().enumerate() {
-                    if let Some(t) = p.get("text").and_then(Value::as_str) {
-                        out.push((Slot::MessagePart(i, j), role.clone(), t.to_string()));
+    if let Some(messages) = body.get("messages").and_then(Value::as_array) {
+        for (i, m) in messages.iter().enumerate() {
+            let role = m.get("role").and_then(Value::as_str).map(str::to_string);
+            match m.get("content") {
+                Some(Value::String(s)) => out.push((Slot::Message(i), role.clone(), s.clone())),
+                Some(Value::Array(parts)) => {
+                    for (j, p) in parts.iter().enumerate() {
+                        if let Some(t) = p.get("text").and_then(Value::as_str) {
+                            out.push((Slot::MessagePart(i, j), role.clone(), t.to_string()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+            if let Some(name) = m.get("name").and_then(Value::as_str) {
+                out.push((Slot::Pointer(format!("/messages/{i}/name")), role.clone(), name.to_string()));
+            }
+            if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                for (j, c) in calls.iter().enumerate() {
+                    if let Some(name) = c.pointer("/function/name").and_then(Value::as_str) {
+                        out.push((Slot::Pointer(format!("/messages/{i}/tool_calls/{j}/function/name")), Some("tool_call".into()), name.to_string()));
+                    }
+                    if let Some(args) = c.pointer("/function/arguments").and_then(Value::as_str) {
+                        out.push((Slot::ToolArguments(i, j), Some("tool_call".into()), args.to_string()));
                     }
                 }
             }
-            _ => {}
-        }
-        if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-            for (j, c) in calls.iter().enumerate() {
-                if let Some(args) = c.pointer("/function/arguments").and_then(Value::as_str) {
-                    out.push((Slot::ToolArguments(i, j), Some("tool_call".into()), args.to_string()));
+            // The legacy single call (`function_call` on an assistant message).
+            for field in ["name", "arguments"] {
+                if let Some(t) = m.pointer(&format!("/function_call/{field}")).and_then(Value::as_str) {
+                    out.push((Slot::Pointer(format!("/messages/{i}/function_call/{field}")), Some("tool_call".into()), t.to_string()));
                 }
             }
         }
     }
+    // Tool definitions (`tools[].function`) and the legacy `functions[]`: every string
+    // in them is read by the model.
+    for (field, inner) in [("tools", "/function"), ("functions", "")] {
+        for (i, d) in body.get(field).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            if let Some(def) = d.pointer(inner) {
+                strings_in(def, &format!("/{field}/{i}{inner}"), &mut |pointer, text| {
+                    out.push((Slot::Pointer(pointer), Some(TOOL_DEFINITION.into()), text.to_string()))
+                });
+            }
+        }
+    }
     out
+}
+
+/// Every string value under `value` (object keys excluded), with its JSON pointer.
+fn strings_in(value: &Value, pointer: &str, found: &mut impl FnMut(String, &str)) {
+    match value {
+        Value::String(s) => found(pointer.to_string(), s),
+        Value::Array(items) => {
+            for (i, v) in items.iter().enumerate() {
+                strings_in(v, &format!("{pointer}/{i}"), found);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                strings_in(v, &format!("{pointer}/{}", k.replace('~', "~0").replace('/', "~1")), found);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Texts of a completions (`prompt`) or embeddings (`input`) request.
@@ -91,6 +142,7 @@ pub fn write_back(body: &mut Value, slots: &[Slot], subject: &Subject, prompt_fi
             Slot::Prompt(Some(i)) => body.pointer_mut(&format!("/{prompt_field}/{i}")),
             Slot::Choice(i) if chat => body.pointer_mut(&format!("/choices/{i}/message/content")),
             Slot::Choice(i) => body.pointer_mut(&format!("/choices/{i}/text")),
+            Slot::Pointer(p) => body.pointer_mut(p),
         };
         if let Some(t) = target {
             *t = text;

@@ -64,10 +64,14 @@ impl Routes {
                 .iter()
                 .any(|a| matches!(&a.env, AuditorSettings::Guardrails(g) if g.system_prompt_canary.0))
                 .then(new_canary);
+            // Keys are checked by the gateway before any auditor runs, so the setting
+            // holds wherever the PII auditor is listed (either stage), whatever else
+            // the chain holds.
             let access_control = agent
                 .audit_chain
                 .pre_request
                 .iter()
+                .chain(&agent.audit_chain.post_response)
                 .any(|a| matches!(&a.env, AuditorSettings::PiiCompliance(p) if p.access_control_enabled.0));
             by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary, access_control }));
         }

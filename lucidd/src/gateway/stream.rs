@@ -41,6 +41,7 @@ pub fn canary_decision(subject: &Subject, canary: &str) -> Option<Decision> {
         controls: vec!["CC6.6".into(), "C1.1".into()],
         verdict,
         latency_us: 0,
+        late_us: None,
         failure: None,
     })
 }
@@ -303,6 +304,7 @@ impl Relay {
                 controls: l.config.auditor_id.controls().iter().map(|c| c.to_string()).collect(),
                 verdict: Verdict::proceed(),
                 latency_us: 0,
+                late_us: None,
                 failure: None,
             })
             .collect();

@@ -52,8 +52,8 @@ pub enum BatchError {
         /// The limit.
         limit: usize,
     },
-    /// The deadline passed before the request reached the encoder.
-    #[error("classifier deadline passed after {waited:?} in the queue")]
+    /// The deadline passed before the request was scored.
+    #[error("classifier deadline passed after {waited:?} waiting")]
     Expired {
         /// Time spent queued.
         waited: Duration,
@@ -107,12 +107,27 @@ pub struct BatcherStats {
 }
 
 /// A pending answer.
-pub struct Ticket(mpsc::Receiver<Result<Vec<TextScores>, BatchError>>);
+pub struct Ticket {
+    rx: mpsc::Receiver<Result<Vec<TextScores>, BatchError>>,
+    enqueued: Instant,
+    deadline: Instant,
+    stats: Arc<BatcherStats>,
+}
 
 impl Ticket {
-    /// Blocks until the request is scored, refused or expired.
+    /// Blocks until the request is scored, refused or expired, and no longer than its
+    /// deadline: a request whose batch is still running then is abandoned (the batch
+    /// finishes for the others; this answer is dropped) and answered `Expired`.
     pub fn wait(self) -> Result<Vec<TextScores>, BatchError> {
-        self.0.recv().unwrap_or(Err(BatchError::Stopped))
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        match self.rx.recv_timeout(left) {
+            Ok(answer) => answer,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                self.stats.expired.fetch_add(1, Ordering::Relaxed);
+                Err(BatchError::Expired { waited: self.enqueued.elapsed() })
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(BatchError::Stopped),
+        }
     }
 }
 
@@ -161,7 +176,7 @@ impl Batcher {
             Priority::Response => q.responses.push_back(r),
         }
         cv.notify_one();
-        Ok(Ticket(rx))
+        Ok(Ticket { rx, enqueued: Instant::now(), deadline, stats: self.stats.clone() })
     }
 
     /// Scores and waits (a convenience over `submit` + `wait`).
@@ -238,8 +253,10 @@ fn worker(model: &Model, config: BatcherConfig, queue: &(Mutex<Queue>, Condvar),
         };
         let now = Instant::now();
         for r in expired {
-            stats.expired.fetch_add(1, Ordering::Relaxed);
-            let _ = r.reply.send(Err(BatchError::Expired { waited: now - r.enqueued }));
+            // Counted here only if the caller still waits (else its ticket counted it).
+            if r.reply.send(Err(BatchError::Expired { waited: now - r.enqueued })).is_ok() {
+                stats.expired.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if batch.is_empty() {
             continue;

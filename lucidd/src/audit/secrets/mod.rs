@@ -269,11 +269,22 @@ impl RuleSet {
                 }
                 out.push((rule.id.as_str(), secret.start, secret.end));
             };
-            match rule.anchor.as_ref().filter(|_| anchors).and_then(|a| Some((a, positions.of(a)?))) {
-                Some((anchor, at)) => {
+            // An anchored search that fails can read to the end of the text (a PEM
+            // header with no footer), so a rule runs anchored at most at
+            // `MAX_ANCHORED` places; with more candidates it scans the ordinary way,
+            // once. A rule's cost is then at most `MAX_ANCHORED + 1` passes over the
+            // text, whatever the text: linear (tested by
+            // `rule_auditors_run_in_time_linear_in_the_text`).
+            let anchored = rule.anchor.as_ref().filter(|_| anchors).and_then(|a| Some((a, positions.of(a)?)));
+            let starts: Option<Vec<usize>> = anchored.and_then(|(anchor, at)| {
+                let starts: Vec<usize> = anchor.starts(text.as_bytes(), at).take(MAX_ANCHORED + 1).collect();
+                (starts.len() <= MAX_ANCHORED).then_some(starts)
+            });
+            match starts {
+                Some(starts) => {
                     let mut caps = rule.regex.create_captures();
                     let mut next = 0;
-                    for start in anchor.starts(text.as_bytes(), at) {
+                    for start in starts {
                         if start < next {
                             continue;
                         }
@@ -291,6 +302,9 @@ impl RuleSet {
         out
     }
 }
+
+/// The most places one rule is searched anchored in one text (see `scan_with`).
+const MAX_ANCHORED: usize = 16;
 
 /// Shannon entropy in bits per character, as gitleaks computes it.
 pub fn shannon_entropy(s: &str) -> f64 {
@@ -324,7 +338,7 @@ impl Auditor for SecretsAuditor {
         self.id
     }
 
-    fn audit(&self, _stage: Stage, subject: &Subject) -> Result<Verdict, AuditError> {
+    fn audit(&self, _stage: Stage, subject: &Subject, _deadline: std::time::Instant) -> Result<Verdict, AuditError> {
         if !self.env.credential_detection_enabled.0 {
             return Ok(Verdict::proceed());
         }
