@@ -410,4 +410,7 @@ pub struct WatchStatus {
     /// Refusing writes to approved files: `off`, `on (...)` or `unavailable: why`.
     #[serde(default)]
     pub enforcement: String,
+    /// Minutes between full re-verifications in force (none while the watch is off).
+    #[serde(default)]
+    pub recheck_minutes: Option<u64>,
 }

@@ -225,6 +225,30 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String
     }
 }
 
+/// An HTTP/1.0 request to a TCP address (the gateway), with extra header lines;
+/// returns status and body.
+pub fn tcp_http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut head = format!("{method} {path} HTTP/1.0\r\nHost: lucidd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    let exchange = || -> std::io::Result<Vec<u8>> {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+        s.write_all(head.as_bytes())?;
+        // The server may answer (413) before reading the whole body.
+        let _ = s.write_all(body);
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    };
+    match exchange() {
+        Ok(bytes) => parse_response(&bytes),
+        Err(_) => (0, String::new()),
+    }
+}
+
 fn parse_response(bytes: &[u8]) -> (u16, String) {
     let text = String::from_utf8_lossy(bytes);
     let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);

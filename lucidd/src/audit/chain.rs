@@ -66,10 +66,23 @@ pub struct Decision {
     pub failure: Option<String>,
 }
 
-/// Why a chain could not be built.
+/// Why a chain could not be built, and where in the configuration (the setting at
+/// fault, else the auditor's entry), so the error names file, line and column.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BuildError(pub String);
+#[error("{message}")]
+pub struct BuildError {
+    /// What is wrong.
+    pub message: String,
+    /// Where the setting at fault was written, if known.
+    pub span: Option<(u64, u64)>,
+}
+
+impl BuildError {
+    /// An error about `key` of the auditor entry `c`.
+    fn at(c: &AuditorConfig, key: &str, message: String) -> BuildError {
+        BuildError { message, span: c.spans.of(Some(key)) }
+    }
+}
 
 impl Chain {
     /// Builds the auditors of an agent's chain. `hash_key` keys PII hashing.
@@ -172,14 +185,14 @@ fn failed(config: &AuditorConfig, why: String, partial: Option<Verdict>) -> (Ver
 fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn Auditor>>, BuildError> {
     Ok(match &c.env {
         AuditorSettings::Guardrails(env) => {
-            let model = classifier(env)?;
+            let model = classifier(c, env)?;
             Some(Arc::new(GuardrailsAuditor::new(env.clone(), model)))
         }
         AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key))),
         AuditorSettings::Policy(env) => {
             let rules = match &env.gitleaks_config.0 {
-                Some(path) => Arc::new(RuleSet::load(path).map_err(|e| BuildError(e.to_string()))?),
-                None => RuleSet::builtin().map_err(BuildError)?,
+                Some(path) => Arc::new(RuleSet::load(path).map_err(|e| BuildError::at(c, "GITLEAKS_CONFIG", format!("GITLEAKS_CONFIG: {e}")))?),
+                None => RuleSet::builtin().map_err(|e| BuildError { message: e, span: c.spans.entry })?,
             };
             Some(Arc::new(SecretsAuditor::new(c.auditor_id, env.clone(), rules)))
         }
@@ -189,8 +202,8 @@ fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn
 
 /// The classifier a guardrails auditor scores with: the default pack where installed
 /// (heuristics alone, noted for `status`, where not), none, or the configured directory,
-/// which must load.
-fn classifier(env: &GuardrailsEnv) -> Result<Option<ModelSignals>, BuildError> {
+/// which must load (on the GPU, when `CLASSIFIER_BACKEND` is `cuda`).
+fn classifier(c: &AuditorConfig, env: &GuardrailsEnv) -> Result<Option<ModelSignals>, BuildError> {
     let dir = match &env.classifier_model {
         ClassifierModel::Off => return Ok(None),
         ClassifierModel::Dir(d) => PathBuf::from(d),
@@ -203,8 +216,16 @@ fn classifier(env: &GuardrailsEnv) -> Result<Option<ModelSignals>, BuildError> {
             }
         },
     };
-    let loaded = service::load(&dir, env.classifier_backend, env.classifier_precision).map_err(|e| BuildError(format!("CLASSIFIER_MODEL {}: {e}", dir.display())))?;
-    ModelSignals::new(loaded, &env.classifier_labels).map(Some).map_err(BuildError)
+    let loaded = service::load(&dir, env.classifier_backend, env.classifier_precision).map_err(|e| {
+        // A model that loads but not on the GPU asked for is the backend's fault.
+        let backend = env.classifier_backend == crate::config::values::BackendChoice::Cuda
+            && (matches!(e, crate::infer::InferError::Gpu(_)) || e.to_string().contains("CLASSIFIER_BACKEND"));
+        match backend {
+            true => BuildError::at(c, "CLASSIFIER_BACKEND", format!("CLASSIFIER_BACKEND cuda ({}): {e}", dir.display())),
+            false => BuildError::at(c, "CLASSIFIER_MODEL", format!("CLASSIFIER_MODEL {}: {e}", dir.display())),
+        }
+    })?;
+    ModelSignals::new(loaded, &env.classifier_labels).map(Some).map_err(|e| BuildError::at(c, "CLASSIFIER_LABELS", e))
 }
 
 /// Who and what a decision was about, for its ledger record.

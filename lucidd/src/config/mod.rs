@@ -65,6 +65,13 @@ impl ConfigError {
         ConfigError::Invalid { file: file.to_string(), line: loc.line(), column: loc.column(), message: message.into() }
     }
 
+    /// An error found after parsing, at a recorded position (line 1 column 1 when the
+    /// entry came from somewhere without one).
+    pub fn at_span(file: &str, span: Option<(u64, u64)>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = span.unwrap_or((1, 1));
+        ConfigError::Invalid { file: file.to_string(), line, column, message: message.into() }
+    }
+
     /// Where the error is, for API responses.
     pub fn location(&self) -> Option<lucid_common::api::SourceLocation> {
         match self {
@@ -140,6 +147,35 @@ pub struct AuditChain {
     pub exempt_system_prompts: Vec<String>,
 }
 
+/// Where an auditor entry was written, so that what is found wrong after parsing (a
+/// classifier that does not load, a writer that does not exist) is reported at its
+/// file, line and column like a syntax error. Not part of the configuration's meaning:
+/// any two compare equal and it is never serialised, so digests and diffs ignore it.
+#[derive(Clone, Debug, Default)]
+pub struct Spans {
+    /// The entry's `auditorId` (for a profile's auditors, the agent's `profile`).
+    pub entry: Option<(u64, u64)>,
+    /// Each env key's value.
+    pub values: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+impl PartialEq for Spans {
+    fn eq(&self, _: &Spans) -> bool {
+        true
+    }
+}
+
+impl Spans {
+    /// Where `key`'s value was written, else the entry.
+    pub fn of(&self, key: Option<&str>) -> Option<(u64, u64)> {
+        key.and_then(|k| self.values.get(k).copied()).or(self.entry)
+    }
+}
+
+fn position(loc: Location) -> (u64, u64) {
+    (loc.line(), loc.column())
+}
+
 /// A resolved auditor entry.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -155,6 +191,9 @@ pub struct AuditorConfig {
     pub timeout_ms: u32,
     /// Typed settings, defaults filled in.
     pub env: AuditorSettings,
+    /// Where it was written.
+    #[serde(skip)]
+    pub spans: Spans,
 }
 
 impl Environment {
@@ -259,7 +298,15 @@ fn resolve(raw: RawEnvironment, file: &str) -> Result<Environment, ConfigError> 
 
 fn resolve_agent(agent: RawAgent, file: &str) -> Result<Agent, ConfigError> {
     let mut chain = match agent.profile {
-        Some(profile) => profile_chain(profile)?,
+        Some(profile) => {
+            let mut chain = profile_chain(profile.value)?;
+            // Errors in a profile's auditors are reported at the agent's `profile`.
+            let at = Spans { entry: Some(position(profile.referenced)), values: Default::default() };
+            for link in chain.pre_request.iter_mut().chain(&mut chain.post_response) {
+                link.spans = at.clone();
+            }
+            chain
+        }
         None => AuditChain::default(),
     };
     if let Some(raw) = agent.audit_chain {
@@ -308,12 +355,18 @@ fn resolve_stage(refs: Vec<RawAuditorRef>, file: &str, stage: &str) -> Result<Ve
         if r.timeout_ms == Some(0) {
             return Err(ConfigError::at(file, r.auditor_id.referenced, "timeoutMs must be at least 1"));
         }
+        let env = r.env.unwrap_or_default();
+        let spans = Spans {
+            entry: Some(position(r.auditor_id.referenced)),
+            values: env.iter().map(|(k, v)| (k.value.clone(), position(v.referenced))).collect(),
+        };
         out.push(AuditorConfig {
             auditor_id: id,
             name: r.name,
             fail_policy: r.fail_policy.unwrap_or_default(),
             timeout_ms: r.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS),
-            env: resolve_env(id, r.env.unwrap_or_default(), file)?,
+            env: resolve_env(id, env, file)?,
+            spans,
         });
     }
     Ok(out)

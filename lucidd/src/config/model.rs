@@ -155,7 +155,8 @@ pub struct RawAgent {
     pub upstream: Option<Upstream>,
     /// A preset chain; stages given in `auditChain` replace the preset's.
     #[serde(default)]
-    pub profile: Option<Profile>,
+    #[schemars(with = "Option<Profile>")]
+    pub profile: Option<Spanned<Profile>>,
     /// The audit chain.
     #[serde(default)]
     pub audit_chain: Option<RawChain>,

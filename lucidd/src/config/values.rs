@@ -283,6 +283,18 @@ pub enum WatchMode {
     Periodic,
 }
 
+impl WatchMode {
+    /// As written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchMode::Auto => "auto",
+            WatchMode::Ebpf => "ebpf",
+            WatchMode::Fanotify => "fanotify",
+            WatchMode::Periodic => "periodic",
+        }
+    }
+}
+
 /// What a classifier label is evidence of.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

@@ -69,6 +69,7 @@ impl From<ApplyError> for ApiError {
             }
             ApplyError::Ledger(l) => l.into(),
             ApplyError::Chain(m) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_config", m),
+            e @ ApplyError::NeedsRestart(_) => ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "needs_restart", e.to_string()),
         }
     }
 }

@@ -28,7 +28,6 @@ use crate::daemon::state::AppState;
 use crate::integrity::approvals::{id_of, Approval, Verification};
 use crate::integrity::hash::{files, hash_model, DEFAULT_IGNORED};
 use crate::integrity::verify::{attrs_of, check};
-use crate::integrity::watch::judge::settings;
 
 fn method_name(m: Method) -> String {
     match m {
@@ -161,7 +160,7 @@ async fn commit(
     let digest = lucid_common::hex::encode(&manifest.subject_digest());
     let previous = state.models.get(&path);
     let documented = match &previous {
-        Some(prev) if settings(state).document_model_changes.0 => {
+        Some(prev) if state.config().watch.document_changes => {
             let (changed, missing, added) = prev.manifest.diff(&manifest);
             json!({
                 "previous_digest": lucid_common::hex::encode(&prev.manifest.subject_digest()),

@@ -4,6 +4,7 @@
 pub mod hostkey;
 pub mod notify;
 pub mod retention;
+pub mod runtime;
 pub mod state;
 
 use std::os::unix::fs::PermissionsExt;
@@ -57,7 +58,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         h.update(key.to_bytes());
         h.finalize().into()
     };
-    let routes = crate::gateway::routes::Routes::build(&env, &env.digest(), pii_hash_key).map_err(|e| anyhow::anyhow!(e))?;
+    let runtime = runtime::build(&env, &source, &env.digest(), pii_hash_key)?;
     let listen = opts.listen.unwrap_or(env.spec.gateway.listen);
     let gateway_listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -81,14 +82,15 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     };
     let keys = crate::access::KeyStore::open(opts.state_dir.join("keys.json"))?;
     let models = crate::integrity::approvals::Approvals::load(opts.state_dir.join("models"), manifest_key);
-    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys, models));
-    state.routes.install(routes);
+    let watch_plan = runtime.watch.clone();
+    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys, models, runtime.watch));
+    state.routes.install(runtime.routes);
     if let Err(e) = state.record_start().await {
         // Keep serving reads (status, verify) so the operator can see why.
         tracing::error!(error = %e, "could not record the start in the ledger; lucidd runs failed closed");
     }
     crate::export::journald::spawn(state.clone(), opts.state_dir.join("journald.cursor"));
-    crate::integrity::watch::judge::spawn(state.clone());
+    crate::integrity::watch::judge::spawn(state.clone(), watch_plan);
 
     // Production relies on the socket's group (0660, group lucid) and peer
     // credentials; dev mode relies on peer credentials alone.

@@ -11,6 +11,7 @@ use lucid_common::record::{Entry, Kind, Severity};
 use serde_json::json;
 
 use crate::config::{self, ConfigError, Environment};
+use crate::integrity::watch::plan::WatchPlan;
 use crate::ledger::{now_ns, Health, Ledger, LedgerError};
 
 /// How the daemon was started.
@@ -74,6 +75,8 @@ pub struct ActiveConfig {
     pub applied_ns: u64,
     /// The `config` record that evidences it.
     pub record_seq: Option<u64>,
+    /// The model watch's plan it makes (all agents' eval settings combined).
+    pub watch: WatchPlan,
 }
 
 /// Why an apply did not happen.
@@ -88,6 +91,10 @@ pub enum ApplyError {
     /// An auditor could not be built (for example its gitleaks config file is bad).
     #[error("{0}")]
     Chain(String),
+    /// A setting that only takes effect at start changed: refused (and recorded), so
+    /// that no value is recorded as applied that is not in force.
+    #[error("needs a restart: {0} (change it in the config file and restart lucidd; nothing was applied)")]
+    NeedsRestart(String),
 }
 
 /// Facts about this run.
@@ -140,8 +147,9 @@ impl AppState {
         source: String,
         keys: crate::access::KeyStore,
         models: crate::integrity::approvals::Approvals,
+        watch: WatchPlan,
     ) -> AppState {
-        let active = ActiveConfig { digest: env.digest(), env, source, applied_ns: now_ns(), record_seq: None };
+        let active = ActiveConfig { digest: env.digest(), env, source, applied_ns: now_ns(), record_seq: None, watch };
         AppState {
             ledger,
             run,
@@ -184,28 +192,49 @@ impl AppState {
         self.ledger.append(lifecycle_entry("lucidd.stop", body)).await.map(|_| ())
     }
 
-    /// Validates `text`, records the change, then swaps it in. Nothing is applied if
-    /// either step fails.
+    /// Validates `text` and builds what it runs with, records the change, then swaps it
+    /// in and puts the model watch's new plan in force before answering. Nothing is
+    /// applied if any step before the record fails; a setting that only takes effect at
+    /// start is refused (and the refusal recorded) rather than recorded as applied.
     pub async fn apply(&self, text: &str, file: &str, actor: Actor) -> Result<ApplyResponse, ApplyError> {
         let env = config::parse(text, file)?;
         let digest = env.digest();
         // Building may load a classifier (reading its weights): off the runtime's workers.
-        let (e, d, key) = (env.clone(), digest.clone(), self.run.pii_hash_key);
-        let routes = tokio::task::spawn_blocking(move || crate::gateway::routes::Routes::build(&e, &d, key))
+        let (e, d, f, key) = (env.clone(), digest.clone(), file.to_string(), self.run.pii_hash_key);
+        let runtime = tokio::task::spawn_blocking(move || super::runtime::build(&e, &f, &d, key))
             .await
-            .map_err(|e| ApplyError::Chain(format!("building the audit chains: {e}")))?
-            .map_err(ApplyError::Chain)?;
+            .map_err(|e| ApplyError::Chain(format!("building the audit chains: {e}")))??;
         let _serial = self.apply_lock.lock().await;
         let old = self.config();
-        let new = ActiveConfig { digest, env, source: file.to_string(), applied_ns: now_ns(), record_seq: None };
-        let changes = config::diff::diff(&old.env.to_json(), &new.env.to_json());
         let subject = match actor {
             Actor::Daemon("SIGHUP") => "config.reload",
             _ => "config.apply",
         };
+        let restart = needs_restart(&old.env, &env);
+        if !restart.is_empty() {
+            let keys = restart.join(", ");
+            let body = json!({
+                "source": file,
+                "current_digest": old.digest,
+                "refused_digest": digest,
+                "reason": format!("needs a restart: {keys}"),
+                "actor": actor.to_json(),
+            });
+            let entry = Entry { kind: Kind::Config, source: "lucidd".into(), controls: vec!["CC8.1".into()], severity: Severity::Warning, subject: format!("{subject}.refused"), body };
+            self.ledger.append(entry).await?;
+            tracing::warn!(keys, "configuration refused: it changes settings that take effect only at start");
+            return Err(ApplyError::NeedsRestart(keys));
+        }
+        let new = ActiveConfig { digest, env, source: file.to_string(), applied_ns: now_ns(), record_seq: None, watch: runtime.watch.clone() };
+        let changes = config::diff::diff(&old.env.to_json(), &new.env.to_json());
         let receipt = self.ledger.append(config_entry(subject, &new, Some(&old), &actor, &changes)).await?;
         self.swap(ActiveConfig { record_seq: Some(receipt.seq), applied_ns: receipt.time_ns, ..new.clone() });
-        self.routes.install(routes);
+        self.routes.install(runtime.routes);
+        // The watch restarts its source when its plan changed; the answer waits for that,
+        // so the caller sees the new settings in force (`status` shows the mode).
+        if old.watch != runtime.watch && !self.watch.replan(runtime.watch, std::time::Duration::from_secs(60)).await {
+            tracing::error!("the model watch did not confirm its new settings; status shows what it runs");
+        }
         tracing::info!(seq = receipt.seq, old = %old.digest, new = %new.digest, changes = changes.len(), "configuration applied");
         Ok(ApplyResponse { seq: receipt.seq, old_digest: old.digest.clone(), new_digest: new.digest, changes })
     }
@@ -293,10 +322,22 @@ impl AppState {
             classifier_note: crate::infer::service::unavailable(),
             integrity_watch: {
                 let i = self.watch.info();
-                lucid_common::api::WatchStatus { mode: i.mode, detail: i.detail, changes: i.changes, lost: i.lost, enforcement: i.enforcement }
+                let recheck_minutes = self.watch.plan().filter(|p| p.enabled).map(|p| p.recheck.as_secs() / 60);
+                lucid_common::api::WatchStatus { mode: i.mode, detail: i.detail, changes: i.changes, lost: i.lost, enforcement: i.enforcement, recheck_minutes }
             },
         }
     }
+}
+
+/// Settings read only when lucidd starts, that differ between `old` and `new`.
+/// Everything else takes effect on apply: the chains are rebuilt, the body limit is read
+/// per request, and the model watch is given its new plan.
+fn needs_restart(old: &Environment, new: &Environment) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.spec.gateway.listen != new.spec.gateway.listen {
+        keys.push("spec.gateway.listen");
+    }
+    keys
 }
 
 /// An access-control change (a key created or revoked): CC6.1, CC6.2, CC6.3.

@@ -40,7 +40,7 @@ pub struct GatewayState {
 }
 
 /// The gateway's routes.
-pub fn app(state: Arc<GatewayState>, max_body: usize) -> Router {
+pub fn app(state: Arc<GatewayState>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
@@ -48,9 +48,40 @@ pub fn app(state: Arc<GatewayState>, max_body: usize) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/audit", post(audit))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint", "invalid_request_error", "not_found") })
-        .layer(DefaultBodyLimit::max(max_body))
+        .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(state.clone(), body_limit))
         .layer(axum::middleware::from_fn(trace))
         .with_state(state)
+}
+
+/// Refuses bodies over `spec.gateway.maxBodyBytes` as the configuration in force says
+/// it now (read per request, so `apply` changes it at once): 413 with an OpenAI-style
+/// error for a declared length over it, and for a body that grows past it as it is read.
+async fn body_limit(State(gw): State<Arc<GatewayState>>, request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let limit = gw.app.config().env.spec.gateway.max_body_bytes;
+    let declared = request.headers().get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large(limit);
+    }
+    let (parts, body) = request.into_parts();
+    let limited = axum::body::Body::new(http_body_util::Limited::new(body, limit));
+    let response = next.run(axum::extract::Request::from_parts(parts, limited)).await;
+    // A body cut by the limit reaches the handler as axum's plain-text 413 (an upstream's
+    // own 413 is JSON and passes as it is).
+    let plain = response.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.starts_with("text/plain"));
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && plain {
+        return too_large(limit);
+    }
+    response
+}
+
+fn too_large(limit: usize) -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the request body is larger than spec.gateway.maxBodyBytes ({limit} bytes)"),
+        "invalid_request_error",
+        "request_too_large",
+    )
 }
 
 /// Wraps each gateway request in a tracing span and logs its status and latency.
@@ -78,11 +109,10 @@ pub async fn serve(
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| std::io::Error::other(format!("HTTP client: {e}")))?;
-    let max_body = app_state.config().env.spec.gateway.max_body_bytes;
     let state = Arc::new(GatewayState { app: app_state, client });
     let listen: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?listen, "gateway listening");
-    axum::serve(listener, app(state, max_body)).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app(state)).with_graceful_shutdown(shutdown).await
 }
 
 /// An OpenAI-style error response.

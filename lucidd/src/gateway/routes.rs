@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::audit::chain::Chain;
+use crate::audit::chain::{BuildError, Chain};
 use crate::config::auditors::AuditorSettings;
 use crate::config::Agent;
 use crate::daemon::state::AppState;
@@ -54,10 +54,11 @@ impl Routes {
     /// Builds every agent's chain for a configuration (`digest` is its digest). This is
     /// also the check that a configuration can run: start-up and `apply` call it before
     /// accepting one, and then install the result, so each chain is built once.
-    pub fn build(env: &crate::config::Environment, digest: &str, pii_hash_key: [u8; 32]) -> Result<Routes, String> {
+    pub fn build(env: &crate::config::Environment, digest: &str, pii_hash_key: [u8; 32]) -> Result<Routes, BuildError> {
         let mut by_model = HashMap::new();
         for agent in &env.spec.agents {
-            let chain = Chain::build(&agent.audit_chain, pii_hash_key).map_err(|e| format!("agent {}: {e}", agent.name))?;
+            let chain = Chain::build(&agent.audit_chain, pii_hash_key)
+                .map_err(|e| BuildError { message: format!("agent {}: {}", agent.name, e.message), span: e.span })?;
             let canary = agent
                 .audit_chain
                 .pre_request
@@ -93,7 +94,7 @@ impl RouteCache {
             return Ok(r.clone());
         }
         // Only when the configuration changed without routes being installed with it.
-        let routes = Arc::new(Routes::build(&cfg.env, &cfg.digest, app.run.pii_hash_key)?);
+        let routes = Arc::new(Routes::build(&cfg.env, &cfg.digest, app.run.pii_hash_key).map_err(|e| e.message)?);
         *current = Some(routes.clone());
         Ok(routes)
     }

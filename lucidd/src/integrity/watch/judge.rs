@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::procs::{Proc, Procs};
 use super::{touched_in, Input, Seen, Source, Who};
-use crate::config::auditors::{AuditorSettings, EvalEnv};
+use super::plan::WatchPlan;
 use crate::config::values::WatchMode;
 use crate::daemon::state::AppState;
 use crate::integrity::approvals::{LastChange, Verification};
@@ -31,17 +31,6 @@ const QUIET: Duration = Duration::from_millis(5);
 const PATIENCE: Duration = Duration::from_secs(5);
 /// How often the periodic mode looks at file stamps.
 const STAT_EVERY: Duration = Duration::from_secs(2);
-
-/// The watch's settings: the first `lucid-eval-auditor` in the configuration, else the
-/// defaults (watching on).
-pub fn settings(state: &AppState) -> EvalEnv {
-    let cfg = state.config();
-    let found = cfg.env.auditors().find_map(|a| match &a.env {
-        AuditorSettings::Eval(e) => Some(e.clone()),
-        _ => None,
-    });
-    found.unwrap_or_default()
-}
 
 /// One operation within a change.
 struct Step {
@@ -98,64 +87,32 @@ impl Pending {
     }
 }
 
-/// Starts the watch: picks a source, then runs the judge until the daemon stops.
-pub fn spawn(state: Arc<AppState>) {
-    let settings = settings(&state);
+/// Starts the watch with `plan`: the judge runs until the daemon stops, and picks its
+/// source again whenever a new plan arrives ([`super::Watch::replan`]).
+pub fn spawn(state: Arc<AppState>, plan: WatchPlan) {
     let (tx, rx) = mpsc::unbounded_channel();
     if state.watch.tx.set(tx.clone()).is_err() {
         return;
     }
-    if !settings.model_integrity_check.0 {
-        state.watch.update(|i| {
-            i.mode = "off".into();
-            i.detail = "MODEL_INTEGRITY_CHECK is false".into();
-        });
-        return;
-    }
     state.watch.update(|i| i.mode = "starting".into());
-    let recheck = Duration::from_secs(u64::from(settings.integrity_recheck_minutes.0) * 60);
     let _ = tx.send(Input::Refresh);
-    if settings.integrity_check_on_startup.0 {
+    if plan.enabled && plan.check_on_startup {
         let _ = tx.send(Input::VerifyAll("startup"));
     }
     tokio::spawn(async move {
-        // Loading and verifying the programs takes a while: off the runtime's workers,
-        // and without holding up the daemon's start.
-        let (set, tx2, mode) = (state.watch.set.clone(), tx.clone(), settings.integrity_watch_mode);
-        let enforce = settings.integrity_enforce.0.then(|| settings.integrity_allowed_writers.0.iter().map(PathBuf::from).collect::<Vec<_>>());
-        let wanted_enforcement = enforce.is_some();
-        let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx2, enforce)).await;
-        let (source, mode, detail) = picked.unwrap_or_else(|e| (None, "periodic".into(), format!("starting the watch failed: {e}")));
-        if mode.starts_with("ebpf-") || (source.is_some() && detail.is_empty()) {
-            // For ebpf-fentry and ebpf-tracepoint, `detail` says why the better families
-            // were refused.
-            tracing::info!(mode = %mode, refused = %detail, "model watch started");
-        } else {
-            tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
-        }
-        let enforcement = match (&source, wanted_enforcement) {
-            (_, false) => "off".to_string(),
-            (Some(s), true) => s.enforcement(),
-            (None, true) => "unavailable: it needs the eBPF programs".to_string(),
+        let mut judge = Judge {
+            state,
+            tx,
+            source: None,
+            mode: String::new(),
+            plan: None,
+            next_full: None,
+            procs: Procs::default(),
+            pending: HashMap::new(),
+            stamps: HashMap::new(),
         };
-        state.watch.update(|i| {
-            i.mode = mode.clone();
-            i.detail = detail;
-            i.enforcement = enforcement.clone();
-        });
-        if wanted_enforcement {
-            let ok = enforcement.starts_with("on");
-            let body = json!({ "event": if ok { "enforcement_on" } else { "enforcement_unavailable" }, "enforcement": enforcement, "mode": mode, "model": "models" });
-            let entry = Entry { kind: Kind::Integrity, source: "integrity-watch".into(), controls: vec!["CC8.1".into()], severity: if ok { Severity::Notice } else { Severity::Warning }, subject: "models".into(), body };
-            if let Err(e) = state.ledger.append(entry).await {
-                tracing::error!(error = %e, "could not record the enforcement state");
-            }
-            if !ok {
-                tracing::warn!(why = %enforcement, "INTEGRITY_ENFORCE is set but writes cannot be refused on this host");
-            }
-        }
-        let judge = Judge { state, source, mode, procs: Procs::default(), pending: HashMap::new(), stamps: HashMap::new() };
-        judge.run(rx, recheck).await;
+        judge.apply(plan).await;
+        judge.run(rx).await;
     });
 }
 
@@ -219,8 +176,14 @@ type Stamp = (u64, u64, i64, i64, u32, u32, u32);
 
 struct Judge {
     state: Arc<AppState>,
+    /// Where sources send what they see (kept to start new ones).
+    tx: mpsc::UnboundedSender<Input>,
     source: Option<Box<dyn Source>>,
     mode: String,
+    /// The plan in force (`None` before the first).
+    plan: Option<WatchPlan>,
+    /// When the next full re-verification is due (`None` while the watch is off).
+    next_full: Option<Instant>,
     procs: Procs,
     pending: HashMap<String, Pending>,
     /// Periodic mode: each approved file's stamp.
@@ -228,21 +191,100 @@ struct Judge {
 }
 
 impl Judge {
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>, recheck: Duration) {
-        let mut full = tokio::time::interval_at(tokio::time::Instant::now() + recheck, recheck);
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         let mut stat = tokio::time::interval(STAT_EVERY);
+        let later = || Instant::now() + Duration::from_secs(3600);
         loop {
             let due = self.pending.values().map(Pending::due).min();
-            let wake = tokio::time::Instant::from_std(due.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let wake = tokio::time::Instant::from_std(due.unwrap_or_else(later));
+            let full = tokio::time::Instant::from_std(self.next_full.unwrap_or_else(later));
+            let watching = self.plan.as_ref().is_some_and(|p| p.enabled);
             tokio::select! {
                 input = rx.recv() => match input {
                     Some(i) => self.handle(i).await,
                     None => return,
                 },
                 _ = tokio::time::sleep_until(wake), if due.is_some() => self.flush().await,
-                _ = full.tick() => self.verify_all("periodic"),
-                _ = stat.tick(), if self.source.is_none() => self.stat_scan(),
+                _ = tokio::time::sleep_until(full), if self.next_full.is_some() => {
+                    self.verify_all("periodic");
+                    self.next_full = self.plan.as_ref().map(|p| Instant::now() + p.recheck);
+                }
+                _ = stat.tick(), if self.source.is_none() && watching => self.stat_scan(),
             }
+        }
+    }
+
+    /// Puts `plan` in force: the source is picked again (the old one is dropped first,
+    /// and everything re-verified after, so a change made between the two is judged),
+    /// and the new state recorded when enforcement or the watch's presence changed.
+    async fn apply(&mut self, plan: WatchPlan) {
+        let restart = self.plan.as_ref().is_some_and(|p| p.enabled);
+        self.source = None;
+        if !plan.enabled {
+            self.next_full = None;
+            self.mode = "off".into();
+            self.state.watch.update(|i| {
+                i.mode = "off".into();
+                i.detail = "MODEL_INTEGRITY_CHECK is false for every agent".into();
+                i.enforcement = "off".into();
+            });
+            if restart {
+                let body = json!({ "event": "watch_off", "why": "MODEL_INTEGRITY_CHECK is false for every agent", "model": "models" });
+                self.append(Kind::Integrity, Severity::Warning, "integrity-watch", body).await;
+            }
+            self.plan = Some(plan);
+            self.state.watch.set_plan(self.plan.clone());
+            return;
+        }
+        // Loading and verifying the programs takes a while: off the runtime's workers.
+        let (set, tx, mode, enforce) = (self.state.watch.set.clone(), self.tx.clone(), plan.mode, plan.enforce.clone());
+        let wanted_enforcement = enforce.is_some();
+        let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx, enforce)).await;
+        let (source, mode, detail) = picked.unwrap_or_else(|e| (None, "periodic".into(), format!("starting the watch failed: {e}")));
+        if mode.starts_with("ebpf-") || (source.is_some() && detail.is_empty()) {
+            // For ebpf-fentry and ebpf-tracepoint, `detail` says why the better families
+            // were refused.
+            tracing::info!(mode = %mode, refused = %detail, "model watch started");
+        } else {
+            tracing::warn!(mode = %mode, why = %detail, "model watch is not using eBPF");
+        }
+        let enforcement = match (&source, wanted_enforcement) {
+            (_, false) => "off".to_string(),
+            (Some(s), true) => s.enforcement(),
+            (None, true) => "unavailable: it needs the eBPF programs".to_string(),
+        };
+        self.state.watch.update(|i| {
+            i.mode = mode.clone();
+            i.detail = detail.clone();
+            i.enforcement = enforcement.clone();
+        });
+        if wanted_enforcement {
+            let ok = enforcement.starts_with("on");
+            let body = json!({ "event": if ok { "enforcement_on" } else { "enforcement_unavailable" }, "enforcement": enforcement, "mode": mode, "model": "models" });
+            self.append(Kind::Integrity, if ok { Severity::Notice } else { Severity::Warning }, "integrity-watch", body).await;
+            if !ok {
+                tracing::warn!(why = %enforcement, "INTEGRITY_ENFORCE is set but writes cannot be refused on this host");
+            }
+        }
+        if self.plan.is_some() {
+            let body = json!({
+                "event": "watch_restarted",
+                "mode": mode,
+                "detail": detail,
+                "enforcement": enforcement,
+                "recheck_minutes": plan.recheck.as_secs() / 60,
+                "model": "models",
+            });
+            self.append(Kind::Integrity, Severity::Notice, "integrity-watch", body).await;
+        }
+        self.source = source;
+        self.mode = mode;
+        self.next_full = Some(Instant::now() + plan.recheck);
+        self.plan = Some(plan);
+        self.state.watch.set_plan(self.plan.clone());
+        self.refresh();
+        if restart {
+            self.verify_all("watch restarted");
         }
     }
 
@@ -298,6 +340,12 @@ impl Judge {
                 self.verify_all("unresolved change");
             }
             Input::VerifyAll(why) => self.verify_all(why),
+            Input::Plan(plan, done) => {
+                if self.plan.as_ref() != Some(&plan) {
+                    self.apply(plan).await;
+                }
+                let _ = done.send(());
+            }
         }
     }
 

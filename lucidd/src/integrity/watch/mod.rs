@@ -7,6 +7,7 @@
 pub mod ebpf;
 pub mod fanotify;
 pub mod judge;
+pub mod plan;
 pub mod procs;
 
 use std::collections::HashMap;
@@ -185,6 +186,8 @@ pub enum Input {
     Unresolved(String),
     /// Re-verify everything now.
     VerifyAll(&'static str),
+    /// Put a new plan in force (the configuration changed); answered once it is.
+    Plan(plan::WatchPlan, tokio::sync::oneshot::Sender<()>),
 }
 
 /// Where a source learns the watch set and publishes changes to it.
@@ -205,6 +208,7 @@ pub trait Source: Send + Sync {
 pub struct Watch {
     tx: OnceLock<mpsc::UnboundedSender<Input>>,
     info: Mutex<WatchInfo>,
+    plan: Mutex<Option<plan::WatchPlan>>,
     /// The set in force, shared with the source's reader.
     pub set: std::sync::Arc<RwLock<WatchSet>>,
 }
@@ -235,6 +239,26 @@ impl Watch {
         if let Some(tx) = self.tx.get() {
             let _ = tx.send(input);
         }
+    }
+
+    /// Puts `plan` in force and waits until it is (the source picked again when it
+    /// changed); false if the watch is not running or did not answer within `patience`.
+    pub async fn replan(&self, plan: plan::WatchPlan, patience: std::time::Duration) -> bool {
+        let Some(tx) = self.tx.get() else { return false };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if tx.send(Input::Plan(plan, done)).is_err() {
+            return false;
+        }
+        matches!(tokio::time::timeout(patience, wait).await, Ok(Ok(())))
+    }
+
+    /// The plan in force (`None` until the watch has started).
+    pub fn plan(&self) -> Option<plan::WatchPlan> {
+        self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_plan(&self, plan: Option<plan::WatchPlan>) {
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = plan;
     }
 
     /// How the watch runs now.
