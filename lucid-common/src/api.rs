@@ -79,6 +79,77 @@ pub struct Status {
     /// How approved models are watched for changes.
     #[serde(default)]
     pub integrity_watch: WatchStatus,
+    /// The control inventory: every SOC 2 control of every agent, whether it operates,
+    /// by what, and if not, why.
+    #[serde(default)]
+    pub controls: Vec<ControlStatus>,
+    /// What an operator should know about the configuration in force (an agent whose
+    /// responses no auditor reads, ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+}
+
+/// Whether a control, or one part of one, is in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlState {
+    /// Everything configured for it runs.
+    Operating,
+    /// Some of what is configured for it runs, not all (a part switched off, or one
+    /// running below its configuration).
+    Partial,
+    /// It runs, below what was configured (heuristics without the classifier asked
+    /// for, a periodic check where a watch was asked for, a GPU given up).
+    Degraded,
+    /// Nothing configured for it runs (not configured, or not implemented in this
+    /// version).
+    NotOperating,
+}
+
+impl ControlState {
+    /// As shown to people.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ControlState::Operating => "operating",
+            ControlState::Partial => "partial",
+            ControlState::Degraded => "degraded",
+            ControlState::NotOperating => "not operating",
+        }
+    }
+}
+
+/// One SOC 2 control of one agent in the control inventory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlStatus {
+    /// The agent.
+    pub agent: String,
+    /// The control, e.g. `CC6.6`.
+    pub control: String,
+    /// Operating if every part operates, not operating if none does, partial between.
+    pub state: ControlState,
+    /// What implements it.
+    pub parts: Vec<ControlPart>,
+}
+
+/// One thing that implements (part of) a control: an auditor's function, with the
+/// settings that make it so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ControlPart {
+    /// The auditor id (or `lucidd` for the daemon itself).
+    pub auditor: String,
+    /// `preRequest` or `postResponse`, for auditors in a chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    /// What it does, in words.
+    pub does: String,
+    /// The settings that decide it, as `KEY=value`.
+    #[serde(default)]
+    pub settings: Vec<String>,
+    /// Whether it is in force.
+    pub state: ControlState,
+    /// Why not, or why degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
 }
 
 /// A loaded classifier: where it runs, why there, and how its queue is doing.
@@ -86,12 +157,19 @@ pub struct Status {
 pub struct ClassifierStatus {
     /// Model directory.
     pub model: String,
-    /// `cpu` or `cuda`.
+    /// `cpu` or `cuda`: where batches are scored now (a GPU given up after failures
+    /// is `cpu`, whatever was chosen at load).
     pub backend: String,
-    /// The processor or GPU.
+    /// The processor or GPU that scores them now.
     pub device: String,
     /// Why this backend.
     pub reason: String,
+    /// Batches the GPU failed and the CPU scored, since load.
+    #[serde(default)]
+    pub gpu_fallbacks: u64,
+    /// The last GPU failure, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_error: Option<String>,
     /// Heads with their labels, e.g. `injection (benign, injection)`.
     pub heads: Vec<String>,
     /// Milliseconds loading took.
@@ -144,7 +222,8 @@ pub struct AgentStatus {
     pub pre_request: Vec<String>,
     /// postResponse auditor ids, in order.
     pub post_response: Vec<String>,
-    /// SOC 2 controls this agent's chain evidences.
+    /// SOC 2 controls operating (wholly or in part) for this agent; the inventory
+    /// (`Status::controls`) says what does not, and why.
     pub controls: Vec<String>,
 }
 
@@ -295,6 +374,9 @@ pub struct LogQuery {
     /// Only anomalies: kind `anomaly` or severity warning and above.
     #[serde(default)]
     pub anomalies: bool,
+    /// Only records about this agent (`body.request.agent` or `body.agent`).
+    #[serde(default)]
+    pub agent: Option<String>,
     /// Keep the stream open and send new records as they are committed.
     #[serde(default)]
     pub follow: bool,

@@ -48,29 +48,31 @@ impl Target {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Daemon, configuration and ledger status.
+    /// Daemon, configuration and ledger status; with AGENT, that agent's only.
     Status {
+        /// Only this agent (its chain, controls and warnings).
+        #[arg(value_name = "AGENT")]
+        agent: Option<String>,
         /// Show every agent's chain and the ledger's details.
         #[arg(long)]
         detailed: bool,
         /// Also verify the whole ledger here (as `ledger verify`); exit 1 if it is not intact.
         #[arg(long)]
         integrity: bool,
+        /// Show the control inventory: each SOC 2 control, what implements it, whether
+        /// it is operating and if not, why.
+        #[arg(long)]
+        controls: bool,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
     /// Show evidence records, newest last; --follow keeps streaming.
     Logs(commands::logs::LogsArgs),
-    /// Validate a configuration file and apply it to the running daemon (recorded in the ledger).
-    Apply {
-        /// The LucidEnvironment YAML file.
-        #[arg(short = 'f', long = "file", value_name = "FILE")]
-        file: PathBuf,
-        /// Output format.
-        #[arg(short, long, value_enum, default_value_t)]
-        output: Format,
-    },
+    /// Validate a configuration and apply it to the running daemon (recorded in the
+    /// ledger): a file (-f), or one agent built from a profile (--profile soc2 --model ID
+    /// --upstream URL), which replaces the configuration as -f does.
+    Apply(commands::config::ApplyArgs),
     /// Record an operator note in the ledger, for example a change ticket.
     Annotate {
         /// The note.
@@ -137,9 +139,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<u8, CallError> {
     let client = Client::new(cli.target.socket());
     match cli.command {
-        Command::Status { detailed, integrity, output } => commands::status::run(&client, detailed, integrity, output).await,
+        Command::Status { agent, detailed, integrity, controls, output } => {
+            commands::status::run(&client, commands::status::View { agent, detailed, integrity, controls }, output).await
+        }
         Command::Logs(args) => commands::logs::run(&client, args).await,
-        Command::Apply { file, output } => commands::config::apply(&client, &file, output).await,
+        Command::Apply(args) => commands::config::apply(&client, args).await,
         Command::Annotate { message, ticket, output } => commands::config::annotate(&client, message, ticket, output).await,
         Command::Ledger(cmd) => commands::ledger::run(&client, cmd).await,
         Command::Audit { stage, agent, output } => commands::audit::run(&client, &stage, agent, output).await,

@@ -40,14 +40,64 @@ pub fn time(ns: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_nanos(ns)).to_string()
 }
 
-/// A table with the house style; no header row when `header` is empty.
+/// A table with the house style; no header row when `header` is empty. Long cells wrap
+/// to the width of the terminal (or `COLUMNS`, or 100 columns into a pipe or file)
+/// rather than widening every row.
 pub fn table(header: &[&str]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    if let Some(w) = fixed_width() {
+        t.set_width(w);
+    }
     if !header.is_empty() {
         t.set_header(header.iter().map(|h| comfy_table::Cell::new(h).add_attribute(comfy_table::Attribute::Bold)));
     }
     t
+}
+
+/// The width to wrap to where the terminal's cannot be asked: `COLUMNS`, else 100 when
+/// stdout is not a terminal; `None` on a terminal (comfy-table asks it).
+fn fixed_width() -> Option<u16> {
+    use std::io::IsTerminal;
+    match std::env::var("COLUMNS").ok().and_then(|c| c.parse::<u16>().ok()).filter(|c| *c >= 40) {
+        Some(c) => Some(c),
+        None if std::io::stdout().is_terminal() => None,
+        None => Some(100),
+    }
+}
+
+/// The width text is wrapped to: the terminal's (`COLUMNS` where set), 100 otherwise.
+pub fn width() -> u16 {
+    fixed_width().or_else(|| comfy_table::Table::new().width()).unwrap_or(100)
+}
+
+/// `text` as lines of at most `width` characters, broken at spaces (a word longer than
+/// a line stands alone): the first line starts with `first`, the others with `rest`.
+pub fn wrap(text: &str, first: &str, rest: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::replace(&mut line, rest.to_string()));
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    if !empty {
+        lines.push(line);
+    }
+    lines
+}
+
+/// A table as text, without the trailing blanks that pad cells to the column width.
+pub fn render(t: comfy_table::Table) -> String {
+    t.to_string().lines().map(str::trim_end).collect::<Vec<_>>().join("\n")
 }
 
 /// Bytes as a short human size.
@@ -98,5 +148,8 @@ mod tests {
         assert_eq!(super::size(2048), "2.0 KiB");
         assert_eq!(super::short("ab€cd", 3), "ab€");
         assert_eq!(super::short("ab", 16), "ab");
+        assert_eq!(super::wrap("aa bb cc dd", "> ", "  ", 8), ["> aa bb", "  cc dd"]);
+        assert_eq!(super::wrap("averyveryverylongword x", "", "", 5), ["averyveryverylongword", "x"]);
+        assert!(super::wrap("", "> ", "  ", 8).is_empty());
     }
 }

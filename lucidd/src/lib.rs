@@ -10,6 +10,7 @@ pub mod access;
 pub mod audit;
 pub mod config;
 pub mod control;
+pub mod controls;
 pub mod daemon;
 pub mod export;
 pub mod gateway;

@@ -10,6 +10,9 @@ use crate::output::{self, Format};
 
 #[derive(Args)]
 pub struct LogsArgs {
+    /// Only records about this agent (its decisions and refusals).
+    #[arg(value_name = "AGENT")]
+    agent: Option<String>,
     /// Keep streaming new records as they are committed.
     #[arg(short, long)]
     follow: bool,
@@ -68,6 +71,9 @@ fn query(args: &LogsArgs) -> String {
     if args.anomalies {
         q.push("anomalies=true".into());
     }
+    if let Some(a) = &args.agent {
+        q.push(format!("agent={}", percent(a)));
+    }
     if args.follow {
         q.push("follow=true".into());
     }
@@ -80,6 +86,16 @@ fn query(args: &LogsArgs) -> String {
         q.push(format!("limit={l}"));
     }
     format!("/v1/logs?{}", q.join("&"))
+}
+
+/// `text` as a URL query value: unreserved bytes as they are, the rest %-escaped.
+fn percent(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 pub async fn run(client: &Client, args: LogsArgs) -> Result<u8, CallError> {

@@ -1,13 +1,78 @@
 //! `lucidctl status`.
 
-use lucid_common::api::Status;
+use lucid_common::api::{ControlState, Status};
 
 use crate::client::{CallError, Client};
 use crate::exit;
 use crate::output::{self, Format};
 
-pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Format) -> Result<u8, CallError> {
-    let s: Status = client.get("/v1/status").await?;
+/// What `status` shows.
+pub struct View {
+    /// Only this agent.
+    pub agent: Option<String>,
+    /// Chains, classifiers and ledger details.
+    pub detailed: bool,
+    /// Verify the ledger and list approved models.
+    pub integrity: bool,
+    /// The control inventory.
+    pub controls: bool,
+}
+
+/// Keeps only `agent`'s parts of the status, or says there is no such agent.
+fn only_agent(s: &mut Status, agent: &str) -> Result<(), CallError> {
+    if !s.config.agents.iter().any(|a| a.name == agent) {
+        let names: Vec<&str> = s.config.agents.iter().map(|a| a.name.as_str()).collect();
+        return Err(CallError::new(exit::REJECTED, format!("no agent {agent:?} in the configuration in force (agents: {})", names.join(", "))));
+    }
+    s.config.agents.retain(|a| a.name == agent);
+    s.controls.retain(|c| c.agent == agent);
+    s.warnings.retain(|w| w.starts_with(&format!("agent {agent}:")));
+    Ok(())
+}
+
+/// The inventory as an indented list, wrapped to the output's width: per agent, each
+/// control and its state, then each part with its settings and, where it does not
+/// operate, why.
+fn controls_text(s: &Status) -> String {
+    let width = usize::from(output::width());
+    let mut out = Vec::new();
+    let mut agent = "";
+    for c in &s.controls {
+        if c.agent != agent {
+            agent = &c.agent;
+            if !out.is_empty() {
+                out.push(String::new());
+            }
+            out.push(format!("agent {agent}"));
+        }
+        out.push(format!("  {:<7} {}", c.control, c.state.as_str()));
+        for p in &c.parts {
+            let mark = match p.state {
+                ControlState::Operating => "+",
+                ControlState::NotOperating => "-",
+                ControlState::Partial | ControlState::Degraded => "~",
+            };
+            let stage = p.stage.as_deref().map(|st| format!(" ({st})")).unwrap_or_default();
+            let mut text = format!("{}{stage}: {}", p.auditor, p.does);
+            if p.state != ControlState::Operating {
+                text = format!("[{}] {text}", p.state.as_str());
+            }
+            out.extend(output::wrap(&text, &format!("    {mark} "), "      ", width));
+            out.extend(output::wrap(&p.settings.join(" "), "      ", "      ", width));
+            if let Some(why) = &p.why {
+                out.extend(output::wrap(&format!("why: {why}"), "      ", "           ", width));
+            }
+        }
+    }
+    out.join("\n")
+}
+
+pub async fn run(client: &Client, view: View, format: Format) -> Result<u8, CallError> {
+    let View { agent, detailed, integrity, controls } = view;
+    let mut s: Status = client.get("/v1/status").await?;
+    if let Some(a) = &agent {
+        only_agent(&mut s, a)?;
+    }
     let verified = match integrity {
         true => Some(super::ledger::verify_report(client, 0, None).await?.0),
         false => None,
@@ -36,10 +101,31 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         Some(cp) => format!("size {} at {} (root {}…)", cp.size, output::time(cp.time_ns), output::short(&cp.root, 16)),
         None => "none yet".into(),
     };
+    if controls {
+        if format == Format::Json {
+            output::json(&s.controls)?;
+        } else {
+            output::line(&controls_text(&s))?;
+        }
+        return Ok(exit::OK);
+    }
     let mut t = output::table(&[]);
     t.add_row(vec!["lucidd".to_string(), format!("{} ({}), pid {}, up {}s", s.version, s.mode, s.pid, s.uptime_s)]);
     t.add_row(vec!["config".to_string(), format!("{} from {} (digest {}…)", s.config.name, s.config.source, output::short(&s.config.digest, 12))]);
     t.add_row(vec!["agents".to_string(), s.config.agents.iter().map(|a| format!("{} ({})", a.name, a.model)).collect::<Vec<_>>().join(", ")]);
+    let count = |st: ControlState| s.controls.iter().filter(|c| c.state == st).count();
+    t.add_row(vec![
+        "controls".to_string(),
+        format!(
+            "{} operating, {} partial, {} not operating (lucidctl status --controls)",
+            count(ControlState::Operating),
+            count(ControlState::Partial),
+            count(ControlState::NotOperating)
+        ),
+    ]);
+    for w in &s.warnings {
+        t.add_row(vec!["WARNING".to_string(), w.clone()]);
+    }
     t.add_row(vec!["ledger".to_string(), format!("{ledger_health}, {} records, {}", s.ledger.records, output::size(s.ledger.db_bytes))]);
     t.add_row(vec!["checkpoint".to_string(), checkpoint]);
     t.add_row(vec!["gateway".to_string(), s.gateway.clone().unwrap_or_else(|| "not listening".into())]);
@@ -78,7 +164,14 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
     let classifiers = match (s.classifiers.as_slice(), &s.classifier_note) {
         ([], Some(note)) => format!("none: heuristics only ({note})"),
         ([], None) => "none configured".into(),
-        (cs, _) => cs.iter().map(|c| format!("{} on {}", c.model, c.backend)).collect::<Vec<_>>().join(", "),
+        (cs, _) => cs
+            .iter()
+            .map(|c| match &c.gpu_error {
+                Some(e) if c.backend == "cpu" => format!("{} on cpu (the GPU was given up: {e})", c.model),
+                _ => format!("{} on {}", c.model, c.backend),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
     };
     t.add_row(vec!["classifiers".to_string(), classifiers]);
     if detailed {
@@ -90,26 +183,36 @@ pub async fn run(client: &Client, detailed: bool, integrity: bool, format: Forma
         t.add_row(vec!["refused".to_string(), format!("{} appends since start", s.ledger.refused_appends)]);
         t.add_row(vec!["config record".to_string(), s.config.record_seq.map(|n| format!("#{n} at {}", output::time(s.config.applied_ns))).unwrap_or_default()]);
     }
-    output::line(&t.to_string())?;
+    output::line(&output::render(t))?;
     if detailed {
-        let mut chains = output::table(&["AGENT", "MODEL", "PRE-REQUEST", "POST-RESPONSE", "CONTROLS"]);
+        // Lists rather than wide tables: auditor ids and reasons are long, and a wrapped
+        // cell would cut them in the middle.
+        let width = usize::from(output::width());
+        let mut lines: Vec<String> = Vec::new();
+        let kv = |lines: &mut Vec<String>, key: &str, value: &str| lines.extend(output::wrap(value, &format!("  {key:<13} "), &" ".repeat(16), width));
         for a in &s.config.agents {
-            chains.add_row(vec![a.name.clone(), a.model.clone(), a.pre_request.join("\n"), a.post_response.join("\n"), a.controls.join(" ")]);
+            lines.push(String::new());
+            lines.push(format!("agent {} (model {})", a.name, a.model));
+            kv(&mut lines, "preRequest", &a.pre_request.join(", "));
+            kv(&mut lines, "postResponse", &a.post_response.join(", "));
+            kv(&mut lines, "operating", &a.controls.join(" "));
         }
-        output::line("")?;
-        output::line(&chains.to_string())?;
-        if !s.classifiers.is_empty() {
-            let mut models = output::table(&["MODEL", "BACKEND", "DEVICE", "WHY", "HEADS", "QUEUE"]);
-            for c in &s.classifiers {
-                let queue = format!(
-                    "{} requests in {} batches, {} tokens\nwait mean {} us, max {} us\n{} expired, {} refused",
-                    c.requests, c.batches, c.tokens, c.mean_wait_us, c.max_wait_us, c.expired, c.rejected
-                );
-                models.add_row(vec![c.model.clone(), c.backend.clone(), c.device.clone(), c.reason.clone(), c.heads.join("\n"), queue]);
-            }
-            output::line("")?;
-            output::line(&models.to_string())?;
+        for c in &s.classifiers {
+            lines.push(String::new());
+            lines.push(format!("classifier {}", c.model));
+            kv(&mut lines, "scored on", &format!("{}: {}", c.backend, c.device));
+            kv(&mut lines, "why", &c.reason);
+            kv(&mut lines, "heads", &c.heads.join("; "));
+            kv(
+                &mut lines,
+                "queue",
+                &format!(
+                    "{} requests in {} batches, {} tokens; wait mean {} us, max {} us; {} expired, {} refused; {} batches left to the CPU by the GPU",
+                    c.requests, c.batches, c.tokens, c.mean_wait_us, c.max_wait_us, c.expired, c.rejected, c.gpu_fallbacks
+                ),
+            );
         }
+        output::line(&lines.join("\n"))?;
     }
     Ok(if broken {
         exit::VERIFY_FAILED

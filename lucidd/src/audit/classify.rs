@@ -65,6 +65,14 @@ impl ModelSignals {
         Ok(ModelSignals { classifier, map })
     }
 
+    /// What it is and does, for the control inventory.
+    pub fn facts(&self) -> super::ClassifierFacts {
+        let mut signals: Vec<Signal> = self.map.iter().flatten().copied().filter(|s| *s != Signal::Ignore).collect();
+        signals.sort();
+        signals.dedup();
+        super::ClassifierFacts { dir: self.classifier.dir.display().to_string(), signals, scoring: self.classifier.batcher.model().scoring() }
+    }
+
     /// Whether some label feeds `signal`.
     pub fn has(&self, signal: Signal) -> bool {
         self.map.iter().flatten().any(|s| *s == signal)

@@ -190,6 +190,10 @@ impl Auditor for GuardrailsAuditor {
         self.model.is_some()
     }
 
+    fn classifier(&self) -> Option<super::ClassifierFacts> {
+        self.model.as_ref().map(ModelSignals::facts)
+    }
+
     /// The heuristics always finish; the classifier is waited for until `deadline`. If
     /// it cannot score in time, the error carries the heuristics' verdict, so what they
     /// found stands whatever the fail policy.

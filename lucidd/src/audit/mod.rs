@@ -269,6 +269,22 @@ pub trait Auditor: Send + Sync {
     fn blocks(&self) -> bool {
         false
     }
+
+    /// The classifier it scores with, if any (for the control inventory).
+    fn classifier(&self) -> Option<ClassifierFacts> {
+        None
+    }
+}
+
+/// What an auditor's classifier is and does, as the control inventory reports it.
+#[derive(Clone, Debug)]
+pub struct ClassifierFacts {
+    /// Its directory.
+    pub dir: String,
+    /// The signals its labels feed.
+    pub signals: Vec<crate::config::values::Signal>,
+    /// Where its batches are scored now.
+    pub scoring: crate::infer::model::Scoring,
 }
 
 /// The distinct kinds among findings, sorted and comma-separated (for reasons).

@@ -60,13 +60,36 @@ spec:
       profile: soc2
 "#;
     let expanded = parse(with_profile, "y").unwrap();
-    assert_eq!(expanded, example);
-    assert_eq!(expanded.digest(), example.digest());
+    // The example's preRequest as it is; its postResponse after three auditors that read
+    // the answer (issue 13: the example's postResponse reads no response).
+    let (got, want) = (&expanded.spec.agents[0].audit_chain, &example.spec.agents[0].audit_chain);
+    assert_eq!(got.pre_request, want.pre_request);
+    let post: Vec<&str> = got.post_response.iter().map(|a| a.auditor_id.as_str()).collect();
+    assert_eq!(post, ["lucid-guardrails-auditor", "lucid-pii-compliance-auditor", "lucid-policy-auditor", "lucid-observability-auditor", "lucid-eval-auditor"]);
+    assert_eq!(got.post_response[3..], want.post_response[..]);
+    // With the example's postResponse given explicitly, the profile is the example.
+    let example_post = "      auditChain:\n        postResponse:\n          - auditorId: lucid-observability-auditor\n            name: System Monitoring (CC7.2)\n            env:\n              LOG_RETENTION_DAYS: \"365\"\n              LOG_ALL_EVENTS: \"true\"\n              ANOMALY_DETECTION_ENABLED: \"true\"\n          - auditorId: lucid-eval-auditor\n            name: Change Management (CC8.1)\n            env:\n              MODEL_INTEGRITY_CHECK: \"true\"\n              SAFETY_BENCHMARKS_ENABLED: \"true\"\n";
+    let same = parse(&format!("{with_profile}{example_post}"), "w").unwrap();
+    assert_eq!(same, example);
+    assert_eq!(same.digest(), example.digest());
     // A stage given explicitly replaces the profile's stage.
     let replaced = format!("{with_profile}      auditChain:\n        postResponse: []\n");
     let env = parse(&replaced, "z").unwrap();
     assert!(env.spec.agents[0].audit_chain.post_response.is_empty());
     assert_eq!(env.spec.agents[0].audit_chain.pre_request.len(), 3);
+}
+
+/// Issue 13: the soc2 profile reads answers; the reference example, which does not, loads
+/// unchanged and is warned about.
+#[test]
+fn the_soc2_profile_reads_responses_and_the_example_is_warned_about() {
+    let profile = parse(DEV_DEFAULT, "dev").unwrap();
+    let facts = crate::controls::Facts::default();
+    assert!(crate::controls::warnings(&profile, &crate::controls::inventory(&profile, &facts)).is_empty());
+    let example = parse(EXAMPLE, "example").unwrap();
+    let warned = crate::controls::warnings(&example, &crate::controls::inventory(&example, &facts));
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].starts_with("agent soc2-agent: its responses are read by no auditor"), "{warned:?}");
 }
 
 #[test]

@@ -180,7 +180,7 @@ impl AppState {
         self.ledger.append(lifecycle_entry("lucidd.start", body)).await?;
         let receipt = self
             .ledger
-            .append(config_entry("config.load", &cfg, None, &Actor::Daemon("startup"), &[]))
+            .append(config_entry("config.load", &cfg, None, &Actor::Daemon("startup"), &[], &self.inventory()))
             .await?;
         self.swap(ActiveConfig { record_seq: Some(receipt.seq), ..(*cfg).clone() });
         Ok(())
@@ -227,7 +227,15 @@ impl AppState {
         }
         let new = ActiveConfig { digest, env, source: file.to_string(), applied_ns: now_ns(), record_seq: None, watch: runtime.watch.clone() };
         let changes = config::diff::diff(&old.env.to_json(), &new.env.to_json());
-        let receipt = self.ledger.append(config_entry(subject, &new, Some(&old), &actor, &changes)).await?;
+        // The inventory as the new configuration will run: its chains, and the watch as
+        // it runs now, or restarting where its plan changes.
+        let facts = crate::controls::Facts {
+            routes: Some(&runtime.routes),
+            watch: (old.watch == runtime.watch).then(|| self.watch.info()),
+            pack_note: crate::infer::service::unavailable(),
+        };
+        let inventory = crate::controls::inventory(&new.env, &facts);
+        let receipt = self.ledger.append(config_entry(subject, &new, Some(&old), &actor, &changes, &inventory)).await?;
         self.swap(ActiveConfig { record_seq: Some(receipt.seq), applied_ns: receipt.time_ns, ..new.clone() });
         self.routes.install(runtime.routes);
         // The watch restarts its source when its plan changed; the answer waits for that,
@@ -255,9 +263,19 @@ impl AppState {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(active);
     }
 
+    /// The control inventory of the configuration in force, as the daemon runs now.
+    pub fn inventory(&self) -> Vec<lucid_common::api::ControlStatus> {
+        let cfg = self.config();
+        let routes = self.routes.get(self).ok();
+        let facts = crate::controls::Facts { routes: routes.as_deref(), watch: Some(self.watch.info()), pack_note: crate::infer::service::unavailable() };
+        crate::controls::inventory(&cfg.env, &facts)
+    }
+
     /// The answer to `GET /v1/status`.
     pub fn status(&self) -> Status {
         let cfg = self.config();
+        let inventory = self.inventory();
+        let warnings = crate::controls::warnings(&cfg.env, &inventory);
         let ledger = &self.ledger;
         let head = ledger.head();
         let (health, error, failed_since_ns) = match &*ledger.health().borrow() {
@@ -292,11 +310,12 @@ impl AppState {
                     .agents
                     .iter()
                     .map(|a| {
-                        let chain = a.audit_chain.pre_request.iter().chain(&a.audit_chain.post_response);
-                        let mut controls: Vec<String> =
-                            chain.flat_map(|c| c.auditor_id.controls().iter().map(|s| s.to_string())).collect();
-                        controls.sort();
-                        controls.dedup();
+                        // Only what operates, wholly or in part; the inventory says the rest.
+                        let controls: Vec<String> = inventory
+                            .iter()
+                            .filter(|c| c.agent == a.name && c.state != lucid_common::api::ControlState::NotOperating)
+                            .map(|c| c.control.clone())
+                            .collect();
                         AgentStatus {
                             name: a.name.clone(),
                             model: a.model.id.clone(),
@@ -320,6 +339,8 @@ impl AppState {
             },
             classifiers: crate::infer::service::loaded().iter().map(|c| classifier_status(c)).collect(),
             classifier_note: crate::infer::service::unavailable(),
+            controls: inventory,
+            warnings,
             integrity_watch: {
                 let i = self.watch.info();
                 let recheck_minutes = self.watch.plan().filter(|p| p.enabled).map(|p| p.recheck.as_secs() / 60);
@@ -377,6 +398,7 @@ fn config_entry(
     old: Option<&ActiveConfig>,
     actor: &Actor,
     changes: &[lucid_common::api::ConfigChange],
+    controls: &[lucid_common::api::ControlStatus],
 ) -> Entry {
     Entry {
         kind: Kind::Config,
@@ -391,6 +413,7 @@ fn config_entry(
             "new_digest": new.digest,
             "changes": changes,
             "actor": actor.to_json(),
+            "controls": controls,
         }),
     }
 }
@@ -400,11 +423,22 @@ fn classifier_status(c: &crate::infer::service::Classifier) -> lucid_common::api
     let stats = &c.batcher.stats;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let requests = get(&stats.requests);
+    let scoring = c.batcher.model().scoring();
+    let (backend, device, reason) = match (c.choice.backend, scoring.backend) {
+        ("cuda", "cpu") => (
+            "cpu".to_string(),
+            crate::infer::backend::cpu_device(),
+            format!("{}; then the GPU {}: {}", c.choice.reason, scoring.detail, scoring.gpu_error.clone().unwrap_or_default()),
+        ),
+        _ => (c.choice.backend.to_string(), c.choice.device.clone(), c.choice.reason.clone()),
+    };
     lucid_common::api::ClassifierStatus {
         model: c.dir.display().to_string(),
-        backend: c.choice.backend.to_string(),
-        device: c.choice.device.clone(),
-        reason: c.choice.reason.clone(),
+        backend,
+        device,
+        reason,
+        gpu_fallbacks: scoring.gpu_fallbacks,
+        gpu_error: scoring.gpu_error,
         heads: c.batcher.model().heads.iter().map(|h| format!("{} ({})", h.name, h.labels.join(", "))).collect(),
         load_ms: c.load_ms,
         batches: get(&stats.batches),
@@ -415,5 +449,39 @@ fn classifier_status(c: &crate::infer::service::Classifier) -> lucid_common::api
         rejected: get(&stats.rejected),
         mean_wait_us: get(&stats.wait_us).checked_div(requests).unwrap_or(0),
         max_wait_us: get(&stats.max_wait_us),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::infer::model::tests::Failing;
+
+    /// Issue 13: a model whose GPU was given up was still shown on `cuda`.
+    #[test]
+    fn status_names_the_device_that_scores_and_the_last_gpu_error() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/infer/bert");
+        let mut model = crate::infer::Model::load(&dir).unwrap();
+        model.attach_accelerator(Box::new(Failing), "NVIDIA H100 (sm_90)");
+        let batcher = crate::infer::batcher::Batcher::start(Arc::new(model), Default::default()).unwrap();
+        let choice = crate::infer::backend::Choice { backend: "cuda", device: "NVIDIA H100 (sm_90)".into(), reason: "CLASSIFIER_BACKEND=cuda".into() };
+        let c = crate::infer::service::Classifier {
+            dir,
+            wanted: crate::config::values::BackendChoice::Cuda,
+            precision: crate::config::values::Precision::F32,
+            choice,
+            batcher,
+            load_ms: 0,
+        };
+        assert_eq!((classifier_status(&c).backend.as_str(), classifier_status(&c).device.as_str()), ("cuda", "NVIDIA H100 (sm_90)"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for _ in 0..3 {
+            c.batcher.score(&["a text"], crate::infer::batcher::Priority::Prompt, deadline).unwrap();
+        }
+        let s = classifier_status(&c);
+        assert_eq!(s.backend, "cpu");
+        assert_eq!(s.device, crate::infer::backend::cpu_device());
+        assert!(s.reason.contains("NVIDIA H100 (sm_90) given up after 3 failed passes in a row: CUDA_ERROR_ILLEGAL_ADDRESS"), "{}", s.reason);
+        assert_eq!((s.gpu_fallbacks, s.gpu_error.as_deref()), (3, Some("CUDA_ERROR_ILLEGAL_ADDRESS in masked_softmax")));
     }
 }

@@ -3,7 +3,7 @@
 //! windows.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
@@ -30,13 +30,45 @@ pub struct Model {
     pub heads: Vec<Head>,
     window: usize,
     /// The encoder on a GPU, once attached; batches run there instead.
-    cuda: Option<Mutex<CudaEncoder>>,
+    cuda: Option<Mutex<Box<dyn Accelerator>>>,
+    /// The device it is attached to, as shown to people.
+    gpu_device: String,
     /// GPU passes failed in a row.
     gpu_strikes: AtomicU32,
+    /// Batches a failing GPU left to the CPU, since load.
+    gpu_fallbacks: AtomicU64,
+    /// The last GPU failure.
+    gpu_error: Mutex<Option<String>>,
 }
 
 /// GPU failures in a row after which a model stays on the CPU.
 const GPU_STRIKES: u32 = 3;
+
+/// What scores a packed batch instead of the CPU backend: the cuda backend (a failing
+/// stand-in in tests, which cannot have a GPU).
+pub trait Accelerator: Send {
+    /// Every head on every sequence of the batch, as [`Model::run_cpu`] gives them.
+    fn run(&self, batch: &Packed, heads: &[Head], vocab: usize) -> Result<Vec<Vec<HeadOutput>>, InferError>;
+}
+
+impl Accelerator for CudaEncoder {
+    fn run(&self, batch: &Packed, heads: &[Head], vocab: usize) -> Result<Vec<Vec<HeadOutput>>, InferError> {
+        CudaEncoder::run(self, batch, heads, vocab)
+    }
+}
+
+/// Where a model's batches are scored now, for `status`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Scoring {
+    /// `cuda` while the GPU takes batches, `cpu` otherwise.
+    pub backend: &'static str,
+    /// The GPU (while it takes batches), or why the CPU scores them.
+    pub detail: String,
+    /// Batches the GPU failed and the CPU scored, since load.
+    pub gpu_fallbacks: u64,
+    /// The last GPU failure, if any.
+    pub gpu_error: Option<String>,
+}
 
 /// Largest absolute difference between two equally long outputs; infinite where their
 /// lengths differ or either holds a NaN, so a broken output can never pass a check.
@@ -83,7 +115,19 @@ impl Model {
             }))
             .map_err(|e| InferError::Tokenizer(e.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(Model { dir: dir.to_path_buf(), config, tokenizer, encoder, heads, window, cuda: None, gpu_strikes: AtomicU32::new(0) })
+        Ok(Model {
+            dir: dir.to_path_buf(),
+            config,
+            tokenizer,
+            encoder,
+            heads,
+            window,
+            cuda: None,
+            gpu_device: String::new(),
+            gpu_strikes: AtomicU32::new(0),
+            gpu_fallbacks: AtomicU64::new(0),
+            gpu_error: Mutex::new(None),
+        })
     }
 
     /// Runs the encoder's dense layers in bf16 on AMX from now on (faster, outputs
@@ -146,7 +190,12 @@ impl Model {
             }
             Err(InferError::Gpu(why)) => {
                 let strikes = self.gpu_strikes.fetch_add(1, Ordering::Relaxed) + 1;
-                tracing::warn!(model = %self.dir.display(), error = %why, strikes, "GPU pass failed; scored on the CPU");
+                self.gpu_fallbacks.fetch_add(1, Ordering::Relaxed);
+                match strikes >= GPU_STRIKES {
+                    true => tracing::error!(model = %self.dir.display(), error = %why, strikes, "GPU pass failed again; this model is scored on the CPU from now on"),
+                    false => tracing::warn!(model = %self.dir.display(), error = %why, strikes, "GPU pass failed; scored on the CPU"),
+                }
+                *self.gpu_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 self.run_cpu(batch)
             }
             Err(other) => Err(other),
@@ -176,9 +225,34 @@ impl Model {
         if worst.is_nan() || worst > tolerance {
             return Err(InferError::Gpu(format!("self-check on {device}: outputs differ from the CPU backend's by {worst:e} (> {tolerance:e})")));
         }
-        self.cuda = Some(Mutex::new(gpu));
+        self.cuda = Some(Mutex::new(Box::new(gpu)));
+        self.gpu_device = device.clone();
         self.gpu_strikes.store(0, Ordering::Relaxed);
         Ok(device)
+    }
+
+    /// Attaches a stand-in for the GPU (tests of what follows a GPU failure).
+    #[cfg(test)]
+    pub(crate) fn attach_accelerator(&mut self, accelerator: Box<dyn Accelerator>, device: &str) {
+        self.cuda = Some(Mutex::new(accelerator));
+        self.gpu_device = device.to_string();
+    }
+
+    /// Where batches are scored now: on the GPU while it takes them; on the CPU once it
+    /// has failed `GPU_STRIKES` passes in a row (for good), with the last error.
+    pub fn scoring(&self) -> Scoring {
+        let gpu_fallbacks = self.gpu_fallbacks.load(Ordering::Relaxed);
+        let gpu_error = self.gpu_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        match (&self.cuda, self.on_gpu()) {
+            (None, _) => Scoring { backend: "cpu", detail: String::new(), gpu_fallbacks, gpu_error },
+            (Some(_), true) => Scoring { backend: "cuda", detail: self.gpu_device.clone(), gpu_fallbacks, gpu_error },
+            (Some(_), false) => Scoring {
+                backend: "cpu",
+                detail: format!("{} given up after {GPU_STRIKES} failed passes in a row", self.gpu_device),
+                gpu_fallbacks,
+                gpu_error,
+            },
+        }
     }
 
     /// Every window of the `probe` texts in one packed batch (the self-checks of the GPU
@@ -235,8 +309,43 @@ impl Model {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::largest_difference;
+pub(crate) mod tests {
+    use super::*;
+
+    /// A GPU whose every pass fails.
+    pub(crate) struct Failing;
+
+    impl Accelerator for Failing {
+        fn run(&self, _: &Packed, _: &[Head], _: usize) -> Result<Vec<Vec<HeadOutput>>, InferError> {
+            Err(InferError::Gpu("CUDA_ERROR_ILLEGAL_ADDRESS in masked_softmax".into()))
+        }
+    }
+
+    /// Issue 13: after failing passes a model falls back to the CPU for good, and
+    /// `status` still said `cuda`.
+    #[test]
+    fn a_gpu_given_up_is_reported_with_its_last_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/infer/bert");
+        let mut model = Model::load(&dir).unwrap();
+        assert_eq!(model.scoring().backend, "cpu");
+        let want = model.score(&["still scored"]).unwrap();
+        model.cuda = Some(Mutex::new(Box::new(Failing)));
+        model.gpu_device = "NVIDIA H100 (sm_90)".into();
+        assert_eq!(model.scoring(), Scoring { backend: "cuda", detail: "NVIDIA H100 (sm_90)".into(), gpu_fallbacks: 0, gpu_error: None });
+        for _ in 0..GPU_STRIKES {
+            let got = model.score(&["still scored"]).unwrap();
+            assert_eq!(got[0].heads, want[0].heads, "the CPU scores what the GPU failed");
+        }
+        let s = model.scoring();
+        assert_eq!(s.backend, "cpu");
+        assert_eq!(s.detail, "NVIDIA H100 (sm_90) given up after 3 failed passes in a row");
+        assert_eq!(s.gpu_fallbacks, u64::from(GPU_STRIKES));
+        // Given up: the next batch goes to the CPU without trying the GPU.
+        model.score(&["still scored"]).unwrap();
+        assert_eq!(model.scoring().gpu_fallbacks, u64::from(GPU_STRIKES));
+        assert_eq!(s.gpu_error.as_deref(), Some("CUDA_ERROR_ILLEGAL_ADDRESS in masked_softmax"));
+        assert!(!model.on_gpu());
+    }
 
     #[test]
     fn a_nan_or_a_missing_value_never_passes_a_comparison() {

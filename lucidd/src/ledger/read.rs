@@ -323,5 +323,11 @@ pub fn matches(q: &LogQuery, r: &Record) -> bool {
     if q.anomalies && r.kind != Kind::Anomaly && r.severity < Severity::Warning {
         return false;
     }
+    if let Some(agent) = &q.agent {
+        let about = r.body.pointer("/request/agent").or_else(|| r.body.get("agent")).and_then(|a| a.as_str());
+        if about != Some(agent.as_str()) {
+            return false;
+        }
+    }
     true
 }
