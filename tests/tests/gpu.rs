@@ -69,6 +69,10 @@ fn compare(model: &mut Model, name: &str) {
         }
         let cpu = model.run_cpu(&batch).unwrap();
         let gpu = model.run(&batch).unwrap();
+        // `run` scores a batch the GPU fails on the CPU: that must not pass for the GPU.
+        let scoring = model.scoring();
+        assert_eq!(scoring.gpu_fallbacks, 0, "{name}, batch {batch_size}: the GPU failed and the CPU scored it: {:?}", scoring.gpu_error);
+        assert_eq!(scoring.backend, "cuda", "{name}: {scoring:?}");
         assert_eq!(cpu.len(), gpu.len());
         for (h, (c, g)) in cpu.iter().zip(&gpu).enumerate() {
             assert_eq!(c.len(), g.len(), "{name} head {h}: sequences");

@@ -31,10 +31,7 @@ fn kernels_compile_for_sm80_and_sm90_without_spills() {
     let mut table = String::from("# kernel function arch registers (ptxas -v; checked by tests/tests/kernels.rs)\n");
     for k in KERNELS {
         for arch in [80u32, 90] {
-            // Through the cache: the second read must give the same PTX.
-            let ptx = kernels::compile_cached(tmp.path(), k, arch).unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(kernels::compile_cached(tmp.path(), k, arch).unwrap(), ptx);
-            assert!(kernels::cache_path(tmp.path(), k, arch).exists());
+            let ptx = kernels::compile(k, arch).unwrap_or_else(|e| panic!("{e}"));
             for f in k.functions {
                 assert!(ptx.contains(&format!(".entry {f}(")), "{}.cu lacks entry {f}", k.name);
             }
@@ -72,4 +69,37 @@ fn kernels_compile_for_sm80_and_sm90_without_spills() {
     }
     let committed = std::fs::read_to_string(&recorded).unwrap_or_default();
     assert_eq!(committed, table, "register counts changed: rerun with LUCID_UPDATE_KERNEL_REGISTERS=1 and commit kernels/registers.txt");
+}
+
+/// Issue 13: the kernels are compiled to machine code for the GPU's own architecture, so
+/// a driver older than NVRTC (which refuses newer PTX) can still load them; the cache is
+/// keyed by NVRTC's and the driver's versions as well as the source and architecture.
+#[test]
+fn kernels_compile_to_cubins_for_the_gpus_own_architecture_and_cache_by_version() {
+    const NAME: &str = "kernels_compile_to_cubins_for_the_gpus_own_architecture_and_cache_by_version";
+    if !kernels::nvrtc_available() {
+        return skip(NAME, "libnvrtc not on the library path (scripts/test.sh installs nvidia-cuda-nvrtc-cu12 and sets LD_LIBRARY_PATH)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    for k in KERNELS {
+        let mut images = Vec::new();
+        for arch in [80u32, 90] {
+            let image = kernels::compile_cached(tmp.path(), k, arch, Some(12080)).unwrap_or_else(|e| panic!("{e}"));
+            let kernels::Image::Cubin(bytes) = &image else { panic!("{} sm_{arch}: NVRTC made PTX, not a cubin", k.name) };
+            assert_eq!(&bytes[..4], b"\x7fELF", "a cubin is an ELF image");
+            for f in k.functions {
+                assert!(bytes.windows(f.len()).any(|w| w == f.as_bytes()), "{} sm_{arch}: no {f}", k.name);
+            }
+            let path = kernels::cache_path(tmp.path(), k, arch, Some(12080), "cubin");
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let (major, minor) = kernels::nvrtc_version().unwrap();
+            assert!(name.contains(&format!("sm{arch}-nvrtc{major}.{minor}-driver12080.cubin")), "{name}");
+            assert_eq!(std::fs::read(&path).unwrap(), *bytes, "cached");
+            // Read back from the cache; another driver version is another entry.
+            assert_eq!(kernels::compile_cached(tmp.path(), k, arch, Some(12080)).unwrap(), image);
+            assert_ne!(kernels::cache_path(tmp.path(), k, arch, Some(12090), "cubin"), path);
+            images.push(image);
+        }
+        assert_ne!(images[0], images[1], "sm_80 and sm_90 get their own machine code");
+    }
 }

@@ -145,8 +145,16 @@ impl CudaEncoder {
         let stream = ctx.default_stream();
         let blas = CudaBlas::new(stream.clone()).map_err(|e| InferError::Gpu(format!("cuBLAS: {e:?}")))?;
         let kernel = &KERNELS[0];
-        let ptx = kernels::compile_cached(cache, kernel, arch)?;
-        let module = ctx.load_module(ptx.into()).map_err(|e| InferError::Gpu(format!("loading kernels/{}.cu: {e:?}", kernel.name)))?;
+        let mut driver = 0i32;
+        // SAFETY: the driver library is loaded (a context exists); the call writes an int.
+        let driver = (unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver) } == cudarc::driver::sys::CUresult::CUDA_SUCCESS).then_some(driver);
+        let image = kernels::compile_cached(cache, kernel, arch, driver)?;
+        let kind = image.kind();
+        let loadable = match image {
+            kernels::Image::Cubin(bytes) => cudarc::nvrtc::Ptx::from_binary(bytes),
+            kernels::Image::Ptx(text) => cudarc::nvrtc::Ptx::from_src(text),
+        };
+        let module = ctx.load_module(loadable).map_err(|e| InferError::Gpu(format!("loading kernels/{}.cu ({kind}): {e:?}", kernel.name)))?;
         let func = |name: &str| module.load_function(name).map_err(|e| InferError::Gpu(format!("kernel {name}: {e:?}")));
         let f = Funcs {
             embed_layernorm: func("embed_layernorm")?,
@@ -203,7 +211,7 @@ impl CudaEncoder {
             relative,
             factor,
             scorer,
-            device: format!("{name} (sm_{arch})"),
+            device: format!("{name} (sm_{arch}, kernels as {kind})"),
             stream,
             blas,
             f,
