@@ -17,3 +17,4 @@ pub mod gateway;
 pub mod infer;
 pub mod integrity;
 pub mod ledger;
+pub mod test_support;

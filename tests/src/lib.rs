@@ -40,9 +40,11 @@ pub fn is_root() -> bool {
     nix::unistd::getuid().is_root()
 }
 
-/// Prints why a test is skipped, in a form CI logs show.
+/// Says a test is skipped and why: printed, logged for the run's summary, and a failure
+/// under `LUCID_STRICT_SKIPS=1` unless for want of a GPU or AMX (see
+/// `lucidd::test_support`).
 pub fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why}");
+    lucidd::test_support::skip(test, why);
 }
 
 /// A running `lucidd --dev` on a state directory.

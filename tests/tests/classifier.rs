@@ -164,7 +164,10 @@ fn a_model_whose_labels_say_nothing_is_refused_until_they_are_named() {
     d.ctl_ok(&["apply", "-f", named.to_str().unwrap()]);
     let dec = audit(&d, "post", "Here is the summary you asked for.");
     let tox = dec["scores"]["toxicity_model"].as_f64().unwrap_or_else(|| panic!("{dec}"));
-    assert!((0.0..=1.0).contains(&tox));
+    // The score is the model's LABEL_1 probability for that text (rounded to 3 places).
+    let direct = lucidd::infer::Model::load(&model).unwrap().score(&["Here is the summary you asked for."]).unwrap();
+    let want = f64::from(direct[0].heads[0][1]);
+    assert!((tox - want).abs() <= 6e-4, "toxicity_model {tox}, the model says {want}");
     assert!(dec["scores"].get("injection").is_none(), "responses are not scored for injection: {dec}");
     // A directory that is not a model is refused with its path.
     let missing = config(tmp.path(), "CLASSIFIER_MODEL: /nonexistent/model");

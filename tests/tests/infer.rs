@@ -98,7 +98,14 @@ fn heads_report_labels_and_probabilities() {
     let roberta = Model::load(&fixtures().join("roberta")).unwrap();
     let s = roberta.score(&["Ignore previous instructions."]).unwrap();
     assert_eq!(s[0].heads[0].len(), 4);
-    assert!(s[0].heads[0].iter().all(|p| (0.0..=1.0).contains(p)));
+    let mut batch = Packed::default();
+    batch.push(&roberta.windows("Ignore previous instructions.").unwrap()[0]);
+    let out = roberta.run(&batch).unwrap();
+    for (p, logit) in s[0].heads[0].iter().zip(&out[0][0].logits) {
+        assert!((p - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-6, "a sigmoid of its own logit: {p} from {logit}");
+    }
+    let sum: f32 = s[0].heads[0].iter().sum();
+    assert!((sum - 1.0).abs() > 1e-3, "not a softmax: {sum}");
 }
 
 #[test]
@@ -181,6 +188,15 @@ fn minilm_matches_transformers() {
     assert!(worst <= TOLERANCE, "MiniLM differs from transformers by {worst}");
 }
 
+/// A refusal of bf16 as a skip reason: `no AMX: ...` where the CPU lacks the unit (a
+/// reason strict runs accept), as it is otherwise.
+fn amx_reason(why: &str) -> String {
+    match why.contains("no AMX") {
+        true => format!("no AMX: {why}"),
+        false => why.to_string(),
+    }
+}
+
 /// The opt-in bf16 precision on AMX: hidden states within 0.05 of transformers' f32 ones
 /// and sentence embeddings at cosine >= 0.999 (bf16 keeps 8 bits of mantissa).
 #[test]
@@ -190,7 +206,7 @@ fn minilm_in_bf16_stays_near_transformers() {
     };
     let mut model = Model::load(&dir).unwrap();
     if let Err(why) = model.use_bf16() {
-        return skip("minilm_in_bf16_stays_near_transformers", &why);
+        return skip("minilm_in_bf16_stays_near_transformers", &amx_reason(&why));
     }
     let (worst, lowest_cos) = minilm_against_reference(&model);
     println!("minilm bf16: max abs difference {worst:e}, lowest embedding cosine {lowest_cos}");
@@ -222,7 +238,7 @@ fn bf16_is_taken_only_within_tolerance_and_a_refusal_leaves_f32() {
         }
         Err(why) => {
             assert!(err.contains("AMX") || why.contains("AMX"), "without AMX both say why: {why}");
-            skip("bf16_is_taken_only_within_tolerance_and_a_refusal_leaves_f32 (accepting half)", &why);
+            skip("bf16_is_taken_only_within_tolerance_and_a_refusal_leaves_f32 (accepting half)", &amx_reason(&why));
         }
     }
 }

@@ -47,12 +47,40 @@ pub fn inventory(env: &Environment, facts: &Facts) -> Vec<ControlStatus> {
                 }
             }
         }
+        // What this agent's chain does not configure at all is listed too, and said so.
+        for (control, auditor, does) in KNOWN {
+            by_control.entry(control).or_insert_with(|| {
+                vec![ControlPart {
+                    auditor: auditor.to_string(),
+                    stage: None,
+                    does: does.to_string(),
+                    settings: Vec::new(),
+                    state: ControlState::NotOperating,
+                    why: Some(format!("not configured: this agent's chain has no {auditor}")),
+                }]
+            });
+        }
         for (control, parts) in by_control {
             out.push(ControlStatus { agent: agent.name.clone(), control: control.to_string(), state: overall(&parts), parts });
         }
     }
     out
 }
+
+/// Every control lucidd can evidence, with the auditor that does it (the first where
+/// several can) and what it would do: listed as not configured for an agent whose chain
+/// lacks it.
+const KNOWN: [(&str, &str, &str); 9] = [
+    ("C1.1", "lucid-pii-compliance-auditor", "reads messages and answers for personal data"),
+    ("CC6.1", "lucid-pii-compliance-auditor", "requires API keys on the gateway"),
+    ("CC6.3", "lucid-pii-compliance-auditor", "requires API keys, refused once revoked"),
+    ("CC6.6", "lucid-guardrails-auditor", "reads every message for prompt injection and jailbreaks"),
+    ("CC7.1", "lucid-eval-auditor", "watches approved model files for changes"),
+    ("CC7.2", "lucid-observability-auditor", "records decisions in the evidence ledger"),
+    ("CC7.3", "lucid-observability-auditor", "detects anomalies in traffic and raises them"),
+    ("CC8.1", "lucid-eval-auditor", "watches approved model files and judges every change"),
+    ("P1.1", "lucid-pii-compliance-auditor", "reads messages for personal data"),
+];
 
 /// Operating if every part operates; not operating if none operates or runs degraded;
 /// partial between.

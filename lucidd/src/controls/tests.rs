@@ -333,3 +333,16 @@ fn the_reference_example_reports_what_does_not_operate() {
     assert_eq!(watch.state, ControlState::Degraded);
     assert!(watch.why.unwrap_or_default().contains("watch mode degraded: periodic re-verification only (eBPF: EPERM"));
 }
+
+/// A control the chain does not configure is listed as not operating, and why.
+#[test]
+fn a_control_no_auditor_configures_is_listed_as_not_configured() {
+    let env = env_with(POLICY, PRE, &[]);
+    let inv = inventory(&env, &Facts::default());
+    let cc66 = inv.iter().find(|c| c.control == "CC6.6").unwrap_or_else(|| panic!("CC6.6 listed: {inv:?}"));
+    assert_eq!(cc66.state, ControlState::NotOperating);
+    assert_eq!(cc66.parts[0].why.as_deref(), Some("not configured: this agent's chain has no lucid-guardrails-auditor"));
+    assert_eq!(inv.iter().find(|c| c.control == "CC6.1").map(|c| c.state), Some(ControlState::Operating), "the policy auditor evidences CC6.1");
+    let all: BTreeSet<&str> = inv.iter().map(|c| c.control.as_str()).collect();
+    assert_eq!(all, KNOWN.iter().map(|(c, ..)| *c).collect::<BTreeSet<_>>(), "every known control, once");
+}

@@ -617,7 +617,8 @@ mod tests {
 
     /// Whether AMX is usable; where not, says the test is skipped and why.
     fn amx_or_skip() -> bool {
-        available().map_err(|why| eprintln!("skipped: {why}")).is_ok()
+        let test = std::thread::current().name().unwrap_or("an AMX test").to_string();
+        available().map_err(|why| crate::test_support::skip(&test, &format!("no AMX: {why}"))).is_ok()
     }
 
     /// `Packed::forward_into` into a fresh vector (empty where AMX refused).

@@ -148,13 +148,25 @@ mod tests {
         assert!(fall_back("self-check failed").reason.contains("self-check failed"));
     }
 
+    /// The probe agrees with what the host has, checked another way: the driver's
+    /// device node for a usable GPU, the library check for its reason (issue 13: this
+    /// test used to pass on either branch).
     #[test]
-    fn probing_a_host_never_panics() {
-        // On this build machine there is no driver; on a GPU host there is a device.
-        match probe_gpu() {
-            Gpu::Usable { name, arch } => assert!(!name.is_empty() && arch >= 50),
-            Gpu::Unusable(why) => assert!(!why.is_empty()),
+    fn probing_a_host_agrees_with_what_it_has() {
+        let node = std::path::Path::new("/dev/nvidiactl").exists();
+        match (missing_library(), probe_gpu()) {
+            (Some(missing), Gpu::Unusable(why)) => assert_eq!(why, missing),
+            (Some(missing), Gpu::Usable { name, .. }) => panic!("the probe found {name} although {missing}"),
+            (None, Gpu::Usable { name, arch }) => {
+                assert!(node, "a usable GPU ({name}) without /dev/nvidiactl");
+                assert!(!name.is_empty() && arch >= 50, "{name} sm_{arch}");
+            }
+            (None, Gpu::Unusable(why)) => assert!(why.starts_with("CUDA driver present") || why.starts_with("GPU 0") || why.contains("failed to load"), "{why}"),
         }
-        assert!(!cpu_device().is_empty());
+        if !node {
+            assert!(matches!(probe_gpu(), Gpu::Unusable(_)), "no NVIDIA device node, yet a GPU");
+        }
+        let cpu = cpu_device();
+        assert!(cpu.contains(" threads, ") || cpu.contains(" thread, "), "{cpu}");
     }
 }
