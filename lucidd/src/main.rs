@@ -80,7 +80,8 @@ fn check_config(file: &std::path::Path, syntax_only: bool) -> ExitCode {
                 true => "syntax and values valid; models, rule files, devices and paths not checked (--syntax-only)",
                 false => "valid",
             };
-            println!("{}: {what} ({} agents, digest {})", file.display(), env.spec.agents.len(), env.digest());
+            let n = env.spec.agents.len();
+            println!("{}: {what} ({n} agent{}, digest {})", file.display(), if n == 1 { "" } else { "s" }, env.digest());
             ExitCode::SUCCESS
         }
         Err(e) => {
