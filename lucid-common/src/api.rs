@@ -313,6 +313,10 @@ pub struct ApplyResponse {
     pub new_digest: String,
     /// What changed.
     pub changes: Vec<ConfigChange>,
+    /// What the operator should know: a part of the new configuration not confirmed in
+    /// force when the answer was given (also recorded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// `GET /v1/ledger/prove?seq=N`.

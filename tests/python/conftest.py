@@ -29,6 +29,7 @@ class Upstream:
         self.reply = "Hello from the model."
         self.chunk = 7
         self.echo_system = False
+        self.tool_calls = None
         ThreadingHTTPServer.request_queue_size = 1024
         ThreadingHTTPServer.daemon_threads = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -55,7 +56,10 @@ class Upstream:
                     upstream.reply = next(m["content"] for m in body["messages"] if m["role"] == "system")
                 if body.get("stream"):
                     return self._stream(body, chat)
-                choice = ({"index": 0, "message": {"role": "assistant", "content": upstream.reply}, "finish_reason": "stop"}
+                message = {"role": "assistant", "content": upstream.reply}
+                if upstream.tool_calls:
+                    message["tool_calls"] = upstream.tool_calls
+                choice = ({"index": 0, "message": message, "finish_reason": "stop"}
                           if chat else {"index": 0, "text": upstream.reply, "finish_reason": "stop"})
                 self._json({"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": 1,
                             "model": body["model"], "choices": [choice],

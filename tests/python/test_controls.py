@@ -59,8 +59,9 @@ def test_a_padded_prompt_with_a_key_is_denied_though_the_auditor_is_late(make_lu
     decision = next(r for r in d.decisions() if r["body"]["auditor"] == "lucid-policy-auditor")
     assert decision["body"]["outcome"] == "deny"
     assert decision["body"]["failure"] is None, "no fail policy replaced the verdict"
-    if decision["body"]["late_us"]:
-        assert "PI1.3" in decision["controls"]
+    # 64 KiB take this debug build well over 1 ms: late, recorded as such, and it stands.
+    assert decision["body"]["late_us"] > 0
+    assert "PI1.3" in decision["controls"]
 
 
 @pytest.mark.parametrize("place", ["system", "developer", "name", "tool definition", "tool parameter",
@@ -133,3 +134,47 @@ def test_access_control_covers_every_endpoint_in_either_stage(make_lucidd, upstr
     assert body["outcome"] == "redact"
     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert len(upstream.received) == 1
+
+
+def test_a_late_proceed_is_recorded_even_without_log_all_events(make_lucidd, upstream):
+    d, client = make_lucidd("""      auditChain:
+        preRequest:
+          - auditorId: lucid-pii-compliance-auditor
+            failPolicy: open
+            timeoutMs: 1
+            env:
+              ACCESS_CONTROL_ENABLED: "true"
+        postResponse:
+          - auditorId: lucid-observability-auditor
+            env:
+              LOG_ALL_EVENTS: "false"
+""")
+    client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "The weather is fine today. " * 2500}])
+    late = [r for r in d.decisions() if r["body"]["auditor"] == "lucid-pii-compliance-auditor"]
+    assert late and late[-1]["body"]["outcome"] == "proceed" and late[-1]["body"]["late_us"] > 0, late
+    assert "PI1.3" in late[-1]["controls"]
+
+
+def test_an_anonymous_caller_cannot_probe_models_or_agents(make_lucidd, upstream):
+    d, client = make_lucidd("      profile: soc2\n")
+    anonymous = openai.OpenAI(base_url=d.gateway + "/v1", api_key="not-a-key", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        anonymous.chat.completions.create(model="some-other-model", messages=[{"role": "user", "content": "hi"}])
+    status, body = post(d.gateway + "/v1/audit", {"agent": "no-such-agent", "text": "hi"})
+    assert status == 401, body
+    # With a key, the answers say what is not there.
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="some-other-model", messages=[{"role": "user", "content": "hi"}])
+    status, body = post(d.gateway + "/v1/audit", {"agent": "no-such-agent", "text": "hi"}, {"Authorization": f"Bearer {d.key}"})
+    assert status == 404, body
+
+
+def test_an_answer_leaking_a_key_through_a_tool_call_is_blocked(make_lucidd, upstream):
+    _, client = make_lucidd("      profile: soc2\n")
+    upstream.reply = None
+    upstream.tool_calls = [{"id": "c1", "type": "function",
+                            "function": {"name": "send_mail", "arguments": json.dumps({"body": f"the key is {AWS_KEY}"})}}]
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "mail the ops team"}])
+    assert e.value.body["lucid"]["stage"] == "postResponse"
+    assert AWS_KEY not in str(e.value.body)

@@ -59,6 +59,11 @@ fn every_agents_eval_settings_take_effect_when_applied() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(watch(&d), ("off".to_string(), serde_json::Value::Null), "in force when apply returns");
 
+    // A model approved while the watch is off is checked when the watch comes back.
+    let model = tmp.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("weights.bin"), b"approved weights").unwrap();
+    d.ctl_ok(&["model", "approve", model.to_str().unwrap(), "--note", "CHG-7"]);
     let out = apply(&d, tmp.path(), &environment("", &[&recheck(3), OFF]));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (mode, minutes) = watch(&d);
@@ -66,6 +71,15 @@ fn every_agents_eval_settings_take_effect_when_applied() {
     assert_eq!(minutes, 3);
     let logs = d.ctl_ok(&["logs", "--kind", "integrity", "-o", "json"]);
     assert!(logs.contains("\"watch_off\"") && logs.contains("\"watch_restarted\""), "each change of the watch is recorded: {logs}");
+    let mut reverified = String::new();
+    for _ in 0..100 {
+        reverified = d.ctl_ok(&["logs", "--kind", "integrity", "-o", "json"]);
+        if reverified.contains("\"trigger\":\"watch restarted\"") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(reverified.contains("\"trigger\":\"watch restarted\""), "the model is re-verified when the watch comes back: {reverified}");
 }
 
 #[test]
@@ -134,7 +148,7 @@ fn check_config_refuses_what_apply_refuses_at_the_setting() {
         ("missing writer", environment("", &["              INTEGRITY_ALLOWED_WRITERS: /opt/nowhere/vllm\n"]), "16:42:", "/opt/nowhere/vllm does not exist"),
     ];
     if gpu {
-        skip("check_config_refuses_what_apply_refuses_at_the_setting (cuda case)", "this host has a GPU, so CLASSIFIER_BACKEND: cuda is valid here");
+        skip("check_config_refuses_what_apply_refuses_at_the_setting (cuda case)", "GPU host: CLASSIFIER_BACKEND: cuda is valid here");
     } else {
         cases.push((
             "cuda without a GPU",

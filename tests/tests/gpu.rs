@@ -128,7 +128,7 @@ fn gpu_matches_cpu_on_the_default_pack() {
 #[test]
 fn without_a_gpu_attaching_is_an_error_not_a_panic() {
     if let Gpu::Usable { .. } = probe_gpu() {
-        skip("without_a_gpu_attaching_is_an_error_not_a_panic", "this host has a GPU");
+        skip("without_a_gpu_attaching_is_an_error_not_a_panic", "GPU host: this checks the GPU-less path");
         return;
     }
     let mut model = Model::load(&repo_root().join("tests/fixtures/infer/bert")).unwrap();

@@ -97,6 +97,9 @@ pub async fn apply(client: &Client, args: ApplyArgs) -> Result<u8, CallError> {
         let show = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(none)".into());
         output::line(&format!("  {}: {} -> {}", c.path, show(&c.old), show(&c.new)))?;
     }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
     Ok(exit::OK)
 }
 

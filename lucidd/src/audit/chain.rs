@@ -288,7 +288,7 @@ mod tests {
 
     fn chain(policy: &str, timeout_ms: u32) -> Chain {
         let yaml = format!(
-            "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: t\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n          - auditorId: lucid-pii-compliance-auditor\n            failPolicy: {policy}\n            timeoutMs: {timeout_ms}\n          - auditorId: lucid-policy-auditor\n"
+            "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: t\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n          - auditorId: lucid-pii-compliance-auditor\n            failPolicy: {policy}\n            timeoutMs: {timeout_ms}\n          - auditorId: lucid-policy-auditor\n            failPolicy: {policy}\n            timeoutMs: {timeout_ms}\n"
         );
         let env = crate::config::parse(&yaml, "t").unwrap();
         Chain::build(&env.spec.agents[0].audit_chain, [0; 32]).unwrap()
@@ -320,6 +320,7 @@ mod tests {
         let decisions = chain("open", 1).run(Stage::PreRequest, &mut Subject::new([(Some("user".into()), text)]));
         let last = decisions.last().map(|d| (d.auditor, d.verdict.outcome));
         assert_eq!(last, Some((AuditorId::Policy, Outcome::Deny)), "{:?}", decisions.iter().map(|d| &d.verdict.reason).collect::<Vec<_>>());
+        assert!(decisions.last().is_some_and(|d| d.late_us.is_some() && d.failure.is_none()), "late, and its deny stands");
 
         let decisions = chain("closed", 60_000).run(Stage::PreRequest, &mut Subject::new([(None, "mail a@b.co".to_string())]));
         assert_eq!(decisions[0].verdict.outcome, Outcome::Redact);

@@ -252,11 +252,15 @@ impl AuditError {
 
 /// An auditor: pure and synchronous.
 ///
-/// Rule auditors (patterns, validators) always run to completion: their cost is linear
-/// in the text (the `regex` crate's guarantee, and loops of our own that visit each
-/// byte a bounded number of times), so the body limit bounds it, and
-/// `rule_auditors_run_in_time_linear_in_the_text` measures the bound. Abandoning one at
-/// a deadline would let a padded prompt through unread. An auditor that waits on
+/// Rule auditors (patterns, validators) always run to completion, because abandoning
+/// one at a deadline would let a padded prompt through unread. What bounds their cost:
+/// each `regex` search is linear in the text it reads (the crate's guarantee; iterating
+/// over many matches can, for some patterns, read parts again); our own loops visit each
+/// byte a bounded number of times; a credential rule is searched anchored at most at 16
+/// places per text, else in one pass; and the body limit bounds the text. For the
+/// built-in rules, `rule_auditors_run_in_time_linear_in_the_text` measures the growth on
+/// texts built to make them work hard; an operator's own gitleaks rules are not covered
+/// by that measurement. An auditor that waits on
 /// something else (a classifier's queue, `blocks`) stops waiting at `deadline` and
 /// returns an error, with what it had concluded without it.
 pub trait Auditor: Send + Sync {

@@ -40,25 +40,28 @@ pub fn inventory(env: &Environment, facts: &Facts) -> Vec<ControlStatus> {
         let mut by_control: BTreeMap<&'static str, Vec<ControlPart>> = BTreeMap::new();
         for (stage, links) in [(Stage::PreRequest, &agent.audit_chain.pre_request), (Stage::PostResponse, &agent.audit_chain.post_response)] {
             for (i, c) in links.iter().enumerate() {
-                for (controls, part) in parts(agent, stage, i, c, facts) {
+                for (controls, part) in parts(env, agent, stage, i, c, facts) {
                     for control in controls {
                         by_control.entry(control).or_default().push(part.clone());
                     }
                 }
             }
         }
-        // What this agent's chain does not configure at all is listed too, and said so.
+        // What this agent's chain does not configure is listed too, and said so: a
+        // control none of whose usual auditors is in the chain is not operating, and one
+        // that lacks some of them is partial.
         for (control, auditor, does) in KNOWN {
-            by_control.entry(control).or_insert_with(|| {
-                vec![ControlPart {
+            let parts = by_control.entry(control).or_default();
+            if !parts.iter().any(|p| p.auditor == auditor) {
+                parts.push(ControlPart {
                     auditor: auditor.to_string(),
                     stage: None,
                     does: does.to_string(),
                     settings: Vec::new(),
                     state: ControlState::NotOperating,
                     why: Some(format!("not configured: this agent's chain has no {auditor}")),
-                }]
-            });
+                });
+            }
         }
         for (control, parts) in by_control {
             out.push(ControlStatus { agent: agent.name.clone(), control: control.to_string(), state: overall(&parts), parts });
@@ -67,9 +70,8 @@ pub fn inventory(env: &Environment, facts: &Facts) -> Vec<ControlStatus> {
     out
 }
 
-/// Every control lucidd can evidence, with the auditor that does it (the first where
-/// several can) and what it would do: listed as not configured for an agent whose chain
-/// lacks it.
+/// Every control lucidd can evidence, with the auditor whose part of it an agent's chain
+/// must have, and what that part does: listed as not configured where the chain lacks it.
 const KNOWN: [(&str, &str, &str); 9] = [
     ("C1.1", "lucid-pii-compliance-auditor", "reads messages and answers for personal data"),
     ("CC6.1", "lucid-pii-compliance-auditor", "requires API keys on the gateway"),
@@ -135,12 +137,12 @@ fn off_because(flag: bool, key: &str) -> Option<String> {
 }
 
 /// The parts one auditor entry contributes, with the controls each evidences.
-fn parts(agent: &Agent, stage: Stage, index: usize, c: &AuditorConfig, facts: &Facts) -> Vec<Part> {
+fn parts(env: &Environment, agent: &Agent, stage: Stage, index: usize, c: &AuditorConfig, facts: &Facts) -> Vec<Part> {
     match &c.env {
         AuditorSettings::Guardrails(g) => guardrails(agent, stage, index, c, g, facts),
-        AuditorSettings::PiiCompliance(p) => pii(stage, c, p),
+        AuditorSettings::PiiCompliance(p) => pii(agent, stage, c, p),
         AuditorSettings::Policy(p) => policy(stage, c, p),
-        AuditorSettings::Observability(o) => observability(stage, c, o),
+        AuditorSettings::Observability(o) => observability(stage, c, o, env.retention_days()),
         AuditorSettings::Eval(e) => eval(stage, c, e, facts),
     }
 }
@@ -220,28 +222,29 @@ fn stage_text(stage: Stage) -> &'static str {
     }
 }
 
-fn pii(stage: Stage, c: &AuditorConfig, p: &PiiEnv) -> Vec<Part> {
+fn pii(agent: &Agent, stage: Stage, c: &AuditorConfig, p: &PiiEnv) -> Vec<Part> {
     let detect = p.pii_detection_enabled.0;
-    let does = format!(
+    let reads = format!(
         "{READS} {} for personal data (emails, phones, cards, IBANs, SSNs, ...); {}",
         stage_text(stage),
         if p.pii_redact_on_detection.0 { "redacts it" } else { "records it, does not redact" }
     );
     let settings = vec![format!("PII_DETECTION_ENABLED={detect}"), format!("PII_REDACT_ON_DETECTION={}", p.pii_redact_on_detection.0)];
     let access = p.access_control_enabled.0;
+    // Keys are required for the agent when any of its PII entries asks (the gateway
+    // checks them before any auditor runs).
+    let required = agent.audit_chain.pre_request.iter().chain(&agent.audit_chain.post_response).any(|a| matches!(&a.env, AuditorSettings::PiiCompliance(p) if p.access_control_enabled.0));
+    let why = match (access, required) {
+        (false, true) => None,
+        _ => off_because(access, "ACCESS_CONTROL_ENABLED"),
+    };
+    let keys = match (access, required) {
+        (false, true) => "requires a valid, unrevoked, scoped API key on every gateway endpoint (asked by another PII entry of this agent)",
+        _ => "requires a valid, unrevoked, scoped API key on every gateway endpoint",
+    };
     vec![
-        (vec!["C1.1", "P1.1"], part(c, stage, does, settings, on(detect), off_because(detect, "PII_DETECTION_ENABLED"))),
-        (
-            vec!["CC6.1", "CC6.3"],
-            part(
-                c,
-                stage,
-                "requires a valid, unrevoked, scoped API key on every gateway endpoint".into(),
-                vec![format!("ACCESS_CONTROL_ENABLED={access}")],
-                on(access),
-                off_because(access, "ACCESS_CONTROL_ENABLED"),
-            ),
-        ),
+        (vec!["C1.1", "P1.1"], part(c, stage, reads, settings, on(detect), off_because(detect, "PII_DETECTION_ENABLED"))),
+        (vec!["CC6.1", "CC6.3"], part(c, stage, keys.into(), vec![format!("ACCESS_CONTROL_ENABLED={access}")], on(required), why)),
     ]
 }
 
@@ -260,12 +263,17 @@ fn policy(stage: Stage, c: &AuditorConfig, p: &PolicyEnv) -> Vec<Part> {
 /// What this version does not implement yet, named where a setting asks for it.
 const NOT_IMPLEMENTED: &str = "not implemented in this version of lucidd";
 
-fn observability(stage: Stage, c: &AuditorConfig, o: &ObservabilityEnv) -> Vec<Part> {
+fn observability(stage: Stage, c: &AuditorConfig, o: &ObservabilityEnv, kept: Option<u32>) -> Vec<Part> {
     let all = o.log_all_events.0;
+    // The ledger is one for the host: bodies are kept as long as the longest setting.
+    let days = kept.unwrap_or(o.log_retention_days.0);
+    let longer = match days == o.log_retention_days.0 {
+        true => String::new(),
+        false => format!(" (the longest LOG_RETENTION_DAYS of any agent; this one asks {})", o.log_retention_days.0),
+    };
     let does = format!(
-        "records {} in the evidence ledger, kept {} days",
-        if all { "every decision" } else { "warnings, redactions and denials (not proceeds)" },
-        o.log_retention_days.0
+        "records {} in the evidence ledger, kept {days} days{longer}",
+        if all { "every decision, and late or failed ones always" } else { "warnings, redactions, denials, and late or failed decisions (not plain proceeds)" },
     );
     let settings = vec![format!("LOG_ALL_EVENTS={all}"), format!("LOG_RETENTION_DAYS={}", o.log_retention_days.0)];
     let anomaly = o.anomaly_detection_enabled.0;

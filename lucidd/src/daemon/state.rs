@@ -240,11 +240,25 @@ impl AppState {
         self.routes.install(runtime.routes);
         // The watch restarts its source when its plan changed; the answer waits for that,
         // so the caller sees the new settings in force (`status` shows the mode).
+        let mut warnings = Vec::new();
         if old.watch != runtime.watch && !self.watch.replan(runtime.watch, std::time::Duration::from_secs(60)).await {
-            tracing::error!("the model watch did not confirm its new settings; status shows what it runs");
+            let warning = "the model watch did not confirm its new settings within 60 s: `lucidctl status` shows what it runs".to_string();
+            tracing::error!("{warning}");
+            let entry = Entry {
+                kind: Kind::System,
+                source: "lucidd".into(),
+                controls: vec!["CC8.1".into()],
+                severity: Severity::Warning,
+                subject: "config.watch_unconfirmed".into(),
+                body: json!({ "config_record": receipt.seq, "warning": warning }),
+            };
+            if let Err(e) = self.ledger.append(entry).await {
+                tracing::error!(error = %e, "could not record that the watch did not confirm its settings");
+            }
+            warnings.push(warning);
         }
         tracing::info!(seq = receipt.seq, old = %old.digest, new = %new.digest, changes = changes.len(), "configuration applied");
-        Ok(ApplyResponse { seq: receipt.seq, old_digest: old.digest.clone(), new_digest: new.digest, changes })
+        Ok(ApplyResponse { seq: receipt.seq, old_digest: old.digest.clone(), new_digest: new.digest, changes, warnings })
     }
 
     /// SIGHUP: re-reads the config file (or the embedded default) and applies it.

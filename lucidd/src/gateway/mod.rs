@@ -158,11 +158,12 @@ pub(crate) async fn run_chain(route: &Arc<AgentRoute>, stage: Stage, subject: Su
 }
 
 /// Records decisions; all are appended concurrently so they share one fsync.
+/// Proceeds are recorded only with `LOG_ALL_EVENTS`; what must be evidenced whatever
+/// it says is recorded always: a late verdict (PI1.3), a fail policy applied (PI1.5), and
+/// a request with an exempted system prompt.
 async fn record(app: &AppState, info: &RequestInfo, decisions: &[Decision], log_all: bool) -> Result<(), Response> {
-    let appends = decisions
-        .iter()
-        .filter(|d| log_all || d.verdict.outcome != Outcome::Proceed)
-        .map(|d| app.ledger.append(decision_entry(info, d)));
+    let notable = |d: &Decision| d.verdict.outcome != Outcome::Proceed || d.late_us.is_some() || d.failure.is_some() || info.exempt_system_prompts > 0;
+    let appends = decisions.iter().filter(|d| log_all || notable(d)).map(|d| app.ledger.append(decision_entry(info, d)));
     for result in futures_util::future::join_all(appends).await {
         if let Err(e) = result {
             tracing::error!(error = %e, request = %info.request_id, "decision could not be recorded; refusing the request");
@@ -235,6 +236,9 @@ async fn prepare(
         error(StatusCode::INTERNAL_SERVER_ERROR, "the audit chain could not be built", "server_error", "lucid_chain")
     })?;
     let Some(route) = routes.by_model.get(&model).cloned() else {
+        // Which models are served is not told to a caller without a key where keys are
+        // required.
+        require_some_key(gw, &routes, headers, endpoint).await?;
         return Err(error(
             StatusCode::NOT_FOUND,
             &format!("the model `{model}` is not served here"),
@@ -287,6 +291,29 @@ fn exempt_prompts(route: &AgentRoute, found: openai::Texts) -> (openai::Texts, u
         .collect();
     let n = before - kept.len();
     (kept, n)
+}
+
+/// For a request that names no agent served here: where some agent requires a key, the
+/// caller must present a valid one (else 401, recorded), so that an anonymous caller
+/// cannot list models or agents by probing.
+async fn require_some_key(gw: &GatewayState, routes: &Routes, headers: &HeaderMap, endpoint: &str) -> Result<(), Response> {
+    if !routes.by_model.values().any(|r| r.access_control) {
+        return Ok(());
+    }
+    match gw.app.keys.authenticate(bearer(headers)) {
+        Ok(_) => Ok(()),
+        Err(refusal) => {
+            let info = RequestInfo {
+                request_id: request_id(),
+                agent: "*".into(),
+                model: "*".into(),
+                key_id: None,
+                endpoint: endpoint.into(),
+                exempt_system_prompts: 0,
+            };
+            Err(refuse(gw, &info, refusal).await)
+        }
+    }
 }
 
 /// Records and answers a refused API key (401 unknown or revoked, 403 out of scope,
@@ -423,6 +450,11 @@ pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Resp
         None => routes.by_model.values().min_by(|a, b| a.agent.name.cmp(&b.agent.name)).cloned(),
     };
     let Some(route) = route else {
+        if let Caller::Gateway { gw, headers } = &caller {
+            if let Err(r) = require_some_key(gw, &routes, headers, "audit").await {
+                return r;
+            }
+        }
         return error(StatusCode::NOT_FOUND, "no such agent", "invalid_request_error", "agent_not_found");
     };
     let mut info = RequestInfo {

@@ -117,17 +117,41 @@ pub fn prompt_texts(body: &Value, field: &str) -> Texts {
     }
 }
 
-/// Texts of a non-streamed response: each choice's content.
+/// Texts of a non-streamed response: each choice's content, and in chat its refusal,
+/// reasoning, and the names and arguments of the tool calls it asks for (data leaves
+/// through those too).
 pub fn response_texts(body: &Value, chat: bool) -> Texts {
     let Some(choices) = body.get("choices").and_then(Value::as_array) else { return Vec::new() };
-    choices
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| {
-            let text = if chat { c.pointer("/message/content") } else { c.get("text") };
-            text.and_then(Value::as_str).map(|t| (Slot::Choice(i), Some("assistant".into()), t.to_string()))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for (i, c) in choices.iter().enumerate() {
+        let text = if chat { c.pointer("/message/content") } else { c.get("text") };
+        if let Some(t) = text.and_then(Value::as_str) {
+            out.push((Slot::Choice(i), Some("assistant".into()), t.to_string()));
+        }
+        if !chat {
+            continue;
+        }
+        for field in ["refusal", "reasoning_content", "reasoning"] {
+            if let Some(t) = c.pointer(&format!("/message/{field}")).and_then(Value::as_str) {
+                out.push((Slot::Pointer(format!("/choices/{i}/message/{field}")), Some("assistant".into()), t.to_string()));
+            }
+        }
+        for (j, _) in c.pointer("/message/tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for field in ["name", "arguments"] {
+                let pointer = format!("/choices/{i}/message/tool_calls/{j}/function/{field}");
+                if let Some(t) = body.pointer(&pointer).and_then(Value::as_str) {
+                    out.push((Slot::Pointer(pointer), Some("tool_call".into()), t.to_string()));
+                }
+            }
+        }
+        for field in ["name", "arguments"] {
+            let pointer = format!("/choices/{i}/message/function_call/{field}");
+            if let Some(t) = body.pointer(&pointer).and_then(Value::as_str) {
+                out.push((Slot::Pointer(pointer), Some("tool_call".into()), t.to_string()));
+            }
+        }
+    }
+    out
 }
 
 /// Writes the subject's (possibly redacted) texts back into the body.

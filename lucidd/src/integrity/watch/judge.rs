@@ -218,9 +218,11 @@ impl Judge {
     /// and everything re-verified after, so a change made between the two is judged),
     /// and the new state recorded when enforcement or the watch's presence changed.
     async fn apply(&mut self, plan: WatchPlan) {
-        let restart = self.plan.as_ref().is_some_and(|p| p.enabled);
-        self.source = None;
+        // A plan after the first: whatever happened while the watch switched (or was
+        // off) is caught by re-verifying everything once the new one is in force.
+        let restart = self.plan.is_some();
         if !plan.enabled {
+            self.source = None;
             self.next_full = None;
             self.mode = "off".into();
             self.state.watch.update(|i| {
@@ -228,7 +230,7 @@ impl Judge {
                 i.detail = "MODEL_INTEGRITY_CHECK is false for every agent".into();
                 i.enforcement = "off".into();
             });
-            if restart {
+            if self.plan.as_ref().is_some_and(|p| p.enabled) {
                 let body = json!({ "event": "watch_off", "why": "MODEL_INTEGRITY_CHECK is false for every agent", "model": "models" });
                 self.append(Kind::Integrity, Severity::Warning, "integrity-watch", body).await;
             }
@@ -236,7 +238,10 @@ impl Judge {
             self.state.watch.set_plan(self.plan.clone());
             return;
         }
-        // Loading and verifying the programs takes a while: off the runtime's workers.
+        // Loading and verifying the programs takes a while: off the runtime's workers. The
+        // old source stays attached (and enforcing) until the new one is, so no write
+        // goes unrefused between them; events both report in the meantime are judged
+        // once, as one change.
         let (set, tx, mode, enforce) = (self.state.watch.set.clone(), self.tx.clone(), plan.mode, plan.enforce.clone());
         let wanted_enforcement = enforce.is_some();
         let picked = tokio::task::spawn_blocking(move || pick(mode, set, tx, enforce)).await;
