@@ -375,11 +375,14 @@ impl Judge {
                 p.touch(touched);
             }
             p.last = Instant::now();
+            // Only the close ends a write-open: a truncate or chmod by the same writer
+            // (an open with O_TRUNC reports both) leaves the file open, and judging it
+            // then would read it half written.
             for path in &seen.paths {
-                if seen.settled {
-                    p.open.remove(&(seen.who.pid, path.clone()));
-                } else {
+                if !seen.settled {
                     p.open.insert((seen.who.pid, path.clone()));
+                } else if seen.op == Op::Close {
+                    p.open.remove(&(seen.who.pid, path.clone()));
                 }
             }
             p.steps.push(Step { op: seen.op, paths: seen.paths.clone(), actor: actor.clone(), who: seen.who.clone(), time_ns: seen.time_ns });
