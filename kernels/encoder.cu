@@ -167,15 +167,14 @@ extern "C" __global__ void pool(float* pooled, const float* hidden, const int* l
 }
 
 // Every head of every sequence in one launch: logits = W_h pooled_b + b_h, then softmax
-// or sigmoid, then the threshold decision. Heads are laid end to end: head h has
-// labels[h] rows of W starting at row first[h]; act[h] is 0 (softmax) or 1 (sigmoid);
-// threshold[first[h] + k] is label k's threshold (> 1 disables it). Outputs per
-// (sequence, label row): logits, probs, and decisions (1 where prob >= threshold).
+// or sigmoid. Heads are laid end to end: head h has labels[h] rows of W starting at row
+// first[h]; act[h] is 0 (softmax) or 1 (sigmoid). Outputs per (sequence, label row):
+// logits and probs. (Thresholds are the auditors', which read the probabilities.)
 // Grid: (B, heads); one warp per label row.
 extern "C" __global__ void score_heads(
-    float* logits_out, float* probs, unsigned char* decisions, const float* pooled, int n,
+    float* logits_out, float* probs, const float* pooled, int n,
     const float* weight, const float* bias, const int* first, const int* labels, const int* act,
-    const float* threshold, int total_labels) {
+    int total_labels) {
     __shared__ float logits[WARPS * 4];
     __shared__ float scratch[WARPS];
     const int b = blockIdx.x, h = blockIdx.y, k0 = first[h], L = labels[h];
@@ -204,6 +203,5 @@ extern "C" __global__ void score_heads(
         const size_t o = (size_t)b * total_labels + k0 + k;
         logits_out[o] = v;
         probs[o] = p;
-        decisions[o] = p >= threshold[k0 + k] ? 1 : 0;
     }
 }

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cuda_host;
 pub mod vm;
 
 /// Path of a workspace binary next to the test executable.

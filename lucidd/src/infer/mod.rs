@@ -19,6 +19,7 @@ pub mod heads;
 pub mod kernels;
 pub mod model;
 pub mod ops;
+pub mod plan;
 pub mod service;
 pub mod weights;
 

@@ -158,6 +158,12 @@ impl Model {
         Ok(worst)
     }
 
+    /// What the cuda backend would upload and run for this model: its shapes and
+    /// weights for [`super::plan`] (the tests run the plan on the CPU).
+    pub fn device_plan(&self) -> (super::plan::Shape, Vec<(super::plan::Buf, super::plan::Data)>) {
+        super::plan::weights(&self.encoder, &self.heads)
+    }
+
     /// Longest window in tokens.
     pub fn window(&self) -> usize {
         self.window
