@@ -27,6 +27,8 @@ export LUCID_REQUIRE_VM=1
 # Python tools the tests use: an independent JSON Schema validator, and the openai SDK
 # with pytest as the gateway's real client.
 need_venv jsonschema pyyaml openai pytest
+# The gateway test encodes token-id prompts with the fixture model's tokenizer.
+need_venv tokenizers
 # OpenSSF's model_signing signs manifests the import test reads (pyOpenSSL: an import
 # it needs and does not declare).
 need_venv model-signing==1.1.1 pyopenssl

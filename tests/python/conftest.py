@@ -30,6 +30,8 @@ class Upstream:
         self.chunk = 7
         self.echo_system = False
         self.tool_calls = None
+        # Extra choices' texts (n > 1): choice 0 says `reply`, choice i says choices[i-1].
+        self.choices = []
         ThreadingHTTPServer.request_queue_size = 1024
         ThreadingHTTPServer.daemon_threads = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -51,18 +53,22 @@ class Upstream:
                 if self.path.endswith("/embeddings"):
                     return self._json({"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [0.1, 0.2]}],
                                        "model": body["model"], "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+                if self.path.endswith("/responses"):
+                    return self._responses_stream(body) if body.get("stream") else self._json(upstream.response_object(body))
                 chat = self.path.endswith("/chat/completions")
                 if upstream.echo_system and chat:
                     upstream.reply = next(m["content"] for m in body["messages"] if m["role"] == "system")
                 if body.get("stream"):
                     return self._stream(body, chat)
-                message = {"role": "assistant", "content": upstream.reply}
-                if upstream.tool_calls:
-                    message["tool_calls"] = upstream.tool_calls
-                choice = ({"index": 0, "message": message, "finish_reason": "stop"}
-                          if chat else {"index": 0, "text": upstream.reply, "finish_reason": "stop"})
+                choices = []
+                for i, text in enumerate([upstream.reply] + upstream.choices):
+                    message = {"role": "assistant", "content": text}
+                    if upstream.tool_calls and i == 0:
+                        message["tool_calls"] = upstream.tool_calls
+                    choices.append({"index": i, "message": message, "finish_reason": "stop"} if chat
+                                   else {"index": i, "text": text, "finish_reason": "stop"})
                 self._json({"id": "cmpl-1", "object": "chat.completion" if chat else "text_completion", "created": 1,
-                            "model": body["model"], "choices": [choice],
+                            "model": body["model"], "choices": choices,
                             "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}})
 
             def _json(self, obj):
@@ -88,6 +94,21 @@ class Upstream:
                     choice = {"index": 0, "delta": {"content": p}, "finish_reason": None} if chat else {"index": 0, "text": p, "finish_reason": None}
                     self._event({**base, "choices": [choice]})
                     time.sleep(0.005)
+                for t, call in (enumerate(upstream.tool_calls or []) if chat else []):
+                    # As servers stream tool calls: the id and name first, the arguments
+                    # after in pieces.
+                    first = {"index": t, "id": call["id"], "type": "function", "function": {"name": call["function"]["name"], "arguments": ""}}
+                    self._event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [first]}, "finish_reason": None}]})
+                    args = call["function"]["arguments"]
+                    for i in range(0, len(args), upstream.chunk):
+                        piece = {"index": t, "function": {"arguments": args[i:i + upstream.chunk]}}
+                        self._event({**base, "choices": [{"index": 0, "delta": {"tool_calls": [piece]}, "finish_reason": None}]})
+                        time.sleep(0.002)
+                for i, text in enumerate(upstream.choices, start=1):
+                    for j in range(0, len(text), upstream.chunk):
+                        piece = {"content": text[j:j + upstream.chunk]}
+                        choice = {"index": i, "delta": piece, "finish_reason": None} if chat else {"index": i, "text": piece["content"], "finish_reason": None}
+                        self._event({**base, "choices": [choice]})
                 end = {"index": 0, "delta": {}, "finish_reason": "stop"} if chat else {"index": 0, "text": "", "finish_reason": "stop"}
                 self._event({**base, "choices": [end]})
                 self.wfile.write(b"data: [DONE]\n\n")
@@ -98,7 +119,55 @@ class Upstream:
                 self.wfile.write(b"data: " + json.dumps(obj).encode() + b"\n\n")
                 self.wfile.flush()
 
+            def _responses_stream(self, body):
+                """The Responses API's events, as OpenAI sends them."""
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                done = upstream.response_object(body)
+                seq = iter(range(1000))
+
+                def event(kind, **fields):
+                    obj = {"type": kind, "sequence_number": next(seq), **fields}
+                    self.wfile.write(f"event: {kind}\ndata: {json.dumps(obj)}\n\n".encode())
+                    self.wfile.flush()
+
+                event("response.created", response={**done, "status": "in_progress", "output": []})
+                for oi, item in enumerate(done["output"]):
+                    if item["type"] == "message":
+                        event("response.output_item.added", output_index=oi, item={**item, "status": "in_progress", "content": []})
+                        text = item["content"][0]["text"]
+                        part = {"type": "output_text", "text": "", "annotations": []}
+                        event("response.content_part.added", item_id=item["id"], output_index=oi, content_index=0, part=part)
+                        for i in range(0, len(text), upstream.chunk):
+                            event("response.output_text.delta", item_id=item["id"], output_index=oi, content_index=0, delta=text[i:i + upstream.chunk], logprobs=[])
+                            time.sleep(0.002)
+                        event("response.output_text.done", item_id=item["id"], output_index=oi, content_index=0, text=text, logprobs=[])
+                        event("response.content_part.done", item_id=item["id"], output_index=oi, content_index=0, part={**part, "text": text})
+                    else:
+                        event("response.output_item.added", output_index=oi, item={**item, "status": "in_progress", "arguments": ""})
+                        args = item["arguments"]
+                        for i in range(0, len(args), upstream.chunk):
+                            event("response.function_call_arguments.delta", item_id=item["id"], output_index=oi, delta=args[i:i + upstream.chunk])
+                        event("response.function_call_arguments.done", item_id=item["id"], output_index=oi, arguments=args)
+                    event("response.output_item.done", output_index=oi, item=item)
+                event("response.completed", response=done)
+                self.close_connection = True
+
         return Handler
+
+    def response_object(self, body):
+        """A Responses API answer: the reply as a message, and the tool calls, if any."""
+        output = [{"type": "message", "id": "msg_1", "status": "completed", "role": "assistant",
+                   "content": [{"type": "output_text", "text": self.reply, "annotations": []}]}]
+        for i, call in enumerate(self.tool_calls or []):
+            output.append({"type": "function_call", "id": f"fc_{i}", "call_id": call["id"], "status": "completed",
+                           "name": call["function"]["name"], "arguments": call["function"]["arguments"]})
+        return {"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": body["model"],
+                "output": output, "parallel_tool_calls": True, "tool_choice": "auto", "tools": [],
+                "usage": {"input_tokens": 3, "output_tokens": 5, "total_tokens": 8,
+                          "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
 
     def close(self):
         self.server.shutdown()

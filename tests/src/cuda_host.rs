@@ -172,8 +172,14 @@ impl HostDevice {
         Ok(())
     }
 
-    /// cuBLAS's column-major `C = op(A) op(B)`, strided and batched, summed in f64.
+    /// cuBLAS's column-major `C = op(A) op(B)`, strided and batched, summed in f64,
+    /// with cuBLAS's own checks of the leading dimensions (it refuses smaller ones).
     fn gemm(&mut self, g: &Gemm) -> Result<(), String> {
+        let rows_a = if g.trans_a { g.k } else { g.m };
+        let rows_b = if g.trans_b { g.n } else { g.k };
+        if g.lda < rows_a.max(1) || g.ldb < rows_b.max(1) || g.ldc < g.m.max(1) {
+            return Err(format!("GEMM leading dimensions cuBLAS refuses: {g:?}"));
+        }
         let Some(HostBuf::F32(mut c)) = self.bufs.remove(&g.c.0) else { return Err(format!("GEMM output {:?}", g.c.0)) };
         let result = (|| {
             let get = |b: Buf| match self.bufs.get(&b) {

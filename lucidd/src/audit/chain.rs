@@ -246,6 +246,10 @@ pub struct RequestInfo {
     /// `exemptSystemPrompts`.
     #[serde(skip_serializing_if = "is_zero")]
     pub exempt_system_prompts: usize,
+    /// Content forwarded unread because the agent allows its modality
+    /// (`gateway.allowModalities`), e.g. `image at /messages/1/content/0`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unaudited: Vec<String>,
 }
 
 fn is_zero(n: &usize) -> bool {

@@ -125,6 +125,35 @@ pub struct Agent {
     pub upstream: Upstream,
     /// The chain.
     pub audit_chain: AuditChain,
+    /// What the gateway forwards beyond what it audits.
+    #[serde(skip_serializing_if = "AgentGateway::is_default")]
+    pub gateway: AgentGateway,
+}
+
+/// Resolved `spec.agents[].gateway`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentGateway {
+    /// Fields refused by default that this agent accepts (sorted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_fields: Vec<String>,
+    /// Content kinds forwarded unread (sorted).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub allow_modalities: Vec<model::Modality>,
+    /// The tokenizer token-id prompts are decoded with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokenizer: Option<String>,
+    /// Where `tokenizer` was written.
+    #[serde(skip)]
+    pub spans: Spans,
+}
+
+impl AgentGateway {
+    /// Whether nothing is set (kept out of the normalised form, so digests of
+    /// configurations without it are unchanged).
+    pub fn is_default(&self) -> bool {
+        self.allow_fields.is_empty() && self.allow_modalities.is_empty() && self.tokenizer.is_none()
+    }
 }
 
 /// Resolved model reference.
@@ -328,12 +357,26 @@ fn resolve_agent(agent: RawAgent, file: &str) -> Result<Agent, ConfigError> {
             chain.exempt_system_prompts.push(hex);
         }
     }
+    let gateway = match agent.gateway {
+        None => AgentGateway::default(),
+        Some(g) => {
+            let mut allow_fields = g.allow_fields;
+            allow_fields.sort();
+            allow_fields.dedup();
+            let mut allow_modalities = g.allow_modalities;
+            allow_modalities.sort();
+            allow_modalities.dedup();
+            let spans = Spans { entry: g.tokenizer.as_ref().map(|t| position(t.referenced)), values: Default::default() };
+            AgentGateway { allow_fields, allow_modalities, tokenizer: g.tokenizer.map(|t| t.value), spans }
+        }
+    };
     Ok(Agent {
         name: agent.name.value,
         model: Model { id: agent.model.id.value },
         gpu: agent.gpu,
         upstream: agent.upstream.unwrap_or_else(model::default_upstream),
         audit_chain: chain,
+        gateway,
     })
 }
 

@@ -160,6 +160,60 @@ pub struct RawAgent {
     /// The audit chain.
     #[serde(default)]
     pub audit_chain: Option<RawChain>,
+    /// What the gateway forwards to this agent beyond what it knows how to audit.
+    #[serde(default)]
+    pub gateway: Option<RawAgentGateway>,
+}
+
+/// `spec.agents[].gateway`: what the gateway may forward to an agent that it would
+/// otherwise refuse. Every request field the gateway forwards is either audited or a
+/// known parameter that carries no text; everything else is refused unless named here.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAgentGateway {
+    /// Request fields refused by default and forwarded for this agent, by name: unknown
+    /// fields and template overrides (`chat_template`, `chat_template_kwargs`), and the
+    /// Responses API's stored state (`previous_response_id`, `conversation`, `prompt`).
+    /// Their text is audited like the rest.
+    #[serde(default)]
+    pub allow_fields: Vec<String>,
+    /// Kinds of content parts (`image`, `audio`, `file`, `video`) forwarded for this
+    /// agent, unread: every request carrying one is recorded as carrying unaudited
+    /// content, and the control inventory says so.
+    #[serde(default)]
+    pub allow_modalities: Vec<Modality>,
+    /// The model's `tokenizer.json`: token-id prompts (completions' `prompt`,
+    /// embeddings' `input`) are decoded with it and audited as text. Without it they are
+    /// refused.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub tokenizer: Option<Spanned<String>>,
+}
+
+/// A kind of content the gateway cannot read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    /// `image_url`, `input_image`.
+    Image,
+    /// `input_audio`, `audio_url`.
+    Audio,
+    /// `file`, `input_file`.
+    File,
+    /// `video_url`.
+    Video,
+}
+
+impl Modality {
+    /// As written in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Modality::Image => "image",
+            Modality::Audio => "audio",
+            Modality::File => "file",
+            Modality::Video => "video",
+        }
+    }
 }
 
 /// `spec.agents[].model`.

@@ -47,6 +47,21 @@ pub fn inventory(env: &Environment, facts: &Facts) -> Vec<ControlStatus> {
                 }
             }
         }
+        // What the gateway forwards unread for this agent weakens what reads prompts.
+        if !agent.gateway.allow_modalities.is_empty() {
+            let kinds: Vec<&str> = agent.gateway.allow_modalities.iter().map(|m| m.as_str()).collect();
+            let part = ControlPart {
+                auditor: "lucidd".into(),
+                stage: Some(Stage::PreRequest.as_str().to_string()),
+                does: format!("forwards {} content unaudited to the model; each such request is recorded with where it was", kinds.join(", ")),
+                settings: vec![format!("gateway.allowModalities={}", kinds.join(","))],
+                state: ControlState::Degraded,
+                why: Some("no auditor reads images, audio, files or video".into()),
+            };
+            for control in ["CC6.6", "C1.1"] {
+                by_control.entry(control).or_default().push(part.clone());
+            }
+        }
         // What this agent's chain does not configure is listed too, and said so: a
         // control none of whose usual auditors is in the chain is not operating, and one
         // that lacks some of them is partial.

@@ -13,6 +13,7 @@ pub mod openai;
 mod proxy;
 pub mod routes;
 mod stream;
+pub mod surface;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,7 @@ use crate::audit::chain::{decision_entry, Decision, RequestInfo};
 use crate::audit::{Outcome, Stage, Subject};
 use crate::daemon::state::AppState;
 use openai::{error_body, Slot};
+use surface::Endpoint;
 pub use routes::{AgentRoute, Routes};
 
 /// What the gateway's handlers share.
@@ -45,6 +47,7 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/completions", post(completions))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/responses", post(responses))
         .route("/v1/models", get(models))
         .route("/v1/audit", post(audit))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint", "invalid_request_error", "not_found") })
@@ -162,7 +165,9 @@ pub(crate) async fn run_chain(route: &Arc<AgentRoute>, stage: Stage, subject: Su
 /// it says is recorded always: a late verdict (PI1.3), a fail policy applied (PI1.5), and
 /// a request with an exempted system prompt.
 async fn record(app: &AppState, info: &RequestInfo, decisions: &[Decision], log_all: bool) -> Result<(), Response> {
-    let notable = |d: &Decision| d.verdict.outcome != Outcome::Proceed || d.late_us.is_some() || d.failure.is_some() || info.exempt_system_prompts > 0;
+    let notable = |d: &Decision| {
+        d.verdict.outcome != Outcome::Proceed || d.late_us.is_some() || d.failure.is_some() || info.exempt_system_prompts > 0 || !info.unaudited.is_empty()
+    };
     let appends = decisions.iter().filter(|d| log_all || notable(d)).map(|d| app.ledger.append(decision_entry(info, d)));
     for result in futures_util::future::join_all(appends).await {
         if let Err(e) = result {
@@ -218,15 +223,20 @@ struct Prepared {
     body: Value,
 }
 
-/// Routes by model, runs `preRequest`, records the decisions, writes redactions back.
-async fn prepare(
-    gw: &GatewayState,
-    headers: &HeaderMap,
-    raw: &[u8],
-    endpoint: &str,
-    texts: fn(&Value) -> openai::Texts,
-    prompt_field: &str,
-) -> Result<Prepared, Response> {
+/// The name of an endpoint in decision records.
+fn endpoint_name(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Chat => "chat.completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Responses => "responses",
+    }
+}
+
+/// Routes by model, checks the key, reads the request by the endpoint's schema (refusing
+/// what cannot be read), runs `preRequest`, records the decisions, writes redactions back.
+async fn prepare(gw: &GatewayState, headers: &HeaderMap, raw: &[u8], kind: Endpoint) -> Result<Prepared, Response> {
+    let endpoint = endpoint_name(kind);
     let mut body = parse_body(raw)?;
     let Some(model) = body.get("model").and_then(Value::as_str).map(str::to_string) else {
         return Err(error(StatusCode::BAD_REQUEST, "`model` is required", "invalid_request_error", "missing_model"));
@@ -253,6 +263,7 @@ async fn prepare(
         key_id: None,
         endpoint: endpoint.into(),
         exempt_system_prompts: 0,
+        unaudited: Vec::new(),
     };
     if route.access_control {
         match gw.app.keys.authorize(bearer(headers), &route.agent.name) {
@@ -260,17 +271,51 @@ async fn prepare(
             Err(refusal) => return Err(refuse(gw, &info, refusal).await),
         }
     }
-    let (found, exempt) = exempt_prompts(&route, texts(&body));
+    let read = match surface::request(kind, &body, &route.agent.gateway, route.tokenizer.as_deref()) {
+        Ok(r) => r,
+        Err(refused) => return Err(refuse_surface(gw, &info, refused).await),
+    };
+    info.unaudited = read.unaudited;
+    let (found, exempt) = exempt_prompts(&route, read.texts);
     info.exempt_system_prompts = exempt;
     let slots: Vec<Slot> = found.iter().map(|(s, ..)| s.clone()).collect();
+    let originals: Vec<String> = found.iter().map(|(_, _, t)| t.clone()).collect();
     let subject = Subject::new(found.into_iter().map(|(_, role, text)| (role, text)));
     let (decisions, subject) = run_chain(&route, Stage::PreRequest, subject).await;
     record(&gw.app, &info, &decisions, route.chain.log_all).await?;
     if let Some(denied) = decisions.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
         return Err(blocked(&info, denied));
     }
-    openai::write_back(&mut body, &slots, &subject, prompt_field, true);
+    openai::write_back(&mut body, &slots, &subject, &originals, route.tokenizer.as_deref());
     Ok(Prepared { route, info, body })
+}
+
+/// Records and answers a request whose surface the gateway refuses (400 naming the
+/// field): nothing of it reaches the model.
+async fn refuse_surface(gw: &GatewayState, info: &RequestInfo, refused: surface::Refused) -> Response {
+    let mut verdict = crate::audit::Verdict::proceed();
+    verdict.outcome = Outcome::Deny;
+    verdict.reason = Some(refused.message.clone());
+    let decision = Decision {
+        auditor: crate::config::auditors::AuditorId::Guardrails,
+        name: Some("request surface".into()),
+        stage: Stage::PreRequest,
+        controls: vec!["CC6.6".into()],
+        verdict,
+        latency_us: 0,
+        late_us: None,
+        failure: None,
+    };
+    if let Err(r) = record(&gw.app, info, &[decision], true).await {
+        return r;
+    }
+    let mut body = error_body(&refused.message, "invalid_request_error", refused.code, Some(json!({ "request_id": info.request_id })));
+    body["error"]["param"] = json!(refused.field);
+    let mut response = (StatusCode::BAD_REQUEST, Json(body)).into_response();
+    if let Ok(v) = info.request_id.parse() {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
 }
 
 /// Takes out the system and developer messages whose text has a digest the agent's
@@ -285,7 +330,7 @@ fn exempt_prompts(route: &AgentRoute, found: openai::Texts) -> (openai::Texts, u
     let kept: openai::Texts = found
         .into_iter()
         .filter(|(slot, role, text)| {
-            let prompt = matches!(slot, Slot::Message(_) | Slot::MessagePart(..)) && matches!(role.as_deref(), Some("system" | "developer"));
+            let prompt = matches!(slot, Slot::Pointer(p) if openai::is_message_content(p)) && matches!(role.as_deref(), Some("system" | "developer"));
             !(prompt && exempt.contains(&lucid_common::hex::encode(&sha2::Sha256::digest(text.as_bytes()))))
         })
         .collect();
@@ -310,6 +355,7 @@ async fn require_some_key(gw: &GatewayState, routes: &Routes, headers: &HeaderMa
                 key_id: None,
                 endpoint: endpoint.into(),
                 exempt_system_prompts: 0,
+                unaudited: Vec::new(),
             };
             Err(refuse(gw, &info, refusal).await)
         }
@@ -354,23 +400,34 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn chat_completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    let mut p = match prepare(&gw, &headers, &raw, "chat.completions", openai::chat_request_texts, "prompt").await {
+    let mut p = match prepare(&gw, &headers, &raw, Endpoint::Chat).await {
         Ok(p) => p,
         Err(r) => return r,
     };
     let canary = p.route.add_canary(&mut p.body);
-    proxy::forward(gw, p, "chat/completions", true, canary).await
+    proxy::forward(gw, p, Endpoint::Chat, canary).await
 }
 
 async fn completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    match prepare(&gw, &headers, &raw, "completions", |b| openai::prompt_texts(b, "prompt"), "prompt").await {
-        Ok(p) => proxy::forward(gw, p, "completions", false, None).await,
+    match prepare(&gw, &headers, &raw, Endpoint::Completions).await {
+        Ok(p) => proxy::forward(gw, p, Endpoint::Completions, None).await,
         Err(r) => r,
     }
 }
 
+/// `POST /v1/responses` (the Responses API): audited as chat is, answers and streamed
+/// events included.
+async fn responses(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
+    let mut p = match prepare(&gw, &headers, &raw, Endpoint::Responses).await {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let canary = p.route.add_canary(&mut p.body);
+    proxy::forward(gw, p, Endpoint::Responses, canary).await
+}
+
 async fn embeddings(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    match prepare(&gw, &headers, &raw, "embeddings", |b| openai::prompt_texts(b, "input"), "input").await {
+    match prepare(&gw, &headers, &raw, Endpoint::Embeddings).await {
         Ok(p) => proxy::forward_plain(gw, p, "embeddings").await,
         Err(r) => r,
     }
@@ -397,6 +454,7 @@ async fn models(State(gw): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
                     key_id: None,
                     endpoint: "models".into(),
                     exempt_system_prompts: 0,
+                    unaudited: Vec::new(),
                 };
                 return refuse(&gw, &info, refusal).await;
             }
@@ -464,6 +522,7 @@ pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Resp
         key_id: None,
         endpoint: "audit".into(),
         exempt_system_prompts: 0,
+        unaudited: Vec::new(),
     };
     // The key first: nothing about the body is answered to a caller without one.
     if let (Caller::Gateway { gw, headers }, true) = (&caller, route.access_control) {
@@ -479,10 +538,14 @@ pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Resp
             return error(StatusCode::BAD_REQUEST, &format!("unknown stage `{other}`: pre or post"), "invalid_request_error", "bad_stage")
         }
     };
-    let texts = if body.get("messages").is_some() {
-        openai::chat_request_texts(body)
+    let texts = if let Some(messages) = body.get("messages") {
+        // The messages as the chat endpoint reads them (every role, part and field).
+        match surface::request(Endpoint::Chat, &json!({ "messages": messages }), &route.agent.gateway, None) {
+            Ok(read) => read.texts,
+            Err(refused) => return error(StatusCode::BAD_REQUEST, &refused.message, "invalid_request_error", refused.code),
+        }
     } else if let Some(t) = body.get("text").and_then(Value::as_str) {
-        vec![(Slot::Prompt(None), Some(if stage == Stage::PreRequest { "user" } else { "assistant" }.into()), t.to_string())]
+        vec![(Slot::Pointer("/text".into()), Some(if stage == Stage::PreRequest { "user" } else { "assistant" }.into()), t.to_string())]
     } else {
         return error(StatusCode::BAD_REQUEST, "give `text` or `messages`", "invalid_request_error", "missing_text");
     };

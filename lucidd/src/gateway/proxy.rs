@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
+use super::surface::{self, Endpoint};
 use super::{blocked, error, openai, record, stream, GatewayState, Prepared};
 use crate::audit::{Outcome, Stage, Subject};
 
@@ -43,8 +44,14 @@ async fn passthrough(resp: reqwest::Response) -> Response {
     }
 }
 
-/// Forwards a chat or completions request; streams when the client asked to.
-pub async fn forward(gw: Arc<GatewayState>, p: Prepared, path: &str, chat: bool, canary: Option<String>) -> Response {
+/// Forwards a chat, completions or responses request; streams when the client asked to.
+pub async fn forward(gw: Arc<GatewayState>, p: Prepared, endpoint: Endpoint, canary: Option<String>) -> Response {
+    let path = match endpoint {
+        Endpoint::Chat => "chat/completions",
+        Endpoint::Completions => "completions",
+        Endpoint::Responses => "responses",
+        Endpoint::Embeddings => "embeddings",
+    };
     let streaming = p.body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let resp = match upstream_request(&gw, &p, path).send().await {
         Ok(r) => r,
@@ -54,14 +61,15 @@ pub async fn forward(gw: Arc<GatewayState>, p: Prepared, path: &str, chat: bool,
         return passthrough(resp).await;
     }
     if streaming {
-        return stream::relay(gw, p, resp, chat, canary);
+        return stream::relay(gw, p, resp, endpoint, canary);
     }
     let mut body: Value = match resp.json().await {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_GATEWAY, &format!("the model server sent a bad body: {e}"), "server_error", "upstream_bad_body"),
     };
-    let found = openai::response_texts(&body, chat);
+    let found = surface::response(endpoint, &body);
     let slots: Vec<_> = found.iter().map(|(s, ..)| s.clone()).collect();
+    let originals: Vec<String> = found.iter().map(|(_, _, t)| t.clone()).collect();
     let subject = Subject::new(found.into_iter().map(|(_, r, t)| (r, t)));
     let (mut decisions, subject) = super::run_chain(&p.route, Stage::PostResponse, subject).await;
     if let Some(d) = canary.as_deref().and_then(|c| stream::canary_decision(&subject, c)) {
@@ -73,7 +81,11 @@ pub async fn forward(gw: Arc<GatewayState>, p: Prepared, path: &str, chat: bool,
     if let Some(denied) = decisions.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
         return blocked(&p.info, denied);
     }
-    openai::write_back(&mut body, &slots, &subject, "prompt", chat);
+    let redacted = subject.segments.iter().zip(&originals).any(|(s, o)| s.original != *o);
+    openai::write_back(&mut body, &slots, &subject, &originals, None);
+    if redacted {
+        surface::drop_token_detail(&mut body);
+    }
     let mut response = Json(body).into_response();
     if let Ok(v) = p.info.request_id.parse() {
         response.headers_mut().insert("x-request-id", v);

@@ -21,6 +21,8 @@ pub struct AgentRoute {
     pub canary: Option<String>,
     /// Whether requests need an API key (`ACCESS_CONTROL_ENABLED`).
     pub access_control: bool,
+    /// The model's tokenizer, for token-id prompts (`gateway.tokenizer`).
+    pub tokenizer: Option<Arc<tokenizers::Tokenizer>>,
 }
 
 impl AgentRoute {
@@ -74,7 +76,14 @@ impl Routes {
                 .iter()
                 .chain(&agent.audit_chain.post_response)
                 .any(|a| matches!(&a.env, AuditorSettings::PiiCompliance(p) if p.access_control_enabled.0));
-            by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary, access_control }));
+            let tokenizer = match &agent.gateway.tokenizer {
+                None => None,
+                Some(path) => Some(Arc::new(tokenizers::Tokenizer::from_file(path).map_err(|e| BuildError {
+                    message: format!("agent {}: gateway.tokenizer {path}: {e}", agent.name),
+                    span: agent.gateway.spans.entry,
+                })?)),
+            };
+            by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary, access_control, tokenizer }));
         }
         Ok(Routes { digest: digest.to_string(), by_model })
     }

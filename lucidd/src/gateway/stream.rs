@@ -1,4 +1,5 @@
-//! Streamed responses: a sliding window per choice.
+//! Streamed responses: a sliding window per lane of text (a choice's content, refusal,
+//! reasoning, each tool call's name and arguments; each Responses output part).
 //!
 //! Text from the upstream is held back until more than [`HOLD_BACK`] bytes follow it,
 //! and the held text is audited on every chunk. Any match shorter than the window is
@@ -18,6 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::surface::Endpoint;
 use super::{blocked_body, openai::error_body, record, GatewayState, Prepared};
 use crate::audit::chain::Decision;
 use crate::audit::{Finding, Outcome, Stage, Subject, Verdict};
@@ -88,33 +90,39 @@ fn open_pem(text: &str) -> Option<usize> {
     None
 }
 
+/// One stream of text in an answer: a choice's content, refusal or reasoning, a tool
+/// call's name or arguments, or a Responses output part. Each is held back and audited
+/// on its own, and released inside a copy of the event it came in (`shell`, with the
+/// text at `pointer`).
+struct Lane {
+    window: Window,
+    shell: Value,
+    pointer: String,
+    /// The choice it belongs to (chat and completions), released inside a chunk.
+    choice: Option<u64>,
+    /// Everything the upstream sent on it, and everything released (Responses' done
+    /// events repeat the whole text: it is replaced by what was released).
+    raw: String,
+    released: String,
+}
+
 struct Relay {
     gw: Arc<GatewayState>,
     p: Prepared,
-    chat: bool,
+    endpoint: Endpoint,
     canary: Option<String>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
-    windows: BTreeMap<u64, Window>,
+    lanes: BTreeMap<String, Lane>,
     template: Value,
     seen: HashSet<(AuditorId, String, usize)>,
     flagged: HashSet<AuditorId>,
 }
 
 /// Relays an upstream SSE stream through the post-response chain.
-pub fn relay(gw: Arc<GatewayState>, p: Prepared, resp: reqwest::Response, chat: bool, canary: Option<String>) -> Response {
+pub fn relay(gw: Arc<GatewayState>, p: Prepared, resp: reqwest::Response, endpoint: Endpoint, canary: Option<String>) -> Response {
     let (tx, rx) = mpsc::channel(32);
     let request_id = p.info.request_id.clone();
-    let relay = Relay {
-        gw,
-        p,
-        chat,
-        canary,
-        tx,
-        windows: BTreeMap::new(),
-        template: json!({}),
-        seen: HashSet::new(),
-        flagged: HashSet::new(),
-    };
+    let relay = Relay { gw, p, endpoint, canary, tx, lanes: BTreeMap::new(), template: json!({}), seen: HashSet::new(), flagged: HashSet::new() };
     tokio::spawn(relay.run(resp));
     let mut response = (
         [(axum::http::header::CONTENT_TYPE, "text/event-stream"), (axum::http::header::CACHE_CONTROL, "no-cache")],
@@ -127,9 +135,66 @@ pub fn relay(gw: Arc<GatewayState>, p: Prepared, resp: reqwest::Response, chat: 
     response
 }
 
+/// The text fields of a chat or completions choice, each a lane: (lane name, pointer in
+/// the choice).
+fn choice_fields(choice: &Value, endpoint: Endpoint) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if endpoint == Endpoint::Completions {
+        out.push(("text".to_string(), "/text".to_string()));
+        return out;
+    }
+    for field in ["content", "refusal", "reasoning_content", "reasoning"] {
+        out.push((field.to_string(), format!("/delta/{field}")));
+    }
+    for (k, call) in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let ti = call.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
+        for field in ["name", "arguments"] {
+            out.push((format!("tool/{ti}/{field}"), format!("/delta/tool_calls/{k}/function/{field}")));
+        }
+    }
+    // The legacy single call.
+    for field in ["name", "arguments"] {
+        out.push((format!("function_call/{field}"), format!("/delta/function_call/{field}")));
+    }
+    out
+}
+
+/// A choice shell that carries only `text` at `pointer` (the tool call's own index
+/// kept, so a client joins the parts).
+fn choice_shell(idx: u64, pointer: &str, choice: &Value) -> Value {
+    let mut shell = json!({ "index": idx, "finish_reason": null });
+    if let Some(rest) = pointer.strip_prefix("/delta/tool_calls/") {
+        let k: usize = rest.split('/').next().and_then(|k| k.parse().ok()).unwrap_or(0);
+        let ti = choice.pointer(&format!("/delta/tool_calls/{k}/index")).cloned().unwrap_or(json!(k));
+        let field = rest.rsplit('/').next().unwrap_or("arguments");
+        shell["delta"] = json!({ "tool_calls": [{ "index": ti, "function": { field: "" } }] });
+    } else if let Some(field) = pointer.strip_prefix("/delta/function_call/") {
+        shell["delta"] = json!({ "function_call": { field: "" } });
+    } else if let Some(field) = pointer.strip_prefix("/delta/") {
+        shell["delta"] = json!({ field: "" });
+    } else {
+        shell["text"] = json!("");
+    }
+    shell
+}
+
+/// The pointer of the text inside a shell built by `choice_shell`.
+fn shell_pointer(pointer: &str) -> String {
+    match pointer.strip_prefix("/delta/tool_calls/") {
+        Some(rest) => format!("/delta/tool_calls/0/function/{}", rest.rsplit('/').next().unwrap_or("arguments")),
+        None => pointer.to_string(),
+    }
+}
+
 impl Relay {
     async fn send(&self, data: &str) -> bool {
         self.tx.send(Ok(Bytes::from(format!("data: {data}\n\n")))).await.is_ok()
+    }
+
+    /// A Responses event, with its `event:` line.
+    async fn send_event(&self, event: &Value) -> bool {
+        let name = event.get("type").and_then(Value::as_str).unwrap_or("message");
+        self.tx.send(Ok(Bytes::from(format!("event: {name}\ndata: {event}\n\n")))).await.is_ok()
     }
 
     async fn run(mut self, resp: reqwest::Response) {
@@ -157,7 +222,11 @@ impl Relay {
                         }
                         return;
                     }
-                    if !self.on_data(data).await {
+                    let ok = match self.endpoint {
+                        Endpoint::Responses => self.on_response_event(data).await,
+                        _ => self.on_data(data).await,
+                    };
+                    if !ok {
                         return;
                     }
                 }
@@ -168,55 +237,167 @@ impl Relay {
         }
     }
 
-    /// One upstream event; false when the stream must stop.
+    /// Takes the text at `pointer` of `holder` into lane `key` (created with `shell`),
+    /// leaving the place empty.
+    fn take(&mut self, key: &str, holder: &mut Value, pointer: &str, shell: impl FnOnce() -> (Value, String), choice: Option<u64>) {
+        let Some(t) = holder.pointer(pointer).and_then(Value::as_str).map(str::to_string) else { return };
+        if let Some(v) = holder.pointer_mut(pointer) {
+            *v = Value::String(String::new());
+        }
+        let lane = self.lanes.entry(key.to_string()).or_insert_with(|| {
+            let (shell, pointer) = shell();
+            Lane { window: Window::default(), shell, pointer, choice, raw: String::new(), released: String::new() }
+        });
+        lane.window.held.push_str(&t);
+        lane.raw.push_str(&t);
+    }
+
+    /// One chat or completions chunk; false when the stream must stop.
     async fn on_data(&mut self, data: &str) -> bool {
         let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
             return self.send(data).await;
         };
         let mut finishing = Vec::new();
-        if let Some(choices) = chunk.get_mut("choices").and_then(Value::as_array_mut) {
-            for c in choices.iter_mut() {
-                let idx = c.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let slot = if self.chat { c.pointer_mut("/delta/content") } else { c.get_mut("text") };
-                if let Some(t) = slot.and_then(|v| v.as_str().map(str::to_string)) {
-                    self.windows.entry(idx).or_default().held.push_str(&t);
-                    if let Some(v) = if self.chat { c.pointer_mut("/delta/content") } else { c.get_mut("text") } {
-                        *v = Value::String(String::new());
-                    }
+        let mut taken = Vec::new();
+        let count = chunk.get("choices").and_then(Value::as_array).map_or(0, Vec::len);
+        for c in 0..count {
+            let Some(choice) = chunk.pointer(&format!("/choices/{c}")).cloned() else { continue };
+            let idx = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+            for (name, pointer) in choice_fields(&choice, self.endpoint) {
+                let key = format!("{idx}/{name}");
+                let Some(holder) = chunk.pointer_mut(&format!("/choices/{c}")) else { continue };
+                let has = holder.pointer(&pointer).and_then(Value::as_str).is_some_and(|t| !t.is_empty());
+                if has {
+                    let (ptr, ch) = (pointer.clone(), choice.clone());
+                    self.take(&key, holder, &pointer, || (choice_shell(idx, &ptr, &ch), shell_pointer(&ptr)), Some(idx));
+                    taken.push((c, pointer));
                 }
-                if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
-                    finishing.push(idx);
-                }
+            }
+            if choice.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                finishing.push(idx);
             }
         }
         if let Some(obj) = chunk.as_object() {
             self.template = Value::Object(obj.iter().filter(|(k, _)| k.as_str() != "choices").map(|(k, v)| (k.clone(), v.clone())).collect());
         }
-        let indices: Vec<u64> = self.windows.keys().copied().collect();
-        for idx in indices {
-            if !self.audit_and_release(idx, finishing.contains(&idx)).await {
+        let keys: Vec<String> = self.lanes.keys().cloned().collect();
+        for key in keys {
+            let final_ = self.lanes.get(&key).and_then(|l| l.choice).is_some_and(|i| finishing.contains(&i));
+            if !self.audit_and_release(&key, final_).await {
                 return false;
             }
         }
-        // Pass the rest of the chunk (role, tool calls, finish_reason, usage) through
+        // Pass the rest of the chunk (role, tool call ids, finish_reason, usage) through
         // once its text has been taken out.
-        if carries_more_than_text(&chunk, self.chat) {
+        if carries_more_than_text(&mut chunk, &taken) {
             return self.send(&chunk.to_string()).await;
         }
         true
     }
 
-    /// Audits a choice's held text and releases what is safe; false on deny.
-    async fn audit_and_release(&mut self, idx: u64, final_: bool) -> bool {
-        let Some(window) = self.windows.get_mut(&idx) else { return true };
-        if window.held.is_empty() {
+    /// One Responses event; false when the stream must stop. Deltas go through lanes;
+    /// an event that repeats whole texts (a part, an item, the response done) waits for
+    /// its lanes, and its texts are replaced by what was released (or audited now,
+    /// where they never came as deltas).
+    async fn on_response_event(&mut self, data: &str) -> bool {
+        let Ok(mut event) = serde_json::from_str::<Value>(data) else {
+            return self.send(data).await;
+        };
+        let kind = event.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
+        let at = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let (oi, ci, si) = (at("output_index"), at("content_index"), at("summary_index"));
+        if let Some(lane) = response_lane(&kind, oi, ci, si) {
+            let shell = event.clone();
+            self.take(&lane, &mut event, "/delta", || (shell, "/delta".to_string()), None);
+            return self.audit_and_release(&lane, false).await;
+        }
+        // Every other event: release what its output item has so far (all of it where
+        // the event ends the item or the response), then its whole texts.
+        let ending = kind.ends_with(".done") || matches!(kind.as_str(), "response.completed" | "response.incomplete" | "response.failed");
+        let item_lanes: Vec<String> = self
+            .lanes
+            .keys()
+            .filter(|k| kind.starts_with("response.completed") || kind.starts_with("response.incomplete") || kind.starts_with("response.failed") || k.starts_with(&format!("o{oi}/")))
+            .cloned()
+            .collect();
+        for key in item_lanes {
+            if !self.audit_and_release(&key, ending).await {
+                return false;
+            }
+        }
+        if ending && !self.replace_whole_texts(&mut event).await {
+            return false;
+        }
+        self.send_event(&event).await
+    }
+
+    /// Replaces the whole texts a Responses event repeats by what was released on their
+    /// lanes; a text that came on no lane is audited now. False on a deny.
+    async fn replace_whole_texts(&mut self, event: &mut Value) -> bool {
+        let root = if event.get("response").is_some() { "/response" } else { "" };
+        let Some(holder) = event.pointer(if root.is_empty() { "" } else { root }).cloned() else { return true };
+        let mut texts = Vec::new();
+        let mut scratch = super::surface::Surface::default();
+        for field in ["output", "item", "part", "text", "delta", "arguments", "refusal", "output_text"] {
+            if let Some(v) = holder.get(field) {
+                super::surface::walk_answer_value(v, &format!("{root}/{field}"), &mut scratch);
+            }
+        }
+        texts.extend(scratch.texts);
+        let mut fresh = Vec::new();
+        for (slot, _, text) in texts {
+            let super::openai::Slot::Pointer(p) = slot else { continue };
+            match self.lanes.values().find(|l| !l.raw.is_empty() && l.raw == text) {
+                Some(lane) => {
+                    let released = lane.released.clone();
+                    if let Some(v) = event.pointer_mut(&p) {
+                        *v = Value::String(released);
+                    }
+                }
+                None if !text.is_empty() => fresh.push((p, text)),
+                None => {}
+            }
+        }
+        if fresh.is_empty() {
             return true;
         }
-        let base = window.released;
+        let subject = Subject::new(fresh.iter().map(|(_, t)| (Some("assistant".to_string()), t.clone())));
+        let (mut decisions, subject) = super::run_chain(&self.p.route, Stage::PostResponse, subject).await;
+        if let Some(d) = self.canary.as_deref().and_then(|c| canary_decision(&subject, c)) {
+            decisions.push(d);
+        }
+        let notable: Vec<Decision> = decisions.into_iter().filter(|d| d.verdict.outcome != Outcome::Proceed).collect();
+        if !notable.is_empty() {
+            self.flagged.extend(notable.iter().map(|d| d.auditor));
+            if record(&self.gw.app, &self.p.info, &notable, true).await.is_err() {
+                let err = error_body("lucid cannot record evidence; the stream stops (fail closed)", "server_error", "lucid_ledger_unavailable", None);
+                self.send(&err.to_string()).await;
+                return false;
+            }
+            if let Some(d) = notable.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
+                self.send(&blocked_body(&self.p.info, d).to_string()).await;
+                return false;
+            }
+        }
+        for ((p, _), seg) in fresh.iter().zip(&subject.segments) {
+            if let Some(v) = event.pointer_mut(p) {
+                *v = Value::String(seg.original.clone());
+            }
+        }
+        true
+    }
+
+    /// Audits a lane's held text and releases what is safe; false on deny.
+    async fn audit_and_release(&mut self, key: &str, final_: bool) -> bool {
+        let Some(lane) = self.lanes.get_mut(key) else { return true };
+        if lane.window.held.is_empty() {
+            return true;
+        }
+        let base = lane.window.released;
         // The held text moves into the subject and back (possibly redacted) below.
-        let mut subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut window.held))]);
+        let mut subject = Subject::new([(Some("assistant".to_string()), std::mem::take(&mut lane.window.held))]);
         if let Some(seg) = subject.segments.first_mut() {
-            seg.context = window.tail.clone();
+            seg.context = lane.window.tail.clone();
         }
         let (mut decisions, mut subject) = super::run_chain(&self.p.route, Stage::PostResponse, subject).await;
         if let Some(d) = self.canary.as_deref().and_then(|c| canary_decision(&subject, c)) {
@@ -226,7 +407,7 @@ impl Relay {
             .into_iter()
             .filter(|d| d.verdict.outcome != Outcome::Proceed)
             .filter(|d| {
-                let keys: Vec<_> = d.verdict.findings.iter().map(|f| (d.auditor, f.kind.clone(), base + f.start)).collect();
+                let keys: Vec<_> = d.verdict.findings.iter().map(|f| (d.auditor, format!("{key}:{}", f.kind), base + f.start)).collect();
                 let new = keys.is_empty() || keys.iter().any(|k| !self.seen.contains(k));
                 self.seen.extend(keys);
                 new
@@ -244,41 +425,47 @@ impl Relay {
                 return false;
             }
         }
-        let Some(window) = self.windows.get_mut(&idx) else { return true };
-        window.held = subject.segments.pop().map(|s| s.original).unwrap_or_default();
-        let n = window.safe_len(final_);
+        let blocks = self.p.route.chain.blocks;
+        let Some(lane) = self.lanes.get_mut(key) else { return true };
+        lane.window.held = subject.segments.pop().map(|s| s.original).unwrap_or_default();
+        let n = lane.window.safe_len(final_);
         if n == 0 {
             return true;
         }
-        let out: String = window.held.drain(..n).collect();
-        window.released += n;
+        let out: String = lane.window.held.drain(..n).collect();
+        lane.window.released += n;
+        lane.released.push_str(&out);
         // Kept only for chains with a classifier: rule auditors need no context.
-        if self.p.route.chain.blocks {
-            window.tail.push_str(&crate::audit::normalize::View::new(&out).text);
+        if blocks {
+            lane.window.tail.push_str(&crate::audit::normalize::View::new(&out).text);
         }
-        if window.tail.len() > CONTEXT_BYTES {
-            let mut cut = window.tail.len() - CONTEXT_BYTES;
-            while !window.tail.is_char_boundary(cut) {
+        if lane.window.tail.len() > CONTEXT_BYTES {
+            let mut cut = lane.window.tail.len() - CONTEXT_BYTES;
+            while !lane.window.tail.is_char_boundary(cut) {
                 cut += 1;
             }
-            window.tail.drain(..cut);
+            lane.window.tail.drain(..cut);
         }
-        let mut chunk = self.template.clone();
-        let choice = if self.chat {
-            json!({ "index": idx, "delta": { "content": out }, "finish_reason": null })
-        } else {
-            json!({ "index": idx, "text": out, "finish_reason": null })
-        };
-        if let Some(obj) = chunk.as_object_mut() {
-            obj.insert("choices".into(), json!([choice]));
+        let mut piece = lane.shell.clone();
+        if let Some(v) = piece.pointer_mut(&lane.pointer) {
+            *v = Value::String(out);
         }
-        self.send(&chunk.to_string()).await
+        match lane.choice {
+            Some(_) => {
+                let mut chunk = self.template.clone();
+                if let Some(obj) = chunk.as_object_mut() {
+                    obj.insert("choices".into(), json!([piece]));
+                }
+                self.send(&chunk.to_string()).await
+            }
+            None => self.send_event(&piece).await,
+        }
     }
 
     async fn flush_all(&mut self) -> bool {
-        let indices: Vec<u64> = self.windows.keys().copied().collect();
-        for idx in indices {
-            if !self.audit_and_release(idx, true).await {
+        let keys: Vec<String> = self.lanes.keys().cloned().collect();
+        for key in keys {
+            if !self.audit_and_release(&key, true).await {
                 return false;
             }
         }
@@ -312,22 +499,52 @@ impl Relay {
     }
 }
 
+/// The lane of a Responses delta event, if it is one.
+fn response_lane(kind: &str, oi: u64, ci: u64, si: u64) -> Option<String> {
+    Some(match kind {
+        "response.output_text.delta" => format!("o{oi}/c{ci}/text"),
+        "response.refusal.delta" => format!("o{oi}/c{ci}/refusal"),
+        "response.function_call_arguments.delta" => format!("o{oi}/arguments"),
+        "response.reasoning_summary_text.delta" => format!("o{oi}/s{si}/summary"),
+        "response.reasoning_text.delta" => format!("o{oi}/c{ci}/reasoning"),
+        "response.custom_tool_call_input.delta" => format!("o{oi}/input"),
+        _ => return None,
+    })
+}
+
 fn find_event_end(buf: &[u8]) -> Option<usize> {
     buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2).or_else(|| buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4))
 }
 
-fn carries_more_than_text(chunk: &Value, chat: bool) -> bool {
+/// Whether a chunk whose texts were taken out (`taken`: choice and pointer) still says
+/// something (a role, a tool call's id, a finish reason, usage); the emptied text fields
+/// are removed from it.
+fn carries_more_than_text(chunk: &mut Value, taken: &[(usize, String)]) -> bool {
+    for (c, pointer) in taken {
+        let (parent, field) = pointer.rsplit_once('/').unwrap_or(("", pointer));
+        if let Some(Value::Object(obj)) = chunk.pointer_mut(&format!("/choices/{c}{parent}")) {
+            obj.remove(field);
+        }
+    }
     if chunk.get("usage").is_some_and(|u| !u.is_null()) {
         return true;
     }
     let Some(choices) = chunk.get("choices").and_then(Value::as_array) else { return true };
     choices.iter().any(|c| {
         c.get("finish_reason").is_some_and(|f| !f.is_null())
-            || (chat
-                && c.get("delta").and_then(Value::as_object).is_some_and(|d| {
-                    d.iter().any(|(k, v)| k != "content" && !v.is_null())
-                }))
+            || c.get("delta").and_then(Value::as_object).is_some_and(|d| d.iter().any(|(k, v)| says_something(k, v)))
     })
+}
+
+/// Whether a delta field still carries something once its texts are gone: a tool call
+/// with only its index and an empty function says nothing.
+fn says_something(key: &str, v: &Value) -> bool {
+    match (key, v) {
+        (_, Value::Null) => false,
+        ("tool_calls", Value::Array(calls)) => calls.iter().any(|c| c.as_object().is_some_and(|o| o.iter().any(|(k, v)| k != "index" && says_something(k, v)))),
+        ("function" | "function_call", Value::Object(f)) => !f.is_empty(),
+        _ => true,
+    }
 }
 
 #[cfg(test)]

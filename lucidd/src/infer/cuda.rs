@@ -51,12 +51,13 @@ enum DevView<'a> {
 }
 
 impl DevBuf {
-    fn view(&self, offset: usize) -> DevView<'_> {
-        match self {
-            DevBuf::F32(s) => DevView::F32(s.slice(offset..)),
-            DevBuf::I32(s) => DevView::I32(s.slice(offset..)),
-            DevBuf::U32(s) => DevView::U32(s.slice(offset..)),
-        }
+    /// The buffer from `offset`; `None` past its end.
+    fn view(&self, offset: usize) -> Option<DevView<'_>> {
+        Some(match self {
+            DevBuf::F32(s) => DevView::F32(s.try_slice(offset..)?),
+            DevBuf::I32(s) => DevView::I32(s.try_slice(offset..)?),
+            DevBuf::U32(s) => DevView::U32(s.try_slice(offset..)?),
+        })
     }
 }
 
@@ -283,7 +284,7 @@ impl CudaEncoder {
         let (mut ints, mut longs, mut floats) = (Vec::new(), Vec::new(), Vec::new());
         for a in &l.args {
             match a {
-                Arg::Buf(b, offset) => views.push(buffer(b)?.view(*offset)),
+                Arg::Buf(b, offset) => views.push(buffer(b)?.view(*offset).ok_or_else(|| InferError::Gpu(format!("{name}: offset {offset} past {b:?}")))?),
                 Arg::I32(v) => ints.push(*v),
                 Arg::I64(v) => longs.push(*v),
                 Arg::F32(v) => floats.push(*v),
@@ -336,22 +337,27 @@ impl CudaEncoder {
         };
         // The output is taken out of the map while it is written (the plan never reads
         // an operand from the buffer it writes).
-        let Some(DevBuf::F32(mut c)) = bufs.remove(&g.c.0) else {
-            return Err(InferError::Gpu(format!("GEMM output {:?} is not an f32 pass buffer", g.c.0)));
+        let mut c = match bufs.remove(&g.c.0) {
+            Some(DevBuf::F32(c)) => c,
+            Some(other) => {
+                bufs.insert(g.c.0, other);
+                return Err(InferError::Gpu(format!("GEMM output {:?} is not an f32 buffer", g.c.0)));
+            }
+            None => return Err(InferError::Gpu(format!("GEMM output {:?} is not a pass buffer", g.c.0))),
         };
         let result = {
             let operand = |(b, offset): (Buf, usize)| match bufs.get(&b).or_else(|| self.weights.get(&b)) {
-                Some(DevBuf::F32(s)) => Ok(s.slice(offset..)),
+                Some(DevBuf::F32(s)) => s.try_slice(offset..).ok_or_else(|| InferError::Gpu(format!("GEMM operand {b:?}: offset {offset} past its end"))),
                 _ => Err(InferError::Gpu(format!("GEMM operand {b:?} is not an f32 buffer"))),
             };
-            match (operand(g.a), operand(g.b)) {
-                (Ok(a), Ok(b)) => {
-                    let mut out = c.slice_mut(g.c.1..);
+            match (operand(g.a), operand(g.b), c.try_slice_mut(g.c.1..)) {
+                (Ok(a), Ok(b), Some(mut out)) => {
                     // SAFETY: the plan's extents (m, n, k, leading dimensions, strides)
                     // fit the buffers it sizes; tested on the CPU against the backend.
                     unsafe { self.blas.gemm_strided_batched(cfg, &a, &b, &mut out) }.map_err(gpu("cuBLAS"))
                 }
-                (Err(e), _) | (_, Err(e)) => Err(e),
+                (Err(e), _, _) | (_, Err(e), _) => Err(e),
+                (_, _, None) => Err(InferError::Gpu(format!("GEMM output {:?}: offset {} past its end", g.c.0, g.c.1))),
             }
         };
         bufs.insert(g.c.0, DevBuf::F32(c));
