@@ -423,4 +423,48 @@ mod tests {
             assert!(got.iter().any(|t| t == want), "{want} not read: {got:?}");
         }
     }
+
+    /// Random bodies (nested objects, arrays, strings with pointer-special characters,
+    /// numbers, token-id-like lists) through every endpoint's reader, the answer reader
+    /// and the write-back: errors are fine, panics are not.
+    #[test]
+    fn random_bodies_never_panic_the_readers_or_the_write_back() {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let words = ["messages", "content", "type", "text", "image_url", "role", "tools", "input", "prompt", "a/b", "c~d", "", "function", "name", "arguments", "output", "choices"];
+        fn value(next: &mut dyn FnMut() -> u64, words: &[&str], depth: u32) -> Value {
+            match next() % if depth > 3 { 4 } else { 7 } {
+                0 => json!(words[(next() % words.len() as u64) as usize]),
+                1 => json!(next() % 70_000),
+                2 => json!(null),
+                3 => json!(next() % 2 == 0),
+                4 => Value::Array((0..next() % 4).map(|_| json!(next() % 100_000)).collect()),
+                5 => Value::Array((0..next() % 4).map(|_| value(next, words, depth + 1)).collect()),
+                _ => Value::Object((0..next() % 4).map(|_| (words[(next() % words.len() as u64) as usize].to_string(), value(next, words, depth + 1))).collect()),
+            }
+        }
+        let tok = tokenizers::Tokenizer::from_file(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/infer/roberta/tokenizer.json")).ok();
+        let policy = AgentGateway { allow_modalities: vec![Modality::Image], allow_fields: vec!["a/b".into()], ..Default::default() };
+        for _ in 0..3000 {
+            // Mostly objects, as bodies are; now and then anything.
+            let mut body = match next() % 8 {
+                0 => value(&mut next, &words, 0),
+                _ => Value::Object((0..1 + next() % 5).map(|_| (words[(next() % words.len() as u64) as usize].to_string(), value(&mut next, &words, 1))).collect()),
+            };
+            for endpoint in [Endpoint::Chat, Endpoint::Completions, Endpoint::Embeddings, Endpoint::Responses] {
+                if let Ok(read) = request(endpoint, &body, &policy, tok.as_ref()) {
+                    let slots: Vec<Slot> = read.texts.iter().map(|(s, ..)| s.clone()).collect();
+                    let originals: Vec<String> = read.texts.iter().map(|(_, _, t)| t.clone()).collect();
+                    let subject = crate::audit::Subject::new(read.texts.into_iter().map(|(_, r, t)| (r, format!("{t}!"))));
+                    super::super::openai::write_back(&mut body, &slots, &subject, &originals, tok.as_ref());
+                }
+                let _ = response(endpoint, &body);
+            }
+        }
+    }
 }
