@@ -32,6 +32,11 @@ class Upstream:
         self.tool_calls = None
         # Extra choices' texts (n > 1): choice 0 says `reply`, choice i says choices[i-1].
         self.choices = []
+        # Streams: per-token logprobs beside the text; events added to a Responses
+        # stream before it completes; or bytes sent as the whole stream, as they are.
+        self.logprobs = False
+        self.extra_response_events = []
+        self.raw_sse = None
         ThreadingHTTPServer.request_queue_size = 1024
         ThreadingHTTPServer.daemon_threads = True
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -84,6 +89,11 @@ class Upstream:
                 self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Connection", "close")
                 self.end_headers()
+                if upstream.raw_sse is not None:
+                    self.wfile.write(upstream.raw_sse)
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
                 text = upstream.reply
                 pieces = [text[i:i + upstream.chunk] for i in range(0, len(text), upstream.chunk)]
                 base = {"id": "chunk-1", "object": "chat.completion.chunk" if chat else "text_completion",
@@ -92,6 +102,8 @@ class Upstream:
                     self._event({**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
                 for p in pieces:
                     choice = {"index": 0, "delta": {"content": p}, "finish_reason": None} if chat else {"index": 0, "text": p, "finish_reason": None}
+                    if upstream.logprobs:
+                        choice["logprobs"] = {"content": [{"token": p, "logprob": -0.1, "bytes": list(p.encode()), "top_logprobs": []}]}
                     self._event({**base, "choices": [choice]})
                     time.sleep(0.005)
                 for t, call in (enumerate(upstream.tool_calls or []) if chat else []):
@@ -152,6 +164,8 @@ class Upstream:
                             event("response.function_call_arguments.delta", item_id=item["id"], output_index=oi, delta=args[i:i + upstream.chunk])
                         event("response.function_call_arguments.done", item_id=item["id"], output_index=oi, arguments=args)
                     event("response.output_item.done", output_index=oi, item=item)
+                for extra in upstream.extra_response_events:
+                    event(extra["type"], **{k: v for k, v in extra.items() if k != "type"})
                 event("response.completed", response=done)
                 self.close_connection = True
 

@@ -286,7 +286,10 @@ async fn prepare(gw: &GatewayState, headers: &HeaderMap, raw: &[u8], kind: Endpo
     if let Some(denied) = decisions.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
         return Err(blocked(&info, denied));
     }
-    openai::write_back(&mut body, &slots, &subject, &originals, route.tokenizer.as_deref());
+    if let Err(why) = openai::write_back(&mut body, &slots, &subject, &originals, route.tokenizer.as_deref()) {
+        tracing::error!(error = %why, request = %info.request_id, "a redaction could not be applied; the request is refused");
+        return Err(error(StatusCode::INTERNAL_SERVER_ERROR, "lucid could not apply a redaction, so it does not forward the request (fail closed)", "server_error", "lucid_redaction_failed"));
+    }
     Ok(Prepared { route, info, body })
 }
 
@@ -541,7 +544,10 @@ pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Resp
     let texts = if let Some(messages) = body.get("messages") {
         // The messages as the chat endpoint reads them (every role, part and field).
         match surface::request(Endpoint::Chat, &json!({ "messages": messages }), &route.agent.gateway, None) {
-            Ok(read) => read.texts,
+            Ok(read) => {
+                info.unaudited = read.unaudited;
+                read.texts
+            }
             Err(refused) => return error(StatusCode::BAD_REQUEST, &refused.message, "invalid_request_error", refused.code),
         }
     } else if let Some(t) = body.get("text").and_then(Value::as_str) {
@@ -551,6 +557,14 @@ pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Resp
     };
     let (texts, exempt) = exempt_prompts(&route, texts);
     let info = RequestInfo { exempt_system_prompts: exempt, ..info };
+    // Where each text returned sits in the request (exempted prompts are not returned).
+    let pointers: Vec<String> = texts
+        .iter()
+        .map(|(slot, ..)| match slot {
+            Slot::Pointer(p) | Slot::TokenIds(p) => p.clone(),
+            Slot::Key(object, key) => format!("{object} (key {key:?})"),
+        })
+        .collect();
     let subject = Subject::new(texts.into_iter().map(|(_, r, t)| (r, t)));
     let (decisions, mut subject) = run_chain(&route, stage, subject).await;
     if let Err(r) = record(app, &info, &decisions, route.chain.log_all).await {
@@ -569,6 +583,8 @@ pub async fn run_audit(app: &AppState, body: &Value, caller: Caller<'_>) -> Resp
         "outcome": outcome,
         "decisions": decisions,
         "texts": texts,
+        "pointers": pointers,
+        "unaudited": info.unaudited,
     }))
     .into_response()
 }

@@ -30,23 +30,20 @@ pub fn is_message_content(pointer: &str) -> bool {
 }
 
 /// Writes the subject's (possibly redacted) texts back where they came from: strings by
-/// pointer, keys renamed (after every value below them), token ids encoded again with
-/// the agent's tokenizer. Slots whose text did not change are left alone.
-pub fn write_back(body: &mut Value, slots: &[Slot], subject: &crate::audit::Subject, originals: &[String], tokenizer: Option<&tokenizers::Tokenizer>) {
+/// pointer, keys renamed (after every value below them; a name already taken gets a
+/// suffix, so no sibling is lost), token ids encoded again with the agent's tokenizer.
+/// Slots whose text did not change are left alone; a changed one that cannot be written
+/// is an error (the caller refuses the request rather than forward the original).
+pub fn write_back(body: &mut Value, slots: &[Slot], subject: &crate::audit::Subject, originals: &[String], tokenizer: Option<&tokenizers::Tokenizer>) -> Result<(), String> {
     let changed = slots.iter().zip(&subject.segments).zip(originals).filter(|((_, seg), orig)| seg.original != **orig).map(|((slot, seg), _)| (slot, seg.original.clone()));
     let mut keys = Vec::new();
     for (slot, text) in changed {
         match slot {
-            Slot::Pointer(p) => {
-                if let Some(t) = body.pointer_mut(p) {
-                    *t = Value::String(text);
-                }
-            }
+            Slot::Pointer(p) => *body.pointer_mut(p).ok_or_else(|| format!("no value at {p}"))? = Value::String(text),
             Slot::TokenIds(p) => {
-                let ids = tokenizer.and_then(|t| t.encode(text.as_str(), false).ok()).map(|e| e.get_ids().iter().map(|i| json!(i)).collect::<Vec<_>>());
-                if let (Some(t), Some(ids)) = (body.pointer_mut(p), ids) {
-                    *t = Value::Array(ids);
-                }
+                let tok = tokenizer.ok_or("token ids changed without a tokenizer")?;
+                let ids = tok.encode(text.as_str(), false).map_err(|e| format!("encoding the redacted prompt at {p}: {e}"))?;
+                *body.pointer_mut(p).ok_or_else(|| format!("no value at {p}"))? = Value::Array(ids.get_ids().iter().map(|i| json!(i)).collect());
             }
             Slot::Key(object, key) => keys.push((object.clone(), key.clone(), text)),
         }
@@ -54,12 +51,17 @@ pub fn write_back(body: &mut Value, slots: &[Slot], subject: &crate::audit::Subj
     // Deepest first, so a renamed key never moves an object another rename points into.
     keys.sort_by_key(|(object, ..)| std::cmp::Reverse(object.matches('/').count()));
     for (object, key, text) in keys {
-        if let Some(Value::Object(map)) = body.pointer_mut(&object) {
-            if let Some(v) = map.remove(&key) {
-                map.insert(text, v);
-            }
+        let Some(Value::Object(map)) = body.pointer_mut(&object) else { return Err(format!("no object at {object}")) };
+        let v = map.remove(&key).ok_or_else(|| format!("no key {key:?} at {object}"))?;
+        let mut name = text.clone();
+        let mut n = 2;
+        while map.contains_key(&name) {
+            name = format!("{text}_{n}");
+            n += 1;
         }
+        map.insert(name, v);
     }
+    Ok(())
 }
 
 /// An OpenAI-style error body.

@@ -82,7 +82,10 @@ pub async fn forward(gw: Arc<GatewayState>, p: Prepared, endpoint: Endpoint, can
         return blocked(&p.info, denied);
     }
     let redacted = subject.segments.iter().zip(&originals).any(|(s, o)| s.original != *o);
-    openai::write_back(&mut body, &slots, &subject, &originals, None);
+    if let Err(why) = openai::write_back(&mut body, &slots, &subject, &originals, None) {
+        tracing::error!(error = %why, request = %p.info.request_id, "a redaction of the answer could not be applied; the answer is withheld");
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "lucid could not apply a redaction to the answer, so it withholds it (fail closed)", "server_error", "lucid_redaction_failed");
+    }
     if redacted {
         surface::drop_token_detail(&mut body);
     }

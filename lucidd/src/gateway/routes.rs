@@ -78,10 +78,14 @@ impl Routes {
                 .any(|a| matches!(&a.env, AuditorSettings::PiiCompliance(p) if p.access_control_enabled.0));
             let tokenizer = match &agent.gateway.tokenizer {
                 None => None,
-                Some(path) => Some(Arc::new(tokenizers::Tokenizer::from_file(path).map_err(|e| BuildError {
-                    message: format!("agent {}: gateway.tokenizer {path}: {e}", agent.name),
-                    span: agent.gateway.spans.entry,
-                })?)),
+                Some(path) => {
+                    let err = |e: String| BuildError { message: format!("agent {}: gateway.tokenizer {path}: {e}", agent.name), span: agent.gateway.spans.entry };
+                    let mut tok = tokenizers::Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+                    // Redacted prompts are encoded again whole: no truncation, no padding.
+                    tok.with_truncation(None).map_err(|e| err(e.to_string()))?;
+                    tok.with_padding(None);
+                    Some(Arc::new(tok))
+                }
             };
             by_model.insert(agent.model.id.clone(), Arc::new(AgentRoute { agent: agent.clone(), chain, canary, access_control, tokenizer }));
         }

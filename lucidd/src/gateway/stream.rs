@@ -146,6 +146,7 @@ fn choice_fields(choice: &Value, endpoint: Endpoint) -> Vec<(String, String)> {
     for field in ["content", "refusal", "reasoning_content", "reasoning"] {
         out.push((field.to_string(), format!("/delta/{field}")));
     }
+    out.push(("audio_transcript".to_string(), "/delta/audio/transcript".to_string()));
     for (k, call) in choice.pointer("/delta/tool_calls").and_then(Value::as_array).into_iter().flatten().enumerate() {
         let ti = call.get("index").and_then(Value::as_u64).unwrap_or(k as u64);
         for field in ["name", "arguments"] {
@@ -168,10 +169,13 @@ fn choice_shell(idx: u64, pointer: &str, choice: &Value) -> Value {
         let ti = choice.pointer(&format!("/delta/tool_calls/{k}/index")).cloned().unwrap_or(json!(k));
         let field = rest.rsplit('/').next().unwrap_or("arguments");
         shell["delta"] = json!({ "tool_calls": [{ "index": ti, "function": { field: "" } }] });
-    } else if let Some(field) = pointer.strip_prefix("/delta/function_call/") {
-        shell["delta"] = json!({ "function_call": { field: "" } });
-    } else if let Some(field) = pointer.strip_prefix("/delta/") {
-        shell["delta"] = json!({ field: "" });
+    } else if let Some(path) = pointer.strip_prefix("/delta/") {
+        // The delta's path down to the text, and nothing else.
+        let mut inner = json!("");
+        for field in path.rsplit('/') {
+            inner = json!({ field: inner });
+        }
+        shell["delta"] = inner;
     } else {
         shell["text"] = json!("");
     }
@@ -213,22 +217,31 @@ impl Relay {
             while let Some(end) = find_event_end(&buf) {
                 let event: Vec<u8> = buf.drain(..end).collect();
                 let text = String::from_utf8_lossy(&event);
-                for line in text.lines() {
-                    let Some(data) = line.strip_prefix("data:").map(str::trim_start) else { continue };
-                    if data == "[DONE]" {
-                        if self.flush_all().await {
-                            self.finish().await;
-                            self.send("[DONE]").await;
-                        }
-                        return;
+                // An event's data may span several `data:` lines (SSE joins them).
+                let lines: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("data:")).map(|d| d.strip_prefix(' ').unwrap_or(d)).collect();
+                if lines.is_empty() {
+                    continue;
+                }
+                let data = lines.join("\n");
+                if data.trim() == "[DONE]" {
+                    if self.flush_all().await {
+                        self.finish().await;
+                        self.send("[DONE]").await;
                     }
-                    let ok = match self.endpoint {
-                        Endpoint::Responses => self.on_response_event(data).await,
-                        _ => self.on_data(data).await,
-                    };
-                    if !ok {
-                        return;
-                    }
+                    return;
+                }
+                let Ok(value) = serde_json::from_str::<Value>(&data) else {
+                    // What cannot be read is not passed on (fail closed).
+                    let err = error_body("the model server sent a stream event lucid cannot read; the stream stops", "server_error", "upstream_bad_event", None);
+                    self.send(&err.to_string()).await;
+                    return;
+                };
+                let ok = match self.endpoint {
+                    Endpoint::Responses => self.on_response_event(value).await,
+                    _ => self.on_data(value).await,
+                };
+                if !ok {
+                    return;
                 }
             }
         }
@@ -253,10 +266,10 @@ impl Relay {
     }
 
     /// One chat or completions chunk; false when the stream must stop.
-    async fn on_data(&mut self, data: &str) -> bool {
-        let Ok(mut chunk) = serde_json::from_str::<Value>(data) else {
-            return self.send(data).await;
-        };
+    async fn on_data(&mut self, mut chunk: Value) -> bool {
+        // Token detail repeats the text token by token, ahead of the hold-back: not
+        // streamed.
+        super::surface::drop_token_detail(&mut chunk);
         let mut finishing = Vec::new();
         let mut taken = Vec::new();
         let count = chunk.get("choices").and_then(Value::as_array).map_or(0, Vec::len);
@@ -299,14 +312,14 @@ impl Relay {
     /// an event that repeats whole texts (a part, an item, the response done) waits for
     /// its lanes, and its texts are replaced by what was released (or audited now,
     /// where they never came as deltas).
-    async fn on_response_event(&mut self, data: &str) -> bool {
-        let Ok(mut event) = serde_json::from_str::<Value>(data) else {
-            return self.send(data).await;
-        };
+    async fn on_response_event(&mut self, mut event: Value) -> bool {
+        super::surface::drop_token_detail(&mut event);
         let kind = event.get("type").and_then(Value::as_str).unwrap_or_default().to_string();
         let at = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
         let (oi, ci, si) = (at("output_index"), at("content_index"), at("summary_index"));
-        if let Some(lane) = response_lane(&kind, oi, ci, si) {
+        // Every delta of text, whatever its kind, is a lane of its own.
+        if let (Some(base), true) = (kind.strip_suffix(".delta"), event.get("delta").is_some_and(Value::is_string)) {
+            let lane = format!("o{oi}/c{ci}/s{si}/{base}");
             let shell = event.clone();
             self.take(&lane, &mut event, "/delta", || (shell, "/delta".to_string()), None);
             return self.audit_and_release(&lane, false).await;
@@ -325,7 +338,9 @@ impl Relay {
                 return false;
             }
         }
-        if ending && !self.replace_whole_texts(&mut event).await {
+        // Every other event's texts are read before it goes out (what repeats a lane's
+        // text gets the lane's released text).
+        if !self.replace_whole_texts(&mut event).await {
             return false;
         }
         self.send_event(&event).await
@@ -334,16 +349,23 @@ impl Relay {
     /// Replaces the whole texts a Responses event repeats by what was released on their
     /// lanes; a text that came on no lane is audited now. False on a deny.
     async fn replace_whole_texts(&mut self, event: &mut Value) -> bool {
-        let root = if event.get("response").is_some() { "/response" } else { "" };
-        let Some(holder) = event.pointer(if root.is_empty() { "" } else { root }).cloned() else { return true };
-        let mut texts = Vec::new();
+        // The whole event, but for what was audited on the way in (the request the
+        // response object repeats) and what is no text.
         let mut scratch = super::surface::Surface::default();
-        for field in ["output", "item", "part", "text", "delta", "arguments", "refusal", "output_text"] {
-            if let Some(v) = holder.get(field) {
-                super::surface::walk_answer_value(v, &format!("{root}/{field}"), &mut scratch);
+        if let Some(map) = event.as_object() {
+            for (k, v) in map {
+                if k == "response" {
+                    for field in ["output", "output_text"] {
+                        if let Some(o) = v.get(field) {
+                            super::surface::walk_answer_value(o, &format!("/response/{field}"), &mut scratch);
+                        }
+                    }
+                } else {
+                    super::surface::walk_answer_value(v, &format!("/{}", super::surface::escape(k)), &mut scratch);
+                }
             }
         }
-        texts.extend(scratch.texts);
+        let texts = scratch.texts;
         let mut fresh = Vec::new();
         for (slot, _, text) in texts {
             let super::openai::Slot::Pointer(p) = slot else { continue };
@@ -407,10 +429,11 @@ impl Relay {
             .into_iter()
             .filter(|d| d.verdict.outcome != Outcome::Proceed)
             .filter(|d| {
+                // A finding seen before on this lane is not recorded again; a deny always is.
                 let keys: Vec<_> = d.verdict.findings.iter().map(|f| (d.auditor, format!("{key}:{}", f.kind), base + f.start)).collect();
                 let new = keys.is_empty() || keys.iter().any(|k| !self.seen.contains(k));
                 self.seen.extend(keys);
-                new
+                new || d.verdict.outcome == Outcome::Deny
             })
             .collect();
         if !fresh.is_empty() {
@@ -497,19 +520,6 @@ impl Relay {
             .collect();
         let _ = record(&self.gw.app, &self.p.info, &quiet, true).await;
     }
-}
-
-/// The lane of a Responses delta event, if it is one.
-fn response_lane(kind: &str, oi: u64, ci: u64, si: u64) -> Option<String> {
-    Some(match kind {
-        "response.output_text.delta" => format!("o{oi}/c{ci}/text"),
-        "response.refusal.delta" => format!("o{oi}/c{ci}/refusal"),
-        "response.function_call_arguments.delta" => format!("o{oi}/arguments"),
-        "response.reasoning_summary_text.delta" => format!("o{oi}/s{si}/summary"),
-        "response.reasoning_text.delta" => format!("o{oi}/c{ci}/reasoning"),
-        "response.custom_tool_call_input.delta" => format!("o{oi}/input"),
-        _ => return None,
-    })
 }
 
 fn find_event_end(buf: &[u8]) -> Option<usize> {

@@ -60,6 +60,8 @@ pub struct Surface {
 #[derive(Clone, Copy, PartialEq)]
 enum Class {
     Plain,
+    /// Asks for an output the gateway cannot read (audio): needs the modality allowed.
+    Output,
     Text,
     /// Text whose object keys are read too (schemas).
     Schema,
@@ -71,11 +73,11 @@ enum Class {
 const PLAIN: &[&str] = &[
     "model", "stream", "stream_options", "temperature", "top_p", "n", "max_tokens", "max_completion_tokens", "max_output_tokens", "presence_penalty",
     "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "seed", "stop", "user", "parallel_tool_calls", "service_tier", "store", "metadata",
-    "modalities", "reasoning_effort", "reasoning", "audio", "safety_identifier", "prompt_cache_key", "best_of", "top_k", "min_p", "repetition_penalty",
+    "reasoning_effort", "reasoning", "safety_identifier", "prompt_cache_key", "best_of", "top_k", "min_p", "repetition_penalty",
     "length_penalty", "stop_token_ids", "include_stop_str_in_output", "ignore_eos", "min_tokens", "skip_special_tokens", "spaces_between_special_tokens",
     "truncate_prompt_tokens", "prompt_logprobs", "allowed_token_ids", "echo", "add_generation_prompt", "continue_final_message", "add_special_tokens",
     "guided_decoding_backend", "guided_whitespace_pattern", "priority", "request_id", "return_tokens_as_token_ids", "cache_salt", "encoding_format",
-    "dimensions", "include", "truncation", "background", "verbosity", "web_search_options",
+    "dimensions", "include", "truncation", "background", "verbosity",
 ];
 
 /// The class of a top-level field of a request to `endpoint`.
@@ -86,12 +88,16 @@ fn class(endpoint: Endpoint, field: &str) -> Option<Class> {
         return Some(Class::Structured);
     }
     match field {
-        "tools" | "functions" | "response_format" | "guided_json" | "structural_tag" => Some(Class::Schema),
+        "tools" | "functions" | "response_format" | "guided_json" | "structural_tag" | "documents" => Some(Class::Schema),
         "text" if endpoint == Responses => Some(Class::Schema),
-        "tool_choice" | "guided_regex" | "guided_choice" | "guided_grammar" | "documents" | "prediction" | "bad_words" => Some(Class::Text),
+        "tool_choice" | "guided_regex" | "guided_choice" | "guided_grammar" | "prediction" | "bad_words" => Some(Class::Text),
         "suffix" if endpoint == Completions => Some(Class::Text),
         "instructions" if endpoint == Responses => Some(Class::Text),
-        "chat_template" | "chat_template_kwargs" | "mm_processor_kwargs" | "logits_processors" | "vllm_xargs" | "kv_transfer_params" => Some(Class::Refused),
+        "chat_template" | "chat_template_kwargs" | "mm_processor_kwargs" | "logits_processors" | "vllm_xargs" | "kv_transfer_params" | "web_search_options" => {
+            Some(Class::Refused)
+        }
+        // Spoken answers: the audio itself is no text the auditors read.
+        "audio" | "modalities" => Some(Class::Output),
         "previous_response_id" | "conversation" | "prompt" if endpoint == Responses => Some(Class::Refused),
         f if PLAIN.contains(&f) => Some(Class::Plain),
         _ => None,
@@ -113,8 +119,26 @@ pub fn request(endpoint: Endpoint, body: &Value, policy: &AgentGateway, tokenize
         let allowed = policy.allow_fields.iter().any(|f| f == field);
         match (class(endpoint, field), allowed) {
             (Some(Class::Plain), _) => {}
+            (Some(Class::Output), _) => {
+                let audio = field == "audio" || value.as_array().is_some_and(|m| m.iter().any(|v| v.as_str() == Some("audio")));
+                if audio && !policy.allow_modalities.contains(&Modality::Audio) {
+                    return Err(Refused {
+                        field: field.clone(),
+                        message: "spoken answers are refused: the gateway cannot read audio. Allow it with spec.agents[].gateway.allowModalities: [audio] (the transcript is read, the audio passes unread and is recorded as such)".into(),
+                        code: "lucid_modality_refused",
+                    });
+                }
+                if audio {
+                    out.unaudited.push(format!("audio answer asked for at {pointer}"));
+                }
+            }
             (Some(Class::Structured), _) => structured(endpoint, value, &pointer, policy, tokenizer, &mut out)?,
-            (Some(Class::Schema), _) => strings(value, &pointer, TOOL_DEFINITION, true, &mut out.texts),
+            (Some(Class::Schema), _) => {
+                if field == "tools" {
+                    hosted_tools(value, policy)?;
+                }
+                strings(value, &pointer, TOOL_DEFINITION, true, &mut out.texts)
+            }
             (Some(Class::Text), _) => strings(value, &pointer, field, false, &mut out.texts),
             // Allowed by name: forwarded, and every string and key in it read.
             (Some(Class::Refused) | None, true) => strings(value, &pointer, field, true, &mut out.texts),
@@ -139,6 +163,23 @@ pub fn request(endpoint: Endpoint, body: &Value, policy: &AgentGateway, tokenize
         }
     }
     Ok(out)
+}
+
+/// Refuses tools the server runs itself (web search, file search, code interpreter,
+/// MCP servers, ...): what they bring back enters the model's context unread. Allowed
+/// by name as `tools.<type>` in `allowFields`.
+fn hosted_tools(tools: &Value, policy: &AgentGateway) -> Result<(), Refused> {
+    for (i, t) in tools.as_array().into_iter().flatten().enumerate() {
+        let kind = t.get("type").and_then(Value::as_str).unwrap_or("function");
+        if !matches!(kind, "function" | "custom") && !policy.allow_fields.iter().any(|f| *f == format!("tools.{kind}")) {
+            return Err(Refused {
+                field: format!("tools/{i}/type"),
+                message: format!("`{kind}` tools are refused: the server runs them and what they return reaches the model unread; allow them for this agent with spec.agents[].gateway.allowFields: [tools.{kind}]"),
+                code: "lucid_field_refused",
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The structured field of an endpoint: messages, a prompt or an input.
@@ -200,9 +241,12 @@ fn walk(value: &Value, pointer: &str, role: &str, policy: &AgentGateway, out: &m
             }
         }
         Value::Object(map) => {
-            // A content part: by its kind.
-            if let Some(kind) = map.get("type").and_then(Value::as_str) {
-                if let Some(modality) = modality(kind) {
+            // Media, by its kind or by the fields that carry it (servers infer the kind
+            // from them when `type` is missing or says text).
+            let by_kind = map.get("type").and_then(Value::as_str).and_then(modality);
+            let by_field = map.keys().find_map(|k| media_field(k));
+            if let Some(modality) = by_kind.or(by_field) {
+                {
                     if !policy.allow_modalities.contains(&modality) {
                         return Err(Refused {
                             field: pointer.trim_start_matches('/').to_string(),
@@ -217,12 +261,27 @@ fn walk(value: &Value, pointer: &str, role: &str, policy: &AgentGateway, out: &m
                     out.unaudited.push(format!("{} at {pointer}", modality.as_str()));
                     return Ok(());
                 }
+            }
+            if let Some(kind) = map.get("type").and_then(Value::as_str) {
                 if kind == "item_reference" {
                     return Err(Refused {
                         field: pointer.trim_start_matches('/').to_string(),
                         message: "item references are refused: they bring in stored items the gateway cannot read".into(),
                         code: "lucid_field_refused",
                     });
+                }
+            }
+            // Templates render the role and ids as they are: only known roles, and ids
+            // that are identifiers, not text.
+            if let Some(r) = map.get("role") {
+                if !r.as_str().is_some_and(|r| ROLES.contains(&r)) {
+                    // The role itself is not echoed: it may carry what the auditors look for.
+                    return Err(malformed(&format!("{pointer}/role"), &format!("unknown role ({}): one of {}", kind(r), ROLES.join(", "))));
+                }
+            }
+            for id in ["id", "tool_call_id", "call_id"] {
+                if let Some(v) = map.get(id).filter(|v| !v.as_str().is_some_and(is_identifier)) {
+                    return Err(malformed(&format!("{pointer}/{id}"), &format!("`{id}` must be an identifier (letters, digits, `_`, `-`, `.`, `:`; at most 128), not {}", kind(v))));
                 }
             }
             let role = map.get("role").and_then(Value::as_str).unwrap_or(role);
@@ -239,6 +298,27 @@ fn walk(value: &Value, pointer: &str, role: &str, policy: &AgentGateway, out: &m
         _ => {}
     }
     Ok(())
+}
+
+/// The roles a message may have.
+const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool", "function"];
+
+/// Whether an id is an identifier (what templates may render as it is).
+fn is_identifier(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// The modality of a field that carries media (or a reference to it), if it is one.
+fn media_field(key: &str) -> Option<Modality> {
+    match key {
+        "image_url" | "image_embeds" | "image_pil" | "input_image" | "image" => Some(Modality::Image),
+        "input_audio" | "audio_url" | "audio_embeds" => Some(Modality::Audio),
+        "file" | "file_data" | "file_id" | "file_url" | "input_file" => Some(Modality::File),
+        "video_url" | "video" | "video_embeds" => Some(Modality::Video),
+        // A reference to media the server already holds.
+        "uuid" => Some(Modality::File),
+        _ => None,
+    }
 }
 
 /// The modality of a content part's kind, if it is not text.
@@ -338,14 +418,21 @@ pub fn walk_answer_value(value: &Value, pointer: &str, out: &mut Surface) {
     }
 }
 
-/// Removes what repeats an answer's text token by token (logprobs, token ids), once the
-/// text has been redacted: the tokens would give back what was taken out.
+/// Removes what repeats an answer's text in another form (logprobs and token ids, token
+/// by token; the audio of a transcript): once the text has been redacted, or before a
+/// stream event goes out ahead of the hold-back, it would give back what was read.
 pub fn drop_token_detail(body: &mut Value) {
     match body {
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
                 if matches!(k.as_str(), "logprobs" | "top_logprobs" | "token_ids") {
                     *v = Value::Null;
+                } else if k == "audio" {
+                    // The spoken form of a (redacted) transcript says what was taken out.
+                    if let Some(audio) = v.as_object_mut() {
+                        audio.remove("data");
+                    }
+                    drop_token_detail(v);
                 } else {
                     drop_token_detail(v);
                 }
@@ -442,7 +529,7 @@ mod tests {
                 0 => json!(words[(next() % words.len() as u64) as usize]),
                 1 => json!(next() % 70_000),
                 2 => json!(null),
-                3 => json!(next() % 2 == 0),
+                3 => json!(next().is_multiple_of(2)),
                 4 => Value::Array((0..next() % 4).map(|_| json!(next() % 100_000)).collect()),
                 5 => Value::Array((0..next() % 4).map(|_| value(next, words, depth + 1)).collect()),
                 _ => Value::Object((0..next() % 4).map(|_| (words[(next() % words.len() as u64) as usize].to_string(), value(next, words, depth + 1))).collect()),
@@ -461,7 +548,7 @@ mod tests {
                     let slots: Vec<Slot> = read.texts.iter().map(|(s, ..)| s.clone()).collect();
                     let originals: Vec<String> = read.texts.iter().map(|(_, _, t)| t.clone()).collect();
                     let subject = crate::audit::Subject::new(read.texts.into_iter().map(|(_, r, t)| (r, format!("{t}!"))));
-                    super::super::openai::write_back(&mut body, &slots, &subject, &originals, tok.as_ref());
+                    let _ = super::super::openai::write_back(&mut body, &slots, &subject, &originals, tok.as_ref());
                 }
                 let _ = response(endpoint, &body);
             }
