@@ -402,31 +402,32 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.strip_prefix("Bearer ").map(str::trim)
 }
 
-async fn chat_completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    let mut p = match prepare(&gw, &headers, &raw, Endpoint::Chat).await {
+/// Audits and forwards one generation request; conversations (chat and Responses) carry
+/// a canary in their system prompt, plain completions have nowhere to put one.
+async fn generate(gw: Arc<GatewayState>, headers: &HeaderMap, raw: &[u8], endpoint: Endpoint) -> Response {
+    let mut p = match prepare(&gw, headers, raw, endpoint).await {
         Ok(p) => p,
         Err(r) => return r,
     };
-    let canary = p.route.add_canary(&mut p.body);
-    proxy::forward(gw, p, Endpoint::Chat, canary).await
+    let canary = match endpoint {
+        Endpoint::Completions => None,
+        _ => p.route.add_canary(&mut p.body),
+    };
+    proxy::forward(gw, p, endpoint, canary).await
+}
+
+async fn chat_completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
+    generate(gw, &headers, &raw, Endpoint::Chat).await
 }
 
 async fn completions(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    match prepare(&gw, &headers, &raw, Endpoint::Completions).await {
-        Ok(p) => proxy::forward(gw, p, Endpoint::Completions, None).await,
-        Err(r) => r,
-    }
+    generate(gw, &headers, &raw, Endpoint::Completions).await
 }
 
 /// `POST /v1/responses` (the Responses API): audited as chat is, answers and streamed
 /// events included.
 async fn responses(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {
-    let mut p = match prepare(&gw, &headers, &raw, Endpoint::Responses).await {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
-    let canary = p.route.add_canary(&mut p.body);
-    proxy::forward(gw, p, Endpoint::Responses, canary).await
+    generate(gw, &headers, &raw, Endpoint::Responses).await
 }
 
 async fn embeddings(State(gw): State<Arc<GatewayState>>, headers: HeaderMap, raw: axum::body::Bytes) -> Response {

@@ -389,22 +389,32 @@ impl Relay {
             decisions.push(d);
         }
         let notable: Vec<Decision> = decisions.into_iter().filter(|d| d.verdict.outcome != Outcome::Proceed).collect();
-        if !notable.is_empty() {
-            self.flagged.extend(notable.iter().map(|d| d.auditor));
-            if record(&self.gw.app, &self.p.info, &notable, true).await.is_err() {
-                let err = error_body("lucid cannot record evidence; the stream stops (fail closed)", "server_error", "lucid_ledger_unavailable", None);
-                self.send(&err.to_string()).await;
-                return false;
-            }
-            if let Some(d) = notable.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
-                self.send(&blocked_body(&self.p.info, d).to_string()).await;
-                return false;
-            }
+        if !self.report(&notable).await {
+            return false;
         }
         for ((p, _), seg) in fresh.iter().zip(&subject.segments) {
             if let Some(v) = event.pointer_mut(p) {
                 *v = Value::String(seg.original.clone());
             }
+        }
+        true
+    }
+
+    /// Records a chunk's notable decisions and stops the stream on a deny or when the
+    /// evidence cannot be written (fail closed); true when the stream goes on.
+    async fn report(&mut self, notable: &[Decision]) -> bool {
+        if notable.is_empty() {
+            return true;
+        }
+        self.flagged.extend(notable.iter().map(|d| d.auditor));
+        if record(&self.gw.app, &self.p.info, notable, true).await.is_err() {
+            let err = error_body("lucid cannot record evidence; the stream stops (fail closed)", "server_error", "lucid_ledger_unavailable", None);
+            self.send(&err.to_string()).await;
+            return false;
+        }
+        if let Some(d) = notable.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
+            self.send(&blocked_body(&self.p.info, d).to_string()).await;
+            return false;
         }
         true
     }
@@ -436,17 +446,8 @@ impl Relay {
                 new || d.verdict.outcome == Outcome::Deny
             })
             .collect();
-        if !fresh.is_empty() {
-            self.flagged.extend(fresh.iter().map(|d| d.auditor));
-            if record(&self.gw.app, &self.p.info, &fresh, true).await.is_err() {
-                let err = error_body("lucid cannot record evidence; the stream stops (fail closed)", "server_error", "lucid_ledger_unavailable", None);
-                self.send(&err.to_string()).await;
-                return false;
-            }
-            if let Some(d) = fresh.iter().find(|d| d.verdict.outcome == Outcome::Deny) {
-                self.send(&blocked_body(&self.p.info, d).to_string()).await;
-                return false;
-            }
+        if !self.report(&fresh).await {
+            return false;
         }
         let blocks = self.p.route.chain.blocks;
         let Some(lane) = self.lanes.get_mut(key) else { return true };
