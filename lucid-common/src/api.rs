@@ -79,6 +79,9 @@ pub struct Status {
     /// How approved models are watched for changes.
     #[serde(default)]
     pub integrity_watch: WatchStatus,
+    /// The TPM, the anchor counter and passports.
+    #[serde(default)]
+    pub attestation: AttestStatus,
     /// The control inventory: every SOC 2 control of every agent, whether it operates,
     /// by what, and if not, why.
     #[serde(default)]
@@ -499,4 +502,67 @@ pub struct WatchStatus {
     /// Minutes between full re-verifications in force (none while the watch is off).
     #[serde(default)]
     pub recheck_minutes: Option<u64>,
+}
+
+/// The TPM as `status` and `lucidctl attest show` report it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestStatus {
+    /// `auto`, `required` or `off` (spec.attestation.tpm).
+    pub mode: String,
+    /// How the TPM is reached.
+    pub tcti: String,
+    /// Whether a TPM was provisioned at start.
+    pub available: bool,
+    /// Why there is no TPM (passports are unanchored).
+    #[serde(default)]
+    pub unavailable: Option<String>,
+    /// The endorsement key's TPM name (hex).
+    #[serde(default)]
+    pub ek_name: Option<String>,
+    /// Whether the TPM holds an EK certificate.
+    #[serde(default)]
+    pub ek_certificate: bool,
+    /// The attestation key's TPM name (hex).
+    #[serde(default)]
+    pub ak_name: Option<String>,
+    /// The PCR lucidd extends with what it launched.
+    pub application_pcr: u32,
+    /// The NV anchor counter's last known value.
+    #[serde(default)]
+    pub anchor_counter: Option<u64>,
+    /// The TPM is failing now: the first error.
+    #[serde(default)]
+    pub failing: Option<String>,
+    /// ... since then.
+    #[serde(default)]
+    pub failing_since_ns: Option<u64>,
+    /// TPM operations that failed since start.
+    #[serde(default)]
+    pub failures: u64,
+    /// Minutes between passports.
+    pub passport_interval_minutes: u64,
+    /// Checkpoints between anchors.
+    pub anchor_every_checkpoints: u64,
+    /// The latest passport: its id, sequence number in the ledger and period end.
+    #[serde(default)]
+    pub latest_passport: Option<PassportSummary>,
+}
+
+/// One passport as `passport list` shows it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PassportSummary {
+    /// Passport id (its number in this host's chain, from 1).
+    pub number: u64,
+    /// SHA-256 of the envelope's payload (what the next passport links to).
+    pub digest: String,
+    /// The ledger record that holds it.
+    pub record_seq: u64,
+    /// Period start (ns since the epoch).
+    pub from_ns: u64,
+    /// Period end.
+    pub to_ns: u64,
+    /// Whether a TPM quote and anchor bind it.
+    pub anchored: bool,
+    /// Ledger checkpoint size it covers.
+    pub checkpoint_size: u64,
 }

@@ -12,7 +12,10 @@
 //! * [`manifest`]: model manifests in the OpenSSF model_signing v1.0 format,
 //! * [`export`]: the binary stream the daemon serves for verification, and the
 //!   streaming [`export::Verifier`] that recomputes the tree from it,
-//! * [`api`]: request and response bodies of the control API.
+//! * [`api`]: request and response bodies of the control API,
+//! * [`tpm`]: TPM quotes, NV certifications and the measured-boot event log, checked
+//!   without a TPM,
+//! * [`passport`]: AI passports and their offline verification.
 //!
 //! Always (also without `std`): [`probe`], the events and map keys the eBPF programs
 //! share with the daemon. With `btf` (std, no aya): [`btf`], the kernel struct offsets
@@ -49,4 +52,8 @@ pub mod manifest;
 #[cfg(feature = "user")]
 pub mod merkle;
 #[cfg(feature = "user")]
+pub mod passport;
+#[cfg(feature = "user")]
 pub mod record;
+#[cfg(feature = "user")]
+pub mod tpm;

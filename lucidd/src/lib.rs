@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod attest;
 pub mod audit;
 pub mod config;
 pub mod control;
@@ -17,4 +18,5 @@ pub mod gateway;
 pub mod infer;
 pub mod integrity;
 pub mod ledger;
+pub mod passport;
 pub mod test_support;

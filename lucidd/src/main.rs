@@ -31,6 +31,10 @@ struct Cli {
     /// Gateway address, overriding spec.gateway.listen (port 0: any free port).
     #[arg(long, value_name = "ADDR")]
     listen: Option<std::net::SocketAddr>,
+    /// Start although the TPM's anchor counter shows the ledger was rolled back
+    /// (records and checkpoints removed). The finding and the acceptance are recorded.
+    #[arg(long)]
+    accept_rollback: bool,
 }
 
 #[derive(Subcommand)]
@@ -101,6 +105,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
             config: cli.config,
             control_group: cli.control_group,
             listen: cli.listen,
+            accept_rollback: cli.accept_rollback,
         }
     } else {
         DaemonOptions {
@@ -110,6 +115,7 @@ fn run_daemon(cli: Cli) -> ExitCode {
             config: Some(cli.config.unwrap_or_else(|| PathBuf::from("/etc/lucid/lucid.yaml"))),
             control_group: cli.control_group,
             listen: cli.listen,
+            accept_rollback: cli.accept_rollback,
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

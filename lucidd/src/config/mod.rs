@@ -108,6 +108,72 @@ pub struct Spec {
     pub gateway: Gateway,
     /// Agents.
     pub agents: Vec<Agent>,
+    /// TPM, measured launch, anchoring and passports (defaults filled in).
+    pub attestation: Attestation,
+}
+
+/// Resolved `spec.attestation`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attestation {
+    /// Whether a TPM is used.
+    pub tpm: model::TpmMode,
+    /// How to reach it.
+    pub tcti: String,
+    /// The application PCR for measured launch.
+    pub application_pcr: u32,
+    /// The firmware event log.
+    pub event_log: String,
+    /// Minutes between passports.
+    pub passport_interval_minutes: u64,
+    /// Anchor every Nth checkpoint.
+    pub anchor_every_checkpoints: u64,
+}
+
+impl Default for Attestation {
+    fn default() -> Self {
+        Attestation {
+            tpm: model::TpmMode::Auto,
+            tcti: "device:/dev/tpmrm0".into(),
+            application_pcr: 23,
+            event_log: "/sys/kernel/security/tpm0/binary_bios_measurements".into(),
+            passport_interval_minutes: 60,
+            anchor_every_checkpoints: 360,
+        }
+    }
+}
+
+fn resolve_attestation(raw: Option<model::RawAttestation>, file: &str) -> Result<Attestation, ConfigError> {
+    let mut a = Attestation::default();
+    let Some(raw) = raw else { return Ok(a) };
+    if let Some(t) = raw.tpm {
+        a.tpm = t;
+    }
+    if let Some(t) = raw.tcti {
+        a.tcti = t;
+    }
+    if let Some(l) = raw.event_log {
+        a.event_log = l;
+    }
+    if let Some(p) = raw.application_pcr {
+        if !(p.value == 16 || p.value == 23) {
+            return Err(ConfigError::at(file, p.referenced, format!("applicationPcr must be 16 or 23 (the PCRs an application may reset and extend), found {}", p.value)));
+        }
+        a.application_pcr = p.value;
+    }
+    if let Some(m) = raw.passport_interval_minutes {
+        if m.value == 0 {
+            return Err(ConfigError::at(file, m.referenced, "passportIntervalMinutes must be at least 1"));
+        }
+        a.passport_interval_minutes = m.value;
+    }
+    if let Some(n) = raw.anchor_every_checkpoints {
+        if n.value == 0 {
+            return Err(ConfigError::at(file, n.referenced, "anchorEveryCheckpoints must be at least 1"));
+        }
+        a.anchor_every_checkpoints = n.value;
+    }
+    Ok(a)
 }
 
 /// A resolved agent.
@@ -321,7 +387,12 @@ fn resolve(raw: RawEnvironment, file: &str) -> Result<Environment, ConfigError> 
         api_version: raw.api_version.value,
         kind: raw.kind.value,
         metadata: raw.metadata,
-        spec: Spec { infrastructure: raw.spec.infrastructure, gateway: raw.spec.gateway.unwrap_or_default(), agents },
+        spec: Spec {
+            infrastructure: raw.spec.infrastructure,
+            gateway: raw.spec.gateway.unwrap_or_default(),
+            agents,
+            attestation: resolve_attestation(raw.spec.attestation, file)?,
+        },
     })
 }
 

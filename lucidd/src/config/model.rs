@@ -62,6 +62,52 @@ pub struct RawSpec {
     pub gateway: Option<Gateway>,
     /// The models served behind lucidd, each with its audit chain.
     pub agents: Vec<RawAgent>,
+    /// The TPM, measured launch, ledger anchoring and AI passports.
+    #[serde(default)]
+    pub attestation: Option<RawAttestation>,
+}
+
+/// `spec.attestation`, as written (checked in `config::resolve`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAttestation {
+    /// `auto` (use the TPM where there is one), `required` (refuse to start without
+    /// one) or `off`.
+    #[serde(default)]
+    pub tpm: Option<TpmMode>,
+    /// How to reach the TPM: `device:/dev/tpmrm0` (the default), `swtpm:host=H,port=P`,
+    /// `tabrmd:`.
+    #[serde(default)]
+    pub tcti: Option<String>,
+    /// The application PCR lucidd extends with what it launched (16 or 23).
+    #[serde(default)]
+    #[schemars(with = "Option<u32>")]
+    pub application_pcr: Option<Spanned<u32>>,
+    /// The firmware event log (TCG PC Client, crypto-agile).
+    #[serde(default)]
+    pub event_log: Option<String>,
+    /// Minutes between passports (at least 1).
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub passport_interval_minutes: Option<Spanned<u64>>,
+    /// Anchor every Nth checkpoint in the TPM's NV counter (at least 1). Each anchor is
+    /// one NV write; TPMs limit NV writes, so the default anchors about once an hour at
+    /// the default checkpoint interval, and every passport is anchored as well.
+    #[serde(default)]
+    #[schemars(with = "Option<u64>")]
+    pub anchor_every_checkpoints: Option<Spanned<u64>>,
+}
+
+/// Whether lucidd uses a TPM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TpmMode {
+    /// Use the TPM where the TCTI reaches one; otherwise run unanchored and say so.
+    Auto,
+    /// Refuse to start without a working TPM.
+    Required,
+    /// Do not use a TPM; passports are unanchored.
+    Off,
 }
 
 /// `spec.gateway`.

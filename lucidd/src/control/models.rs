@@ -216,6 +216,7 @@ async fn commit(
     };
     state.models.commit(approval.clone()).map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "store_failed", e.to_string()))?;
     state.watch.refresh();
+    state.measure(&format!("model:{}", approval.id), approval.manifest.subject_digest()).await;
     Ok(status_of(&approval))
 }
 

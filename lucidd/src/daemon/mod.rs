@@ -2,6 +2,7 @@
 //! the sinks and the timers, tell systemd it is ready, then react to signals.
 
 pub mod hostkey;
+pub mod measured;
 pub mod notify;
 pub mod retention;
 pub mod runtime;
@@ -33,6 +34,8 @@ pub struct DaemonOptions {
     pub control_group: String,
     /// Gateway address overriding `spec.gateway.listen` (port 0 picks a free port).
     pub listen: Option<std::net::SocketAddr>,
+    /// Start although the TPM shows the ledger was rolled back (recorded).
+    pub accept_rollback: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -51,6 +54,7 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     let key = hostkey::load_or_create(&opts.state_dir.join("host.key"))?;
     // The host key signs approved model manifests too.
     let manifest_key = key.clone();
+    let host_key = Arc::new(key.clone());
     let pii_hash_key: [u8; 32] = {
         use sha2::Digest as _;
         let mut h = sha2::Sha256::new();
@@ -69,6 +73,18 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         Ledger::open(LedgerOptions::new(opts.state_dir.join("ledger.redb"), origin), key)
             .with_context(|| format!("opening the ledger in {}", opts.state_dir.display()))?,
     );
+    // The TSS libraries print their own errors to stderr; lucidd reports TPM failures
+    // itself (status, ledger), with the TCTI and what was asked.
+    if std::env::var_os("TSS2_LOG").is_none() {
+        std::env::set_var("TSS2_LOG", "all+NONE");
+    }
+    let settings = env.spec.attestation.clone();
+    let attestor = Arc::new(
+        tokio::task::spawn_blocking(move || crate::attest::Attestor::start(&settings))
+            .await
+            .context("starting the TPM")?
+            .context("spec.attestation.tpm is `required` and the TPM could not be used")?,
+    );
     let control_gid = nix::unistd::Group::from_name(&opts.control_group).ok().flatten().map(|g| g.gid.as_raw());
     let run = RunInfo {
         mode: opts.mode,
@@ -79,16 +95,25 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
         control_gid,
         pii_hash_key,
         gateway_addr,
+        host_key,
     };
     let keys = crate::access::KeyStore::open(opts.state_dir.join("keys.json"))?;
     let models = crate::integrity::approvals::Approvals::load(opts.state_dir.join("models"), manifest_key);
     let watch_plan = runtime.watch.clone();
-    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys, models, runtime.watch));
+    let state = Arc::new(AppState::new(ledger.clone(), run, env, source, keys, models, runtime.watch, attestor.clone()));
+    if let Err(message) = crate::attest::anchor::check_on_start(&ledger, &attestor, opts.accept_rollback).await {
+        tracing::error!("{message}");
+        ledger.shutdown().await;
+        anyhow::bail!("{message}");
+    }
     state.routes.install(runtime.routes);
     if let Err(e) = state.record_start().await {
         // Keep serving reads (status, verify) so the operator can see why.
         tracing::error!(error = %e, "could not record the start in the ledger; lucidd runs failed closed");
     }
+    state.measure_launch().await;
+    crate::attest::anchor::spawn(ledger.clone(), attestor.clone());
+    crate::passport::spawn(state.clone());
     crate::export::journald::spawn(state.clone(), opts.state_dir.join("journald.cursor"));
     crate::integrity::watch::judge::spawn(state.clone(), watch_plan);
 
@@ -154,7 +179,8 @@ pub async fn run(opts: DaemonOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hostname() -> String {
+/// This host's name (checkpoint origin, passports).
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .ok()

@@ -116,6 +116,8 @@ pub struct RunInfo {
     pub pii_hash_key: [u8; 32],
     /// Where the gateway listens.
     pub gateway_addr: Option<std::net::SocketAddr>,
+    /// The host key: signs passports (the ledger's writer holds its own copy).
+    pub host_key: Arc<ed25519_dalek::SigningKey>,
 }
 
 /// Shared daemon state.
@@ -134,6 +136,8 @@ pub struct AppState {
     pub models: crate::integrity::approvals::Approvals,
     /// The watch on approved models.
     pub watch: crate::integrity::watch::Watch,
+    /// The TPM (or why there is none).
+    pub attest: Arc<crate::attest::Attestor>,
     config: RwLock<Arc<ActiveConfig>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -148,6 +152,7 @@ impl AppState {
         keys: crate::access::KeyStore,
         models: crate::integrity::approvals::Approvals,
         watch: WatchPlan,
+        attest: Arc<crate::attest::Attestor>,
     ) -> AppState {
         let active = ActiveConfig { digest: env.digest(), env, source, applied_ns: now_ns(), record_seq: None, watch };
         AppState {
@@ -158,6 +163,7 @@ impl AppState {
             routes: crate::gateway::routes::RouteCache::default(),
             models,
             watch: Default::default(),
+            attest,
             config: RwLock::new(Arc::new(active)),
             apply_lock: tokio::sync::Mutex::new(()),
         }
@@ -257,6 +263,9 @@ impl AppState {
             }
             warnings.push(warning);
         }
+        if old.digest != new.digest {
+            self.measure_config().await;
+        }
         tracing::info!(seq = receipt.seq, old = %old.digest, new = %new.digest, changes = changes.len(), "configuration applied");
         Ok(ApplyResponse { seq: receipt.seq, old_digest: old.digest.clone(), new_digest: new.digest, changes, warnings })
     }
@@ -355,6 +364,11 @@ impl AppState {
             classifier_note: crate::infer::service::unavailable(),
             controls: inventory,
             warnings,
+            attestation: {
+                let mut a = self.attest.status();
+                a.latest_passport = crate::passport::latest(self).ok().flatten().as_ref().and_then(crate::passport::summary_of);
+                a
+            },
             integrity_watch: {
                 let i = self.watch.info();
                 let recheck_minutes = self.watch.plan().filter(|p| p.enabled).map(|p| p.recheck.as_secs() / 60);
@@ -371,6 +385,9 @@ fn needs_restart(old: &Environment, new: &Environment) -> Vec<&'static str> {
     let mut keys = Vec::new();
     if old.spec.gateway.listen != new.spec.gateway.listen {
         keys.push("spec.gateway.listen");
+    }
+    if old.spec.attestation != new.spec.attestation {
+        keys.push("spec.attestation");
     }
     keys
 }

@@ -86,6 +86,39 @@ impl Ledger {
         Ok(out)
     }
 
+    /// The newest record for which `keep` holds, read from the end backwards (the
+    /// latest anchor, passport or launch measurement without reading the whole ledger).
+    pub fn last_matching(&self, keep: impl Fn(&Record) -> bool) -> Result<Option<Record>, LedgerError> {
+        let mut found = None;
+        self.scan_back(|r| {
+            if keep(r) {
+                found = Some(r.clone());
+                false
+            } else {
+                true
+            }
+        })?;
+        Ok(found)
+    }
+
+    /// Visits stored records newest first while `visit` returns true.
+    pub fn scan_back(&self, mut visit: impl FnMut(&Record) -> bool) -> Result<(), LedgerError> {
+        let txn = self.read_txn()?;
+        let batches = txn.open_table(store::BATCHES).map_err(StoreError::from)?;
+        let bodies = txn.open_table(store::BODIES).map_err(StoreError::from)?;
+        for item in batches.iter().map_err(StoreError::from)?.rev() {
+            let (k, v) = item.map_err(StoreError::from)?;
+            let header = store::batch_header(k.value(), v.value())?;
+            let batch = store::decode_batch(k.value(), header, &store::read_body(&bodies, k.value())?)?;
+            for (i, bytes) in batch.records()?.into_iter().enumerate().rev() {
+                if !visit(&decode(batch.first_seq + i as u64, bytes)?) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The newest `limit` matches, read from the end backwards, so `lucidctl logs` on a
     /// large ledger does not decompress all of it.
     fn query_tail(&self, q: &LogQuery, limit: u64) -> Result<Vec<Record>, LedgerError> {

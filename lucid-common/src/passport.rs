@@ -1,0 +1,687 @@
+//! AI passports: what a host states about a period (its identity, what it booted and
+//! launched, its models, its controls and its ledger), signed by the host key and, where
+//! the host has a TPM, quoted by the TPM's attestation key and anchored in its NV
+//! counter; and their offline verification, which needs nothing but the files.
+//!
+//! A passport is a DSSE envelope of an in-toto Statement v1 whose predicate type is
+//! [`PREDICATE_TYPE`]. The TPM quote's qualifying data is
+//! `SHA-256("lucid/passport/v1\n" || canonical JSON of the statement without
+//! predicate.tpm)`, so the TPM vouches for every claim; the host key signs the whole.
+//!
+//! The verifier's answer follows the RATS vocabulary: the passport is Evidence, and
+//! [`Appraisal`] is the Attestation Result, one [`Claim`] per thing checked, each
+//! `affirming`, `warning` or `contraindicated` (EAR).
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{Checkpoint, VerifierKey};
+use crate::dsse::Envelope;
+use crate::tpm::eventlog::{EventLog, SecureBoot};
+use crate::tpm::wire::{AkPublic, Attest, Attested, ClockInfo};
+use crate::tpm::{extend_all, pcr_composite, sha256};
+
+/// The in-toto predicate type of a Lucid passport.
+pub const PREDICATE_TYPE: &str = "https://lucid.dev/passport/v1";
+/// The in-toto Statement type.
+pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
+/// Domain tag of the quote's qualifying data.
+pub const QUOTE_DOMAIN: &[u8] = b"lucid/passport/v1\n";
+/// Domain tag of an anchor's qualifying data (the NV certification).
+pub const ANCHOR_DOMAIN: &[u8] = b"lucid/anchor/v1\n";
+
+/// The in-toto Statement a passport envelope carries.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Statement {
+    /// [`STATEMENT_TYPE`].
+    #[serde(rename = "_type")]
+    pub statement_type: String,
+    /// What the statement is about: the ledger checkpoint and each approved model.
+    pub subject: Vec<Subject>,
+    /// [`PREDICATE_TYPE`].
+    #[serde(rename = "predicateType")]
+    pub predicate_type: String,
+    /// The passport.
+    pub predicate: Passport,
+}
+
+/// An in-toto subject.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Subject {
+    /// `ledger-checkpoint` or `model:<id>`.
+    pub name: String,
+    /// `{"sha256": hex}`.
+    pub digest: BTreeMap<String, String>,
+}
+
+/// The predicate: one period of one host.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Passport {
+    /// Position in this host's chain, from 1.
+    pub number: u64,
+    /// The period it covers.
+    pub period: Period,
+    /// SHA-256 (hex) of the previous passport's payload; `None` for the first.
+    pub previous: Option<String>,
+    /// Who the host is.
+    pub host: Host,
+    /// What it booted.
+    pub boot: Boot,
+    /// What lucidd launched with.
+    pub launch: Launch,
+    /// The approved models and their integrity.
+    pub models: Vec<ModelClaim>,
+    /// The controls over the period.
+    pub controls: Controls,
+    /// Stretches of the period without evidence, and why.
+    pub gaps: Vec<Gap>,
+    /// The ledger the period is in.
+    pub ledger: LedgerClaim,
+    /// GPUs (NVML identity), where NVML is present.
+    #[serde(default)]
+    pub gpus: Vec<serde_json::Value>,
+    /// The TPM's quote; `None` when the passport is unanchored.
+    pub tpm: Option<TpmClaim>,
+    /// Why there is no TPM evidence.
+    #[serde(default)]
+    pub unanchored: Option<String>,
+}
+
+/// A period, ns since the epoch, `[from, to)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    /// Start.
+    pub from_ns: u64,
+    /// End.
+    pub to_ns: u64,
+}
+
+/// The host's identity.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Host {
+    /// Hostname.
+    pub hostname: String,
+    /// /etc/machine-id.
+    pub machine_id: Option<String>,
+    /// The host key as a signed-note verifier key (signs checkpoints and passports).
+    pub ledger_key: String,
+    /// The EK's TPM name (hex).
+    pub ek_name: Option<String>,
+    /// The EK certificate (DER, base64), where the TPM holds one.
+    pub ek_certificate: Option<String>,
+    /// The AK's marshalled TPMT_PUBLIC (base64).
+    pub ak_public: Option<String>,
+}
+
+/// Measured boot.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Boot {
+    /// The firmware's event log (base64), as read from securityfs.
+    pub event_log: Option<String>,
+    /// Why there is none.
+    pub event_log_error: Option<String>,
+}
+
+/// One extension of the application PCR, as recorded in the ledger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measurement {
+    /// The ledger record.
+    pub seq: u64,
+    /// `lucidd`, `config`, `model:<id>`.
+    pub what: String,
+    /// The digest extended (hex).
+    pub digest: String,
+    /// The PCR before (hex).
+    pub before: String,
+    /// The PCR after (hex).
+    pub after: String,
+}
+
+/// Measured launch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    /// The application PCR.
+    pub pcr: u32,
+    /// SHA-256 of the running lucidd binary (hex).
+    pub lucidd: Option<String>,
+    /// Digest of the configuration in force.
+    pub config_digest: String,
+    /// Every extension since the PCR was last reset (boot), oldest first.
+    pub measurements: Vec<Measurement>,
+}
+
+/// One approved model.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelClaim {
+    /// Short id.
+    pub id: String,
+    /// Path.
+    pub path: String,
+    /// Manifest digest (hex).
+    pub digest: String,
+    /// Latest verification: `verified`, `modified`, ...
+    pub state: String,
+    /// Integrity records in the period.
+    pub changes_in_period: u64,
+}
+
+/// The controls over the period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Controls {
+    /// The control inventory at the end of the period (what operates, by what).
+    pub inventory: Vec<crate::api::ControlStatus>,
+    /// Per SOC 2 control: what the ledger holds for it in the period.
+    pub per_control: BTreeMap<String, ControlPeriod>,
+    /// Configuration digests in force during the period, with the record that applied each.
+    pub configs: Vec<ConfigInForce>,
+    /// Seconds lucidd ran in the period.
+    pub operating_s: u64,
+    /// `operating_s` over the period's length, in percent.
+    pub coverage_pct: f64,
+}
+
+/// One control over a period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ControlPeriod {
+    /// Records evidencing it.
+    pub records: u64,
+    /// Decisions by outcome (`proceed`, `warn`, `redact`, `deny`, ...).
+    pub decisions: BTreeMap<String, u64>,
+    /// Sequence numbers of records at warning severity or above (at most 1,000 listed).
+    pub exceptions: Vec<u64>,
+    /// Exceptions in all, listed or not.
+    pub exception_count: u64,
+}
+
+/// A configuration in force during a period.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigInForce {
+    /// Its digest.
+    pub digest: String,
+    /// The record that loaded or applied it (none: in force since before the period).
+    pub record_seq: Option<u64>,
+    /// When it took effect.
+    pub since_ns: u64,
+}
+
+/// A stretch without evidence.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Start.
+    pub from_ns: u64,
+    /// End.
+    pub to_ns: u64,
+    /// `daemon stopped`, `daemon crashed`, `tpm failing`, ...
+    pub cause: String,
+}
+
+/// The ledger at the end of the period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LedgerClaim {
+    /// The signed checkpoint note covering the period.
+    pub checkpoint: String,
+    /// The previous passport's checkpoint note.
+    pub previous_checkpoint: Option<String>,
+    /// Consistency proof from the previous checkpoint to this one (hex hashes).
+    pub consistency: Vec<String>,
+    /// The NV anchor binding the checkpoint, where there is a TPM.
+    pub anchor: Option<AnchorClaim>,
+}
+
+/// The TPM's NV certification of the anchor counter, bound to the checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorClaim {
+    /// Counter value.
+    pub counter: u64,
+    /// `TPMS_ATTEST` (base64).
+    pub attest: String,
+    /// AK signature (base64 `TPMT_SIGNATURE`).
+    pub signature: String,
+}
+
+/// The TPM quote over the statement.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TpmClaim {
+    /// `TPMS_ATTEST` (base64).
+    pub quote: String,
+    /// AK signature (base64 `TPMT_SIGNATURE`).
+    pub signature: String,
+    /// The quoted PCR values (SHA-256 bank), by index, hex.
+    pub pcrs: BTreeMap<u32, String>,
+    /// The TPM clock from the quote (reset and restart counts make reboots explicit).
+    pub clock: Option<ClockInfo>,
+}
+
+/// JSON with object keys sorted at every level and no insignificant whitespace: what
+/// the quote's qualifying data hashes, independent of how a file was written.
+pub fn canonical(value: &serde_json::Value) -> Vec<u8> {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push(b'{');
+                for (i, k) in keys.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(serde_json::Value::String((*k).clone()).to_string().as_bytes());
+                    out.push(b':');
+                    if let Some(child) = map.get(*k) {
+                        write(child, out);
+                    }
+                }
+                out.push(b'}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write(item, out);
+                }
+                out.push(b']');
+            }
+            other => out.extend_from_slice(other.to_string().as_bytes()),
+        }
+    }
+    let mut out = Vec::new();
+    write(value, &mut out);
+    out
+}
+
+impl Statement {
+    /// The qualifying data of the TPM quote: binds every claim except the quote itself.
+    pub fn quote_binding(&self) -> [u8; 32] {
+        let mut unquoted = self.clone();
+        unquoted.predicate.tpm = None;
+        let value = serde_json::to_value(&unquoted).unwrap_or(serde_json::Value::Null);
+        sha256(&[QUOTE_DOMAIN, &canonical(&value)])
+    }
+}
+
+/// What the verifier concluded about one claim (EAR's trustworthiness tiers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Checked and good.
+    Affirming,
+    /// Not contradicted, but not proven either (no TPM, no event log, AK not pinned).
+    Warning,
+    /// Checked and wrong.
+    Contraindicated,
+}
+
+/// One claim and its appraisal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// What was checked: `signature`, `ak`, `quote`, `boot`, `secure_boot`, `launch`,
+    /// `ledger`, `anchor`, `chain`.
+    pub claim: String,
+    /// The verdict.
+    pub status: Status,
+    /// Why, in words.
+    pub detail: String,
+}
+
+/// The appraisal of one passport.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Appraisal {
+    /// Which file.
+    pub file: String,
+    /// Its number in the chain (0 if it could not be read).
+    pub number: u64,
+    /// Its period.
+    pub period: Period,
+    /// SHA-256 of its payload (hex).
+    pub digest: String,
+    /// Each claim.
+    pub claims: Vec<Claim>,
+}
+
+impl Appraisal {
+    /// The worst status of its claims.
+    pub fn status(&self) -> Status {
+        self.claims.iter().map(|c| c.status).max().unwrap_or(Status::Contraindicated)
+    }
+
+    fn push(&mut self, claim: &str, status: Status, detail: impl Into<String>) {
+        self.claims.push(Claim { claim: claim.into(), status, detail: detail.into() });
+    }
+}
+
+/// What the verifier trusts, given on its command line.
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    /// The AK names (hex) the verifier pinned (from an enrolment it ran).
+    pub pinned_aks: Vec<String>,
+    /// The host key, where the verifier pinned it.
+    pub host_key: Option<VerifierKey>,
+}
+
+/// A passport read from a file, before appraisal.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    /// The file name.
+    pub file: String,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// SHA-256 of the payload.
+    pub digest: [u8; 32],
+    /// The statement.
+    pub statement: Statement,
+}
+
+/// Reads an envelope's statement without checking anything yet.
+pub fn load(file: &str, bytes: &[u8]) -> Result<Loaded, String> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|e| format!("not a DSSE envelope: {e}"))?;
+    if envelope.payload_type != crate::dsse::IN_TOTO {
+        return Err(format!("payload type {:?} is not an in-toto statement", envelope.payload_type));
+    }
+    let payload = envelope.payload_unverified().map_err(|e| e.to_string())?;
+    let statement: Statement = serde_json::from_slice(&payload).map_err(|e| format!("not a Lucid passport statement: {e}"))?;
+    if statement.predicate_type != PREDICATE_TYPE {
+        return Err(format!("predicate type {:?} is not {PREDICATE_TYPE}", statement.predicate_type));
+    }
+    Ok(Loaded { file: file.to_string(), digest: sha256(&[&payload]), envelope, statement })
+}
+
+/// Appraises a chain of passports (any order; sorted by number here). Every passport
+/// gets its own appraisal; the chain claims (no gap, no fork, consistent ledger,
+/// advancing anchor) are checked between neighbours.
+pub fn verify_chain(mut passports: Vec<Loaded>, trust: &Trust) -> Vec<Appraisal> {
+    passports.sort_by_key(|p| (p.statement.predicate.number, p.statement.predicate.period.from_ns));
+    let mut out = Vec::with_capacity(passports.len());
+    let mut previous: Option<&Loaded> = None;
+    let mut first_key: Option<String> = None;
+    for p in &passports {
+        let mut a = verify_one(p, trust);
+        let key = p.statement.predicate.host.ledger_key.clone();
+        match &first_key {
+            None => first_key = Some(key),
+            Some(k) if *k != key => a.push("chain", Status::Contraindicated, "signed by a different host key than the first passport of the chain"),
+            _ => {}
+        }
+        if let Some(prev) = previous {
+            chain_link(prev, p, &mut a);
+        }
+        out.push(a);
+        previous = Some(p);
+    }
+    out
+}
+
+fn chain_link(prev: &Loaded, p: &Loaded, a: &mut Appraisal) {
+    let (pp, cp) = (&prev.statement.predicate, &p.statement.predicate);
+    if cp.number == pp.number {
+        a.push("chain", Status::Contraindicated, format!("fork: two passports numbered {}", cp.number));
+        return;
+    }
+    let mut problems = Vec::new();
+    if cp.number != pp.number + 1 {
+        problems.push(format!("gap: passport {} follows {} (missing {}..{})", cp.number, pp.number, pp.number + 1, cp.number - 1));
+    }
+    if cp.previous.as_deref() != Some(crate::hex::encode(&prev.digest).as_str()) {
+        problems.push(format!("does not link to passport {} (its previous digest is {:?})", pp.number, cp.previous));
+    }
+    if cp.period.from_ns != pp.period.to_ns {
+        problems.push(format!("period starts at {} but passport {} ended at {}", cp.period.from_ns, pp.number, pp.period.to_ns));
+    }
+    if cp.ledger.previous_checkpoint.as_deref() != Some(pp.ledger.checkpoint.as_str()) {
+        problems.push(format!("its previous checkpoint is not passport {}'s checkpoint", pp.number));
+    }
+    if let (Some(x), Some(y)) = (&pp.ledger.anchor, &cp.ledger.anchor) {
+        if y.counter <= x.counter {
+            problems.push(format!("anchor counter {} does not advance past {}", y.counter, x.counter));
+        }
+    }
+    if problems.is_empty() {
+        a.push("chain", Status::Affirming, format!("follows passport {} with no gap", pp.number));
+    } else {
+        a.push("chain", Status::Contraindicated, problems.join("; "));
+    }
+}
+
+/// Appraises one passport on its own.
+pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
+    let s = &p.statement;
+    let pp = &s.predicate;
+    let mut a = Appraisal { file: p.file.clone(), number: pp.number, period: pp.period, digest: crate::hex::encode(&p.digest), claims: Vec::new() };
+
+    // The host key: the envelope, the checkpoints.
+    let key = match VerifierKey::parse(&pp.host.ledger_key) {
+        Ok(k) => k,
+        Err(e) => {
+            a.push("signature", Status::Contraindicated, format!("host key: {e}"));
+            return a;
+        }
+    };
+    match p.envelope.verify(&key.key) {
+        Ok(_) => match &trust.host_key {
+            Some(pinned) if pinned.key != key.key => a.push("signature", Status::Contraindicated, "signed by a host key other than the pinned one"),
+            Some(_) => a.push("signature", Status::Affirming, "signed by the pinned host key"),
+            None => a.push("signature", Status::Affirming, "signed by the host key it names (the TPM quote binds that key to the host)"),
+        },
+        Err(e) => {
+            a.push("signature", Status::Contraindicated, format!("envelope: {e}"));
+            return a;
+        }
+    }
+
+    // The ledger checkpoint and its consistency with the previous one.
+    let checkpoint = Checkpoint::verify(&pp.ledger.checkpoint, &key);
+    match (&checkpoint, &pp.ledger.previous_checkpoint) {
+        (Err(e), _) => a.push("ledger", Status::Contraindicated, format!("checkpoint: {e}")),
+        (Ok(cp), None) => a.push("ledger", Status::Affirming, format!("checkpoint of {} records signed by the host key", cp.size)),
+        (Ok(cp), Some(prev_note)) => match Checkpoint::verify(prev_note, &key) {
+            Err(e) => a.push("ledger", Status::Contraindicated, format!("previous checkpoint: {e}")),
+            Ok(prev) => {
+                let proof: Option<Vec<[u8; 32]>> = pp.ledger.consistency.iter().map(|h| crate::hex::decode32(h)).collect();
+                let ok = proof.is_some_and(|proof| {
+                    prev.size == cp.size && prev.root == cp.root && proof.is_empty()
+                        || crate::merkle::verify_consistency(prev.size, cp.size, &prev.root, &cp.root, &proof)
+                });
+                if ok {
+                    a.push("ledger", Status::Affirming, format!("records {}..{} extend the previous passport's ledger (consistency proof)", prev.size, cp.size));
+                } else {
+                    a.push("ledger", Status::Contraindicated, format!("the ledger of size {} is not an extension of the previous passport's ledger of size {} (rewritten history)", cp.size, prev.size));
+                }
+            }
+        },
+    }
+    let subject_ok = s.subject.iter().any(|sub| {
+        sub.name == "ledger-checkpoint" && sub.digest.get("sha256").map(String::as_str) == Some(crate::hex::encode(&sha256(&[pp.ledger.checkpoint.as_bytes()])).as_str())
+    });
+    if !subject_ok {
+        a.push("ledger", Status::Contraindicated, "the statement's ledger-checkpoint subject does not match the checkpoint");
+    }
+
+    // The TPM: AK, quote, boot, launch, anchor.
+    let Some(tpm) = &pp.tpm else {
+        a.push("quote", Status::Warning, format!("unanchored: no TPM evidence ({})", pp.unanchored.as_deref().unwrap_or("no reason given")));
+        return a;
+    };
+    let ak = match pp.host.ak_public.as_deref().and_then(|b| B64.decode(b).ok()).map(|b| AkPublic::parse(&b)) {
+        Some(Ok(ak)) => ak,
+        Some(Err(e)) => {
+            a.push("ak", Status::Contraindicated, format!("attestation key: {e}"));
+            return a;
+        }
+        None => {
+            a.push("ak", Status::Contraindicated, "a quote without the attestation key's public area");
+            return a;
+        }
+    };
+    let problems = ak.attestation_key_problems();
+    let ak_name = crate::hex::encode(&ak.name);
+    if !problems.is_empty() {
+        a.push("ak", Status::Contraindicated, format!("the key that quoted is not an attestation key: {}", problems.join(", ")));
+    } else if trust.pinned_aks.iter().any(|n| n.eq_ignore_ascii_case(&ak_name)) {
+        a.push("ak", Status::Affirming, format!("AK {ak_name} is pinned (enrolled by this verifier)"));
+    } else {
+        a.push("ak", Status::Warning, format!("AK {ak_name} is a restricted TPM signing key, but not pinned: enrol it (lucidctl attest enroll) and pass --ak"));
+    }
+    let quote = match (B64.decode(&tpm.quote), B64.decode(&tpm.signature)) {
+        (Ok(q), Ok(sig)) => match ak.verify(&q, &sig).and_then(|()| Attest::parse(&q)) {
+            Ok(att) => Some(att),
+            Err(e) => {
+                a.push("quote", Status::Contraindicated, format!("quote: {e}"));
+                None
+            }
+        },
+        _ => {
+            a.push("quote", Status::Contraindicated, "quote or signature is not base64");
+            None
+        }
+    };
+    let Some(quote) = quote else { return a };
+    let Attested::Quote { pcrs, pcr_digest } = &quote.attested else {
+        a.push("quote", Status::Contraindicated, "the TPM structure is not a quote");
+        return a;
+    };
+    let mut values = BTreeMap::new();
+    let mut all = true;
+    for i in pcrs {
+        match tpm.pcrs.get(i).and_then(|h| crate::hex::decode32(h)) {
+            Some(v) => {
+                values.insert(*i, v);
+            }
+            None => all = false,
+        }
+    }
+    let composite: Vec<[u8; 32]> = values.values().copied().collect();
+    if quote.extra_data != s.quote_binding() {
+        a.push("quote", Status::Contraindicated, "the quote's qualifying data does not match this statement (changed after quoting, or a replayed quote)");
+    } else if !all || pcr_composite(&composite).as_slice() != pcr_digest.as_slice() || tpm.pcrs.len() != pcrs.len() {
+        a.push("quote", Status::Contraindicated, "the PCR values given are not the ones the TPM quoted");
+    } else if tpm.clock != Some(quote.clock) {
+        a.push("quote", Status::Contraindicated, "the clock given is not the quote's");
+    } else {
+        a.push(
+            "quote",
+            Status::Affirming,
+            format!(
+                "the TPM quoted PCRs {:?} over this statement (boot {}, restart {}{})",
+                pcrs,
+                quote.clock.reset_count,
+                quote.clock.restart_count,
+                if quote.clock.safe { "" } else { ", clock not safe" }
+            ),
+        );
+    }
+    appraise_boot(&pp.boot, &values, &mut a);
+    appraise_launch(&pp.launch, &values, &mut a);
+    appraise_anchor(pp, &ak, &mut a);
+    a
+}
+
+fn appraise_boot(boot: &Boot, quoted: &BTreeMap<u32, [u8; 32]>, a: &mut Appraisal) {
+    let Some(log) = boot.event_log.as_deref() else {
+        a.push("boot", Status::Warning, format!("no event log: {}", boot.event_log_error.as_deref().unwrap_or("none given")));
+        return;
+    };
+    let log = match B64.decode(log).map_err(|e| e.to_string()).and_then(|b| EventLog::parse(&b).map_err(|e| e.to_string())) {
+        Ok(l) => l,
+        Err(e) => {
+            a.push("boot", Status::Contraindicated, format!("event log: {e}"));
+            return;
+        }
+    };
+    let replayed = match log.replay_sha256() {
+        Ok(r) => r,
+        Err(e) => {
+            a.push("boot", Status::Contraindicated, format!("event log replay: {e}"));
+            return;
+        }
+    };
+    let mismatched: Vec<u32> = BOOT_PCRS
+        .iter()
+        .filter(|i| quoted.get(i).is_some_and(|q| replayed.get(**i as usize) != Some(q)))
+        .copied()
+        .collect();
+    if !mismatched.is_empty() {
+        a.push("boot", Status::Contraindicated, format!("the event log does not replay to the quoted PCRs {mismatched:?}"));
+    } else if BOOT_PCRS.iter().any(|i| !quoted.contains_key(i)) {
+        a.push("boot", Status::Warning, "not every boot PCR was quoted");
+    } else {
+        let problems = log.problems();
+        if problems.is_empty() {
+            a.push("boot", Status::Affirming, format!("{} events replay to the quoted PCRs 0-7", log.events.len()));
+        } else {
+            a.push("boot", Status::Warning, format!("the log replays, but: {}", problems.join("; ")));
+        }
+    }
+    match log.secure_boot() {
+        SecureBoot::Enabled => a.push("secure_boot", Status::Affirming, "Secure Boot enabled (PCR 7)"),
+        SecureBoot::Disabled => a.push("secure_boot", Status::Warning, "Secure Boot disabled (PCR 7)"),
+        SecureBoot::Unverifiable { reason } => a.push("secure_boot", Status::Warning, format!("Secure Boot state unverifiable: {reason}")),
+    }
+}
+
+/// The boot PCRs every passport quotes.
+pub const BOOT_PCRS: [u32; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+
+fn appraise_launch(launch: &Launch, quoted: &BTreeMap<u32, [u8; 32]>, a: &mut Appraisal) {
+    let Some(pcr_value) = quoted.get(&launch.pcr) else {
+        a.push("launch", Status::Contraindicated, format!("the application PCR {} was not quoted", launch.pcr));
+        return;
+    };
+    let mut digests = Vec::new();
+    let mut expected_before = [0u8; 32];
+    for (i, m) in launch.measurements.iter().enumerate() {
+        let (Some(d), Some(before), Some(after)) = (crate::hex::decode32(&m.digest), crate::hex::decode32(&m.before), crate::hex::decode32(&m.after)) else {
+            a.push("launch", Status::Contraindicated, format!("measurement {} (record {}) is malformed", i, m.seq));
+            return;
+        };
+        if before != expected_before || after != sha256(&[&before, &d]) {
+            a.push("launch", Status::Contraindicated, format!("measurement of {} (record {}) does not follow from the previous one: PCR {} was extended outside lucidd", m.what, m.seq, launch.pcr));
+            return;
+        }
+        expected_before = after;
+        digests.push(d);
+    }
+    if extend_all([0; 32], &digests) != *pcr_value {
+        a.push("launch", Status::Contraindicated, format!("replaying {} measurements from the ledger does not give the quoted PCR {}", digests.len(), launch.pcr));
+        return;
+    }
+    let config_measured = launch.measurements.iter().rev().find(|m| m.what == "config").map(|m| m.digest == launch.config_digest);
+    match config_measured {
+        Some(true) => a.push("launch", Status::Affirming, format!("PCR {} replays from {} ledger measurements; the configuration in force is the one last measured", launch.pcr, digests.len())),
+        Some(false) => a.push("launch", Status::Contraindicated, "the configuration in force is not the one last measured"),
+        None => a.push("launch", Status::Warning, format!("PCR {} replays, but no configuration was measured", launch.pcr)),
+    }
+}
+
+fn appraise_anchor(pp: &Passport, ak: &AkPublic, a: &mut Appraisal) {
+    let Some(anchor) = &pp.ledger.anchor else {
+        a.push("anchor", Status::Warning, "the checkpoint is not anchored in the TPM's NV counter");
+        return;
+    };
+    let (Ok(att), Ok(sig)) = (B64.decode(&anchor.attest), B64.decode(&anchor.signature)) else {
+        a.push("anchor", Status::Contraindicated, "anchor is not base64");
+        return;
+    };
+    let parsed = match ak.verify(&att, &sig).and_then(|()| Attest::parse(&att)) {
+        Ok(p) => p,
+        Err(e) => {
+            a.push("anchor", Status::Contraindicated, format!("NV certification: {e}"));
+            return;
+        }
+    };
+    let Attested::Nv { contents, offset: 0, .. } = &parsed.attested else {
+        a.push("anchor", Status::Contraindicated, "the anchor is not an NV certification of the counter");
+        return;
+    };
+    let value = <[u8; 8]>::try_from(contents.as_slice()).ok().map(u64::from_be_bytes);
+    if parsed.extra_data != sha256(&[ANCHOR_DOMAIN, pp.ledger.checkpoint.as_bytes()]) {
+        a.push("anchor", Status::Contraindicated, "the NV certification is bound to another checkpoint");
+    } else if value != Some(anchor.counter) {
+        a.push("anchor", Status::Contraindicated, format!("the certified counter is {value:?}, not {}", anchor.counter));
+    } else {
+        a.push("anchor", Status::Affirming, format!("the TPM certified anchor counter {} bound to this checkpoint", anchor.counter));
+    }
+}

@@ -1,0 +1,272 @@
+//! Issuing AI passports (DESIGN.md section 7): hourly by default and on demand, each a
+//! ledger record, each linked to the one before, so the chain has no silent gaps. A
+//! passport reads the ledger (the period's records, the launch measurements, the
+//! checkpoint and its consistency with the previous passport's), asks the TPM to anchor
+//! the checkpoint and to quote the statement, and is signed by the host key. Without a
+//! TPM it is issued unanchored and says why.
+
+pub mod summary;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use lucid_common::api::PassportSummary;
+use lucid_common::dsse::{Envelope, IN_TOTO};
+use lucid_common::passport::{
+    AnchorClaim, Boot, Controls, Host, LedgerClaim, Launch, Measurement, ModelClaim, Passport, Period, Statement, Subject, TpmClaim, PREDICATE_TYPE, STATEMENT_TYPE,
+};
+use lucid_common::record::{Entry, Kind, Record, Severity};
+use serde_json::json;
+
+use crate::daemon::measured::MEASURE;
+use crate::daemon::state::AppState;
+use crate::ledger::{now_ns, LedgerError};
+
+/// Subject of the record that holds a passport.
+pub const ISSUED: &str = "passport.issued";
+
+/// Why a passport could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// Reading or writing the ledger failed.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Something else (a task failed, the ledger has no checkpoint).
+    #[error("{0}")]
+    Other(String),
+}
+
+static ISSUING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Issues passports every `passportIntervalMinutes`, and one at start that closes the
+/// period the daemon was down (so the gap is stated, never silent).
+pub fn spawn(state: Arc<AppState>) {
+    let every = Duration::from_secs(state.attest.settings().passport_interval_minutes.max(1) * 60);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if let Err(e) = issue(&state, "scheduled").await {
+                tracing::error!(error = %e, "could not issue a passport; trying again at the next interval");
+            }
+        }
+    });
+}
+
+/// The latest passport record.
+pub fn latest(state: &AppState) -> Result<Option<Record>, LedgerError> {
+    state.ledger.last_matching(is_passport)
+}
+
+/// Whether a record holds a passport.
+pub fn is_passport(r: &Record) -> bool {
+    r.kind == Kind::Attestation && r.subject == ISSUED
+}
+
+/// The summary a passport record carries.
+pub fn summary_of(r: &Record) -> Option<PassportSummary> {
+    let b = &r.body;
+    Some(PassportSummary {
+        number: b.get("number")?.as_u64()?,
+        digest: b.get("digest")?.as_str()?.to_string(),
+        record_seq: r.seq,
+        from_ns: b.get("from_ns")?.as_u64()?,
+        to_ns: b.get("to_ns")?.as_u64()?,
+        anchored: b.get("anchored")?.as_bool()?,
+        checkpoint_size: b.get("checkpoint_size")?.as_u64()?,
+    })
+}
+
+/// Issues a passport for the period since the previous one, now.
+pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummary, IssueError> {
+    let _one = ISSUING.lock().await;
+    let ledger = &state.ledger;
+    let prev = latest(state)?;
+    let prev_summary = prev.as_ref().and_then(summary_of);
+    let prev_checkpoint = prev.as_ref().and_then(|r| r.body.get("checkpoint")).and_then(|c| c.as_str()).map(str::to_string);
+    let from_ns = match &prev_summary {
+        Some(p) => p.to_ns,
+        None => ledger.records(0, 1)?.first().map(|r| r.time_ns).unwrap_or(state.run.started_ns),
+    };
+    let to_ns = now_ns().max(from_ns);
+    let period = Period { from_ns, to_ns };
+
+    // Anchor (which signs a checkpoint first) where there is a TPM; otherwise just sign.
+    let mut unanchored = state.attest.status().unavailable;
+    let anchor = if state.attest.identity().is_some() {
+        match crate::attest::anchor::anchor_now(ledger, &state.attest, "passport").await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                unanchored = Some(format!("the TPM failed: {e}"));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (size, note) = match &anchor {
+        Some(a) => (checkpoint_size(&a.checkpoint), a.checkpoint.clone()),
+        None => {
+            ledger.checkpoint().await?;
+            ledger.head().checkpoint.ok_or_else(|| IssueError::Other("the ledger has no checkpoint".into()))?
+        }
+    };
+    let consistency = match &prev_summary {
+        Some(p) if p.checkpoint_size <= size => ledger.consistency(p.checkpoint_size, size)?.proof,
+        _ => Vec::new(),
+    };
+
+    let period_records = {
+        let q = lucid_common::api::LogQuery { since_ns: Some(from_ns), until_ns: Some(to_ns), ..Default::default() };
+        ledger.query(&q, prev.as_ref().map(|r| r.seq).unwrap_or(0))?
+    };
+    let folded = summary::fold(&period_records, period);
+    let cfg = state.config();
+    let models: Vec<ModelClaim> = state
+        .models
+        .all()
+        .into_iter()
+        .map(|m| ModelClaim {
+            id: m.id.clone(),
+            path: m.path.display().to_string(),
+            digest: lucid_common::hex::encode(&m.manifest.subject_digest()),
+            state: m.last.state.clone(),
+            changes_in_period: folded.integrity.get(&m.path.display().to_string()).copied().unwrap_or(0),
+        })
+        .collect();
+    let mut subject = vec![Subject { name: "ledger-checkpoint".into(), digest: sha256_map(note.as_bytes()) }];
+    for m in &models {
+        subject.push(Subject { name: format!("model:{}", m.id), digest: [("sha256".to_string(), m.digest.clone())].into() });
+    }
+    let identity = state.attest.identity();
+    let settings = state.attest.settings().clone();
+    let (event_log, event_log_error) = match crate::attest::eventlog::read(&settings.event_log) {
+        Ok(bytes) => (Some(B64.encode(bytes)), None),
+        Err(e) => (None, Some(e)),
+    };
+    let measurements = ledger_measurements(state)?;
+    let operating_s = folded.operating_s(period);
+    let length_s = (to_ns - from_ns) / 1_000_000_000;
+    let mut statement = Statement {
+        statement_type: STATEMENT_TYPE.into(),
+        subject,
+        predicate_type: PREDICATE_TYPE.into(),
+        predicate: Passport {
+            number: prev_summary.as_ref().map(|p| p.number + 1).unwrap_or(1),
+            period,
+            previous: prev_summary.as_ref().map(|p| p.digest.clone()),
+            host: Host {
+                hostname: crate::daemon::hostname(),
+                machine_id: std::fs::read_to_string("/etc/machine-id").ok().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()),
+                ledger_key: ledger.verifier_key().to_string(),
+                ek_name: identity.as_ref().map(|i| i.ek_name.clone()),
+                ek_certificate: identity.as_ref().and_then(|i| i.ek_certificate.as_ref()).map(|c| B64.encode(c)),
+                ak_public: identity.as_ref().map(|i| B64.encode(&i.ak_public)),
+            },
+            boot: Boot { event_log, event_log_error },
+            launch: Launch {
+                pcr: settings.application_pcr,
+                lucidd: launch_digest(&measurements, "lucidd"),
+                config_digest: cfg.digest.clone(),
+                measurements,
+            },
+            models,
+            controls: Controls {
+                inventory: state.inventory(),
+                per_control: folded.per_control.clone(),
+                configs: folded.configs.clone(),
+                operating_s,
+                coverage_pct: if length_s == 0 { 100.0 } else { (operating_s as f64 * 1000.0 / length_s as f64).round() / 10.0 },
+            },
+            gaps: folded.gaps.clone(),
+            ledger: LedgerClaim {
+                checkpoint: note.clone(),
+                previous_checkpoint: prev_checkpoint,
+                consistency,
+                anchor: anchor.as_ref().map(|a| AnchorClaim { counter: a.counter, attest: a.attest.clone(), signature: a.signature.clone() }),
+            },
+            gpus: Vec::new(),
+            tpm: None,
+            unanchored: None,
+        },
+    };
+    if identity.is_some() && anchor.is_some() {
+        let binding = statement.quote_binding();
+        let attest = state.attest.clone();
+        match tokio::task::spawn_blocking(move || attest.quote(&binding)).await {
+            Ok(Ok(q)) => {
+                let clock = lucid_common::tpm::wire::Attest::parse(&q.signed.attest).ok().map(|a| a.clock);
+                statement.predicate.tpm = Some(TpmClaim {
+                    quote: B64.encode(&q.signed.attest),
+                    signature: B64.encode(&q.signed.signature),
+                    pcrs: q.pcrs.iter().map(|(i, v)| (*i, lucid_common::hex::encode(v))).collect(),
+                    clock,
+                });
+            }
+            Ok(Err(e)) => unanchored = Some(format!("the TPM could not quote: {e}")),
+            Err(e) => unanchored = Some(format!("the quote task failed: {e}")),
+        }
+    }
+    if statement.predicate.tpm.is_none() {
+        statement.predicate.unanchored = Some(unanchored.unwrap_or_else(|| "no TPM".into()));
+    }
+    let payload = serde_json::to_vec(&statement).map_err(|e| IssueError::Other(e.to_string()))?;
+    let digest = lucid_common::hex::encode(&lucid_common::tpm::sha256(&[&payload]));
+    let envelope = Envelope::sign(IN_TOTO, &payload, &state.run.host_key, &ledger.verifier_key().to_string());
+    let anchored = statement.predicate.tpm.is_some();
+    let p = &statement.predicate;
+    let body = json!({
+        "number": p.number,
+        "digest": digest,
+        "from_ns": from_ns,
+        "to_ns": to_ns,
+        "anchored": anchored,
+        "unanchored": p.unanchored,
+        "checkpoint_size": size,
+        "checkpoint": note,
+        "reason": reason,
+        "gaps": p.gaps,
+        "envelope": envelope,
+    });
+    let severity = if anchored { Severity::Info } else { Severity::Notice };
+    let controls = vec!["CC7.2".into(), "CC8.1".into(), "PI1.5".into()];
+    let receipt = ledger.append(Entry { kind: Kind::Attestation, source: "lucidd".into(), controls, severity, subject: ISSUED.into(), body }).await?;
+    tracing::info!(number = p.number, seq = receipt.seq, anchored, "issued passport");
+    Ok(PassportSummary { number: p.number, digest, record_seq: receipt.seq, from_ns, to_ns, anchored, checkpoint_size: size })
+}
+
+fn sha256_map(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
+    [("sha256".to_string(), lucid_common::hex::encode(&lucid_common::tpm::sha256(&[bytes])))].into()
+}
+
+fn checkpoint_size(note: &str) -> u64 {
+    note.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0)
+}
+
+fn launch_digest(measurements: &[Measurement], what: &str) -> Option<String> {
+    measurements.iter().rev().find(|m| m.what == what).map(|m| m.digest.clone())
+}
+
+/// The application PCR's extensions since it was last reset: newest first back to the
+/// one that started from zeros, returned oldest first.
+fn ledger_measurements(state: &AppState) -> Result<Vec<Measurement>, LedgerError> {
+    let mut out = Vec::new();
+    let zeros = lucid_common::hex::encode(&[0u8; 32]);
+    state.ledger.scan_back(|r| {
+        if r.kind != Kind::Attestation || r.subject != MEASURE {
+            return true;
+        }
+        let field = |k: &str| r.body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let (Some(what), Some(digest), Some(before), Some(after)) = (field("what"), field("digest"), field("before"), field("after")) else {
+            return true; // not extended (no TPM): not part of the PCR's history
+        };
+        let from_zero = before == zeros;
+        out.push(Measurement { seq: r.seq, what, digest, before, after });
+        !from_zero
+    })?;
+    out.reverse();
+    Ok(out)
+}
