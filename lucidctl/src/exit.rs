@@ -20,6 +20,9 @@ pub const IO: u8 = 7;
 /// `lucidctl audit`: the chain denied the text.
 pub const DENIED: u8 = 8;
 
+/// `passport verify`: verified, with warnings (unanchored, AK not pinned, no event log).
+pub const WARNINGS: u8 = 9;
+
 /// The text for `--help`.
 pub const HELP: &str = "\
 Exit codes:
@@ -31,4 +34,5 @@ Exit codes:
   5  request rejected (invalid configuration, unknown record, bad input)
   6  lucidd failed (for example: its ledger cannot write, so it fails closed)
   7  a local file could not be read or written
-  8  lucidctl audit: the audit chain denied the text";
+  8  lucidctl audit: the audit chain denied the text
+  9  lucidctl passport verify: verified, with warnings (e.g. unanchored, AK not pinned)";

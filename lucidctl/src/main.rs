@@ -106,6 +106,12 @@ enum Command {
     /// Approve models (signed manifests), list them, verify them.
     #[command(subcommand)]
     Model(commands::model::ModelCommand),
+    /// AI passports: list, show, issue, and verify offline.
+    #[command(subcommand)]
+    Passport(commands::passport::PassportCommand),
+    /// The TPM: show it, and write what a verifier enrols.
+    #[command(subcommand)]
+    Attest(commands::passport::AttestCommand),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -149,6 +155,8 @@ async fn run(cli: Cli) -> Result<u8, CallError> {
         Command::Audit { stage, agent, output } => commands::audit::run(&client, &stage, agent, output).await,
         Command::Keys(cmd) => commands::keys::run(&client, cmd).await,
         Command::Model(cmd) => commands::model::run(&client, cmd).await,
+        Command::Passport(cmd) => commands::passport::run(&client, cmd).await,
+        Command::Attest(cmd) => commands::passport::attest(&client, cmd).await,
         Command::Completions { shell } => commands::generate::completions(shell),
         Command::Man { dir } => commands::generate::man(&dir),
     }

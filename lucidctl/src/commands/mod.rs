@@ -7,4 +7,5 @@ pub mod keys;
 pub mod ledger;
 pub mod logs;
 pub mod model;
+pub mod passport;
 pub mod status;

@@ -91,9 +91,13 @@ pub fn spawn(ledger: Arc<Ledger>, attestor: Arc<Attestor>) {
         let mut head = ledger.subscribe();
         let mut last_size = head.borrow().checkpoint.as_ref().map(|c| c.0);
         let mut seen = 0u64;
+        // Records up to here are the last anchor's own (its intent and itself): a
+        // checkpoint that adds nothing else does not count, or anchors would feed on
+        // their own records.
+        let mut own_through = 0u64;
         while head.changed().await.is_ok() {
             let size = head.borrow().checkpoint.as_ref().map(|c| c.0);
-            if size == last_size {
+            if size == last_size || size.is_some_and(|s| s <= own_through) {
                 continue;
             }
             last_size = size;
@@ -102,9 +106,12 @@ pub fn spawn(ledger: Arc<Ledger>, attestor: Arc<Attestor>) {
                 continue;
             }
             seen = 0;
-            if let Err(e) = anchor_now(&ledger, &attestor, "checkpoint").await {
-                tracing::error!(error = %e, "could not anchor the ledger in the TPM; trying again at the next checkpoint");
-                seen = every;
+            match anchor_now(&ledger, &attestor, "checkpoint").await {
+                Ok(a) => own_through = a.record_seq + 1,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not anchor the ledger in the TPM; trying again at the next checkpoint");
+                    seen = every;
+                }
             }
         }
     });

@@ -23,11 +23,16 @@
 //! | `POST /v1/models/approve/stream` | the same, with NDJSON hashing progress         |
 //! | `POST /v1/models/import`       | check a model_signing signature made elsewhere   |
 //! | `POST /v1/models/verify`       | re-hash a model against its approval, record it  |
+//! | `GET  /v1/passports`           | passport summaries (`from_ns`, `to_ns`)          |
+//! | `POST /v1/passports`           | issue a passport now                             |
+//! | `GET  /v1/passports/{number}`  | one passport's record and signed envelope        |
+//! | `GET  /v1/attest`              | TPM state, EK/AK public parts, the host key      |
 
 pub mod auth;
 pub mod error;
 mod handlers;
 mod models;
+mod passports;
 
 use std::future::Future;
 use std::os::unix::fs::PermissionsExt;
@@ -61,6 +66,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models/approve/stream", post(models::approve_stream))
         .route("/v1/models/import", post(models::import))
         .route("/v1/models/verify", post(models::verify))
+        .route("/v1/passports", get(passports::list).post(passports::issue))
+        .route("/v1/passports/{number}", get(passports::show))
+        .route("/v1/attest", get(passports::attest))
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .with_state(state)

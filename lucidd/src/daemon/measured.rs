@@ -14,9 +14,10 @@ pub const MEASURE: &str = "launch.measure";
 impl AppState {
     /// Measures the binary, the configuration and every approved model.
     pub async fn measure_launch(&self) {
-        match std::fs::read("/proc/self/exe") {
-            Ok(bytes) => self.measure("lucidd", lucid_common::tpm::sha256(&[&bytes])).await,
-            Err(e) => tracing::error!(error = %e, "could not read lucidd's own binary to measure it"),
+        match tokio::task::spawn_blocking(|| file_sha256("/proc/self/exe")).await {
+            Ok(Ok(digest)) => self.measure("lucidd", digest).await,
+            Ok(Err(e)) => tracing::error!(error = %e, "could not read lucidd's own binary to measure it"),
+            Err(e) => tracing::error!(error = %e, "measuring lucidd's own binary failed"),
         }
         self.measure_config().await;
         for model in self.models.all() {
@@ -49,5 +50,21 @@ impl AppState {
         if let Err(e) = self.ledger.append(entry).await {
             tracing::error!(error = %e, what, "could not record a launch measurement");
         }
+    }
+}
+
+/// SHA-256 of a file, read in 1 MiB blocks.
+fn file_sha256(path: &str) -> std::io::Result<[u8; 32]> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            return Ok(hasher.finalize().into());
+        }
+        hasher.update(&buf[..n]);
     }
 }
