@@ -12,6 +12,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cuda_host;
+pub mod tpm;
 pub mod vm;
 
 /// Path of a workspace binary next to the test executable.

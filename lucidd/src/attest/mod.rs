@@ -126,6 +126,14 @@ impl Attestor {
         self.with_tpm("extend the application PCR", |t| t.extend(self.settings.application_pcr, digest))
     }
 
+    /// The application PCR's value now.
+    pub fn application_pcr(&self) -> Result<[u8; 32], TpmError> {
+        let pcr = self.settings.application_pcr;
+        self.with_tpm("read the application PCR", |t| {
+            t.read_pcrs(&[pcr])?.first().map(|(_, v)| *v).ok_or_else(|| TpmError::Unexpected(format!("did not return PCR {pcr}")))
+        })
+    }
+
     /// The anchor counter's value (`None`: never advanced on this TPM).
     pub fn counter(&self) -> Result<Option<u64>, TpmError> {
         let value = self.with_tpm("read the anchor counter", |t| t.counter())?;

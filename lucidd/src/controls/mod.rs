@@ -31,6 +31,8 @@ pub struct Facts<'a> {
     pub watch: Option<WatchInfo>,
     /// Why the default classifier pack is not in use, where it was asked for.
     pub pack_note: Option<String>,
+    /// The TPM as the daemon runs it; `None` where no daemon runs (check-config).
+    pub attest: Option<lucid_common::api::AttestStatus>,
 }
 
 /// The inventory of `env`: one entry per (agent, control), in agent then control order.
@@ -78,6 +80,11 @@ pub fn inventory(env: &Environment, facts: &Facts) -> Vec<ControlStatus> {
                 });
             }
         }
+        if let Some(a) = &facts.attest {
+            for (control, part) in tpm_parts(a) {
+                by_control.entry(control).or_default().push(part);
+            }
+        }
         for (control, parts) in by_control {
             out.push(ControlStatus { agent: agent.name.clone(), control: control.to_string(), state: overall(&parts), parts });
         }
@@ -98,6 +105,23 @@ const KNOWN: [(&str, &str, &str); 9] = [
     ("CC8.1", "lucid-eval-auditor", "watches approved model files and judges every change"),
     ("P1.1", "lucid-pii-compliance-auditor", "reads messages for personal data"),
 ];
+
+/// The TPM's part of CC7.2 (a ledger that cannot be rolled back unseen, passports the
+/// TPM quotes) and CC8.1 (measured launch): operating with a working TPM, degraded while
+/// it fails, not operating without one.
+fn tpm_parts(a: &lucid_common::api::AttestStatus) -> Vec<(&'static str, ControlPart)> {
+    let (state, why) = match (a.available, &a.failing, &a.unavailable) {
+        (true, None, _) => (ControlState::Operating, None),
+        (true, Some(f), _) => (ControlState::Degraded, Some(format!("the TPM is failing: {f}; passports are issued unanchored until it answers"))),
+        (false, _, why) => (ControlState::NotOperating, Some(format!("{}: passports are unanchored and a ledger whose tail was removed with its checkpoints is not detected", why.as_deref().unwrap_or("no TPM")))),
+    };
+    let settings = vec![format!("attestation.tpm={}", a.mode), format!("attestation.tcti={}", a.tcti), format!("attestation.applicationPcr={}", a.application_pcr)];
+    let part = |does: &str| ControlPart { auditor: "lucidd".into(), stage: None, does: does.into(), settings: settings.clone(), state, why: why.clone() };
+    vec![
+        ("CC7.2", part("anchors the evidence ledger in the TPM's NV counter (a rolled-back ledger is refused at start) and has every passport quoted by the TPM")),
+        ("CC8.1", part(&format!("measures lucidd, the configuration and each approved model into PCR {}, replayable from the ledger", a.application_pcr))),
+    ]
+}
 
 /// Operating if every part operates; not operating if none operates or runs degraded;
 /// partial between.

@@ -80,7 +80,7 @@ fn differs<T: PartialEq + std::fmt::Debug>(key: &str, a: T, b: T) {
 /// The inventory part that names `setting`, with its state and why.
 fn reported(env: &Environment, setting: &str) -> (ControlState, Option<String>) {
     let r = routes(env);
-    let facts = Facts { routes: Some(&r), watch: Some(WatchInfo { mode: "ebpf-tracepoint".into(), ..Default::default() }), pack_note: None };
+    let facts = Facts { routes: Some(&r), watch: Some(WatchInfo { mode: "ebpf-tracepoint".into(), ..Default::default() }), pack_note: None, attest: None };
     inventory(env, &facts)
         .into_iter()
         .flat_map(|c| c.parts)
@@ -315,7 +315,7 @@ fn every_env_key_changes_behaviour_or_is_reported_as_not_operating() {
 #[test]
 fn the_reference_example_reports_what_does_not_operate() {
     let env = parse(include_str!("../../../examples/soc2-environment.yaml"), "example").unwrap_or_else(|e| panic!("{e}"));
-    let facts = Facts { routes: None, watch: Some(WatchInfo { mode: "ebpf-tracepoint".into(), ..Default::default() }), pack_note: Some("no model pack".into()) };
+    let facts = Facts { routes: None, watch: Some(WatchInfo { mode: "ebpf-tracepoint".into(), ..Default::default() }), pack_note: Some("no model pack".into()), attest: None };
     let inv = inventory(&env, &facts);
     let state = |control: &str| inv.iter().find(|c| c.control == control).map(|c| c.state);
     assert_eq!(state("CC7.3"), Some(ControlState::NotOperating), "anomaly detection is not implemented");

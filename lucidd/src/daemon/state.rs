@@ -239,6 +239,7 @@ impl AppState {
             routes: Some(&runtime.routes),
             watch: (old.watch == runtime.watch).then(|| self.watch.info()),
             pack_note: crate::infer::service::unavailable(),
+            attest: Some(self.attest.status()),
         };
         let inventory = crate::controls::inventory(&new.env, &facts);
         let receipt = self.ledger.append(config_entry(subject, &new, Some(&old), &actor, &changes, &inventory)).await?;
@@ -290,7 +291,12 @@ impl AppState {
     pub fn inventory(&self) -> Vec<lucid_common::api::ControlStatus> {
         let cfg = self.config();
         let routes = self.routes.get(self).ok();
-        let facts = crate::controls::Facts { routes: routes.as_deref(), watch: Some(self.watch.info()), pack_note: crate::infer::service::unavailable() };
+        let facts = crate::controls::Facts {
+            routes: routes.as_deref(),
+            watch: Some(self.watch.info()),
+            pack_note: crate::infer::service::unavailable(),
+            attest: Some(self.attest.status()),
+        };
         crate::controls::inventory(&cfg.env, &facts)
     }
 

@@ -45,7 +45,9 @@ static ISSUING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 pub fn spawn(state: Arc<AppState>) {
     let every = Duration::from_secs(state.attest.settings().passport_interval_minutes.max(1) * 60);
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
+        // The first at one interval after start: the period since the last passport,
+        // with the time lucidd was down as a stated gap.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
@@ -147,6 +149,18 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
         Ok(bytes) => (Some(B64.encode(bytes)), None),
         Err(e) => (None, Some(e)),
     };
+    // A TPM that was reset since the last measurement (it restarted, the host rebooted
+    // under a running lucidd) holds a zero application PCR: measure the launch again,
+    // so the PCR and the ledger agree and the passport can be replayed.
+    if identity.is_some() {
+        let a = state.attest.clone();
+        if let Ok(Ok(value)) = tokio::task::spawn_blocking(move || a.application_pcr()).await {
+            if value == [0u8; 32] {
+                tracing::warn!("the application PCR was reset since lucidd measured its launch; measuring again");
+                state.measure_launch().await;
+            }
+        }
+    }
     let measurements = ledger_measurements(state)?;
     let operating_s = folded.operating_s(period);
     let length_s = (to_ns - from_ns) / 1_000_000_000;
