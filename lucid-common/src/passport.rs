@@ -112,6 +112,9 @@ pub struct Host {
     pub ek_name: Option<String>,
     /// The EK certificate (DER, base64), where the TPM holds one.
     pub ek_certificate: Option<String>,
+    /// The EK's marshalled TPMT_PUBLIC (base64), so a verifier can match the certificate.
+    #[serde(default)]
+    pub ek_public: Option<String>,
     /// The AK's marshalled TPMT_PUBLIC (base64).
     pub ak_public: Option<String>,
 }
@@ -361,6 +364,8 @@ pub struct Trust {
     pub pinned_aks: Vec<String>,
     /// The host key, where the verifier pinned it.
     pub host_key: Option<VerifierKey>,
+    /// CA certificates EK certificates must chain to (`--ek-ca`).
+    pub ek_anchors: Option<Vec<x509_cert::Certificate>>,
 }
 
 /// A passport read from a file, before appraisal.
@@ -516,6 +521,9 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
             return a;
         }
     };
+    if let Some(anchors) = &trust.ek_anchors {
+        appraise_ek(&pp.host, anchors, &mut a);
+    }
     let problems = ak.attestation_key_problems();
     let ak_name = crate::hex::encode(&ak.name);
     if !problems.is_empty() {
@@ -577,6 +585,25 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
     appraise_launch(&pp.launch, &values, &mut a);
     appraise_anchor(pp, &ak, &mut a);
     a
+}
+
+fn appraise_ek(host: &Host, anchors: &[x509_cert::Certificate], a: &mut Appraisal) {
+    use crate::tpm::credential::{check_ek_certificate, EkPublic};
+    let ek = match host.ek_public.as_deref().and_then(|b| B64.decode(b).ok()).map(|b| EkPublic::parse(&b)) {
+        Some(Ok(ek)) => ek,
+        Some(Err(e)) => return a.push("ek", Status::Contraindicated, format!("EK public area: {e}")),
+        None => return a.push("ek", Status::Warning, "no EK public area in the passport"),
+    };
+    if host.ek_name.as_deref() != Some(crate::hex::encode(&ek.name).as_str()) {
+        return a.push("ek", Status::Contraindicated, "the EK public area does not have the stated EK name");
+    }
+    let Some(cert) = host.ek_certificate.as_deref().and_then(|b| B64.decode(b).ok()) else {
+        return a.push("ek", Status::Warning, "the TPM holds no EK certificate");
+    };
+    match check_ek_certificate(&cert, anchors, &ek) {
+        Ok(chain) => a.push("ek", Status::Affirming, format!("EK certificate chains to the given CA: {}", chain.join(" <- "))),
+        Err(e) => a.push("ek", Status::Contraindicated, e),
+    }
 }
 
 fn appraise_boot(boot: &Boot, quoted: &BTreeMap<u32, [u8; 32]>, a: &mut Appraisal) {

@@ -340,3 +340,66 @@ fn a_tpm_that_fails_mid_run_is_reported_and_recovered_from() {
     assert_eq!(status(&a[2], "launch"), "affirming", "{}", detail(&a[2], "launch"));
     assert_eq!(status(&a[2], "quote"), "affirming", "{}", detail(&a[2], "quote"));
 }
+
+/// swtpm's local CA, as `swtpm_setup --create-ek-cert` used it, copied to a directory
+/// of trust anchors.
+fn swtpm_ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("ek-ca");
+    std::fs::create_dir_all(&ca).unwrap();
+    for f in ["issuercert.pem", "swtpm-localca-rootca-cert.pem"] {
+        std::fs::copy(Path::new("/var/lib/swtpm-localca").join(f), ca.join(f)).expect("swtpm's local CA certificates");
+    }
+    ca
+}
+
+#[test]
+fn the_ak_is_enrolled_through_the_ek_certificate_by_credential_activation() {
+    if no_swtpm("the_ak_is_enrolled_through_the_ek_certificate_by_credential_activation") {
+        return;
+    }
+    let h = host_with_tpm(None);
+    let other = host_with_tpm(None);
+    let dir = h.tmp.path();
+    let ca = swtpm_ca(dir);
+    let path = |n: &str| dir.join(n).display().to_string();
+    let verifier = |args: &[&str]| lucid_tests::lucidctl(dir, args);
+    h.daemon.ctl_ok(&["attest", "enroll", "-f", &path("request.json")]);
+    // The verifier: EK certificate against swtpm's CA, a challenge bound to the AK.
+    let out = verifier(&["attest", "challenge", &path("request.json"), "--ek-ca", ca.to_str().unwrap(), "-f", &path("challenge.json"), "--keep", &path("keep.json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("swtpm-localca-rootca"));
+    // Another host's TPM cannot answer it.
+    let wrong = other.daemon.ctl(&["attest", "activate", &path("challenge.json"), "-f", &path("wrong.json")]);
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("could not activate"), "{}", String::from_utf8_lossy(&wrong.stderr));
+    // This host's can; the verifier pins the AK.
+    h.daemon.ctl_ok(&["attest", "activate", &path("challenge.json"), "-f", &path("answer.json")]);
+    let out = verifier(&["attest", "confirm", &path("answer.json"), "--keep", &path("keep.json"), "-f", &path("ak.json")]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let files = issue_and_save(&h, 1);
+    let (_, a) = verify(dir, &files, &[&format!("--ak={}", path("ak.json")), &format!("--ek-ca={}", ca.display())]);
+    assert_eq!(status(&a[0], "ak"), "affirming", "{}", detail(&a[0], "ak"));
+    assert_eq!(status(&a[0], "ek"), "affirming", "{}", detail(&a[0], "ek"));
+    // A wrong answer pins nothing.
+    std::fs::write(dir.join("bad.json"), r#"{"secret":"AAAA"}"#).unwrap();
+    let out = verifier(&["attest", "confirm", &path("bad.json"), "--keep", &path("keep.json"), "-f", &path("ak2.json")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!dir.join("ak2.json").exists());
+    // A request whose AK is another TPM's (the attacker's own key) under this EK: the
+    // challenge is bound to that AK's name, and this TPM cannot answer it.
+    let mut req: Value = serde_json::from_str(&std::fs::read_to_string(path("request.json")).unwrap()).unwrap();
+    other.daemon.ctl_ok(&["attest", "enroll", "-f", &path("other.json")]);
+    let theirs: Value = serde_json::from_str(&std::fs::read_to_string(path("other.json")).unwrap()).unwrap();
+    req["ak_public"] = theirs["ak_public"].clone();
+    std::fs::write(path("swapped.json"), req.to_string()).unwrap();
+    let out = verifier(&["attest", "challenge", &path("swapped.json"), "--ek-ca", ca.to_str().unwrap(), "-f", &path("c2.json"), "--keep", &path("k2.json")]);
+    assert!(out.status.success());
+    assert!(!h.daemon.ctl(&["attest", "activate", &path("c2.json"), "-f", &path("a2.json")]).status.success());
+    // An EK certificate from a CA the verifier does not trust.
+    let empty = dir.join("other-ca");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::copy(ca.join("swtpm-localca-rootca-cert.pem"), empty.join("root.pem")).unwrap();
+    let out = verifier(&["attest", "challenge", &path("request.json"), "--ek-ca", empty.to_str().unwrap(), "-f", &path("c3.json"), "--keep", &path("k3.json")]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no certificate in the CA directory"), "{}", String::from_utf8_lossy(&out.stderr));
+}

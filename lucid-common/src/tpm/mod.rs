@@ -6,6 +6,7 @@
 //! Everything here parses untrusted bytes: every length is checked against what is
 //! left before it is used, and nothing panics on any input.
 
+pub mod credential;
 pub mod eventlog;
 pub mod wire;
 

@@ -66,6 +66,10 @@ pub enum PassportCommand {
         /// A pinned host key (name+id+key, as `status` prints it).
         #[arg(long)]
         host_key: Option<String>,
+        /// Check each passport's EK certificate against the CA certificates (PEM or
+        /// DER) in this directory.
+        #[arg(long)]
+        ek_ca: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -80,12 +84,49 @@ pub enum AttestCommand {
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
     },
-    /// Write what a verifier checks to enrol this host (EK certificate, EK and AK public
-    /// areas, AK name, host key) as JSON.
+    /// Host, step 1 of enrolment: write what a verifier checks (EK certificate, EK and AK
+    /// public areas, AK name, host key) as JSON.
     Enroll {
         /// Output file (stdout when omitted).
         #[arg(short = 'f', long)]
         file: Option<PathBuf>,
+    },
+    /// Verifier, step 2 (offline, no TPM needed): check the EK certificate against a CA
+    /// directory and the AK's attributes, then encrypt a fresh secret to the EK, bound
+    /// to the AK (TPM2_MakeCredential). Writes the challenge for the host and keeps the
+    /// expected answer in a state file for `confirm`.
+    Challenge {
+        /// The host's `attest enroll` output.
+        request: PathBuf,
+        /// Directory of trusted CA certificates (PEM or DER) for EK certificates.
+        #[arg(long)]
+        ek_ca: PathBuf,
+        /// Where to write the challenge (send it to the host).
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+        /// Where to keep the verifier's state (do not send it).
+        #[arg(long)]
+        keep: PathBuf,
+    },
+    /// Host, step 3: have the TPM answer the challenge (TPM2_ActivateCredential).
+    Activate {
+        /// The verifier's challenge.
+        challenge: PathBuf,
+        /// Where to write the answer (send it back).
+        #[arg(short = 'f', long)]
+        file: PathBuf,
+    },
+    /// Verifier, step 4: compare the host's answer with the kept state; on a match,
+    /// write the pinned AK (pass it to `passport verify --ak`).
+    Confirm {
+        /// The host's answer.
+        answer: PathBuf,
+        /// The state kept by `challenge`.
+        #[arg(long)]
+        keep: PathBuf,
+        /// Where to write the pinned AK.
+        #[arg(short = 'f', long)]
+        file: PathBuf,
     },
 }
 
@@ -141,7 +182,7 @@ pub async fn run(client: &Client, cmd: PassportCommand) -> Result<u8, CallError>
                 ))?;
             }
         }
-        PassportCommand::Verify { files, from, to, aks, host_key, output } => {
+        PassportCommand::Verify { files, from, to, aks, host_key, ek_ca, output } => {
             let mut loaded = Vec::new();
             for f in &files {
                 let bytes = std::fs::read(f).map_err(|e| CallError::new(exit::IO, format!("{}: {e}", f.display())))?;
@@ -158,7 +199,8 @@ pub async fn run(client: &Client, cmd: PassportCommand) -> Result<u8, CallError>
                     loaded.push(load_value(&format!("passport {}", p.number), &r["passport"]["envelope"])?);
                 }
             }
-            let trust = Trust { pinned_aks: pinned(&aks)?, host_key: host_key.map(|k| lucid_common::checkpoint::VerifierKey::parse(&k)).transpose().map_err(|e| CallError::new(exit::USAGE, format!("--host-key: {e}")))? };
+            let ek_anchors = ek_ca.map(|d| lucid_common::tpm::credential::load_ca_dir(&d)).transpose().map_err(|e| CallError::new(exit::IO, e))?;
+            let trust = Trust { ek_anchors, pinned_aks: pinned(&aks)?, host_key: host_key.map(|k| lucid_common::checkpoint::VerifierKey::parse(&k)).transpose().map_err(|e| CallError::new(exit::USAGE, format!("--host-key: {e}")))? };
             let appraisals = passport::verify_chain(loaded, &trust);
             if output == Format::Json {
                 output::json(&appraisals)?;
@@ -177,6 +219,18 @@ pub async fn run(client: &Client, cmd: PassportCommand) -> Result<u8, CallError>
 }
 
 pub async fn attest(client: &Client, cmd: AttestCommand) -> Result<u8, CallError> {
+    match cmd {
+        AttestCommand::Challenge { request, ek_ca, file, keep } => return challenge(&request, &ek_ca, &file, &keep),
+        AttestCommand::Confirm { answer, keep, file } => return confirm(&answer, &keep, &file),
+        AttestCommand::Activate { challenge, file } => {
+            let c: Value = read_json(&challenge)?;
+            let r: Value = client.post("/v1/attest/activate", &c).await?;
+            write_json(&file, &r)?;
+            output::line(&format!("answered the challenge; send {} to the verifier", file.display()))?;
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     let r: Value = client.get("/v1/attest").await?;
     match cmd {
         AttestCommand::Show { output } => {
@@ -216,7 +270,75 @@ pub async fn attest(client: &Client, cmd: AttestCommand) -> Result<u8, CallError
                 None => output::line(&text)?,
             }
         }
+        AttestCommand::Challenge { .. } | AttestCommand::Activate { .. } | AttestCommand::Confirm { .. } => {}
     }
+    Ok(exit::OK)
+}
+
+fn read_json(path: &std::path::Path) -> Result<Value, CallError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CallError::new(exit::IO, format!("{}: {e}", path.display())))?;
+    serde_json::from_str(&text).map_err(|e| CallError::new(exit::REJECTED, format!("{}: {e}", path.display())))
+}
+
+fn write_json(path: &std::path::Path, value: &Value) -> Result<(), CallError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CallError::new(exit::IO, e.to_string()))?;
+    std::fs::write(path, text + "\n").map_err(|e| CallError::new(exit::IO, format!("{}: {e}", path.display())))
+}
+
+fn b64_field(v: &Value, key: &str, file: &std::path::Path) -> Result<Vec<u8>, CallError> {
+    v[key].as_str().and_then(lucid_common::dsse::b64).ok_or_else(|| CallError::new(exit::REJECTED, format!("{}: no base64 {key}", file.display())))
+}
+
+/// Verifier side: checks the request and makes the credential.
+fn challenge(request: &std::path::Path, ek_ca: &std::path::Path, file: &std::path::Path, keep: &std::path::Path) -> Result<u8, CallError> {
+    use lucid_common::tpm::{credential, wire::AkPublic};
+    let r = read_json(request)?;
+    let bad = |m: String| CallError::new(exit::VERIFY_FAILED, m);
+    let ek = credential::EkPublic::parse(&b64_field(&r, "ek_public", request)?).map_err(|e| bad(format!("EK: {e}")))?;
+    let cert = b64_field(&r, "ek_certificate", request).map_err(|_| bad("the TPM holds no EK certificate: the EK cannot be checked against a CA".into()))?;
+    let anchors = credential::load_ca_dir(ek_ca).map_err(|e| CallError::new(exit::IO, e))?;
+    let chain = credential::check_ek_certificate(&cert, &anchors, &ek).map_err(|e| bad(format!("EK certificate: {e}")))?;
+    let ak = AkPublic::parse(&b64_field(&r, "ak_public", request)?).map_err(|e| bad(format!("AK: {e}")))?;
+    let problems = ak.attestation_key_problems();
+    if !problems.is_empty() {
+        return Err(bad(format!("the AK is not an attestation key: {}", problems.join(", "))));
+    }
+    let mut secret = [0u8; 32];
+    getrandom_secret(&mut secret)?;
+    let cred = credential::make_credential(&ek, &ak.name, &secret).map_err(|e| bad(e.to_string()))?;
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    write_json(file, &serde_json::json!({ "credential_blob": b64(&cred.blob), "encrypted_secret": b64(&cred.secret) }))?;
+    let ak_name = lucid_common::hex::encode(&ak.name);
+    write_json(
+        keep,
+        &serde_json::json!({
+            "ak_name": ak_name,
+            "ek_name": lucid_common::hex::encode(&ek.name),
+            "ek_chain": chain,
+            "expected_sha256": lucid_common::hex::encode(&lucid_common::tpm::sha256(&[&secret])),
+        }),
+    )?;
+    output::line(&format!("EK certificate chains to your CA: {}", chain.join(" <- ")))?;
+    output::line(&format!("challenge for AK {ak_name} written to {}; keep {} here", file.display(), keep.display()))?;
+    Ok(exit::OK)
+}
+
+fn getrandom_secret(buf: &mut [u8]) -> Result<(), CallError> {
+    getrandom::getrandom(buf).map_err(|e| CallError::new(exit::IO, format!("no randomness: {e}")))
+}
+
+/// Verifier side: compares the answer and pins the AK.
+fn confirm(answer: &std::path::Path, keep: &std::path::Path, file: &std::path::Path) -> Result<u8, CallError> {
+    let a = read_json(answer)?;
+    let k = read_json(keep)?;
+    let secret = b64_field(&a, "secret", answer)?;
+    if Some(lucid_common::hex::encode(&lucid_common::tpm::sha256(&[&secret])).as_str()) != k["expected_sha256"].as_str() {
+        output::line("the answer does not match: this AK is not in the TPM that holds the certified EK; nothing pinned")?;
+        return Ok(exit::VERIFY_FAILED);
+    }
+    write_json(file, &serde_json::json!({ "ak_name": k["ak_name"], "ek_name": k["ek_name"], "ek_chain": k["ek_chain"], "enrolled": "credential activation" }))?;
+    output::line(&format!("AK {} is bound to the certified EK; pinned in {}", k["ak_name"].as_str().unwrap_or("?"), file.display()))?;
     Ok(exit::OK)
 }
 

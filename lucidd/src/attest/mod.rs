@@ -134,6 +134,11 @@ impl Attestor {
         })
     }
 
+    /// Answers a verifier's enrolment challenge (credential activation).
+    pub fn activate(&self, blob: &[u8], secret: &[u8]) -> Result<Vec<u8>, TpmError> {
+        self.with_tpm("activate a credential", |t| t.activate(blob, secret))
+    }
+
     /// The anchor counter's value (`None`: never advanced on this TPM).
     pub fn counter(&self) -> Result<Option<u64>, TpmError> {
         let value = self.with_tpm("read the anchor counter", |t| t.counter())?;

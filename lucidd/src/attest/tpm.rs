@@ -187,6 +187,34 @@ impl Tpm {
         Err(TpmError::Unexpected("PCRs kept changing while being quoted".into()))
     }
 
+    /// TPM2_ActivateCredential: recovers a verifier's secret encrypted to the EK and bound
+    /// to the AK's name; only this TPM, holding both, can.
+    pub fn activate(&self, blob: &[u8], secret: &[u8]) -> Result<Vec<u8>, TpmError> {
+        use tss_esapi::constants::SessionType;
+        use tss_esapi::interface_types::session_handles::{AuthSession, PolicySession};
+        use tss_esapi::structures::{EncryptedSecret, IdObject, SymmetricDefinition};
+        let mut ctx = self.session()?;
+        let ak = persisted_ak(&mut ctx)?.ok_or_else(|| TpmError::Unexpected("has no attestation key (not provisioned)".into()))?;
+        let ek = create_ek_object_2(&mut ctx, AsymmetricAlgorithmSelection::Rsa(RsaKeyBits::Rsa2048), None).map_err(cmd("create EK"))?;
+        let session = ctx
+            .start_auth_session(None, None, None, SessionType::Policy, SymmetricDefinition::AES_128_CFB, HashingAlgorithm::Sha256)
+            .map_err(cmd("start a policy session"))?
+            .ok_or_else(|| TpmError::Unexpected("returned no policy session".into()))?;
+        let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
+        ctx.execute_with_nullauth_session(|c| {
+            c.policy_secret(policy, tss_esapi::handles::AuthHandle::Endorsement, Default::default(), Default::default(), Default::default(), None)
+        })
+        .map_err(cmd("policy secret (endorsement)"))?;
+        let blob = IdObject::try_from(blob.to_vec()).map_err(cmd("credential blob"))?;
+        let secret = EncryptedSecret::try_from(secret.to_vec()).map_err(cmd("encrypted secret"))?;
+        let out = ctx
+            .execute_with_sessions((Some(AuthSession::Password), Some(session), None), |c| c.activate_credential(ak, ek, blob, secret))
+            .map_err(cmd("activate credential"));
+        let _ = ctx.flush_context(ek.into());
+        let _ = ctx.flush_context(tss_esapi::handles::SessionHandle::from(session).into());
+        Ok(out?.value().to_vec())
+    }
+
     /// Reads SHA-256 PCR values.
     pub fn read_pcrs(&self, pcrs: &[u32]) -> Result<Vec<(u32, [u8; 32])>, TpmError> {
         read_pcrs(&mut self.session()?, pcrs)

@@ -27,6 +27,7 @@
 //! | `POST /v1/passports`           | issue a passport now                             |
 //! | `GET  /v1/passports/{number}`  | one passport's record and signed envelope        |
 //! | `GET  /v1/attest`              | TPM state, EK/AK public parts, the host key      |
+//! | `POST /v1/attest/activate`     | answer a verifier's enrolment challenge          |
 
 pub mod auth;
 pub mod error;
@@ -69,6 +70,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/passports", get(passports::list).post(passports::issue))
         .route("/v1/passports/{number}", get(passports::show))
         .route("/v1/attest", get(passports::attest))
+        .route("/v1/attest/activate", post(passports::activate))
         .fallback(handlers::not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .with_state(state)

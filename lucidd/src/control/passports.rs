@@ -74,3 +74,34 @@ pub async fn attest(State(state): State<Arc<AppState>>) -> Json<Value> {
         "ledger_key": state.ledger.verifier_key().to_string(),
     }))
 }
+
+/// `POST /v1/attest/activate` body: a verifier's challenge (base64).
+#[derive(Debug, Deserialize)]
+pub struct Challenge {
+    credential_blob: String,
+    encrypted_secret: String,
+}
+
+/// `POST /v1/attest/activate`: TPM2_ActivateCredential on a verifier's challenge; the
+/// answer goes back to the verifier, who pins the AK if it matches. Recorded.
+pub async fn activate(State(state): State<Arc<AppState>>, body: Result<Json<Challenge>, axum::extract::rejection::JsonRejection>) -> Result<Json<Value>, ApiError> {
+    let Json(c) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let (Some(blob), Some(secret)) = (lucid_common::dsse::b64(&c.credential_blob), lucid_common::dsse::b64(&c.encrypted_secret)) else {
+        return Err(ApiError::bad_request("credential_blob and encrypted_secret must be base64"));
+    };
+    let a = state.attest.clone();
+    let answer = tokio::task::spawn_blocking(move || a.activate(&blob, &secret))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "activation_failed", format!("this TPM could not activate the credential (a challenge for another EK or AK?): {e}")))?;
+    let entry = lucid_common::record::Entry {
+        kind: Kind::Attestation,
+        source: "lucidctl".into(),
+        controls: vec!["CC6.1".into()],
+        severity: lucid_common::record::Severity::Notice,
+        subject: "tpm.enrolment".into(),
+        body: json!({ "ak_name": state.attest.status().ak_name, "answered": true }),
+    };
+    state.ledger.append(entry).await?;
+    Ok(Json(json!({ "secret": B64.encode(answer) })))
+}

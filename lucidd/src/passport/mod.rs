@@ -178,6 +178,7 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
                 ledger_key: ledger.verifier_key().to_string(),
                 ek_name: identity.as_ref().map(|i| i.ek_name.clone()),
                 ek_certificate: identity.as_ref().and_then(|i| i.ek_certificate.as_ref()).map(|c| B64.encode(c)),
+                ek_public: identity.as_ref().map(|i| B64.encode(&i.ek_public)),
                 ak_public: identity.as_ref().map(|i| B64.encode(&i.ak_public)),
             },
             boot: Boot { event_log, event_log_error },
