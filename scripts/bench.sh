@@ -3,14 +3,14 @@
 # same run: the ledger against SQLite, the audit chain against Presidio's pattern
 # recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
 # ONNX Runtime, model hashing against sha256sum and b3sum, the eBPF probes against no
-# probes and a no-op program (here, and each program family in a VM). Each prints one
-# JSON line.
+# probes and a no-op program (here, and each program family in a VM), passport
+# verification against tpm2_checkquote. Each prints one JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib.sh
 
-need_apt build-essential pkg-config libsqlite3-dev python3-venv b3sum
+need_apt build-essential pkg-config libsqlite3-dev python3-venv b3sum libtss2-dev swtpm swtpm-tools tpm2-tools
 need_rust
 need_venv presidio-analyzer presidio-anonymizer detect-secrets structlog
 # LLM Guard's Secrets scanner without the model stack the rest of llm-guard pulls in.
@@ -21,6 +21,9 @@ cargo bench --locked -p lucidd --bench ledger
 cargo bench --locked -p lucidd --bench audit
 cargo bench --locked -p lucidd --bench infer
 cargo bench --locked -p lucidd --bench hash
+# A year of hourly passports from the real daemon on swtpm, verified offline.
+cargo build --locked --release -p lucidd -p lucidctl
+cargo bench --locked -p lucid-tests --bench passports
 if [ "$(id -u)" -eq 0 ]; then
     need_ebpf_toolchain
     cargo bench --locked -p lucidd --bench probes

@@ -9,7 +9,8 @@ ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 . scripts/lib.sh
 
-need_apt build-essential pkg-config
+# libtss2: lucidd talks to the TPM through tpm2-tss (without a TPM it runs and says so).
+need_apt build-essential pkg-config libtss2-dev libtss2-tcti-device0
 need_rust
 # The eBPF model watch; without it lucidd builds and watches with fanotify instead.
 ( need_ebpf_toolchain ) || say "no eBPF toolchain: lucidd will watch models with fanotify"

@@ -11,6 +11,11 @@ cd "$ROOT"
 # systemd: systemd-analyze and a journald to run standalone; util-linux: setpriv;
 # libsqlite3-dev: the ledger benchmark's SQLite peer (a dev-dependency).
 need_apt build-essential pkg-config libsqlite3-dev systemd util-linux python3-venv
+# The TPM: tpm2-tss to build against (tss-esapi), swtpm (one per test, manufactured
+# with an EK certificate by its local CA), tpm2-tools (the passport benchmark's peer),
+# and for the measured boot in a VM: OVMF, sbsigntool (the kernel signed with OVMF's
+# snakeoil key for Secure Boot) and the device TCTI the guest's lucidd loads.
+need_apt libtss2-dev libtss2-tcti-device0 swtpm swtpm-tools tpm2-tools ovmf sbsigntool
 need_rust
 need_cargo_tool cargo-nextest cargo-nextest
 # The kernel programs (lucid-ebpf) are built by lucidd's build.rs; here they must build.
@@ -46,7 +51,10 @@ bash scripts/pack.sh >/dev/null
 
 say "building"
 cargo build --locked --workspace --exclude lucid-ebpf --bins --all-targets
-cargo build --locked --release --target x86_64-unknown-linux-musl -p lucid-vm-init -p lucidd -p lucidctl
+cargo build --locked --release --target x86_64-unknown-linux-musl -p lucid-vm-init -p lucidctl
+# Static lucidd without the TPM (Debian has no static tpm2-tss): the eBPF VM test's; the
+# measured-boot VM test runs the glibc build with its libraries instead.
+cargo build --locked --release --target x86_64-unknown-linux-musl -p lucidd --no-default-features
 if cargo clippy --version >/dev/null 2>&1; then
     say "clippy"
     cargo clippy --locked --workspace --exclude lucid-ebpf --all-targets -- -D warnings

@@ -83,6 +83,9 @@ pub struct Passport {
     /// GPUs (NVML identity), where NVML is present.
     #[serde(default)]
     pub gpus: Vec<serde_json::Value>,
+    /// Why `gpus` is empty, where it is.
+    #[serde(default)]
+    pub gpus_note: Option<String>,
     /// The TPM's quote; `None` when the passport is unanchored.
     pub tpm: Option<TpmClaim>,
     /// Why there is no TPM evidence.
@@ -299,12 +302,21 @@ pub fn canonical(value: &serde_json::Value) -> Vec<u8> {
 
 impl Statement {
     /// The qualifying data of the TPM quote: binds every claim except the quote itself.
+    /// The issuer computes it before quoting; a verifier computes it from the payload as
+    /// signed ([`binding_of`]), so fields a later version adds never change it.
     pub fn quote_binding(&self) -> [u8; 32] {
-        let mut unquoted = self.clone();
-        unquoted.predicate.tpm = None;
-        let value = serde_json::to_value(&unquoted).unwrap_or(serde_json::Value::Null);
-        sha256(&[QUOTE_DOMAIN, &canonical(&value)])
+        binding_of(&serde_json::to_value(self).unwrap_or(serde_json::Value::Null))
     }
+}
+
+/// The quote binding of a statement as JSON: `predicate.tpm` set to null, then the
+/// canonical form, hashed with [`QUOTE_DOMAIN`].
+pub fn binding_of(statement: &serde_json::Value) -> [u8; 32] {
+    let mut unquoted = statement.clone();
+    if let Some(p) = unquoted.get_mut("predicate").and_then(|p| p.as_object_mut()) {
+        p.insert("tpm".into(), serde_json::Value::Null);
+    }
+    sha256(&[QUOTE_DOMAIN, &canonical(&unquoted)])
 }
 
 /// What the verifier concluded about one claim (EAR's trustworthiness tiers).
@@ -379,6 +391,8 @@ pub struct Loaded {
     pub digest: [u8; 32],
     /// The statement.
     pub statement: Statement,
+    /// The quote binding of the payload as signed.
+    pub binding: [u8; 32],
 }
 
 /// Reads an envelope's statement without checking anything yet.
@@ -388,11 +402,13 @@ pub fn load(file: &str, bytes: &[u8]) -> Result<Loaded, String> {
         return Err(format!("payload type {:?} is not an in-toto statement", envelope.payload_type));
     }
     let payload = envelope.payload_unverified().map_err(|e| e.to_string())?;
-    let statement: Statement = serde_json::from_slice(&payload).map_err(|e| format!("not a Lucid passport statement: {e}"))?;
+    let value: serde_json::Value = serde_json::from_slice(&payload).map_err(|e| format!("not JSON: {e}"))?;
+    let binding = binding_of(&value);
+    let statement: Statement = serde_json::from_value(value).map_err(|e| format!("not a Lucid passport statement: {e}"))?;
     if statement.predicate_type != PREDICATE_TYPE {
         return Err(format!("predicate type {:?} is not {PREDICATE_TYPE}", statement.predicate_type));
     }
-    Ok(Loaded { file: file.to_string(), digest: sha256(&[&payload]), envelope, statement })
+    Ok(Loaded { file: file.to_string(), digest: sha256(&[&payload]), envelope, statement, binding })
 }
 
 /// Appraises a chain of passports (any order; sorted by number here). Every passport
@@ -400,22 +416,35 @@ pub fn load(file: &str, bytes: &[u8]) -> Result<Loaded, String> {
 /// advancing anchor) are checked between neighbours.
 pub fn verify_chain(mut passports: Vec<Loaded>, trust: &Trust) -> Vec<Appraisal> {
     passports.sort_by_key(|p| (p.statement.predicate.number, p.statement.predicate.period.from_ns));
-    let mut out = Vec::with_capacity(passports.len());
-    let mut previous: Option<&Loaded> = None;
-    let mut first_key: Option<String> = None;
-    for p in &passports {
-        let mut a = verify_one(p, trust);
-        let key = p.statement.predicate.host.ledger_key.clone();
-        match &first_key {
-            None => first_key = Some(key),
-            Some(k) if *k != key => a.push("chain", Status::Contraindicated, "signed by a different host key than the first passport of the chain"),
-            _ => {}
+    // Each passport on its own, on every core (a year of hourly passports is 8,760).
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 16);
+    let chunk = passports.len().div_ceil(threads).max(1);
+    let mut out: Vec<Appraisal> = std::thread::scope(|s| {
+        let handles: Vec<_> = passports.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|p| verify_one(p, trust)).collect::<Vec<_>>())).collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    });
+    if out.len() != passports.len() {
+        // A verifier thread panicked: say so rather than drop passports silently.
+        return passports
+            .iter()
+            .map(|p| Appraisal {
+                file: p.file.clone(),
+                number: p.statement.predicate.number,
+                period: p.statement.predicate.period,
+                digest: crate::hex::encode(&p.digest),
+                claims: vec![Claim { claim: "verifier".into(), status: Status::Contraindicated, detail: "the verifier failed on this chain".into() }],
+            })
+            .collect();
+    }
+    // Then the links between neighbours.
+    let first_key = passports.first().map(|p| p.statement.predicate.host.ledger_key.clone());
+    for (i, p) in passports.iter().enumerate() {
+        if first_key.as_deref().is_some_and(|k| k != p.statement.predicate.host.ledger_key) {
+            out[i].push("chain", Status::Contraindicated, "signed by a different host key than the first passport of the chain");
         }
-        if let Some(prev) = previous {
-            chain_link(prev, p, &mut a);
+        if i > 0 {
+            chain_link(&passports[i - 1], p, &mut out[i]);
         }
-        out.push(a);
-        previous = Some(p);
     }
     out
 }
@@ -562,7 +591,7 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
         }
     }
     let composite: Vec<[u8; 32]> = values.values().copied().collect();
-    if quote.extra_data != s.quote_binding() {
+    if quote.extra_data != p.binding {
         a.push("quote", Status::Contraindicated, "the quote's qualifying data does not match this statement (changed after quoting, or a replayed quote)");
     } else if !all || pcr_composite(&composite).as_slice() != pcr_digest.as_slice() || tpm.pcrs.len() != pcrs.len() {
         a.push("quote", Status::Contraindicated, "the PCR values given are not the ones the TPM quoted");
@@ -710,5 +739,109 @@ fn appraise_anchor(pp: &Passport, ak: &AkPublic, a: &mut Appraisal) {
         a.push("anchor", Status::Contraindicated, format!("the certified counter is {value:?}, not {}", anchor.counter));
     } else {
         a.push("anchor", Status::Affirming, format!("the TPM certified anchor counter {} bound to this checkpoint", anchor.counter));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tpm::wire::tests::{quote_bytes, FakeAk};
+    use crate::tpm::wire::attributes::*;
+
+    /// A passport as a host with a (software) TPM would issue it.
+    fn issue(ak: &FakeAk, key: &ed25519_dalek::SigningKey) -> Vec<u8> {
+        let vkey = VerifierKey::new("host/lucid", key.verifying_key());
+        let note = Checkpoint { origin: "host/lucid".into(), size: 3, root: [1; 32], time_ns: 9 }.sign(key);
+        let mut s = Statement {
+            statement_type: STATEMENT_TYPE.into(),
+            subject: vec![Subject { name: "ledger-checkpoint".into(), digest: [("sha256".to_string(), crate::hex::encode(&sha256(&[note.as_bytes()])))].into() }],
+            predicate_type: PREDICATE_TYPE.into(),
+            predicate: Passport {
+                number: 1,
+                period: Period { from_ns: 1, to_ns: 2 },
+                host: Host { hostname: "h".into(), ledger_key: vkey.to_string(), ak_public: Some(B64.encode(&ak.public)), ..Default::default() },
+                launch: Launch { pcr: 23, config_digest: "c".into(), ..Default::default() },
+                ledger: LedgerClaim { checkpoint: note, ..Default::default() },
+                ..Default::default()
+            },
+        };
+        let pcrs: Vec<u32> = vec![0, 1, 2, 3, 4, 5, 6, 7, 23];
+        let clock = ClockInfo { clock: 5, reset_count: 1, restart_count: 0, safe: true };
+        let quote = quote_bytes(&s.quote_binding(), &pcrs, &pcr_composite(&[[0u8; 32]; 9]), clock);
+        s.predicate.tpm = Some(TpmClaim {
+            quote: B64.encode(&quote),
+            signature: B64.encode(ak.sign(&quote)),
+            pcrs: pcrs.iter().map(|p| (*p, crate::hex::encode(&[0u8; 32]))).collect(),
+            clock: Some(clock),
+        });
+        serde_json::to_vec(&Envelope::sign(crate::dsse::IN_TOTO, &serde_json::to_vec(&s).unwrap(), key, "k")).unwrap()
+    }
+
+    fn statuses(a: &Appraisal) -> BTreeMap<String, Status> {
+        a.claims.iter().map(|c| (c.claim.clone(), c.status)).collect()
+    }
+
+    #[test]
+    fn a_well_formed_passport_affirms_and_its_binding_survives_unknown_fields() {
+        let ak = FakeAk::new(3, FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let bytes = issue(&ak, &key);
+        let loaded = load("p", &bytes).unwrap();
+        let a = verify_one(&loaded, &Trust::default());
+        let s = statuses(&a);
+        assert_eq!(s["quote"], Status::Affirming, "{a:?}");
+        // PCR 23 at zero replays from no measurements, but nothing says what ran.
+        assert_eq!(s["launch"], Status::Warning, "{a:?}");
+        assert_eq!(s["ak"], Status::Warning);
+        // A field this verifier does not know (a later version's), signed and bound by the
+        // issuer: the binding is over the payload as signed, so it still verifies.
+        let env: Envelope = serde_json::from_slice(&bytes).unwrap();
+        let mut v: serde_json::Value = serde_json::from_slice(&env.payload_unverified().unwrap()).unwrap();
+        v["predicate"]["future_field"] = serde_json::json!({ "x": 1 });
+        let binding = binding_of(&v);
+        let quote = quote_bytes(&binding, &[0, 1, 2, 3, 4, 5, 6, 7, 23], &pcr_composite(&[[0u8; 32]; 9]), ClockInfo { clock: 5, reset_count: 1, restart_count: 0, safe: true });
+        v["predicate"]["tpm"]["quote"] = serde_json::Value::String(B64.encode(&quote));
+        v["predicate"]["tpm"]["signature"] = serde_json::Value::String(B64.encode(ak.sign(&quote)));
+        let later = serde_json::to_vec(&Envelope::sign(crate::dsse::IN_TOTO, &serde_json::to_vec(&v).unwrap(), &key, "k")).unwrap();
+        let a = verify_one(&load("later", &later).unwrap(), &Trust::default());
+        assert_eq!(statuses(&a)["quote"], Status::Affirming, "{a:?}");
+    }
+
+    /// The verifier reads files from anywhere: no input may panic it. Mutates the
+    /// envelope's bytes, and the signed payload's bytes (re-signed, so the mutation
+    /// reaches the claim checks).
+    #[test]
+    fn no_mutation_of_a_passport_panics_the_verifier() {
+        let ak = FakeAk::new(3, FIXED_TPM | FIXED_PARENT | SENSITIVE_DATA_ORIGIN | RESTRICTED | SIGN);
+        let key = ed25519_dalek::SigningKey::from_bytes(&[4; 32]);
+        let bytes = issue(&ak, &key);
+        let env: Envelope = serde_json::from_slice(&bytes).unwrap();
+        let payload = env.payload_unverified().unwrap();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let trust = Trust { pinned_aks: vec!["00".into()], ..Default::default() };
+        for i in 0..3000 {
+            let (mut target, resign) = if i % 2 == 0 { (bytes.clone(), false) } else { (payload.clone(), true) };
+            for _ in 0..1 + next() % 4 {
+                let at = (next() as usize) % target.len();
+                match next() % 3 {
+                    0 => target[at] = next() as u8,
+                    1 => target.truncate(at),
+                    _ => target.insert(at, b"0123456789\"{}[],:-e"[(next() % 19) as usize]),
+                }
+                if target.is_empty() {
+                    break;
+                }
+            }
+            let file = if resign { serde_json::to_vec(&Envelope::sign(crate::dsse::IN_TOTO, &target, &key, "k")).unwrap() } else { target };
+            if let Ok(l) = load("m", &file) {
+                let _ = verify_chain(vec![l.clone(), l], &trust);
+            }
+        }
     }
 }

@@ -301,6 +301,12 @@ impl AkPublic {
         problems
     }
 
+    /// The key as PEM (SubjectPublicKeyInfo), for tools such as `tpm2_checkquote -u`.
+    pub fn to_pem(&self) -> Option<String> {
+        use p256::pkcs8::EncodePublicKey as _;
+        self.key.to_public_key_pem(p256::pkcs8::LineEnding::LF).ok()
+    }
+
     /// Whether `signature` (a marshalled `TPMT_SIGNATURE`) by this key covers `message`.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), WireError> {
         let sig = EcdsaSignature::parse(signature)?;

@@ -51,7 +51,7 @@ pub enum PassportCommand {
     /// verify them here. Exit 0: every claim affirming; 9: verified with warnings (for
     /// example unanchored, or an AK not pinned); 1: a claim is contraindicated.
     Verify {
-        /// Passport envelope files.
+        /// Passport envelope files, or directories of them (*.json).
         files: Vec<PathBuf>,
         /// Fetch passports from this time (with --to) instead of reading files.
         #[arg(long)]
@@ -78,8 +78,12 @@ pub enum PassportCommand {
 
 #[derive(Subcommand)]
 pub enum AttestCommand {
-    /// The TPM: EK and AK names, EK certificate, anchor counter, failures.
+    /// The TPM: EK and AK names, EK certificate (and its chain with --ek-ca), anchor
+    /// counter, failures.
     Show {
+        /// Check the EK certificate against the CA certificates in this directory.
+        #[arg(long)]
+        ek_ca: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Format,
@@ -184,6 +188,23 @@ pub async fn run(client: &Client, cmd: PassportCommand) -> Result<u8, CallError>
         }
         PassportCommand::Verify { files, from, to, aks, host_key, ek_ca, output } => {
             let mut loaded = Vec::new();
+            // A directory stands for the passport files (*.json) in it.
+            let mut expanded = Vec::new();
+            for f in files {
+                if f.is_dir() {
+                    let mut inside: Vec<PathBuf> = std::fs::read_dir(&f)
+                        .map_err(|e| CallError::new(exit::IO, format!("{}: {e}", f.display())))?
+                        .flatten()
+                        .map(|e| e.path())
+                        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                        .collect();
+                    inside.sort();
+                    expanded.extend(inside);
+                } else {
+                    expanded.push(f);
+                }
+            }
+            let files = expanded;
             for f in &files {
                 let bytes = std::fs::read(f).map_err(|e| CallError::new(exit::IO, format!("{}: {e}", f.display())))?;
                 loaded.push(passport::load(&f.display().to_string(), &bytes).map_err(|e| CallError::new(exit::VERIFY_FAILED, format!("{}: {e}", f.display())))?);
@@ -233,7 +254,13 @@ pub async fn attest(client: &Client, cmd: AttestCommand) -> Result<u8, CallError
     }
     let r: Value = client.get("/v1/attest").await?;
     match cmd {
-        AttestCommand::Show { output } => {
+        AttestCommand::Show { ek_ca, output } => {
+            let chain = ek_ca.map(|dir| -> Result<Vec<String>, String> {
+                use lucid_common::tpm::credential;
+                let field = |k: &str| r[k].as_str().and_then(lucid_common::dsse::b64).ok_or_else(|| format!("the TPM gave no {k}"));
+                let ek = credential::EkPublic::parse(&field("ek_public")?).map_err(|e| e.to_string())?;
+                credential::check_ek_certificate(&field("ek_certificate")?, &credential::load_ca_dir(&dir)?, &ek)
+            });
             if output == Format::Json {
                 output::json(&r)?;
                 return Ok(exit::OK);
@@ -244,7 +271,13 @@ pub async fn attest(client: &Client, cmd: AttestCommand) -> Result<u8, CallError
             output::line(&format!("mode:           {}", text(&s["mode"]).unwrap_or_default()))?;
             if let Some(ek) = text(&s["ek_name"]) {
                 output::line(&format!("EK name:        {ek}"))?;
-                output::line(&format!("EK certificate: {}", if s["ek_certificate"].as_bool() == Some(true) { "present in NV (check its chain with the manufacturer's CA)" } else { "none in NV" }))?;
+                let cert = match (&chain, s["ek_certificate"].as_bool() == Some(true)) {
+                    (_, false) => "none in NV".to_string(),
+                    (None, true) => "present in NV (--ek-ca DIR checks its chain)".to_string(),
+                    (Some(Ok(c)), true) => format!("chains to the given CA: {}", c.join(" <- ")),
+                    (Some(Err(e)), true) => format!("DOES NOT CHAIN to the given CA: {e}"),
+                };
+                output::line(&format!("EK certificate: {cert}"))?;
             }
             if let Some(ak) = text(&s["ak_name"]) {
                 output::line(&format!("AK name:        {ak} (ECC P-256, restricted signing, persisted)"))?;

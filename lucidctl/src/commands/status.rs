@@ -160,6 +160,18 @@ pub async fn run(client: &Client, view: View, format: Format) -> Result<u8, Call
     if detailed {
         t.add_row(vec!["watch events".to_string(), format!("{} changes judged, {} events lost", w.changes, w.lost)]);
     }
+    let a = &s.attestation;
+    let tpm = match (a.available, &a.failing, &a.unavailable) {
+        (true, None, _) => format!("{} (AK {}…, anchor counter {})", a.tcti, output::short(a.ak_name.as_deref().unwrap_or(""), 16), a.anchor_counter.map(|c| c.to_string()).unwrap_or_else(|| "not yet advanced".into())),
+        (true, Some(f), _) => format!("FAILING: {f} (passports are unanchored until it answers)"),
+        (false, _, why) => format!("none: {} (passports are unanchored)", why.as_deref().unwrap_or("not available")),
+    };
+    t.add_row(vec!["TPM".to_string(), tpm]);
+    let passport = match &a.latest_passport {
+        Some(p) => format!("#{} to {} ({}; every {} min; lucidctl passport list)", p.number, output::time(p.to_ns), if p.anchored { "anchored" } else { "unanchored" }, a.passport_interval_minutes),
+        None => format!("none yet (every {} min, or lucidctl passport issue)", a.passport_interval_minutes),
+    };
+    t.add_row(vec!["passports".to_string(), passport]);
     t.add_row(vec!["journald".to_string(), if s.journald { "mirroring records".into() } else { "not connected".into() }]);
     let classifiers = match (s.classifiers.as_slice(), &s.classifier_note) {
         ([], Some(note)) => format!("none: heuristics only ({note})"),

@@ -239,6 +239,11 @@ impl Tpm {
         Ok((before, after))
     }
 
+    /// Has the AK certify the anchor counter's value over `qualifying` (TPM2_NV_Certify).
+    pub fn certify_counter(&self, qualifying: &[u8]) -> Result<Signed, TpmError> {
+        super::nv_certify::certify_counter(&self.tcti, qualifying)
+    }
+
     /// The anchor counter's value, `None` when it was never defined.
     pub fn counter(&self) -> Result<Option<u64>, TpmError> {
         let mut ctx = self.session()?;

@@ -138,6 +138,8 @@ pub struct AppState {
     pub watch: crate::integrity::watch::Watch,
     /// The TPM (or why there is none).
     pub attest: Arc<crate::attest::Attestor>,
+    /// Launch measurements read from the ledger so far (for passports).
+    pub measurements: crate::passport::MeasurementCache,
     config: RwLock<Arc<ActiveConfig>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -164,6 +166,7 @@ impl AppState {
             models,
             watch: Default::default(),
             attest,
+            measurements: Default::default(),
             config: RwLock::new(Arc::new(active)),
             apply_lock: tokio::sync::Mutex::new(()),
         }

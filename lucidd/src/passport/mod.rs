@@ -82,19 +82,41 @@ pub fn summary_of(r: &Record) -> Option<PassportSummary> {
     })
 }
 
+/// What the previous passport left for the next one.
+struct Previous {
+    summary: Option<PassportSummary>,
+    checkpoint: Option<String>,
+    seq: u64,
+    from_ns: u64,
+}
+
+/// Runs ledger reads and folding off the async workers, so issuing never stalls the
+/// gateway's requests on them.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, IssueError> + Send + 'static) -> Result<T, IssueError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| IssueError::Other(format!("passport task: {e}")))?
+}
+
 /// Issues a passport for the period since the previous one, now.
 pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummary, IssueError> {
     let _one = ISSUING.lock().await;
     let ledger = &state.ledger;
-    let prev = latest(state)?;
-    let prev_summary = prev.as_ref().and_then(summary_of);
-    let prev_checkpoint = prev.as_ref().and_then(|r| r.body.get("checkpoint")).and_then(|c| c.as_str()).map(str::to_string);
-    let from_ns = match &prev_summary {
-        Some(p) => p.to_ns,
-        None => ledger.records(0, 1)?.first().map(|r| r.time_ns).unwrap_or(state.run.started_ns),
-    };
-    let to_ns = now_ns().max(from_ns);
-    let period = Period { from_ns, to_ns };
+    let s = state.clone();
+    let prev = blocking(move || {
+        let prev = latest(&s)?;
+        let summary = prev.as_ref().and_then(summary_of);
+        let from_ns = match &summary {
+            Some(p) => p.to_ns,
+            None => s.ledger.records(0, 1)?.first().map(|r| r.time_ns).unwrap_or(s.run.started_ns),
+        };
+        Ok(Previous {
+            checkpoint: prev.as_ref().and_then(|r| r.body.get("checkpoint")).and_then(|c| c.as_str()).map(str::to_string),
+            seq: prev.as_ref().map(|r| r.seq).unwrap_or(0),
+            summary,
+            from_ns,
+        })
+    })
+    .await?;
+    let period = Period { from_ns: prev.from_ns, to_ns: now_ns().max(prev.from_ns) };
 
     // Anchor (which signs a checkpoint first) where there is a TPM; otherwise just sign.
     let mut unanchored = state.attest.status().unavailable;
@@ -116,16 +138,85 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
             ledger.head().checkpoint.ok_or_else(|| IssueError::Other("the ledger has no checkpoint".into()))?
         }
     };
-    let consistency = match &prev_summary {
+    // A TPM that was reset since the last measurement (it restarted, the host rebooted
+    // under a running lucidd) holds a zero application PCR: measure the launch again,
+    // so the PCR and the ledger agree and the passport can be replayed.
+    if state.attest.identity().is_some() {
+        let a = state.attest.clone();
+        if let Ok(Ok(value)) = tokio::task::spawn_blocking(move || a.application_pcr()).await {
+            if value == [0u8; 32] {
+                tracing::warn!("the application PCR was reset since lucidd measured its launch; measuring again");
+                state.measure_launch().await;
+            }
+        }
+    }
+    let s = state.clone();
+    let anchor_claim = anchor.as_ref().map(|a| AnchorClaim { counter: a.counter, attest: a.attest.clone(), signature: a.signature.clone() });
+    let n = note.clone();
+    let mut statement = blocking(move || compose(&s, &prev, period, size, n, anchor_claim)).await?;
+    if state.attest.identity().is_some() && anchor.is_some() {
+        let binding = statement.quote_binding();
+        let attest = state.attest.clone();
+        match tokio::task::spawn_blocking(move || attest.quote(&binding)).await {
+            Ok(Ok(q)) => {
+                let clock = lucid_common::tpm::wire::Attest::parse(&q.signed.attest).ok().map(|a| a.clock);
+                statement.predicate.tpm = Some(TpmClaim {
+                    quote: B64.encode(&q.signed.attest),
+                    signature: B64.encode(&q.signed.signature),
+                    pcrs: q.pcrs.iter().map(|(i, v)| (*i, lucid_common::hex::encode(v))).collect(),
+                    clock,
+                });
+            }
+            Ok(Err(e)) => unanchored = Some(format!("the TPM could not quote: {e}")),
+            Err(e) => unanchored = Some(format!("the quote task failed: {e}")),
+        }
+    }
+    if statement.predicate.tpm.is_none() {
+        statement.predicate.unanchored = Some(unanchored.unwrap_or_else(|| "no TPM".into()));
+    }
+    let s = state.clone();
+    let reason = reason.to_string();
+    let (summary, entry) = blocking(move || {
+        let payload = serde_json::to_vec(&statement).map_err(|e| IssueError::Other(e.to_string()))?;
+        let digest = lucid_common::hex::encode(&lucid_common::tpm::sha256(&[&payload]));
+        let envelope = Envelope::sign(IN_TOTO, &payload, &s.run.host_key, &s.ledger.verifier_key().to_string());
+        let p = &statement.predicate;
+        let anchored = p.tpm.is_some();
+        let body = json!({
+            "number": p.number,
+            "digest": digest,
+            "from_ns": period.from_ns,
+            "to_ns": period.to_ns,
+            "anchored": anchored,
+            "unanchored": p.unanchored,
+            "checkpoint_size": size,
+            "checkpoint": note,
+            "reason": reason,
+            "gaps": p.gaps,
+            "envelope": envelope,
+        });
+        let severity = if anchored { Severity::Info } else { Severity::Notice };
+        let controls = vec!["CC7.2".into(), "CC8.1".into(), "PI1.5".into()];
+        let entry = Entry { kind: Kind::Attestation, source: "lucidd".into(), controls, severity, subject: ISSUED.into(), body };
+        let summary = PassportSummary { number: p.number, digest, record_seq: 0, from_ns: period.from_ns, to_ns: period.to_ns, anchored, checkpoint_size: size };
+        Ok((summary, entry))
+    })
+    .await?;
+    let receipt = ledger.append(entry).await?;
+    tracing::info!(number = summary.number, seq = receipt.seq, anchored = summary.anchored, "issued passport");
+    Ok(PassportSummary { record_seq: receipt.seq, ..summary })
+}
+
+/// The statement of a period, before the quote: everything read from the ledger and the
+/// daemon's state (blocking: it decompresses the period's records).
+fn compose(state: &AppState, prev: &Previous, period: Period, size: u64, note: String, anchor: Option<AnchorClaim>) -> Result<Statement, IssueError> {
+    let ledger = &state.ledger;
+    let consistency = match &prev.summary {
         Some(p) if p.checkpoint_size <= size => ledger.consistency(p.checkpoint_size, size)?.proof,
         _ => Vec::new(),
     };
-
-    let period_records = {
-        let q = lucid_common::api::LogQuery { since_ns: Some(from_ns), until_ns: Some(to_ns), ..Default::default() };
-        ledger.query(&q, prev.as_ref().map(|r| r.seq).unwrap_or(0))?
-    };
-    let folded = summary::fold(&period_records, period);
+    let q = lucid_common::api::LogQuery { since_ns: Some(period.from_ns), until_ns: Some(period.to_ns), ..Default::default() };
+    let folded = summary::fold(&ledger.query(&q, prev.seq)?, period);
     let cfg = state.config();
     let models: Vec<ModelClaim> = state
         .models
@@ -149,29 +240,17 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
         Ok(bytes) => (Some(B64.encode(bytes)), None),
         Err(e) => (None, Some(e)),
     };
-    // A TPM that was reset since the last measurement (it restarted, the host rebooted
-    // under a running lucidd) holds a zero application PCR: measure the launch again,
-    // so the PCR and the ledger agree and the passport can be replayed.
-    if identity.is_some() {
-        let a = state.attest.clone();
-        if let Ok(Ok(value)) = tokio::task::spawn_blocking(move || a.application_pcr()).await {
-            if value == [0u8; 32] {
-                tracing::warn!("the application PCR was reset since lucidd measured its launch; measuring again");
-                state.measure_launch().await;
-            }
-        }
-    }
     let measurements = ledger_measurements(state)?;
     let operating_s = folded.operating_s(period);
-    let length_s = (to_ns - from_ns) / 1_000_000_000;
-    let mut statement = Statement {
+    let length_s = (period.to_ns - period.from_ns) / 1_000_000_000;
+    Ok(Statement {
         statement_type: STATEMENT_TYPE.into(),
         subject,
         predicate_type: PREDICATE_TYPE.into(),
         predicate: Passport {
-            number: prev_summary.as_ref().map(|p| p.number + 1).unwrap_or(1),
+            number: prev.summary.as_ref().map(|p| p.number + 1).unwrap_or(1),
             period,
-            previous: prev_summary.as_ref().map(|p| p.digest.clone()),
+            previous: prev.summary.as_ref().map(|p| p.digest.clone()),
             host: Host {
                 hostname: crate::daemon::hostname(),
                 machine_id: std::fs::read_to_string("/etc/machine-id").ok().map(|m| m.trim().to_string()).filter(|m| !m.is_empty()),
@@ -182,12 +261,7 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
                 ak_public: identity.as_ref().map(|i| B64.encode(&i.ak_public)),
             },
             boot: Boot { event_log, event_log_error },
-            launch: Launch {
-                pcr: settings.application_pcr,
-                lucidd: launch_digest(&measurements, "lucidd"),
-                config_digest: cfg.digest.clone(),
-                measurements,
-            },
+            launch: Launch { pcr: settings.application_pcr, lucidd: launch_digest(&measurements, "lucidd"), config_digest: cfg.digest.clone(), measurements },
             models,
             controls: Controls {
                 inventory: state.inventory(),
@@ -197,60 +271,13 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
                 coverage_pct: if length_s == 0 { 100.0 } else { (operating_s as f64 * 1000.0 / length_s as f64).round() / 10.0 },
             },
             gaps: folded.gaps.clone(),
-            ledger: LedgerClaim {
-                checkpoint: note.clone(),
-                previous_checkpoint: prev_checkpoint,
-                consistency,
-                anchor: anchor.as_ref().map(|a| AnchorClaim { counter: a.counter, attest: a.attest.clone(), signature: a.signature.clone() }),
-            },
+            ledger: LedgerClaim { checkpoint: note, previous_checkpoint: prev.checkpoint.clone(), consistency, anchor },
             gpus: Vec::new(),
+            gpus_note: Some("GPU identity (NVML) is not collected by this version of lucidd".into()),
             tpm: None,
             unanchored: None,
         },
-    };
-    if identity.is_some() && anchor.is_some() {
-        let binding = statement.quote_binding();
-        let attest = state.attest.clone();
-        match tokio::task::spawn_blocking(move || attest.quote(&binding)).await {
-            Ok(Ok(q)) => {
-                let clock = lucid_common::tpm::wire::Attest::parse(&q.signed.attest).ok().map(|a| a.clock);
-                statement.predicate.tpm = Some(TpmClaim {
-                    quote: B64.encode(&q.signed.attest),
-                    signature: B64.encode(&q.signed.signature),
-                    pcrs: q.pcrs.iter().map(|(i, v)| (*i, lucid_common::hex::encode(v))).collect(),
-                    clock,
-                });
-            }
-            Ok(Err(e)) => unanchored = Some(format!("the TPM could not quote: {e}")),
-            Err(e) => unanchored = Some(format!("the quote task failed: {e}")),
-        }
-    }
-    if statement.predicate.tpm.is_none() {
-        statement.predicate.unanchored = Some(unanchored.unwrap_or_else(|| "no TPM".into()));
-    }
-    let payload = serde_json::to_vec(&statement).map_err(|e| IssueError::Other(e.to_string()))?;
-    let digest = lucid_common::hex::encode(&lucid_common::tpm::sha256(&[&payload]));
-    let envelope = Envelope::sign(IN_TOTO, &payload, &state.run.host_key, &ledger.verifier_key().to_string());
-    let anchored = statement.predicate.tpm.is_some();
-    let p = &statement.predicate;
-    let body = json!({
-        "number": p.number,
-        "digest": digest,
-        "from_ns": from_ns,
-        "to_ns": to_ns,
-        "anchored": anchored,
-        "unanchored": p.unanchored,
-        "checkpoint_size": size,
-        "checkpoint": note,
-        "reason": reason,
-        "gaps": p.gaps,
-        "envelope": envelope,
-    });
-    let severity = if anchored { Severity::Info } else { Severity::Notice };
-    let controls = vec!["CC7.2".into(), "CC8.1".into(), "PI1.5".into()];
-    let receipt = ledger.append(Entry { kind: Kind::Attestation, source: "lucidd".into(), controls, severity, subject: ISSUED.into(), body }).await?;
-    tracing::info!(number = p.number, seq = receipt.seq, anchored, "issued passport");
-    Ok(PassportSummary { number: p.number, digest, record_seq: receipt.seq, from_ns, to_ns, anchored, checkpoint_size: size })
+    })
 }
 
 fn sha256_map(bytes: &[u8]) -> std::collections::BTreeMap<String, String> {
@@ -265,13 +292,26 @@ fn launch_digest(measurements: &[Measurement], what: &str) -> Option<String> {
     measurements.iter().rev().find(|m| m.what == what).map(|m| m.digest.clone())
 }
 
+/// The launch measurements found so far, so each passport reads only the records
+/// added since the previous one (a year of hourly passports must not rescan the ledger
+/// 8,760 times).
+#[derive(Default)]
+pub struct MeasurementCache(std::sync::Mutex<Option<(u64, Vec<Measurement>)>>);
+
 /// The application PCR's extensions since it was last reset: newest first back to the
-/// one that started from zeros, returned oldest first.
+/// one that started from zeros (or to where the cache already read), oldest first.
 fn ledger_measurements(state: &AppState) -> Result<Vec<Measurement>, LedgerError> {
-    let mut out = Vec::new();
     let zeros = lucid_common::hex::encode(&[0u8; 32]);
+    let head = state.ledger.head().next_seq;
+    let cached = state.measurements.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let read_to = cached.as_ref().map(|c| c.0).unwrap_or(0);
+    let mut newer = Vec::new();
+    let mut reset = false;
     state.ledger.scan_back(|r| {
-        if r.kind != Kind::Attestation || r.subject != MEASURE {
+        if r.seq < read_to {
+            return false;
+        }
+        if r.seq >= head || r.kind != Kind::Attestation || r.subject != MEASURE {
             return true;
         }
         let field = |k: &str| r.body.get(k).and_then(|v| v.as_str()).map(str::to_string);
@@ -279,9 +319,16 @@ fn ledger_measurements(state: &AppState) -> Result<Vec<Measurement>, LedgerError
             return true; // not extended (no TPM): not part of the PCR's history
         };
         let from_zero = before == zeros;
-        out.push(Measurement { seq: r.seq, what, digest, before, after });
+        newer.push(Measurement { seq: r.seq, what, digest, before, after });
+        reset = from_zero;
         !from_zero
     })?;
-    out.reverse();
-    Ok(out)
+    newer.reverse();
+    let mut all = match cached {
+        Some((_, old)) if !reset => old,
+        _ => Vec::new(),
+    };
+    all.extend(newer);
+    *state.measurements.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((head, all.clone()));
+    Ok(all)
 }

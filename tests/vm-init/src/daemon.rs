@@ -27,7 +27,7 @@ const MODEL: &str = "/tmp/models/m";
 const WRITER: &str = "/tmp/writer";
 
 /// Brings the loopback interface up (the gateway listens on 127.0.0.1).
-fn lo_up() -> Result<(), String> {
+pub(crate) fn lo_up() -> Result<(), String> {
     // SAFETY: a plain socket; the ifreq is zeroed and named before each ioctl.
     unsafe {
         let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0);
@@ -52,7 +52,7 @@ fn lo_up() -> Result<(), String> {
 }
 
 /// `lucidctl --dev-state STATE ARGS -o json`.
-fn ctl(args: &[&str]) -> Result<Value, String> {
+pub(crate) fn ctl(args: &[&str]) -> Result<Value, String> {
     let out = Command::new("/lucidctl").arg("--dev-state").arg(STATE).args(args).args(["-o", "json"]).output().map_err(|e| format!("lucidctl: {e}"))?;
     if !out.status.success() {
         return Err(format!("lucidctl {args:?}: {} {}", out.status, String::from_utf8_lossy(&out.stderr).trim()));
@@ -90,7 +90,8 @@ fn approve() -> Result<(), String> {
     approve_model(MODEL)
 }
 
-fn log_tail() -> String {
+/// The last lines of lucidd's log, on one line.
+pub(crate) fn log_tail() -> String {
     let log = std::fs::read_to_string("/tmp/lucidd.log").unwrap_or_default();
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join(" | ")
@@ -138,10 +139,13 @@ fn judged_in(model: &str, what: &str, args: &[&str], op: &str, check: impl Fn(&V
     approve_model(model)
 }
 
-fn start() -> Result<Child, String> {
+/// Starts `/lucidd --dev` on [`STATE`] with `extra` arguments after its own, and waits
+/// until its control socket answers.
+pub(crate) fn start(extra: &[&str]) -> Result<Child, String> {
     let log = std::fs::File::create("/tmp/lucidd.log").map_err(|e| e.to_string())?;
-    let child = Command::new("/lucidd")
+    let mut child = Command::new("/lucidd")
         .args(["--dev", "--state-dir", STATE, "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("LUCID_MODEL_PACK", "none")
         .env("LUCID_LOG", "info")
         .env("HOME", "/tmp")
@@ -151,6 +155,9 @@ fn start() -> Result<Child, String> {
         .map_err(|e| format!("starting lucidd: {e}"))?;
     let deadline = Instant::now() + Duration::from_secs(180);
     while UnixStream::connect(Path::new(STATE).join("lucidd.sock")).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("lucidd exited ({status}) before opening its socket; lucidd: {}", log_tail()));
+        }
         if Instant::now() > deadline {
             return Err(format!("lucidd did not open its socket; lucidd: {}", log_tail()));
         }
@@ -250,7 +257,7 @@ pub fn run() -> Result<String, String> {
     std::fs::create_dir_all(BIG).map_err(|e| e.to_string())?;
     std::fs::write(format!("{BIG}/big.bin"), vec![5u8; 4 << 20]).map_err(|e| e.to_string())?;
     std::fs::copy("/init", WRITER).map_err(|e| format!("copying /init: {e}"))?;
-    let mut daemon = start()?;
+    let mut daemon = start(&[])?;
     let result = checks(daemon.id());
     let _ = daemon.kill();
     let _ = daemon.wait();

@@ -16,7 +16,9 @@
 //! console and powers the VM off. With `lucid.daemon` on the kernel command line it runs
 //! the real daemon instead (`daemon.rs`; `init act ...` is its writer), and with
 //! `lucid.bench` it measures what each program family costs other files' syscalls
-//! (`bench.rs`).
+//! (`bench.rs`). With `lucid.attest` (a measured boot: OVMF with swtpm as the TPM) it
+//! runs the glibc lucidd on the TPM and the firmware's event log, issues a passport and
+//! prints it for the host to verify (`attest.rs`).
 //! Run as `init write PATH` it only tries to open PATH
 //! for writing and exits 0 (opened), 1 (EPERM) or 2 (another error).
 
@@ -30,6 +32,7 @@ use aya::programs::{FEntry, Lsm};
 use aya::{Btf, EbpfLoader};
 use lucid_common::probe::{DevIno, Event, EventKind, Op, FENTRY_PROGRAMS, LSM_PROGRAMS, SOURCE_FENTRY, SOURCE_LSM};
 
+mod attest;
 mod bench;
 mod daemon;
 
@@ -245,6 +248,11 @@ fn main() {
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if cmdline.split_whitespace().any(|w| w == "lucid.daemon") {
         match mounted.and_then(|()| daemon::run()) {
+            Ok(detail) => println!("LUCID-VM-RESULT: PASS {detail}"),
+            Err(why) => println!("LUCID-VM-RESULT: FAIL {why}"),
+        }
+    } else if cmdline.split_whitespace().any(|w| w == "lucid.attest") {
+        match mounted.and_then(|()| attest::run()) {
             Ok(detail) => println!("LUCID-VM-RESULT: PASS {detail}"),
             Err(why) => println!("LUCID-VM-RESULT: FAIL {why}"),
         }

@@ -1,0 +1,276 @@
+//! Passports at scale (prints one JSON line): a year of hourly passports (8,760) issued
+//! by the real daemon on a real swtpm, then
+//!
+//! * verified offline as `lucidctl passport verify DIR` does (every claim of every
+//!   passport and every link of the chain), against the peer, tpm2-tools'
+//!   `tpm2_checkquote`, checking the same quotes one by one (signature, qualifying data
+//!   and PCR values: the quote claim alone, less than Lucid checks);
+//! * the gateway's p50/p99 latency with a scripted upstream, alone and while passports
+//!   are being issued.
+//!
+//! `cargo build --release -p lucidd -p lucidctl && cargo bench -p lucid-tests --bench
+//! passports`; `LUCID_BENCH_PASSPORTS=N` for fewer (the target is for 8,760).
+
+use std::io::{Read, Write};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use lucid_tests::tpm::{self, Swtpm};
+use lucid_tests::Daemon;
+use serde_json::{json, Value};
+
+fn fail(msg: &str) -> ! {
+    println!("{}", json!({ "bench": "passports", "error": msg }));
+    std::process::exit(1)
+}
+
+/// An upstream that answers every request with the same chat completion.
+fn stub_upstream() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fail(&e.to_string()));
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
+                        if body.len() >= len {
+                            break;
+                        }
+                    }
+                }
+                let answer = r#"{"id":"c1","object":"chat.completion","created":1,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len());
+            });
+        }
+    });
+    addr
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn gateway_latencies(addr: &str, key: &str, n: usize) -> Vec<f64> {
+    let body = br#"{"model":"bench-model","messages":[{"role":"user","content":"What is the capital of France?"}]}"#;
+    let auth = format!("Bearer {key}");
+    let mut out: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let (status, text) = lucid_tests::tcp_http(addr, "POST", "/v1/chat/completions", &[("Authorization", &auth)], body);
+            if status != 200 {
+                fail(&format!("gateway answered {status}: {text}"));
+            }
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    out.sort_by(|a, b| a.total_cmp(b));
+    out
+}
+
+/// PCR values as tpm2-tools 5.4 serialises them for `tpm2_checkquote -f` (its raw-values
+/// form with `-l` fails in this version): the TPML_PCR_SELECTION struct (little-endian,
+/// 16 selections of 8 bytes), a u32 count of TPML_DIGESTs, each a u32 count and 8
+/// TPM2B_DIGESTs of 2 + 64 bytes.
+fn tpm2_tools_pcrs(pcrs: &std::collections::BTreeMap<u32, String>) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&1u32.to_le_bytes());
+    let mut select = [0u8; 4];
+    for i in pcrs.keys() {
+        select[*i as usize / 8] |= 1 << (i % 8);
+    }
+    out.extend_from_slice(&0x000Bu16.to_le_bytes());
+    out.push(3);
+    out.extend_from_slice(&select);
+    out.push(0);
+    out.extend_from_slice(&[0u8; 15 * 8]);
+    let values: Vec<Vec<u8>> = pcrs.values().map(|h| lucid_common::hex::decode(h).unwrap_or_default()).collect();
+    let groups: Vec<&[Vec<u8>]> = values.chunks(8).collect();
+    out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+    for g in groups {
+        out.extend_from_slice(&(g.len() as u32).to_le_bytes());
+        for k in 0..8 {
+            let v = g.get(k).cloned().unwrap_or_default();
+            out.extend_from_slice(&(v.len() as u16).to_le_bytes());
+            let mut buf = [0u8; 64];
+            buf[..v.len().min(64)].copy_from_slice(&v[..v.len().min(64)]);
+            out.extend_from_slice(&buf);
+        }
+    }
+    out
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())).unwrap_or_default()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    if let Some(why) = tpm::missing() {
+        fail(&why);
+    }
+    let n: usize = std::env::var("LUCID_BENCH_PASSPORTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8760);
+    let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
+    let swtpm = Swtpm::start(&tmp.path().join("tpm"));
+    let upstream = stub_upstream();
+    let config = tmp.path().join("lucid.yaml");
+    let yaml = format!(
+        "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: passport-bench\nspec:\n  agents:\n    - name: bench\n      model:\n        id: bench-model\n      upstream:\n        url: http://{upstream}/v1\n      profile: soc2\n  attestation:\n    tpm: required\n    tcti: {}\n    eventLog: {}\n    passportIntervalMinutes: 100000\n    anchorEveryCheckpoints: 100000\n",
+        swtpm.tcti(),
+        tmp.path().join("no-event-log").display()
+    );
+    std::fs::write(&config, yaml).unwrap_or_else(|e| fail(&e.to_string()));
+    let d = Daemon::start(&tmp.path().join("state"), &["--config", config.to_str().unwrap_or_default()]);
+    let key = d.ctl_json(&["keys", "create", "--name", "bench"])["secret"].as_str().unwrap_or_default().to_string();
+    let gateway = d.ctl_json(&["status"])["gateway"].as_str().unwrap_or_default().to_string();
+
+    // The gateway alone; while a passport is issued every 250 ms (14,400 times the
+    // default hourly rate); and while they are issued back to back (a stress figure: on
+    // 2 cores swtpm's own CPU work competes with the gateway's).
+    gateway_latencies(&gateway, &key, 50);
+    let quiet = gateway_latencies(&gateway, &key, 600);
+    let run_with_issuer = |pause: Duration| {
+        let issuing = Arc::new(AtomicBool::new(true));
+        let socket = d.socket.clone();
+        let flag = issuing.clone();
+        let issuer = std::thread::spawn(move || {
+            let mut issued = 0usize;
+            while flag.load(Ordering::Relaxed) {
+                let (status, _) = lucid_tests::http(&socket, "POST", "/v1/passports", "{}");
+                if status == 200 {
+                    issued += 1;
+                }
+                std::thread::sleep(pause);
+            }
+            issued
+        });
+        let lat = gateway_latencies(&gateway, &key, 600);
+        issuing.store(false, Ordering::Relaxed);
+        (lat, issuer.join().unwrap_or(0))
+    };
+    let (paced, paced_issued) = run_with_issuer(Duration::from_millis(250));
+    let (busy, busy_issued) = run_with_issuer(Duration::ZERO);
+    let issued_during = paced_issued + busy_issued;
+
+    // A year of passports.
+    let t = Instant::now();
+    let mut issue_ms = Vec::with_capacity(n);
+    for _ in issued_during..n {
+        let s = Instant::now();
+        let (status, body) = d.http("POST", "/v1/passports", "{}");
+        if status != 200 {
+            fail(&format!("issuing: {status} {body}"));
+        }
+        issue_ms.push(s.elapsed().as_secs_f64() * 1000.0);
+    }
+    let issue_s = t.elapsed().as_secs_f64();
+    issue_ms.sort_by(|a, b| a.total_cmp(b));
+
+    // Their envelopes, read from the ledger.
+    let (_, logs) = d.http("GET", "/v1/logs?kind=attestation", "");
+    let dir = tmp.path().join("passports");
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut envelopes = Vec::new();
+    for line in logs.lines() {
+        let Ok(r) = serde_json::from_str::<Value>(line) else { continue };
+        if r["subject"] == "passport.issued" {
+            let number = r["body"]["number"].as_u64().unwrap_or(0);
+            let bytes = serde_json::to_vec(&r["body"]["envelope"]).unwrap_or_default();
+            std::fs::write(dir.join(format!("{number:06}.json")), &bytes).unwrap_or_else(|e| fail(&e.to_string()));
+            envelopes.push(bytes);
+        }
+    }
+    if envelopes.len() < n {
+        fail(&format!("only {} passports in the ledger", envelopes.len()));
+    }
+
+    // Lucid: lucidctl on the directory, offline (no daemon socket).
+    let t = Instant::now();
+    let out = Command::new(lucid_tests::bin("lucidctl"))
+        .args(["--socket", "/nonexistent", "passport", "verify", "-o", "json"])
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| fail(&e.to_string()));
+    let lucid_s = t.elapsed().as_secs_f64();
+    let appraisals: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| fail(&String::from_utf8_lossy(&out.stderr)));
+    let contraindicated = appraisals.iter().flat_map(|a| a["claims"].as_array().cloned().unwrap_or_default()).filter(|c| c["status"] == "contraindicated").count();
+    if contraindicated > 0 || appraisals.len() != envelopes.len() {
+        fail(&format!("{contraindicated} contraindicated claims over {} passports", appraisals.len()));
+    }
+
+    // The peer: tpm2_checkquote on each quote.
+    let work = tmp.path().join("peer");
+    std::fs::create_dir_all(&work).unwrap_or_else(|e| fail(&e.to_string()));
+    let mut jobs = Vec::new();
+    for (i, bytes) in envelopes.iter().enumerate() {
+        let loaded = lucid_common::passport::load("p", bytes).unwrap_or_else(|e| fail(&e));
+        let p = &loaded.statement.predicate;
+        let Some(tpm) = &p.tpm else { fail("an unanchored passport") };
+        let ak = lucid_common::tpm::wire::AkPublic::parse(&B64.decode(p.host.ak_public.as_deref().unwrap_or_default()).unwrap_or_default()).unwrap_or_else(|e| fail(&e.to_string()));
+        let base = work.join(i.to_string());
+        let write = |ext: &str, data: &[u8]| std::fs::write(base.with_extension(ext), data).unwrap_or_else(|e| fail(&e.to_string()));
+        write("pem", ak.to_pem().unwrap_or_default().as_bytes());
+        write("msg", &B64.decode(&tpm.quote).unwrap_or_default());
+        write("sig", &B64.decode(&tpm.signature).unwrap_or_default());
+        write("pcrs", &tpm2_tools_pcrs(&tpm.pcrs));
+        jobs.push((base, lucid_common::hex::encode(&loaded.binding)));
+    }
+    let t = Instant::now();
+    for (base, nonce) in &jobs {
+        let arg = |ext: &str| base.with_extension(ext).display().to_string();
+        let out = Command::new("tpm2_checkquote")
+            .args(["-u", &arg("pem"), "-m", &arg("msg"), "-s", &arg("sig"), "-f", &arg("pcrs"), "-g", "sha256", "-q", nonce])
+            .output()
+            .unwrap_or_else(|e| fail(&format!("tpm2_checkquote: {e}")));
+        if !out.status.success() {
+            fail(&format!("tpm2_checkquote rejected {} (Lucid verified all in {lucid_s:.3} s): {}", base.display(), String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    let peer_s = t.elapsed().as_secs_f64();
+    let round = |x: f64| (x * 1000.0).round() / 1000.0;
+    println!(
+        "{}",
+        json!({
+            "bench": "passports",
+            "cpu": cpu_model(),
+            "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            "passports": envelopes.len(),
+            "verify_lucidctl_s": round(lucid_s),
+            "verify_target_s": 10.0,
+            "peer": "tpm2_checkquote (tpm2-tools 5.4), one process per quote: signature, qualifying data, PCR digest",
+            "peer_s": round(peer_s),
+            "speedup": round(peer_s / lucid_s),
+            "issue_s": round(issue_s),
+            "issue_ms_p50": round(percentile(&issue_ms, 0.5)),
+            "issue_ms_p99": round(percentile(&issue_ms, 0.99)),
+            "gateway_ms_p50_quiet": round(percentile(&quiet, 0.5)),
+            "gateway_ms_p99_quiet": round(percentile(&quiet, 0.99)),
+            "gateway_ms_p50_issuing_every_250ms": round(percentile(&paced, 0.5)),
+            "gateway_ms_p99_issuing_every_250ms": round(percentile(&paced, 0.99)),
+            "passports_issued_every_250ms": paced_issued,
+            "gateway_ms_p50_issuing_back_to_back": round(percentile(&busy, 0.5)),
+            "gateway_ms_p99_issuing_back_to_back": round(percentile(&busy, 0.99)),
+            "passports_issued_back_to_back": busy_issued,
+        })
+    );
+    drop(d);
+    drop(swtpm);
+}
