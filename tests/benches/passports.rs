@@ -67,6 +67,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Requests per latency sample (p99 of this many).
+const SAMPLES: usize = 2000;
+
 fn gateway_latencies(addr: &str, key: &str, n: usize) -> Vec<f64> {
     let body = br#"{"model":"bench-model","messages":[{"role":"user","content":"What is the capital of France?"}]}"#;
     let auth = format!("Bearer {key}");
@@ -146,7 +149,9 @@ fn main() {
     // default hourly rate); and while they are issued back to back (a stress figure: on
     // 2 cores swtpm's own CPU work competes with the gateway's).
     gateway_latencies(&gateway, &key, 50);
-    let quiet = gateway_latencies(&gateway, &key, 600);
+    let quiet = gateway_latencies(&gateway, &key, SAMPLES);
+    // The same again: how much p99 moves between two quiet runs (the noise).
+    let quiet_again = gateway_latencies(&gateway, &key, SAMPLES);
     let run_with_issuer = |pause: Duration| {
         let issuing = Arc::new(AtomicBool::new(true));
         let socket = d.socket.clone();
@@ -162,7 +167,7 @@ fn main() {
             }
             issued
         });
-        let lat = gateway_latencies(&gateway, &key, 600);
+        let lat = gateway_latencies(&gateway, &key, SAMPLES);
         issuing.store(false, Ordering::Relaxed);
         (lat, issuer.join().unwrap_or(0))
     };
@@ -263,6 +268,9 @@ fn main() {
             "issue_ms_p99": round(percentile(&issue_ms, 0.99)),
             "gateway_ms_p50_quiet": round(percentile(&quiet, 0.5)),
             "gateway_ms_p99_quiet": round(percentile(&quiet, 0.99)),
+            "gateway_ms_p50_quiet_again": round(percentile(&quiet_again, 0.5)),
+            "gateway_ms_p99_quiet_again": round(percentile(&quiet_again, 0.99)),
+            "gateway_requests_per_sample": SAMPLES,
             "gateway_ms_p50_issuing_every_250ms": round(percentile(&paced, 0.5)),
             "gateway_ms_p99_issuing_every_250ms": round(percentile(&paced, 0.99)),
             "passports_issued_every_250ms": paced_issued,

@@ -122,3 +122,43 @@ spec:
     std::fs::write(&path, yaml).expect("writing the config");
     path
 }
+
+/// `lucidctl passport verify -o json ARGS...` with no daemon (a socket path that does not
+/// exist: verification is offline): exit code and the appraisals.
+pub fn verify_offline(dir: &Path, args: &[String]) -> (i32, Vec<serde_json::Value>) {
+    let out = Command::new(crate::bin("lucidctl"))
+        .arg("--socket")
+        .arg(dir.join("no-daemon.sock"))
+        .args(["passport", "verify", "-o", "json"])
+        .args(args)
+        .output()
+        .expect("running lucidctl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let appraisals = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), appraisals)
+}
+
+/// The worst status of an appraisal's claims named `name` (`absent` if none).
+pub fn status(appraisal: &serde_json::Value, name: &str) -> String {
+    claims(appraisal, name).map(|c| c["status"].as_str().unwrap_or("?").to_string()).max().unwrap_or_else(|| "absent".into())
+}
+
+/// The details of an appraisal's claims named `name`, joined.
+pub fn detail(appraisal: &serde_json::Value, name: &str) -> String {
+    claims(appraisal, name).map(|c| c["detail"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" | ")
+}
+
+fn claims<'a>(appraisal: &'a serde_json::Value, name: &'a str) -> impl Iterator<Item = &'a serde_json::Value> {
+    appraisal["claims"].as_array().into_iter().flatten().filter(move |c| c["claim"] == name)
+}
+
+/// swtpm's local CA (which signed the EK certificates `swtpm_setup --create-ek-cert`
+/// made), copied to a directory of trust anchors.
+pub fn swtpm_ca(dir: &Path) -> PathBuf {
+    let ca = dir.join("ek-ca");
+    std::fs::create_dir_all(&ca).expect("CA directory");
+    for f in ["issuercert.pem", "swtpm-localca-rootca-cert.pem"] {
+        std::fs::copy(Path::new("/var/lib/swtpm-localca").join(f), ca.join(f)).expect("swtpm's local CA certificates");
+    }
+    ca
+}

@@ -4,12 +4,11 @@
 //! and without a TPM everything says it is unanchored.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use lucid_common::dsse::{Envelope, IN_TOTO};
-use lucid_tests::tpm::{self, Swtpm};
+use lucid_tests::tpm::{self, detail, status, Swtpm};
 use lucid_tests::{skip, Daemon};
 use serde_json::Value;
 
@@ -23,34 +22,11 @@ fn no_swtpm(test: &str) -> bool {
     }
 }
 
-/// `lucidctl passport verify -o json` on files (no daemon involved): exit code and the
-/// appraisals.
+/// Offline verification of `files` with extra arguments.
 fn verify(dir: &Path, files: &[PathBuf], extra: &[&str]) -> (i32, Vec<Value>) {
-    let mut args: Vec<String> = vec!["passport".into(), "verify".into(), "-o".into(), "json".into()];
-    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     args.extend(files.iter().map(|f| f.display().to_string()));
-    // No daemon: a socket path that does not exist.
-    let out: Output = std::process::Command::new(lucid_tests::bin("lucidctl"))
-        .arg("--socket")
-        .arg(dir.join("no-daemon.sock"))
-        .args(&args)
-        .output()
-        .expect("running lucidctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let appraisals: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap_or(-1), appraisals)
-}
-
-fn claim<'a>(appraisal: &'a Value, name: &str) -> Vec<&'a Value> {
-    appraisal["claims"].as_array().into_iter().flatten().filter(|c| c["claim"] == name).collect()
-}
-
-fn status(appraisal: &Value, name: &str) -> String {
-    claim(appraisal, name).iter().map(|c| c["status"].as_str().unwrap_or("?").to_string()).max().unwrap_or_else(|| "absent".into())
-}
-
-fn detail(appraisal: &Value, name: &str) -> String {
-    claim(appraisal, name).iter().map(|c| c["detail"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" | ")
+    tpm::verify_offline(dir, &args)
 }
 
 /// The host key, as a root attacker on the host has it.
@@ -341,17 +317,6 @@ fn a_tpm_that_fails_mid_run_is_reported_and_recovered_from() {
     assert_eq!(status(&a[2], "quote"), "affirming", "{}", detail(&a[2], "quote"));
 }
 
-/// swtpm's local CA, as `swtpm_setup --create-ek-cert` used it, copied to a directory
-/// of trust anchors.
-fn swtpm_ca(dir: &Path) -> PathBuf {
-    let ca = dir.join("ek-ca");
-    std::fs::create_dir_all(&ca).unwrap();
-    for f in ["issuercert.pem", "swtpm-localca-rootca-cert.pem"] {
-        std::fs::copy(Path::new("/var/lib/swtpm-localca").join(f), ca.join(f)).expect("swtpm's local CA certificates");
-    }
-    ca
-}
-
 #[test]
 fn the_ak_is_enrolled_through_the_ek_certificate_by_credential_activation() {
     if no_swtpm("the_ak_is_enrolled_through_the_ek_certificate_by_credential_activation") {
@@ -360,7 +325,7 @@ fn the_ak_is_enrolled_through_the_ek_certificate_by_credential_activation() {
     let h = host_with_tpm(None);
     let other = host_with_tpm(None);
     let dir = h.tmp.path();
-    let ca = swtpm_ca(dir);
+    let ca = tpm::swtpm_ca(dir);
     let path = |n: &str| dir.join(n).display().to_string();
     let verifier = |args: &[&str]| lucid_tests::lucidctl(dir, args);
     h.daemon.ctl_ok(&["attest", "enroll", "-f", &path("request.json")]);

@@ -18,8 +18,7 @@
 //! which, except under `LUCID_REQUIRE_VM=1`. Each boot takes about a minute under TCG.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
@@ -27,6 +26,7 @@ use base64::Engine as _;
 use lucid_common::dsse::Envelope;
 use lucid_common::tpm::eventlog::{EventLog, SecureBoot};
 use lucid_tests::skip;
+use lucid_tests::tpm::{self, detail, status};
 use lucid_tests::vm::{self, Firmware, Vm};
 use serde_json::Value;
 
@@ -34,44 +34,9 @@ use serde_json::Value;
 /// initrd in software).
 const LIMIT: Duration = Duration::from_secs(400);
 
-fn claim<'a>(appraisal: &'a Value, name: &str) -> Vec<&'a Value> {
-    appraisal["claims"].as_array().into_iter().flatten().filter(|c| c["claim"] == name).collect()
-}
-
-fn status(appraisal: &Value, name: &str) -> String {
-    claim(appraisal, name).iter().map(|c| c["status"].as_str().unwrap_or("?").to_string()).max().unwrap_or_else(|| "absent".into())
-}
-
-fn detail(appraisal: &Value, name: &str) -> String {
-    claim(appraisal, name).iter().map(|c| c["detail"].as_str().unwrap_or("")).collect::<Vec<_>>().join(" | ")
-}
-
-/// `lucidctl passport verify -o json --ak ENROLMENT --ek-ca CA PASSPORT` on files, with
-/// no daemon (a socket path that does not exist): exit code and the appraisals.
+/// `lucidctl passport verify --ak ENROLMENT --ek-ca CA PASSPORT`, offline.
 fn verify(dir: &Path, enroll: &Path, ek_ca: &Path, passport: &Path) -> (i32, Vec<Value>) {
-    let out = Command::new(lucid_tests::bin("lucidctl"))
-        .arg("--socket")
-        .arg(dir.join("no-daemon.sock"))
-        .args(["passport", "verify", "-o", "json"])
-        .arg(format!("--ak={}", enroll.display()))
-        .arg(format!("--ek-ca={}", ek_ca.display()))
-        .arg(passport)
-        .output()
-        .expect("running lucidctl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let appraisals: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap_or(-1), appraisals)
-}
-
-/// swtpm's local CA (which signed the VM's EK certificate when `swtpm_setup
-/// --create-ek-cert` manufactured its TPM), copied to a directory of trust anchors.
-fn swtpm_ca(dir: &Path) -> PathBuf {
-    let ca = dir.join("ek-ca");
-    std::fs::create_dir_all(&ca).unwrap();
-    for f in ["issuercert.pem", "swtpm-localca-rootca-cert.pem"] {
-        std::fs::copy(Path::new("/var/lib/swtpm-localca").join(f), ca.join(f)).expect("swtpm's local CA certificates");
-    }
-    ca
+    tpm::verify_offline(dir, &[format!("--ak={}", enroll.display()), format!("--ek-ca={}", ek_ca.display()), passport.display().to_string()])
 }
 
 /// What one measured boot gave, verified on this machine.
@@ -146,7 +111,7 @@ fn boot_and_verify(test: &str, firmware: Firmware) -> Option<Verified> {
 
     // Offline, with the enrolment and swtpm's CA: the EK chains, the AK is the enrolled
     // one, the quote and the boot replay hold.
-    let ek_ca = swtpm_ca(dir);
+    let ek_ca = tpm::swtpm_ca(dir);
     let (code, appraisals) = verify(dir, &dir.join("enroll.json"), &ek_ca, &passport);
     assert_eq!(appraisals.len(), 1, "{appraisals:?}");
     let a = appraisals.into_iter().next().unwrap();

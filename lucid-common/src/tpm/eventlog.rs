@@ -1276,3 +1276,50 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Arbitrary bytes: an error or a log, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..2048)) {
+            if let Ok(log) = EventLog::parse(&bytes) {
+                let _ = log.replay_sha256();
+                let _ = log.secure_boot();
+                let _ = log.problems();
+            }
+        }
+
+        /// A valid header followed by random events (random PCRs, types and data, some
+        /// with digests that do not match their data): parses, and replay, Secure Boot
+        /// and problems never panic.
+        #[test]
+        fn random_events_after_a_valid_header_never_panic(
+            events in proptest::collection::vec((0u32..40, any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64), any::<bool>()), 0..40),
+            cut in any::<usize>(),
+        ) {
+            let mut b = LogBuilder::new();
+            for (pcr, kind, data, honest) in &events {
+                if *honest {
+                    b.event(*pcr, *kind, data);
+                } else {
+                    b.event_with_digest(*pcr, *kind, [7u8; 32], data);
+                }
+            }
+            let bytes = b.bytes();
+            let log = EventLog::parse(&bytes);
+            prop_assert!(log.is_ok());
+            if let Ok(log) = log {
+                let _ = log.replay_sha256();
+                let _ = log.secure_boot();
+                let _ = log.problems();
+            }
+            let _ = EventLog::parse(&bytes[..cut % (bytes.len() + 1)]);
+        }
+    }
+}

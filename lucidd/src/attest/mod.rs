@@ -25,7 +25,40 @@ use lucid_common::api::AttestStatus;
 
 use crate::config::model::TpmMode;
 use crate::config::Attestation;
-pub use tpm::{Identity, Quote, Signed, Tpm, TpmError};
+pub use tpm::{Tpm, TpmError};
+
+/// The endorsement and attestation keys as a verifier sees them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    /// The EK's TPM name (hex).
+    pub ek_name: String,
+    /// The EK's marshalled public area.
+    pub ek_public: Vec<u8>,
+    /// The EK certificate from NV (DER), where the manufacturer (or swtpm_setup) put one.
+    pub ek_certificate: Option<Vec<u8>>,
+    /// The AK's TPM name (hex).
+    pub ak_name: String,
+    /// The AK's marshalled `TPMT_PUBLIC`.
+    pub ak_public: Vec<u8>,
+}
+
+/// A signed TPM attestation: the marshalled `TPMS_ATTEST` and `TPMT_SIGNATURE`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signed {
+    /// What the TPM attested.
+    pub attest: Vec<u8>,
+    /// The AK's signature over it.
+    pub signature: Vec<u8>,
+}
+
+/// A quote and the PCR values it covers (SHA-256 bank).
+#[derive(Clone, Debug)]
+pub struct Quote {
+    /// The signed quote.
+    pub signed: Signed,
+    /// (PCR index, value) for each quoted PCR, ascending.
+    pub pcrs: Vec<(u32, [u8; 32])>,
+}
 
 /// The PCRs every passport quotes besides the application PCR: the firmware's
 /// (0-7: code, configuration, option ROMs, boot manager, Secure Boot policy).

@@ -12,7 +12,8 @@ use std::ptr::null_mut;
 use tss_esapi::traits::Marshall;
 use tss_esapi::tss2_esys as sys;
 
-use super::tpm::{Signed, TpmError, AK_HANDLE, ANCHOR_NV_INDEX};
+use super::tpm::{TpmError, AK_HANDLE, ANCHOR_NV_INDEX};
+use super::Signed;
 
 /// Closes the connection on every path out.
 struct Connection {

@@ -14,7 +14,7 @@ use tss_esapi::abstraction::ek::{create_ek_object_2, retrieve_ek_pubcert};
 use tss_esapi::abstraction::{pcr, AsymmetricAlgorithmSelection};
 use tss_esapi::attributes::NvIndexAttributesBuilder;
 use tss_esapi::constants::NvIndexType;
-use tss_esapi::handles::{KeyHandle, NvIndexHandle, NvIndexTpmHandle, ObjectHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
+use tss_esapi::handles::{KeyHandle, NvIndexHandle, NvIndexTpmHandle, PcrHandle, PersistentTpmHandle, TpmHandle};
 use tss_esapi::interface_types::algorithm::{HashingAlgorithm, SignatureSchemeAlgorithm};
 use tss_esapi::interface_types::dynamic_handles::Persistent;
 use tss_esapi::interface_types::ecc::EccCurve;
@@ -24,6 +24,8 @@ use tss_esapi::structures::{Data, Digest, DigestValues, NvPublicBuilder, PcrSele
 use tss_esapi::tcti_ldr::TctiNameConf;
 use tss_esapi::traits::Marshall;
 use tss_esapi::Context;
+
+use super::{Identity, Quote, Signed};
 
 /// Where the attestation key is persisted (the TCG's range for endorsement-hierarchy
 /// keys starts at 0x81010000; 0x81010001 is commonly the EK).
@@ -57,39 +59,6 @@ pub enum TpmError {
 
 fn cmd(what: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
     move |source| TpmError::Command { what, source }
-}
-
-/// The endorsement and attestation keys as a verifier sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// The EK's TPM name (hex).
-    pub ek_name: String,
-    /// The EK's marshalled public area.
-    pub ek_public: Vec<u8>,
-    /// The EK certificate from NV (DER), where the manufacturer (or swtpm_setup) put one.
-    pub ek_certificate: Option<Vec<u8>>,
-    /// The AK's TPM name (hex).
-    pub ak_name: String,
-    /// The AK's marshalled `TPMT_PUBLIC`.
-    pub ak_public: Vec<u8>,
-}
-
-/// A signed TPM attestation: the marshalled `TPMS_ATTEST` and `TPMT_SIGNATURE`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Signed {
-    /// What the TPM attested.
-    pub attest: Vec<u8>,
-    /// The AK's signature over it.
-    pub signature: Vec<u8>,
-}
-
-/// A quote and the PCR values it covers (SHA-256 bank).
-#[derive(Clone, Debug)]
-pub struct Quote {
-    /// The signed quote.
-    pub signed: Signed,
-    /// (PCR index, value) for each quoted PCR, ascending.
-    pub pcrs: Vec<(u32, [u8; 32])>,
 }
 
 /// A TPM reachable through a TCTI.
@@ -304,7 +273,7 @@ fn read_counter(ctx: &mut Context, handle: NvIndexHandle) -> Result<u64, TpmErro
 fn persisted_ak(ctx: &mut Context) -> Result<Option<KeyHandle>, TpmError> {
     let handle = PersistentTpmHandle::new(AK_HANDLE).map_err(cmd("AK handle"))?;
     match ctx.execute_without_session(|c| c.tr_from_tpm_public(TpmHandle::Persistent(handle))) {
-        Ok(h) => Ok(Some(KeyHandle::from(ObjectHandle::from(h)))),
+        Ok(h) => Ok(Some(KeyHandle::from(h))),
         Err(e) if is_handle_missing(&e) => Ok(None),
         Err(source) => Err(TpmError::Command { what: "open the attestation key", source }),
     }

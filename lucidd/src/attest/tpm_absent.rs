@@ -2,45 +2,14 @@
 //! which Debian has no static tpm2-tss): the same interface, every call failing with a
 //! reason that says so, so status, the inventory and passports state it plainly.
 
+use super::{Identity, Quote, Signed};
+
 /// Why a TPM operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum TpmError {
     /// This build has no TPM support, or the TPM answered something unexpected.
     #[error("TPM {0}")]
     Unexpected(String),
-}
-
-/// The endorsement and attestation keys as a verifier sees them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Identity {
-    /// The EK's TPM name (hex).
-    pub ek_name: String,
-    /// The EK's marshalled public area.
-    pub ek_public: Vec<u8>,
-    /// The EK certificate (DER).
-    pub ek_certificate: Option<Vec<u8>>,
-    /// The AK's TPM name (hex).
-    pub ak_name: String,
-    /// The AK's marshalled `TPMT_PUBLIC`.
-    pub ak_public: Vec<u8>,
-}
-
-/// A signed TPM attestation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Signed {
-    /// What the TPM attested.
-    pub attest: Vec<u8>,
-    /// The AK's signature over it.
-    pub signature: Vec<u8>,
-}
-
-/// A quote and the PCR values it covers.
-#[derive(Clone, Debug)]
-pub struct Quote {
-    /// The signed quote.
-    pub signed: Signed,
-    /// (PCR index, value) for each quoted PCR.
-    pub pcrs: Vec<(u32, [u8; 32])>,
 }
 
 /// No TPM in this build.
