@@ -15,7 +15,7 @@ need_apt build-essential pkg-config libsqlite3-dev systemd util-linux python3-ve
 # with an EK certificate by its local CA), tpm2-tools (the passport benchmark's peer),
 # and for the measured boot in a VM: OVMF, sbsigntool (the kernel signed with OVMF's
 # snakeoil key for Secure Boot) and the device TCTI the guest's lucidd loads.
-need_apt libtss2-dev libtss2-tcti-device0 swtpm swtpm-tools tpm2-tools ovmf sbsigntool
+need_apt libtss2-dev libtss2-tcti-device0 swtpm swtpm-tools tpm2-tools ovmf sbsigntool openssl
 need_rust
 need_cargo_tool cargo-nextest cargo-nextest
 # The kernel programs (lucid-ebpf) are built by lucidd's build.rs; here they must build.

@@ -62,7 +62,9 @@ pub async fn anchor_now(ledger: &Ledger, attestor: &Arc<Attestor>, reason: &str)
     let Some((size, note)) = ledger.head().checkpoint else {
         return Err(AnchorError::Task("the ledger has no checkpoint yet".into()));
     };
-    let before = { let a = attestor.clone(); tokio::task::spawn_blocking(move || a.counter()).await.map_err(|e| AnchorError::Task(e.to_string()))?? };
+    // The value the attestor last read or set (at start, at each anchor): lucidd is the
+    // counter's only writer, so no TPM round trip is needed for it.
+    let before = attestor.status().anchor_counter;
     ledger
         .append(entry(INTENT, Severity::Info, json!({ "counter_before": before, "checkpoint_size": size, "reason": reason })))
         .await?;

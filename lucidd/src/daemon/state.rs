@@ -138,8 +138,8 @@ pub struct AppState {
     pub watch: crate::integrity::watch::Watch,
     /// The TPM (or why there is none).
     pub attest: Arc<crate::attest::Attestor>,
-    /// Launch measurements read from the ledger so far (for passports).
-    pub measurements: crate::passport::MeasurementCache,
+    /// What passports keep between issues (launch measurements, the latest passport).
+    pub passports: crate::passport::Cache,
     config: RwLock<Arc<ActiveConfig>>,
     apply_lock: tokio::sync::Mutex<()>,
 }
@@ -168,7 +168,7 @@ impl AppState {
             models,
             watch: Default::default(),
             attest,
-            measurements: Default::default(),
+            passports: Default::default(),
             config: RwLock::new(Arc::new(active)),
             apply_lock: tokio::sync::Mutex::new(()),
         }
@@ -377,7 +377,7 @@ impl AppState {
             warnings,
             attestation: {
                 let mut a = self.attest.status();
-                a.latest_passport = crate::passport::latest(self).ok().flatten().as_ref().and_then(crate::passport::summary_of);
+                a.latest_passport = crate::passport::latest(self).ok().flatten().map(|(p, _)| p);
                 a
             },
             integrity_watch: {

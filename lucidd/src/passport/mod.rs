@@ -58,9 +58,20 @@ pub fn spawn(state: Arc<AppState>) {
     });
 }
 
-/// The latest passport record.
-pub fn latest(state: &AppState) -> Result<Option<Record>, LedgerError> {
-    state.ledger.last_matching(is_passport)
+/// The latest passport: its summary and the checkpoint note it covers. Read from the
+/// ledger once, then kept as each passport is issued, so `status` (polled by monitoring)
+/// and the next passport do not scan the ledger backwards for it.
+pub fn latest(state: &AppState) -> Result<Option<(PassportSummary, String)>, LedgerError> {
+    let mut cached = state.passports.latest.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(latest) = &*cached {
+        return Ok(latest.clone());
+    }
+    let found = state.ledger.last_matching(is_passport)?.and_then(|r| {
+        let note = r.body.get("checkpoint").and_then(|c| c.as_str()).map(str::to_string)?;
+        Some((summary_of(&r)?, note))
+    });
+    *cached = Some(found.clone());
+    Ok(found)
 }
 
 /// Whether a record holds a passport.
@@ -102,18 +113,12 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
     let ledger = &state.ledger;
     let s = state.clone();
     let prev = blocking(move || {
-        let prev = latest(&s)?;
-        let summary = prev.as_ref().and_then(summary_of);
+        let (summary, checkpoint) = latest(&s)?.unzip();
         let from_ns = match &summary {
             Some(p) => p.to_ns,
             None => s.ledger.records(0, 1)?.first().map(|r| r.time_ns).unwrap_or(s.run.started_ns),
         };
-        Ok(Previous {
-            checkpoint: prev.as_ref().and_then(|r| r.body.get("checkpoint")).and_then(|c| c.as_str()).map(str::to_string),
-            seq: prev.as_ref().map(|r| r.seq).unwrap_or(0),
-            summary,
-            from_ns,
-        })
+        Ok(Previous { seq: summary.as_ref().map(|p| p.record_seq).unwrap_or(0), summary, checkpoint, from_ns })
     })
     .await?;
     let period = Period { from_ns: prev.from_ns, to_ns: now_ns().max(prev.from_ns) };
@@ -176,7 +181,7 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
     }
     let s = state.clone();
     let reason = reason.to_string();
-    let (summary, entry) = blocking(move || {
+    let (summary, entry, note) = blocking(move || {
         let payload = serde_json::to_vec(&statement).map_err(|e| IssueError::Other(e.to_string()))?;
         let digest = lucid_common::hex::encode(&lucid_common::tpm::sha256(&[&payload]));
         let envelope = Envelope::sign(IN_TOTO, &payload, &s.run.host_key, &s.ledger.verifier_key().to_string());
@@ -190,7 +195,7 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
             "anchored": anchored,
             "unanchored": p.unanchored,
             "checkpoint_size": size,
-            "checkpoint": note,
+            "checkpoint": note.clone(),
             "reason": reason,
             "gaps": p.gaps,
             "envelope": envelope,
@@ -199,12 +204,14 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
         let controls = vec!["CC7.2".into(), "CC8.1".into(), "PI1.5".into()];
         let entry = Entry { kind: Kind::Attestation, source: "lucidd".into(), controls, severity, subject: ISSUED.into(), body };
         let summary = PassportSummary { number: p.number, digest, record_seq: 0, from_ns: period.from_ns, to_ns: period.to_ns, anchored, checkpoint_size: size };
-        Ok((summary, entry))
+        Ok((summary, entry, note))
     })
     .await?;
     let receipt = ledger.append(entry).await?;
     tracing::info!(number = summary.number, seq = receipt.seq, anchored = summary.anchored, "issued passport");
-    Ok(PassportSummary { record_seq: receipt.seq, ..summary })
+    let summary = PassportSummary { record_seq: receipt.seq, ..summary };
+    *state.passports.latest.lock().unwrap_or_else(|p| p.into_inner()) = Some(Some((summary.clone(), note)));
+    Ok(summary)
 }
 
 /// The statement of a period, before the quote: everything read from the ledger and the
@@ -292,18 +299,21 @@ fn launch_digest(measurements: &[Measurement], what: &str) -> Option<String> {
     measurements.iter().rev().find(|m| m.what == what).map(|m| m.digest.clone())
 }
 
-/// The launch measurements found so far, so each passport reads only the records
-/// added since the previous one (a year of hourly passports must not rescan the ledger
-/// 8,760 times).
+/// What passports keep between issues, so none rescans the ledger (a year of hourly
+/// passports is 8,760): the launch measurements read so far (and up to which record),
+/// and the latest passport (`None` until first read).
 #[derive(Default)]
-pub struct MeasurementCache(std::sync::Mutex<Option<(u64, Vec<Measurement>)>>);
+pub struct Cache {
+    measurements: std::sync::Mutex<Option<(u64, Vec<Measurement>)>>,
+    latest: std::sync::Mutex<Option<Option<(PassportSummary, String)>>>,
+}
 
 /// The application PCR's extensions since it was last reset: newest first back to the
 /// one that started from zeros (or to where the cache already read), oldest first.
 fn ledger_measurements(state: &AppState) -> Result<Vec<Measurement>, LedgerError> {
     let zeros = lucid_common::hex::encode(&[0u8; 32]);
     let head = state.ledger.head().next_seq;
-    let cached = state.measurements.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let cached = state.passports.measurements.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let read_to = cached.as_ref().map(|c| c.0).unwrap_or(0);
     let mut newer = Vec::new();
     let mut reset = false;
@@ -329,6 +339,6 @@ fn ledger_measurements(state: &AppState) -> Result<Vec<Measurement>, LedgerError
         _ => Vec::new(),
     };
     all.extend(newer);
-    *state.measurements.0.lock().unwrap_or_else(|p| p.into_inner()) = Some((head, all.clone()));
+    *state.passports.measurements.lock().unwrap_or_else(|p| p.into_inner()) = Some((head, all.clone()));
     Ok(all)
 }
