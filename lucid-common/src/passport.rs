@@ -537,7 +537,10 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
 
     // The TPM: AK, quote, boot, launch, anchor.
     let Some(tpm) = &pp.tpm else {
-        a.push("quote", Status::Warning, format!("unanchored: no TPM evidence ({})", pp.unanchored.as_deref().unwrap_or("no reason given")));
+        // A verifier that pinned an AK expects that TPM's evidence: without it the
+        // passport rests on the host key alone, which a root attacker holds.
+        let status = if trust.pinned_aks.is_empty() { Status::Warning } else { Status::Contraindicated };
+        a.push("quote", status, format!("unanchored: no TPM evidence ({})", pp.unanchored.as_deref().unwrap_or("no reason given")));
         return a;
     };
     let ak = match pp.host.ak_public.as_deref().and_then(|b| B64.decode(b).ok()).map(|b| AkPublic::parse(&b)) {

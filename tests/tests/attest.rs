@@ -253,6 +253,10 @@ fn without_a_tpm_passports_are_unanchored_and_say_so() {
     assert!(detail(&a[0], "quote").contains("unanchored"), "{}", detail(&a[0], "quote"));
     assert_eq!(status(&a[0], "signature"), "affirming");
     assert_eq!(status(&a[0], "ledger"), "affirming");
+    // A verifier that pinned an AK does not take a passport without that TPM's quote:
+    // the host key alone is what a root attacker could sign with.
+    let (code, a) = verify(tmp.path(), &[tmp.path().join("p1.json")], &["--ak=000b00"]);
+    assert_eq!((code, status(&a[0], "quote").as_str()), (1, "contraindicated"), "{}", detail(&a[0], "quote"));
     // Down for a while: the next passport covers the time since the last one and
     // states the gap, never a silent one.
     let mut d = d;
