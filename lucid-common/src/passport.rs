@@ -313,11 +313,24 @@ impl Statement {
 /// The quote binding of a statement as JSON: `predicate.tpm` set to null, then the
 /// canonical form, hashed with [`QUOTE_DOMAIN`].
 pub fn binding_of(statement: &serde_json::Value) -> [u8; 32] {
-    let mut unquoted = statement.clone();
-    if let Some(p) = unquoted.get_mut("predicate").and_then(|p| p.as_object_mut()) {
-        p.insert("tpm".into(), serde_json::Value::Null);
+    bind(&mut statement.clone())
+}
+
+/// [`binding_of`] without a copy: `predicate.tpm` is set aside while the statement is
+/// hashed, then put back as it was.
+fn bind(statement: &mut serde_json::Value) -> [u8; 32] {
+    fn predicate(v: &mut serde_json::Value) -> Option<&mut serde_json::Map<String, serde_json::Value>> {
+        v.get_mut("predicate").and_then(|p| p.as_object_mut())
     }
-    sha256(&[QUOTE_DOMAIN, &canonical(&unquoted)])
+    let set_aside = predicate(statement).map(|p| p.insert("tpm".into(), serde_json::Value::Null));
+    let binding = sha256(&[QUOTE_DOMAIN, &canonical(statement)]);
+    if let (Some(p), Some(was)) = (predicate(statement), set_aside) {
+        match was {
+            Some(tpm) => p.insert("tpm".into(), tpm),
+            None => p.remove("tpm"),
+        };
+    }
+    binding
 }
 
 /// What the verifier concluded about one claim (EAR's trustworthiness tiers).
@@ -403,8 +416,8 @@ pub fn load(file: &str, bytes: &[u8]) -> Result<Loaded, String> {
         return Err(format!("payload type {:?} is not an in-toto statement", envelope.payload_type));
     }
     let payload = envelope.payload_unverified().map_err(|e| e.to_string())?;
-    let value: serde_json::Value = serde_json::from_slice(&payload).map_err(|e| format!("not JSON: {e}"))?;
-    let binding = binding_of(&value);
+    let mut value: serde_json::Value = serde_json::from_slice(&payload).map_err(|e| format!("not JSON: {e}"))?;
+    let binding = bind(&mut value);
     let statement: Statement = serde_json::from_value(value).map_err(|e| format!("not a Lucid passport statement: {e}"))?;
     if statement.predicate_type != PREDICATE_TYPE {
         return Err(format!("predicate type {:?} is not {PREDICATE_TYPE}", statement.predicate_type));
@@ -412,19 +425,42 @@ pub fn load(file: &str, bytes: &[u8]) -> Result<Loaded, String> {
     Ok(Loaded { file: file.to_string(), digest: sha256(&[&payload]), envelope, statement, binding })
 }
 
+/// Runs `f` over `items` on every core (at most 16), keeping their order; each worker
+/// takes one contiguous run of items, in order. `None` if a worker panicked. Verifying a
+/// year of hourly passports (8,760) is work for every core.
+pub fn par_chunks<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> Vec<R> + Sync) -> Option<Vec<R>> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 16);
+    let chunk = items.len().div_ceil(threads).max(1);
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = items.chunks(chunk).map(|part| s.spawn(move || f(part))).collect();
+        let mut out = Vec::with_capacity(items.len());
+        for h in handles {
+            out.extend(h.join().ok()?);
+        }
+        Some(out)
+    })
+}
+
 /// Appraises a chain of passports (any order; sorted by number here). Every passport
 /// gets its own appraisal; the chain claims (no gap, no fork, consistent ledger,
 /// advancing anchor) are checked between neighbours.
 pub fn verify_chain(mut passports: Vec<Loaded>, trust: &Trust) -> Vec<Appraisal> {
     passports.sort_by_key(|p| (p.statement.predicate.number, p.statement.predicate.period.from_ns));
-    // Each passport on its own, on every core (a year of hourly passports is 8,760).
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 16);
-    let chunk = passports.len().div_ceil(threads).max(1);
-    let mut out: Vec<Appraisal> = std::thread::scope(|s| {
-        let handles: Vec<_> = passports.chunks(chunk).map(|part| s.spawn(move || part.iter().map(|p| verify_one(p, trust)).collect::<Vec<_>>())).collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+    // Each passport on its own, on every core. A passport's previous checkpoint is
+    // usually its predecessor's checkpoint, just verified: that one is not verified twice.
+    let appraised = par_chunks(&passports, |part| {
+        let mut previous: Option<(&str, &str, Checkpoint)> = None;
+        part.iter()
+            .map(|p| {
+                let (a, checkpoint) = appraise(p, trust, previous.as_ref().map(|(n, k, c)| (*n, *k, c)));
+                let pp = &p.statement.predicate;
+                previous = checkpoint.map(|c| (pp.ledger.checkpoint.as_str(), pp.host.ledger_key.as_str(), c));
+                a
+            })
+            .collect()
     });
-    if out.len() != passports.len() {
+    let Some(mut out) = appraised.filter(|o| o.len() == passports.len()) else {
         // A verifier thread panicked: say so rather than drop passports silently.
         return passports
             .iter()
@@ -436,7 +472,7 @@ pub fn verify_chain(mut passports: Vec<Loaded>, trust: &Trust) -> Vec<Appraisal>
                 claims: vec![Claim { claim: "verifier".into(), status: Status::Contraindicated, detail: "the verifier failed on this chain".into() }],
             })
             .collect();
-    }
+    };
     // Then the links between neighbours.
     let first_key = passports.first().map(|p| p.statement.predicate.host.ledger_key.clone());
     for (i, p) in passports.iter().enumerate() {
@@ -483,16 +519,30 @@ fn chain_link(prev: &Loaded, p: &Loaded, a: &mut Appraisal) {
 
 /// Appraises one passport on its own.
 pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
+    appraise(p, trust, None).0
+}
+
+/// [`verify_one`], given a checkpoint note already verified under a host key (note, key,
+/// what it says) so that a previous checkpoint equal to it is not verified again; also
+/// returns this passport's checkpoint where its signature verified.
+fn appraise(p: &Loaded, trust: &Trust, known: Option<(&str, &str, &Checkpoint)>) -> (Appraisal, Option<Checkpoint>) {
+    let pp = &p.statement.predicate;
+    let mut a = Appraisal { file: p.file.clone(), number: pp.number, period: pp.period, digest: crate::hex::encode(&p.digest), claims: Vec::new() };
+    let mut verified = None;
+    appraise_into(p, trust, known, &mut a, &mut verified);
+    (a, verified)
+}
+
+fn appraise_into(p: &Loaded, trust: &Trust, known: Option<(&str, &str, &Checkpoint)>, a: &mut Appraisal, verified: &mut Option<Checkpoint>) {
     let s = &p.statement;
     let pp = &s.predicate;
-    let mut a = Appraisal { file: p.file.clone(), number: pp.number, period: pp.period, digest: crate::hex::encode(&p.digest), claims: Vec::new() };
 
     // The host key: the envelope, the checkpoints.
     let key = match VerifierKey::parse(&pp.host.ledger_key) {
         Ok(k) => k,
         Err(e) => {
             a.push("signature", Status::Contraindicated, format!("host key: {e}"));
-            return a;
+            return;
         }
     };
     match p.envelope.verify(&key.key) {
@@ -503,16 +553,21 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
         },
         Err(e) => {
             a.push("signature", Status::Contraindicated, format!("envelope: {e}"));
-            return a;
+            return;
         }
     }
 
     // The ledger checkpoint and its consistency with the previous one.
     let checkpoint = Checkpoint::verify(&pp.ledger.checkpoint, &key);
+    *verified = checkpoint.as_ref().ok().cloned();
     match (&checkpoint, &pp.ledger.previous_checkpoint) {
         (Err(e), _) => a.push("ledger", Status::Contraindicated, format!("checkpoint: {e}")),
         (Ok(cp), None) => a.push("ledger", Status::Affirming, format!("checkpoint of {} records signed by the host key", cp.size)),
-        (Ok(cp), Some(prev_note)) => match Checkpoint::verify(prev_note, &key) {
+        (Ok(cp), Some(prev_note)) => match known
+            .filter(|(note, key, _)| note == prev_note && *key == pp.host.ledger_key)
+            .map(|(_, _, c)| Ok(c.clone()))
+            .unwrap_or_else(|| Checkpoint::verify(prev_note, &key))
+        {
             Err(e) => a.push("ledger", Status::Contraindicated, format!("previous checkpoint: {e}")),
             Ok(prev) => {
                 let proof: Option<Vec<[u8; 32]>> = pp.ledger.consistency.iter().map(|h| crate::hex::decode32(h)).collect();
@@ -541,21 +596,21 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
         // passport rests on the host key alone, which a root attacker holds.
         let status = if trust.pinned_aks.is_empty() { Status::Warning } else { Status::Contraindicated };
         a.push("quote", status, format!("unanchored: no TPM evidence ({})", pp.unanchored.as_deref().unwrap_or("no reason given")));
-        return a;
+        return;
     };
     let ak = match pp.host.ak_public.as_deref().and_then(|b| B64.decode(b).ok()).map(|b| AkPublic::parse(&b)) {
         Some(Ok(ak)) => ak,
         Some(Err(e)) => {
             a.push("ak", Status::Contraindicated, format!("attestation key: {e}"));
-            return a;
+            return;
         }
         None => {
             a.push("ak", Status::Contraindicated, "a quote without the attestation key's public area");
-            return a;
+            return;
         }
     };
     if let Some(anchors) = &trust.ek_anchors {
-        appraise_ek(&pp.host, anchors, &mut a);
+        appraise_ek(&pp.host, anchors, a);
     }
     let problems = ak.attestation_key_problems();
     let ak_name = crate::hex::encode(&ak.name);
@@ -579,10 +634,10 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
             None
         }
     };
-    let Some(quote) = quote else { return a };
+    let Some(quote) = quote else { return };
     let Attested::Quote { pcrs, pcr_digest } = &quote.attested else {
         a.push("quote", Status::Contraindicated, "the TPM structure is not a quote");
-        return a;
+        return;
     };
     let mut values = BTreeMap::new();
     let mut all = true;
@@ -614,10 +669,9 @@ pub fn verify_one(p: &Loaded, trust: &Trust) -> Appraisal {
             ),
         );
     }
-    appraise_boot(&pp.boot, &values, &mut a);
-    appraise_launch(&pp.launch, &values, &mut a);
-    appraise_anchor(pp, &ak, &mut a);
-    a
+    appraise_boot(&pp.boot, &values, a);
+    appraise_launch(&pp.launch, &values, a);
+    appraise_anchor(pp, &ak, a);
 }
 
 fn appraise_ek(host: &Host, anchors: &[x509_cert::Certificate], a: &mut Appraisal) {

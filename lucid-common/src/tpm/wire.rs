@@ -4,7 +4,6 @@
 //! (`TPMT_SIGNATURE`). Only what Lucid's evidence uses is decoded; anything else is a
 //! named error, never a guess.
 
-use p256::ecdsa::signature::hazmat::PrehashVerifier as _;
 
 use super::sha256;
 
@@ -311,9 +310,12 @@ impl AkPublic {
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> Result<(), WireError> {
         let sig = EcdsaSignature::parse(signature)?;
         let (r, s) = (left_pad::<32>(&sig.r, "signatureR")?, left_pad::<32>(&sig.s, "signatureS")?);
-        let sig = p256::ecdsa::Signature::from_scalars(r, s).map_err(|_| WireError::Unexpected("signature scalars out of range".into()))?;
-        self.key
-            .verify_prehash(&sha256(&[message]), &sig)
+        let mut fixed = [0u8; 64];
+        fixed[..32].copy_from_slice(&r);
+        fixed[32..].copy_from_slice(&s);
+        let point = self.key.to_encoded_point(false);
+        ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P256_SHA256_FIXED, point.as_bytes())
+            .verify(message, &fixed)
             .map_err(|_| WireError::Unexpected("the signature does not verify with the attestation key".into()))
     }
 }

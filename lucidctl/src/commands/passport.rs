@@ -205,9 +205,18 @@ pub async fn run(client: &Client, cmd: PassportCommand) -> Result<u8, CallError>
                 }
             }
             let files = expanded;
-            for f in &files {
-                let bytes = std::fs::read(f).map_err(|e| CallError::new(exit::IO, format!("{}: {e}", f.display())))?;
-                loaded.push(passport::load(&f.display().to_string(), &bytes).map_err(|e| CallError::new(exit::VERIFY_FAILED, format!("{}: {e}", f.display())))?);
+            // Read and parsed on every core, as they are verified.
+            let read = passport::par_chunks(&files, |part| {
+                part.iter()
+                    .map(|f| {
+                        let bytes = std::fs::read(f).map_err(|e| CallError::new(exit::IO, format!("{}: {e}", f.display())))?;
+                        passport::load(&f.display().to_string(), &bytes).map_err(|e| CallError::new(exit::VERIFY_FAILED, format!("{}: {e}", f.display())))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .ok_or_else(|| CallError::new(exit::VERIFY_FAILED, "reading the passports failed"))?;
+            for p in read {
+                loaded.push(p?);
             }
             if files.is_empty() {
                 if from.is_none() && to.is_none() {
