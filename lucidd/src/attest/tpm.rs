@@ -57,6 +57,12 @@ pub enum TpmError {
     Unexpected(String),
 }
 
+/// The empty password authorisation. The objects Lucid uses (AK, anchor counter, PCRs,
+/// owner and endorsement hierarchies) have empty auth values, for which an HMAC session
+/// proves nothing more; tss-esapi's null-auth session would start one per command, at
+/// a cost of several milliseconds of the host's CPU each (OpenSSL fetches).
+const PASSWORD: Option<tss_esapi::interface_types::session_handles::AuthSession> = Some(tss_esapi::interface_types::session_handles::AuthSession::Password);
+
 fn cmd(what: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
     move |source| TpmError::Command { what, source }
 }
@@ -65,12 +71,14 @@ fn cmd(what: &'static str) -> impl FnOnce(tss_esapi::Error) -> TpmError {
 #[derive(Clone, Debug)]
 pub struct Tpm {
     tcti: String,
+    /// The TCTI parsed once (tss-esapi compiles regexes for each parse).
+    conf: Result<TctiNameConf, String>,
 }
 
 impl Tpm {
     /// A TPM at `tcti` (`device:/dev/tpmrm0`, `swtpm:host=127.0.0.1,port=2321`, ...).
     pub fn new(tcti: &str) -> Tpm {
-        Tpm { tcti: tcti.to_string() }
+        Tpm { tcti: tcti.to_string(), conf: TctiNameConf::from_str(tcti).map_err(|e| e.to_string()) }
     }
 
     /// The configured TCTI.
@@ -80,7 +88,10 @@ impl Tpm {
 
     /// Opens a connection for one operation.
     pub fn session(&self) -> Result<Context, TpmError> {
-        let conf = TctiNameConf::from_str(&self.tcti).map_err(|source| TpmError::Tcti { tcti: self.tcti.clone(), source })?;
+        let conf = match &self.conf {
+            Ok(c) => c.clone(),
+            Err(e) => return Err(TpmError::Unexpected(format!("TCTI {:?}: {e}", self.tcti))),
+        };
         Context::new(conf).map_err(|source| TpmError::Tcti { tcti: self.tcti.clone(), source })
     }
 
@@ -107,7 +118,7 @@ impl Tpm {
                 let loaded = load_ak(&mut ctx, ek, None, created.out_private, created.out_public).map_err(cmd("load AK"))?;
                 let handle = PersistentTpmHandle::new(AK_HANDLE).map_err(cmd("AK handle"))?;
                 let persisted = ctx
-                    .execute_with_nullauth_session(|c| c.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(handle)))
+                    .execute_with_session(PASSWORD, |c| c.evict_control(Provision::Owner, loaded.into(), Persistent::Persistent(handle)))
                     .map_err(cmd("persist AK"))?;
                 let _ = ctx.flush_context(loaded.into());
                 KeyHandle::from(persisted)
@@ -140,7 +151,7 @@ impl Tpm {
         for _ in 0..2 {
             let values = read_pcrs(&mut ctx, pcrs)?;
             let (attest, signature) = ctx
-                .execute_with_nullauth_session(|c| c.quote(ak, data.clone(), SignatureScheme::Null, selection.clone()))
+                .execute_with_session(PASSWORD, |c| c.quote(ak, data.clone(), SignatureScheme::Null, selection.clone()))
                 .map_err(cmd("quote"))?;
             let after = read_pcrs(&mut ctx, pcrs)?;
             if values == after {
@@ -170,7 +181,7 @@ impl Tpm {
             .map_err(cmd("start a policy session"))?
             .ok_or_else(|| TpmError::Unexpected("returned no policy session".into()))?;
         let policy = PolicySession::try_from(session).map_err(cmd("policy session"))?;
-        ctx.execute_with_nullauth_session(|c| {
+        ctx.execute_with_session(PASSWORD, |c| {
             c.policy_secret(policy, tss_esapi::handles::AuthHandle::Endorsement, Default::default(), Default::default(), Default::default(), None)
         })
         .map_err(cmd("policy secret (endorsement)"))?;
@@ -200,7 +211,7 @@ impl Tpm {
         let handle = PcrHandle::try_from(tss_esapi::tss2_esys::TPM2_HANDLE::from(pcr)).map_err(cmd("PCR handle"))?;
         let mut values = DigestValues::new();
         values.set(HashingAlgorithm::Sha256, Digest::try_from(digest.to_vec()).map_err(cmd("digest"))?);
-        ctx.execute_with_nullauth_session(|c| c.pcr_extend(handle, values)).map_err(cmd("PCR extend"))?;
+        ctx.execute_with_session(PASSWORD, |c| c.pcr_extend(handle, values)).map_err(cmd("PCR extend"))?;
         let after = read_pcrs(&mut ctx, &[pcr])?
             .first()
             .map(|(_, v)| *v)
@@ -243,10 +254,10 @@ impl Tpm {
                     .with_data_area_size(8)
                     .build()
                     .map_err(cmd("NV public"))?;
-                ctx.execute_with_nullauth_session(|c| c.nv_define_space(Provision::Owner, None, public)).map_err(cmd("define the anchor counter"))?
+                ctx.execute_with_session(PASSWORD, |c| c.nv_define_space(Provision::Owner, None, public)).map_err(cmd("define the anchor counter"))?
             }
         };
-        ctx.execute_with_nullauth_session(|c| c.nv_increment(NvAuth::NvIndex(handle), handle)).map_err(cmd("advance the anchor counter"))?;
+        ctx.execute_with_session(PASSWORD, |c| c.nv_increment(NvAuth::NvIndex(handle), handle)).map_err(cmd("advance the anchor counter"))?;
         read_counter(&mut ctx, handle)
     }
 }
@@ -265,7 +276,7 @@ fn counter_handle(ctx: &mut Context) -> Result<Option<NvIndexHandle>, TpmError> 
 }
 
 fn read_counter(ctx: &mut Context, handle: NvIndexHandle) -> Result<u64, TpmError> {
-    let bytes = ctx.execute_with_nullauth_session(|c| c.nv_read(NvAuth::NvIndex(handle), handle, 8, 0)).map_err(cmd("read the anchor counter"))?;
+    let bytes = ctx.execute_with_session(PASSWORD, |c| c.nv_read(NvAuth::NvIndex(handle), handle, 8, 0)).map_err(cmd("read the anchor counter"))?;
     let raw: [u8; 8] = bytes.value().try_into().map_err(|_| TpmError::Unexpected("anchor counter is not 8 bytes".into()))?;
     Ok(u64::from_be_bytes(raw))
 }
