@@ -70,7 +70,7 @@ pub async fn anchor_now(ledger: &Ledger, attestor: &Arc<Attestor>, reason: &str)
         .await?;
     let a = attestor.clone();
     let n = note.clone();
-    let (counter, signed) = tokio::task::spawn_blocking(move || a.anchor(&n)).await.map_err(|e| AnchorError::Task(e.to_string()))??;
+    let (counter, signed) = crate::daemon::background::run("anchor", move || a.anchor(&n)).await.map_err(AnchorError::Task)??;
     let mut anchor = Anchor { counter, checkpoint: note, attest: B64.encode(&signed.attest), signature: B64.encode(&signed.signature), record_seq: 0 };
     let receipt = ledger
         .append(entry(ANCHOR, Severity::Info, json!({

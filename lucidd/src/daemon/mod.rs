@@ -1,6 +1,7 @@
 //! The daemon's lifetime: load configuration, open the ledger, start the control API,
 //! the sinks and the timers, tell systemd it is ready, then react to signals.
 
+pub mod background;
 pub mod hostkey;
 pub mod measured;
 pub mod notify;

@@ -660,12 +660,14 @@ fn apply_replaces(txn: &WriteTransaction, replaces: Vec<Compacted>) -> Result<()
     Ok(())
 }
 
-/// Compresses merged batches off the writer thread and hands them back to it.
+/// Compresses merged batches off the writer thread and hands them back to it, below
+/// the gateway's priority: merging is housekeeping that no acknowledgement waits for.
 pub(crate) fn spawn_compactor(
     jobs: std::sync::mpsc::Receiver<Pending>,
     writer: mpsc::Sender<Command>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new().name("ledger-compact".into()).spawn(move || {
+        crate::daemon::background::lower_priority();
         let Ok(mut compressor) = zstd::bulk::Compressor::new(super::ZSTD_LEVEL) else {
             tracing::warn!("no zstd context for merging; segments stay as they are");
             return;

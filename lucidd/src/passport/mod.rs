@@ -20,6 +20,7 @@ use lucid_common::passport::{
 use lucid_common::record::{Entry, Kind, Record, Severity};
 use serde_json::json;
 
+use crate::daemon::background;
 use crate::daemon::measured::MEASURE;
 use crate::daemon::state::AppState;
 use crate::ledger::{now_ns, LedgerError};
@@ -101,10 +102,10 @@ struct Previous {
     from_ns: u64,
 }
 
-/// Runs ledger reads and folding off the async workers, so issuing never stalls the
-/// gateway's requests on them.
+/// Runs ledger reads, folding and TPM work off the async workers and below the
+/// gateway's priority, so issuing never stalls requests.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, IssueError> + Send + 'static) -> Result<T, IssueError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| IssueError::Other(format!("passport task: {e}")))?
+    background::run("passport", f).await.map_err(IssueError::Other)?
 }
 
 /// Issues a passport for the period since the previous one, now.
@@ -148,7 +149,7 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
     // so the PCR and the ledger agree and the passport can be replayed.
     if state.attest.identity().is_some() {
         let a = state.attest.clone();
-        if let Ok(Ok(value)) = tokio::task::spawn_blocking(move || a.application_pcr()).await {
+        if let Ok(Ok(value)) = background::run("passport", move || a.application_pcr()).await {
             if value == [0u8; 32] {
                 tracing::warn!("the application PCR was reset since lucidd measured its launch; measuring again");
                 state.measure_launch().await;
@@ -162,7 +163,7 @@ pub async fn issue(state: &Arc<AppState>, reason: &str) -> Result<PassportSummar
     if state.attest.identity().is_some() && anchor.is_some() {
         let binding = statement.quote_binding();
         let attest = state.attest.clone();
-        match tokio::task::spawn_blocking(move || attest.quote(&binding)).await {
+        match background::run("passport", move || attest.quote(&binding)).await {
             Ok(Ok(q)) => {
                 let clock = lucid_common::tpm::wire::Attest::parse(&q.signed.attest).ok().map(|a| a.clock);
                 statement.predicate.tpm = Some(TpmClaim {
