@@ -9,7 +9,8 @@
 //!   are being issued.
 //!
 //! `cargo build --release -p lucidd -p lucidctl && cargo bench -p lucid-tests --bench
-//! passports`; `LUCID_BENCH_PASSPORTS=N` for fewer (the target is for 8,760).
+//! passports`; `LUCID_BENCH_PASSPORTS=N` for fewer (the target is for 8,760);
+//! `LUCID_BENCH_KEEP=DIR` keeps the passports there.
 
 use std::io::{Read, Write};
 use std::process::Command;
@@ -69,22 +70,46 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Requests per latency sample (p99 of this many).
 const SAMPLES: usize = 2000;
+/// Requests per long sample (about 10 s on 2 cores), for issuing every 5 s.
+const LONG_SAMPLES: usize = 6000;
 
-fn gateway_latencies(addr: &str, key: &str, n: usize) -> Vec<f64> {
+/// Each request's start and latency (ms), in order.
+fn gateway_timed(addr: &str, key: &str, n: usize) -> Vec<(Instant, f64)> {
     let body = br#"{"model":"bench-model","messages":[{"role":"user","content":"What is the capital of France?"}]}"#;
     let auth = format!("Bearer {key}");
-    let mut out: Vec<f64> = (0..n)
+    (0..n)
         .map(|_| {
             let t = Instant::now();
             let (status, text) = lucid_tests::tcp_http(addr, "POST", "/v1/chat/completions", &[("Authorization", &auth)], body);
             if status != 200 {
                 fail(&format!("gateway answered {status}: {text}"));
             }
-            t.elapsed().as_secs_f64() * 1000.0
+            (t, t.elapsed().as_secs_f64() * 1000.0)
         })
-        .collect();
-    out.sort_by(|a, b| a.total_cmp(b));
-    out
+        .collect()
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn gateway_latencies(addr: &str, key: &str, n: usize) -> Vec<f64> {
+    sorted(gateway_timed(addr, key, n).into_iter().map(|(_, ms)| ms).collect())
+}
+
+/// The latencies of the requests that overlapped an issuance window, and of the rest.
+fn split_by_overlap(timed: &[(Instant, f64)], windows: &[(Instant, Instant)]) -> (Vec<f64>, Vec<f64>) {
+    let (mut during, mut outside) = (Vec::new(), Vec::new());
+    for (start, ms) in timed {
+        let end = *start + Duration::from_secs_f64(ms / 1000.0);
+        if windows.iter().any(|(a, b)| *start < *b && end > *a) {
+            during.push(*ms);
+        } else {
+            outside.push(*ms);
+        }
+    }
+    (sorted(during), sorted(outside))
 }
 
 /// PCR values as tpm2-tools 5.4 serialises them for `tpm2_checkquote -f` (its raw-values
@@ -152,28 +177,36 @@ fn main() {
     let quiet = gateway_latencies(&gateway, &key, SAMPLES);
     // The same again: how much p99 moves between two quiet runs (the noise).
     let quiet_again = gateway_latencies(&gateway, &key, SAMPLES);
-    let run_with_issuer = |pause: Duration| {
+    let run_with_issuer = |pause: Duration, samples: usize| {
         let issuing = Arc::new(AtomicBool::new(true));
         let socket = d.socket.clone();
         let flag = issuing.clone();
         let issuer = std::thread::spawn(move || {
-            let mut issued = 0usize;
+            let mut windows = Vec::new();
             while flag.load(Ordering::Relaxed) {
+                let start = Instant::now();
                 let (status, _) = lucid_tests::http(&socket, "POST", "/v1/passports", "{}");
                 if status == 200 {
-                    issued += 1;
+                    windows.push((start, Instant::now()));
                 }
                 std::thread::sleep(pause);
             }
-            issued
+            windows
         });
-        let lat = gateway_latencies(&gateway, &key, SAMPLES);
+        let timed = gateway_timed(&gateway, &key, samples);
         issuing.store(false, Ordering::Relaxed);
-        (lat, issuer.join().unwrap_or(0))
+        let windows = issuer.join().unwrap_or_default();
+        let (during, outside) = split_by_overlap(&timed, &windows);
+        (sorted(timed.into_iter().map(|(_, ms)| ms).collect()), windows.len(), during, outside)
     };
-    let (paced, paced_issued) = run_with_issuer(Duration::from_millis(250));
-    let (busy, busy_issued) = run_with_issuer(Duration::ZERO);
-    let issued_during = paced_issued + busy_issued;
+    // At 720 times the default rate (every 5 s), over samples long enough to hold
+    // two issues, between two quiet samples of the same length (the noise).
+    let long_quiet = gateway_latencies(&gateway, &key, LONG_SAMPLES);
+    let (every_5s, every_5s_issued, _, _) = run_with_issuer(Duration::from_secs(5), LONG_SAMPLES);
+    let long_quiet_again = gateway_latencies(&gateway, &key, LONG_SAMPLES);
+    let (paced, paced_issued, paced_during, paced_outside) = run_with_issuer(Duration::from_millis(250), SAMPLES);
+    let (busy, busy_issued, _, _) = run_with_issuer(Duration::ZERO, SAMPLES);
+    let issued_during = paced_issued + busy_issued + every_5s_issued;
 
     // A year of passports.
     let t = Instant::now();
@@ -205,6 +238,14 @@ fn main() {
     }
     if envelopes.len() < n {
         fail(&format!("only {} passports in the ledger", envelopes.len()));
+    }
+    // For profiling the verifier on its own: `LUCID_BENCH_KEEP=DIR` keeps the passports.
+    if let Ok(keep) = std::env::var("LUCID_BENCH_KEEP") {
+        let keep = std::path::Path::new(&keep);
+        std::fs::create_dir_all(keep).unwrap_or_else(|e| fail(&e.to_string()));
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            std::fs::copy(entry.path(), keep.join(entry.file_name())).unwrap_or_else(|e| fail(&e.to_string()));
+        }
     }
 
     // Lucid: lucidctl on the directory, offline (no daemon socket).
@@ -271,9 +312,23 @@ fn main() {
             "gateway_ms_p50_quiet_again": round(percentile(&quiet_again, 0.5)),
             "gateway_ms_p99_quiet_again": round(percentile(&quiet_again, 0.99)),
             "gateway_requests_per_sample": SAMPLES,
+            "gateway_requests_per_long_sample": LONG_SAMPLES,
+            "gateway_ms_p50_quiet_long": round(percentile(&long_quiet, 0.5)),
+            "gateway_ms_p99_quiet_long": round(percentile(&long_quiet, 0.99)),
+            "gateway_ms_p50_issuing_every_5s": round(percentile(&every_5s, 0.5)),
+            "gateway_ms_p99_issuing_every_5s": round(percentile(&every_5s, 0.99)),
+            "passports_issued_every_5s": every_5s_issued,
+            "gateway_ms_p50_quiet_long_again": round(percentile(&long_quiet_again, 0.5)),
+            "gateway_ms_p99_quiet_long_again": round(percentile(&long_quiet_again, 0.99)),
             "gateway_ms_p50_issuing_every_250ms": round(percentile(&paced, 0.5)),
             "gateway_ms_p99_issuing_every_250ms": round(percentile(&paced, 0.99)),
             "passports_issued_every_250ms": paced_issued,
+            "gateway_requests_overlapping_an_issue_every_250ms": paced_during.len(),
+            "gateway_ms_p50_overlapping_an_issue_every_250ms": round(percentile(&paced_during, 0.5)),
+            "gateway_ms_p99_overlapping_an_issue_every_250ms": round(percentile(&paced_during, 0.99)),
+            "gateway_ms_max_overlapping_an_issue_every_250ms": round(paced_during.last().copied().unwrap_or(0.0)),
+            "gateway_ms_p99_not_overlapping_every_250ms": round(percentile(&paced_outside, 0.99)),
+            "gateway_ms_max_not_overlapping_every_250ms": round(paced_outside.last().copied().unwrap_or(0.0)),
             "gateway_ms_p50_issuing_back_to_back": round(percentile(&busy, 0.5)),
             "gateway_ms_p99_issuing_back_to_back": round(percentile(&busy, 0.99)),
             "passports_issued_back_to_back": busy_issued,
