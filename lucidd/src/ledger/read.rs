@@ -53,11 +53,23 @@ impl Ledger {
         if let (Some(limit), None, 0) = (q.limit, q.since_ns, from_seq) {
             return self.query_tail(q, limit);
         }
+        let mut out = Vec::new();
+        self.visit(q, from_seq, |r| out.push(r))?;
+        if let Some(limit) = q.limit {
+            let excess = out.len().saturating_sub(limit as usize);
+            out.drain(..excess);
+        }
+        Ok(out)
+    }
+
+    /// Hands each record matching `q` (its `limit` aside) from `from_seq` on to `f`,
+    /// oldest first, without holding them all: a passport folds an hour of records,
+    /// which on a busy gateway is millions.
+    pub fn visit(&self, q: &LogQuery, from_seq: u64, mut f: impl FnMut(Record)) -> Result<(), LedgerError> {
         let txn = self.read_txn()?;
         let batches = txn.open_table(store::BATCHES).map_err(StoreError::from)?;
         let bodies = txn.open_table(store::BODIES).map_err(StoreError::from)?;
         let start = store::batch_containing(&txn, from_seq)?.map(|(first, _)| first).unwrap_or(from_seq);
-        let mut out = Vec::new();
         for item in batches.range(start..).map_err(StoreError::from)? {
             let (k, v) = item.map_err(StoreError::from)?;
             let header = store::batch_header(k.value(), v.value())?;
@@ -75,15 +87,11 @@ impl Ledger {
                 }
                 let rec = decode(seq, bytes)?;
                 if matches(q, &rec) {
-                    out.push(rec);
+                    f(rec);
                 }
             }
         }
-        if let Some(limit) = q.limit {
-            let excess = out.len().saturating_sub(limit as usize);
-            out.drain(..excess);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// The newest record for which `keep` holds, read from the end backwards (the

@@ -224,7 +224,9 @@ fn compose(state: &AppState, prev: &Previous, period: Period, size: u64, note: S
         _ => Vec::new(),
     };
     let q = lucid_common::api::LogQuery { since_ns: Some(period.from_ns), until_ns: Some(period.to_ns), ..Default::default() };
-    let folded = summary::fold(&ledger.query(&q, prev.seq)?, period);
+    let mut folder = summary::Folder::new(period);
+    ledger.visit(&q, prev.seq, |r| folder.add(&r))?;
+    let folded = folder.finish();
     let cfg = state.config();
     let models: Vec<ModelClaim> = state
         .models

@@ -32,27 +32,40 @@ impl Summary {
     }
 }
 
-/// Folds `records` (the period's, oldest first). `last_before` is the time of the last
-/// record before the period, so a crash just before it shows as a gap at its start.
-pub fn fold(records: &[Record], period: Period) -> Summary {
-    let mut s = Summary::default();
-    // When the previous run's last record was written, and whether it ended cleanly.
-    let mut last_time = period.from_ns;
-    let mut stopped_at: Option<u64> = None;
-    for r in records {
+/// The fold, one record at a time (a period's records are not all held at once).
+pub struct Folder {
+    s: Summary,
+    period: Period,
+    /// When the previous run's last record was written, and whether it ended cleanly,
+    /// so a crash just before a start shows as a gap.
+    last_time: u64,
+    stopped_at: Option<u64>,
+}
+
+impl Folder {
+    /// An empty fold of `period`.
+    pub fn new(period: Period) -> Folder {
+        Folder { s: Summary::default(), period, last_time: period.from_ns, stopped_at: None }
+    }
+
+    /// Adds the next record (oldest first).
+    pub fn add(&mut self, r: &Record) {
+        let s = &mut self.s;
         if r.kind == Kind::System && r.subject == "lucidd.start" {
-            match stopped_at.take() {
+            match self.stopped_at.take() {
                 Some(t) => s.gaps.push(Gap { from_ns: t, to_ns: r.time_ns, cause: "lucidd stopped".into() }),
-                None if r.time_ns > period.from_ns => {
-                    s.gaps.push(Gap { from_ns: last_time, to_ns: r.time_ns, cause: "lucidd ended without a stop record (crash, kill or power loss)".into() })
-                }
+                None if r.time_ns > self.period.from_ns => s.gaps.push(Gap {
+                    from_ns: self.last_time,
+                    to_ns: r.time_ns,
+                    cause: "lucidd ended without a stop record (crash, kill or power loss)".into(),
+                }),
                 None => {}
             }
         }
         if r.kind == Kind::System && r.subject == "lucidd.stop" {
-            stopped_at = Some(r.time_ns);
+            self.stopped_at = Some(r.time_ns);
         }
-        last_time = r.time_ns;
+        self.last_time = r.time_ns;
         if r.kind == Kind::Config && matches!(r.subject.as_str(), "config.load" | "config.apply" | "config.reload") {
             if let Some(d) = r.body.get("new_digest").and_then(|d| d.as_str()) {
                 s.configs.push(ConfigInForce { digest: d.to_string(), record_seq: Some(r.seq), since_ns: r.time_ns });
@@ -76,17 +89,29 @@ pub fn fold(records: &[Record], period: Period) -> Summary {
             }
         }
     }
-    if let Some(t) = stopped_at {
-        // Stopped and not started again before the period's end (the passport that
-        // closes such a period is issued at the next start).
-        s.gaps.push(Gap { from_ns: t, to_ns: period.to_ns, cause: "lucidd stopped".into() });
+
+    /// The summary.
+    pub fn finish(mut self) -> Summary {
+        if let Some(t) = self.stopped_at {
+            // Stopped and not started again before the period's end (the passport that
+            // closes such a period is issued at the next start).
+            self.s.gaps.push(Gap { from_ns: t, to_ns: self.period.to_ns, cause: "lucidd stopped".into() });
+        }
+        self.s
     }
-    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fold(records: &[Record], period: Period) -> Summary {
+        let mut f = Folder::new(period);
+        for r in records {
+            f.add(r);
+        }
+        f.finish()
+    }
     use serde_json::json;
 
     fn rec(seq: u64, t: u64, kind: Kind, subject: &str, controls: &[&str], severity: Severity, body: serde_json::Value) -> Record {
