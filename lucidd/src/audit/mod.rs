@@ -165,7 +165,8 @@ pub struct Finding {
     pub end: usize,
     /// Confidence in [0, 1].
     pub score: f64,
-    /// Where it was seen if not in the plain text: `base64`, `hex`, `rot13`.
+    /// Where it was seen if not in the plain text: `base64`, `hex`, `rot13`, `spaced`
+    /// (letters spaced out), `leetspeak`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'static str>,
     /// Keyed hash of the value (PII), so records can be correlated without the value.
