@@ -380,6 +380,55 @@ mod tests {
         assert_eq!(ids("db_password = \"h7Gk2pQ9xL4mN8vR3tY6\""), ["generic-secret-assignment"]);
     }
 
+    /// Issue 15: human passwords (short, low entropy) in config lines, command lines,
+    /// connection options and prose in the seven locales; and the look-alikes that must
+    /// stay quiet.
+    #[test]
+    fn passwords_in_config_lines_and_prose_are_found_and_look_alikes_are_not() {
+        let rules = RuleSet::builtin().unwrap();
+        let found = |text: &str| -> Vec<String> { rules.scan(text).into_iter().map(|(_, a, b)| text[a..b].to_string()).collect() };
+        for (text, secret) in [
+            ("password: Summer2024!", "Summer2024!"),
+            ("DB_PASS=hunter2x", "hunter2x"),
+            ("\"password\": \"P@ssw0rd123\"", "P@ssw0rd123"),
+            ("mysql -u root --password Tr0ub4dor&3 -h db", "Tr0ub4dor&3"),
+            ("Server=db;User Id=sa;Password=Winter#2023;", "Winter#2023"),
+            ("The admin password is Tr0ub4dor&3.", "Tr0ub4dor&3"),
+            ("the wifi password is now c0ffee-shop", "c0ffee-shop"),
+            ("Mein Passwort ist Sommer2024!", "Sommer2024!"),
+            ("Le mot de passe est Soleil#2023", "Soleil#2023"),
+            ("La contraseña es Verano2024*", "Verano2024*"),
+            ("La password è Estate2024!", "Estate2024!"),
+            ("Het wachtwoord is Zomer2024!", "Zomer2024!"),
+            ("pwd = 12345678", "12345678"),
+            ("POSTGRES_PASSWORD_PROD: 'Bl4ckC@t!'", "Bl4ckC@t!"),
+        ] {
+            let got = found(text);
+            assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
+        }
+        for benign in [
+            "Forgot your password? Click the reset link.",
+            "The password is stored hashed with argon2.",
+            "password: ${DB_PASSWORD}",
+            "password: \"{{ vault_db_password }}\"",
+            "password_file: /run/secrets/db_password",
+            "PASSWORD=changeme",
+            "password: ********",
+            "Passwords must be at least 12 characters long.",
+            "Set the password to something memorable.",
+            "Das Passwort ist abgelaufen.",
+            "Le mot de passe est incorrect.",
+            "We took the bypass: 25 minutes faster.",
+            "The compass: north by northwest.",
+            "My passport is D48906095.",
+            "passport_number: X37921473",
+            "Use a passphrase generator.",
+            "password = os.environ['DB_PASSWORD']",
+        ] {
+            assert!(rules.scan(benign).is_empty(), "{benign}: {:?}", found(benign));
+        }
+    }
+
     /// The anchored searches find exactly what running every rule over the whole text
     /// finds, on texts built to trip them: tokens glued to words, tokens inside tokens,
     /// prefixes without a body, runs dense enough in `_` and `-` to fall back, PEM
