@@ -30,6 +30,46 @@ struct Recognizer {
 /// Words just before a dotted quad that make it a version, not an address.
 const VERSION_WORDS: &[&str] = &["version", "release", "v", "ver", "build", "firmware", "section", "§", "sdk"];
 
+/// Words that say a date is someone's birth date, in the seven locales (en, de, fr, es,
+/// it, nl), looked for just before the date.
+const BIRTH_WORDS: &[&str] = &[
+    "born", "birth", "dob", "d.o.b", "birthday", "geboren", "geb.", "geburtsdatum", "geburtstag", "né le", "née le", "né en", "naissance",
+    "nacido", "nacida", "nacimiento", "nato il", "nata il", "nato a", "nata a", "nascita", "geboortedatum", "geboren op", "verjaardag",
+];
+
+/// Month names and their abbreviations in the seven locales, longest first within a
+/// language so the regex takes the whole word.
+const MONTHS: &[&str] = &[
+    // en
+    "january", "february", "march", "april", "may", "june", "july", "august", "september", "october", "november", "december",
+    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sept", "sep", "oct", "nov", "dec",
+    // de
+    "januar", "jänner", "februar", "märz", "mai", "juni", "juli", "oktober", "dezember", "okt", "dez",
+    // fr
+    "janvier", "février", "fevrier", "mars", "avril", "juin", "juillet", "août", "aout", "septembre", "octobre", "novembre", "décembre", "decembre",
+    "janv", "févr", "fevr", "avr", "juil",
+    // es
+    "enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto", "septiembre", "setiembre", "octubre", "noviembre", "diciembre",
+    "ene", "dic",
+    // it
+    "gennaio", "febbraio", "aprile", "maggio", "giugno", "luglio", "settembre", "ottobre", "dicembre", "gen", "mag", "giu", "lug", "ago", "set", "ott",
+    // nl
+    "januari", "februari", "maart", "mei", "augustus", "mrt",
+];
+
+/// Dates as people write them in the seven locales: ISO, numeric with `.`, `/` or
+/// `-`, "3. März 1985", "29 maggio 1951", "12 de marzo de 1980", "1er mars 1985",
+/// "March 3rd, 1985".
+fn date_pattern() -> String {
+    let mut months: Vec<&str> = MONTHS.to_vec();
+    months.sort_by_key(|m| std::cmp::Reverse(m.chars().count()));
+    months.dedup();
+    let month = format!("(?:{})\\.?", months.join("|"));
+    format!(
+        r"(?i)\b(?:\d{{4}}-\d{{2}}-\d{{2}}|\d{{1,2}}[./-]\d{{1,2}}[./-]\d{{2,4}}|\d{{1,2}}(?:st|nd|rd|th|er|º|°)?\.?\s+(?:de\s+)?{month},?\s+(?:de\s+)?\d{{4}}|{month}\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b"
+    )
+}
+
 /// How far before a match context words are looked for (bytes).
 const CONTEXT_WINDOW: usize = 48;
 
@@ -123,8 +163,8 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "date_of_birth",
-                regex: fixed(r"(?i)\b(?:\d{4}-\d{2}-\d{2}|\d{1,2}[./-]\d{1,2}[./-]\d{2,4}|\d{1,2} (?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{4}|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]* \d{1,2},? \d{4})\b"),
-                context: Some(&["born", "birth", "dob", "d.o.b", "birthday", "geboren", "né le", "née le"]),
+                regex: fixed(&date_pattern()),
+                context: Some(BIRTH_WORDS),
                 validate: |_| true,
                 score: 0.85,
             },
@@ -362,6 +402,27 @@ mod tests {
         assert_eq!(kinds("host 192.168.10.4 down"), ["ip_address"]);
         assert_eq!(kinds("v6 2001:db8::8a2e:370:7334 up"), ["ip_address"]);
         assert_eq!(kinds("born on 1985-03-12 in Leeds"), ["date_of_birth"]);
+        // Issue 15: birth dates as the seven locales write them.
+        for text in [
+            "She was born on March 3rd, 1985 in Ohio.",
+            "DOB: 04/11/1990",
+            "Date of birth: 3 March 1985",
+            "Geboren am 3. März 1985 in Köln",
+            "Geburtsdatum: 03.04.1990",
+            "Née le 1er mars 1985 à Lyon",
+            "date de naissance : 12/05/1979",
+            "Nacido el 12 de marzo de 1980 en Sevilla",
+            "fecha de nacimiento: 12-03-1980",
+            "Nato il 29 maggio 1951 a Roma",
+            "data di nascita 29/05/1951",
+            "Geboren op 3 maart 1985 in Utrecht",
+            "geboortedatum: 03-03-1985",
+        ] {
+            assert_eq!(kinds(text), ["date_of_birth"], "{text}");
+        }
+        // A date that is not a birth date stays.
+        assert!(kinds("The meeting is on 3 March 2025.").is_empty());
+        assert!(kinds("Die Rechnung vom 3. März 2025 ist fällig.").is_empty());
         assert_eq!(kinds("the release of 1985-03-12"), Vec::<&str>::new(), "a date without context");
         assert_eq!(kinds("passport number X1234567"), ["passport"]);
         assert_eq!(kinds("driver's license D123-4567-8901"), ["drivers_license"]);
