@@ -112,9 +112,12 @@ fn recognizers() -> &'static [Recognizer] {
                 validate: valid_ssn,
                 score: 0.8,
             },
+            // Phone numbers: candidates by shape, kept only where libphonenumber's
+            // metadata (the `phonenumber` port) says they are valid numbers, for their
+            // country code or, without one, in one of the seven locales' countries.
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){1,4}\d{2,4}\b"),
+                regex: fixed(r"(?:\+|\b00)\d{1,3}[ .\-/]?(?:\(0\)[ .\-/]?)?(?:\(?\d{1,5}\)?[ .\-/]?){1,5}\d{1,5}\b"),
                 context: None,
                 validate: valid_phone,
                 score: 0.85,
@@ -128,23 +131,16 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"\b0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4}\b"),
+                regex: fixed(r"(?:\(0\d{1,5}\)|\b0\d{1,5})[ .\-/]?\d{2,5}(?:[ .\-/]?\d{2,5}){0,3}\b"),
                 context: None,
                 validate: valid_phone,
-                score: 0.6,
+                score: 0.7,
             },
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"\b\d{3}[ .-]?\d{3}[ .-]?\d{4}\b"),
-                context: Some(&["phone", "tel", "call", "mobile", "cell", "whatsapp", "fax", "contact", "text me"]),
-                validate: valid_phone,
-                score: 0.6,
-            },
-            Recognizer {
-                entity: "phone_number",
-                regex: fixed(r"\b\d{7,12}\b"),
-                context: Some(&["phone", "tel", "call", "mobile", "cell", "whatsapp", "fax", "contact"]),
-                validate: |_| true,
+                regex: fixed(r"(?:\(\d{2,5}\) ?|\b)\d{2,4}(?:[ .\-]?\d{2,4}){1,4}\b"),
+                context: Some(PHONE_WORDS),
+                validate: possible_phone,
                 score: 0.6,
             },
             Recognizer {
@@ -250,10 +246,74 @@ pub fn valid_ssn(s: &str) -> bool {
     area != 0 && area != 666 && area < 900 && group != 0 && serial != 0 && !d.iter().all(|x| *x == d[0])
 }
 
-/// 7 to 15 digits, and not a date-like or version-like dotted triple.
+/// Countries whose national formats a number without a country code is tried in: the
+/// seven locales'.
+const PHONE_REGIONS: [phonenumber::country::Id; 7] = {
+    use phonenumber::country::Id::*;
+    [US, GB, DE, FR, ES, IT, NL]
+};
+
+/// Words that say a number is a phone number, in the seven locales.
+const PHONE_WORDS: &[&str] = &[
+    "phone", "tel", "call", "mobile", "cell", "whatsapp", "fax", "contact", "text me", "ring", "telefon", "handy", "mobil", "rufnummer", "anrufen",
+    "téléphone", "tél", "portable", "joindre", "appel", "teléfono", "telefono", "móvil", "movil", "llam", "cellulare", "chiam", "telefoon", "mobiel", "bel ",
+];
+
+/// A valid phone number by libphonenumber's metadata: with a country code (`+` or
+/// `00`), for that country; without, in one of [`PHONE_REGIONS`]. Dates and dotted
+/// versions are not numbers to call.
 fn valid_phone(s: &str) -> bool {
     let n = digits(s).len();
-    (7..=15).contains(&n) && (s.starts_with('+') || s.matches('.').count() < 2)
+    if !(7..=15).contains(&n) || looks_like_date(s) || (!s.starts_with('+') && s.matches('.').count() >= 2 && s.split('.').all(|p| p.len() <= 4)) {
+        return false;
+    }
+    let s = s.trim();
+    // With a country code the shape says "phone number" by itself: the country code
+    // must exist and the rest be of a length that country uses (so a synthetic or
+    // newly allocated number still counts); without one the metadata must know it.
+    let international = match s.strip_prefix("00").filter(|_| !s.starts_with("000")) {
+        Some(rest) => Some(format!("+{rest}")),
+        None => s.starts_with('+').then(|| s.to_string()),
+    };
+    if let Some(number) = international {
+        return phonenumber::parse(None, &number).is_ok_and(|p| {
+            let national = p.national().value().to_string().len();
+            phonenumber::is_valid(&p) || (phonenumber::is_viable(&number) && (6..=13).contains(&national))
+        });
+    }
+    PHONE_REGIONS.iter().any(|r| phonenumber::parse(Some(*r), s).is_ok_and(|p| phonenumber::is_valid(&p)))
+}
+
+/// With a phone word just before it ("call", "Telefon", "portable"...): a number of
+/// phone-number shape and length, even where the metadata does not know it (test
+/// ranges such as 555, numbers allocated after the metadata).
+fn possible_phone(s: &str) -> bool {
+    let n = digits(s).len();
+    (7..=15).contains(&n) && !looks_like_date(s) && phonenumber::is_viable(s.trim())
+}
+
+/// Whether `start..end` is part of a longer token (`T936-0269-3782`, `xoxb-0330...-`):
+/// a letter, digit or joiner right before it, or a joiner and a letter or digit right after.
+fn glued(text: &str, start: usize, end: usize) -> bool {
+    let before = text[..start].chars().next_back();
+    let mut after = text[end..].chars();
+    let joiner = |c: char| matches!(c, '-' | '_' | '/' | '.');
+    let before_glued = before.is_some_and(|c| c.is_alphanumeric() || c == '_' || (joiner(c) && text[..start].chars().rev().nth(1).is_some_and(char::is_alphanumeric)));
+    let after_glued = after.next().is_some_and(|c| c.is_alphanumeric() || (joiner(c) && after.next().is_some_and(char::is_alphanumeric)));
+    before_glued || after_glued
+}
+
+/// `d.m.y`, `m/d/y` and the like with a plausible day and month.
+fn looks_like_date(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(['.', '/', '-']).collect();
+    let num = |p: &str| p.parse::<u32>().ok().filter(|_| p.len() <= 2);
+    // Day first (Europe) or month first (US).
+    parts.len() == 3
+        && matches!(parts[2].len(), 2 | 4)
+        && match (num(parts[0]), num(parts[1])) {
+            (Some(a), Some(b)) => (1..=31).contains(&a) && (1..=12).contains(&b) || (1..=12).contains(&a) && (1..=31).contains(&b),
+            _ => false,
+        }
 }
 
 /// Whether one of the two words right before `start` is in `words` (looking back at
@@ -301,6 +361,9 @@ pub fn detect(text: &str) -> Vec<(&'static str, usize, usize, f64)> {
             if r.entity == "ip_address" && m.as_str().contains('.') && preceded_by_word(text, m.start(), VERSION_WORDS) {
                 continue;
             }
+            if r.entity == "phone_number" && glued(text, m.start(), m.end()) {
+                continue;
+            }
             // The first recogniser to claim a span wins (cards before phones, SSNs before dates).
             if out.iter().any(|(_, s, e, _)| m.start() < *e && *s < m.end()) {
                 continue;
@@ -319,8 +382,11 @@ pub struct PiiAuditor {
 }
 
 impl PiiAuditor {
-    /// An auditor with these settings; `hash_key` keys the `hash` operator.
+    /// An auditor with these settings; `hash_key` keys the `hash` operator. Compiles
+    /// the recognisers and loads the phone-number metadata now, when the chain is
+    /// built, rather than on the first request.
     pub fn new(env: PiiEnv, hash_key: [u8; 32]) -> PiiAuditor {
+        let _ = detect("+1 212-555-0147");
         PiiAuditor { env, hash_key }
     }
 
@@ -399,6 +465,32 @@ mod tests {
         assert_eq!(kinds("id 000-12-3456"), Vec::<&str>::new());
         assert_eq!(kinds("call me at +44 20 7946 0958"), ["phone_number"]);
         assert_eq!(kinds("call (555) 123-4567"), ["phone_number"]);
+        // Issue 15: numbers as the seven locales write them, checked by libphonenumber's
+        // metadata; digit strings that are not phone numbers stay.
+        for text in [
+            "Ruf mich an: +49 30 901820",
+            "Meine Nummer ist 030 901820",
+            "Handy: 0151 23456789",
+            "Appelez-moi au 01 42 68 53 00",
+            "mon portable : 06 12 34 56 78",
+            "Llámame al +34 612 345 678",
+            "mi móvil es 612 345 678",
+            "chiamami al 347 123 4567",
+            "Bel me op 06-12345678",
+            "reach me on 020 7946 0958",
+            "my cell is 0044 20 7946 0958",
+            "+1 212-555-0147",
+        ] {
+            assert_eq!(kinds(text), ["phone_number"], "{text}");
+        }
+        for text in [
+            "Order 1234567 shipped on 01.02.2023.",
+            "Version 10.4.12 fixes it.",
+            "The invoice total is 1234567890 cents.",
+            "Tracking: 9400 1000 0000 0000 0000 00",
+        ] {
+            assert!(!kinds(text).contains(&"phone_number"), "{text}: {:?}", kinds(text));
+        }
         assert_eq!(kinds("host 192.168.10.4 down"), ["ip_address"]);
         assert_eq!(kinds("v6 2001:db8::8a2e:370:7334 up"), ["ip_address"]);
         assert_eq!(kinds("born on 1985-03-12 in Leeds"), ["date_of_birth"]);
