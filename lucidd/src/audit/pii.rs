@@ -112,6 +112,52 @@ fn recognizers() -> &'static [Recognizer] {
                 validate: valid_ssn,
                 score: 0.8,
             },
+            // National identifiers of the seven locales' countries, each with its check
+            // digit where it has one (the recognisers Presidio ships for them, and FR/NL/DE).
+            Recognizer { entity: "es_nif", regex: fixed(r"\b\d{8}-?[A-Z]\b"), context: None, validate: valid_es_nif, score: 0.9 },
+            Recognizer { entity: "es_nie", regex: fixed(r"\b[XYZ]-?\d{7}-?[A-Z]\b"), context: None, validate: valid_es_nie, score: 0.9 },
+            Recognizer {
+                entity: "it_fiscal_code",
+                regex: fixed(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"),
+                context: None,
+                validate: valid_it_fiscal_code,
+                score: 0.9,
+            },
+            Recognizer {
+                entity: "fr_nir",
+                regex: fixed(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),
+                context: None,
+                validate: valid_fr_nir,
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "uk_nino",
+                regex: fixed(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+                context: None,
+                validate: |s| !["BG", "GB", "NK", "KN", "TN", "NT", "ZZ"].contains(&&s[..2]),
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "uk_nhs",
+                regex: fixed(r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b"),
+                context: Some(&["nhs"]),
+                validate: valid_uk_nhs,
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "nl_bsn",
+                regex: fixed(r"\b(?:\d{9}|\d{4}\.\d{2}\.\d{3})\b"),
+                context: Some(&["bsn", "burgerservicenummer", "sofinummer", "sofi-nummer", "sofi nummer"]),
+                validate: valid_nl_bsn,
+                score: 0.85,
+            },
+            Recognizer {
+                entity: "de_tax_id",
+                regex: fixed(r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b"),
+                context: Some(&["steuer", "steuer-id", "steueridentifikationsnummer", "identifikationsnummer", "idnr", "tin", "tax id"]),
+                validate: valid_de_tax_id,
+                score: 0.85,
+            },
             // Phone numbers: candidates by shape, kept only where libphonenumber's
             // metadata (the `phonenumber` port) says they are valid numbers, for their
             // country code or, without one, in one of the seven locales' countries.
@@ -167,14 +213,14 @@ fn recognizers() -> &'static [Recognizer] {
             Recognizer {
                 entity: "passport",
                 regex: fixed(r"\b[A-Z0-9]{6,9}\b"),
-                context: Some(&["passport"]),
+                context: Some(&["passport", "reisepass", "pass-nr", "passnummer", "passeport", "pasaporte", "passaporto", "paspoort", "paspoortnummer"]),
                 validate: |s| s.chars().any(|c| c.is_ascii_digit()),
                 score: 0.8,
             },
             Recognizer {
                 entity: "drivers_license",
                 regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{4,14}[A-Z0-9]\b"),
-                context: Some(&["driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no"]),
+                context: Some(&["driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permiso de conducir", "carnet de conducir", "patente di guida", "patente n", "rijbewijs"]),
                 validate: |s| s.chars().any(|c| c.is_ascii_digit()),
                 score: 0.8,
             },
@@ -184,6 +230,99 @@ fn recognizers() -> &'static [Recognizer] {
 
 fn digits(s: &str) -> Vec<u32> {
     s.chars().filter_map(|c| c.to_digit(10)).collect()
+}
+
+/// Spanish DNI/NIF: eight digits and the letter of their remainder mod 23.
+pub fn valid_es_nif(s: &str) -> bool {
+    let s: String = s.chars().filter(|c| *c != '-').collect();
+    let (num, letter) = s.split_at(8);
+    num.parse::<u32>().is_ok_and(|n| letter.chars().next() == "TRWAGMYFPDXBNJZSQVHLCKE".chars().nth((n % 23) as usize))
+}
+
+/// Spanish NIE: X, Y or Z (0, 1, 2), seven digits, and the NIF letter of the whole.
+pub fn valid_es_nie(s: &str) -> bool {
+    let s: String = s.chars().filter(|c| *c != '-').collect();
+    let prefix = match s.chars().next() {
+        Some('X') => '0',
+        Some('Y') => '1',
+        Some('Z') => '2',
+        _ => return false,
+    };
+    valid_es_nif(&format!("{prefix}{}", &s[1..]))
+}
+
+/// Italian codice fiscale: the check letter over the first fifteen characters.
+pub fn valid_it_fiscal_code(s: &str) -> bool {
+    const ODD: [u32; 26] = [1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3, 6, 8, 12, 14, 16, 10, 22, 25, 24, 23];
+    let b = s.as_bytes();
+    if b.len() != 16 {
+        return false;
+    }
+    let mut sum = 0u32;
+    for (i, c) in b[..15].iter().enumerate() {
+        // A digit counts as the letter at its index (0 -> A).
+        let index = if c.is_ascii_digit() { u32::from(c - b'0') } else { u32::from(c - b'A') };
+        sum += if i % 2 == 0 { ODD[index as usize] } else { index };
+    }
+    u32::from(b[15] - b'A') == sum % 26
+}
+
+/// French NIR: thirteen digits (Corsica's 2A/2B as 19/18) and the key 97 - n mod 97.
+pub fn valid_fr_nir(s: &str) -> bool {
+    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if s.len() != 15 {
+        return false;
+    }
+    let body = s[..13].replace("2A", "19").replace("2B", "18");
+    match (body.parse::<u64>(), s[13..].parse::<u64>()) {
+        (Ok(n), Ok(key)) => 97 - n % 97 == key,
+        _ => false,
+    }
+}
+
+/// UK NHS number: ten digits, the last a mod-11 check digit.
+pub fn valid_uk_nhs(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 10 {
+        return false;
+    }
+    let sum: u32 = d[..9].iter().enumerate().map(|(i, x)| x * (10 - i as u32)).sum();
+    match 11 - sum % 11 {
+        11 => d[9] == 0,
+        10 => false,
+        check => d[9] == check,
+    }
+}
+
+/// Dutch BSN: nine digits passing the eleven test (the last weighted -1).
+pub fn valid_nl_bsn(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 9 || d.iter().all(|x| *x == 0) {
+        return false;
+    }
+    let sum: i64 = d[..8].iter().enumerate().map(|(i, x)| i64::from(*x) * (9 - i as i64)).sum::<i64>() - i64::from(d[8]);
+    sum % 11 == 0
+}
+
+/// German tax id (Steuer-IdNr.): eleven digits, no leading zero, ISO 7064 MOD 11,10.
+pub fn valid_de_tax_id(s: &str) -> bool {
+    let d = digits(s);
+    if d.len() != 11 || d[0] == 0 {
+        return false;
+    }
+    let mut product = 10;
+    for x in &d[..10] {
+        let mut sum = (x + product) % 10;
+        if sum == 0 {
+            sum = 10;
+        }
+        product = (sum * 2) % 11;
+    }
+    let check = match 11 - product {
+        10 => 0,
+        c => c,
+    };
+    d[10] == check
 }
 
 /// Luhn checksum plus a known issuer prefix and length.
@@ -465,6 +604,32 @@ mod tests {
         assert_eq!(kinds("id 000-12-3456"), Vec::<&str>::new());
         assert_eq!(kinds("call me at +44 20 7946 0958"), ["phone_number"]);
         assert_eq!(kinds("call (555) 123-4567"), ["phone_number"]);
+        // Issue 15: national identifiers with their check digits; one digit changed is not one.
+        for (text, kind) in [
+            ("DNI 12345678Z", "es_nif"),
+            ("NIE X1234567L", "es_nie"),
+            ("codice fiscale RSSMRA85T10A562S", "it_fiscal_code"),
+            ("numéro de sécurité sociale 1 85 05 78 006 084 91", "fr_nir"),
+            ("NI number AB 12 34 56 C", "uk_nino"),
+            ("NHS number 943 476 5919", "uk_nhs"),
+            ("mijn BSN is 111222333", "nl_bsn"),
+            ("Steuer-ID 86095742719", "de_tax_id"),
+            ("Reisepass C01X00T47", "passport"),
+            ("Führerschein B072RRE2I55", "drivers_license"),
+        ] {
+            assert_eq!(kinds(text), [kind], "{text}");
+        }
+        for (text, kind) in [
+            ("DNI 12345678A", "es_nif"),
+            ("NIE X1234567A", "es_nie"),
+            ("codice fiscale RSSMRA85T10A562T", "it_fiscal_code"),
+            ("NHS number 943 476 5918", "uk_nhs"),
+            ("mijn BSN is 111222334", "nl_bsn"),
+            ("Steuer-ID 86095742718", "de_tax_id"),
+            ("numéro 1 85 05 78 006 084 92", "fr_nir"),
+        ] {
+            assert!(!kinds(text).contains(&kind), "{text}: {:?}", kinds(text));
+        }
         // Issue 15: numbers as the seven locales write them, checked by libphonenumber's
         // metadata; digit strings that are not phone numbers stay.
         for text in [
