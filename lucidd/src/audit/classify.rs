@@ -92,7 +92,7 @@ impl ModelSignals {
     /// Scores of the subject's segments at `stage`, whatever their role (`None` for
     /// empty texts), waiting until `deadline` at most. A segment is read with its
     /// `context` before it, and also as what it may mean: its decoded layers and the
-    /// [`readings`](super::normalize::readings) that differ from it, all in the same
+    /// [`readings`](super::Segment::readings) that differ from it, all in the same
     /// batch; its score per signal is the highest of its readings'.
     pub fn score(&self, stage: Stage, subject: &Subject, deadline: Instant) -> Result<Vec<Option<SignalScores>>, AuditError> {
         // (segment, reading name, text), the plain reading of each segment first.
@@ -116,9 +116,9 @@ impl ModelSignals {
                     texts.push((i, Some(layer.encoding), Cow::Borrowed(layer.text.as_str())));
                 }
             }
-            for (name, reading) in super::normalize::readings(&s.view.text) {
+            for (name, reading) in s.readings() {
                 if !seen.contains(&reading.as_str()) {
-                    texts.push((i, Some(name), Cow::Owned(reading)));
+                    texts.push((i, Some(*name), Cow::Borrowed(reading.as_str())));
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::time::Instant;
 use regex::Regex;
 
 use super::classify::{ModelSignals, SignalScores};
-use super::normalize::{fixed, readings, rot13};
+use super::normalize::{fixed, rot13};
 use super::{AuditError, Auditor, Finding, Outcome, Stage, Subject, Verdict};
 use crate::config::auditors::{AuditorId, GuardrailsEnv};
 use crate::config::values::Signal;
@@ -116,7 +116,8 @@ impl GuardrailsAuditor {
                 .map(|s| {
                     let lower = s.view.text.to_ascii_lowercase();
                     let rot = rot13(&lower);
-                    let other = readings(&lower).into_iter().filter(|(name, _)| *name != "rot13").collect();
+                    // rot13 is read above whatever it looks like; the others as the segment has them.
+                    let other = s.readings().iter().filter(|(name, _)| *name != "rot13").map(|(name, r)| (*name, r.to_ascii_lowercase())).collect();
                     (lower, rot, s.layers.iter().map(|l| l.text.to_ascii_lowercase()).collect(), other)
                 })
                 .collect(),

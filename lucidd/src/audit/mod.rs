@@ -59,6 +59,9 @@ pub struct Segment {
     /// so a statement split across releases is still judged whole; rule auditors,
     /// which redact, do not.
     pub context: String,
+    /// What the view may mean besides what it says ([`normalize::readings`]), worked
+    /// out once, when first asked for, for every auditor that reads it.
+    readings: std::sync::OnceLock<Vec<(&'static str, String)>>,
 }
 
 impl Segment {
@@ -66,7 +69,13 @@ impl Segment {
     pub fn new(role: Option<String>, original: String) -> Segment {
         let view = View::new(&original);
         let layers = decoded_layers(&view.text);
-        Segment { role, original, view, layers, context: String::new() }
+        Segment { role, original, view, layers, context: String::new(), readings: Default::default() }
+    }
+
+    /// The view's other readings: spaced-out letters joined, leetspeak folded, rot13
+    /// where it reads as English ([`normalize::readings`]).
+    pub fn readings(&self) -> &[(&'static str, String)] {
+        self.readings.get_or_init(|| normalize::readings(&self.view.text))
     }
 
     /// Runs a detector over the normalised view and over each decoded layer, and gives
