@@ -4,7 +4,8 @@
 # recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
 # ONNX Runtime, model hashing against sha256sum and b3sum, the eBPF probes against no
 # probes and a no-op program (here, and each program family in a VM), passport
-# verification against tpm2_checkquote. Each prints one JSON line.
+# verification against tpm2_checkquote, detection quality on the held-out set against
+# Presidio and LLM Guard. Each prints one JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -21,6 +22,13 @@ cargo bench --locked -p lucidd --bench ledger
 cargo bench --locked -p lucidd --bench audit
 cargo bench --locked -p lucidd --bench infer
 cargo bench --locked -p lucidd --bench hash
+# Detection quality: the default pack, the held-out set rebuilt from its pinned packages
+# and checked against the committed split, and the peers in their own virtualenv.
+. lucidd/benches/peers/quality_peers.sh
+need_quality_peers
+bash scripts/pack.sh >/dev/null
+bash models/eval/build.sh >/dev/null
+cargo bench --locked -p lucidd --bench quality
 # A year of hourly passports from the real daemon on swtpm, verified offline.
 cargo build --locked --release -p lucidd -p lucidctl
 cargo bench --locked -p lucid-tests --bench passports
