@@ -33,8 +33,16 @@ const VERSION_WORDS: &[&str] = &["version", "release", "v", "ver", "build", "fir
 /// Words that say a date is someone's birth date, in the seven locales (en, de, fr, es,
 /// it, nl), looked for just before the date.
 const BIRTH_WORDS: &[&str] = &[
-    "born", "birth", "dob", "d.o.b", "birthday", "geboren", "geb.", "geburtsdatum", "geburtstag", "né le", "née le", "né en", "naissance",
-    "nacido", "nacida", "nacimiento", "nato il", "nata il", "nato a", "nata a", "nascita", "geboortedatum", "geboren op", "verjaardag",
+    "born", "birth", "dob", "d.o.b", "birthday", "geboren", "geb.", "geburtsdatum", "geburtstag", "né le", "née le", "né(e)", "né en", "naissance",
+    "nacido", "nacida", "nací", "nació", "nacimiento", "nato il", "nata il", "nato/a", "nata/o", "nato a", "nata a", "nascita", "geboortedatum",
+    "geboren op", "verjaardag",
+];
+
+/// Words that say a value is a driving licence's number, in the seven locales.
+const DRIVING_WORDS: &[&str] = &[
+    "driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no", "licence no",
+    "license #", "license#", "licence #", "dmv", "dvla", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permis ", "permiso de conducir",
+    "carnet de conducir", "carné de conducir", "licencia de conducir", "patente di guida", "patente", "rijbewijs",
 ];
 
 /// Month names and their abbreviations in the seven locales, longest first within a
@@ -70,8 +78,9 @@ fn date_pattern() -> String {
     )
 }
 
-/// How far before a match context words are looked for (bytes).
-const CONTEXT_WINDOW: usize = 48;
+/// How far before a match context words are looked for (bytes): a form's label and a
+/// sentence's few words between it and the value ("patente ... al punto 5 c'è scritto").
+const CONTEXT_WINDOW: usize = 80;
 
 fn recognizers() -> &'static [Recognizer] {
     static R: OnceLock<Vec<Recognizer>> = OnceLock::new();
@@ -170,7 +179,7 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"(?:\(\d{3}\) ?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"),
+                regex: fixed(r"(?:\b1[-. ])?(?:\(\d{3}\) ?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"),
                 context: None,
                 validate: valid_phone,
                 score: 0.75,
@@ -181,6 +190,16 @@ fn recognizers() -> &'static [Recognizer] {
                 context: None,
                 validate: valid_phone,
                 score: 0.7,
+            },
+            // Spaced national numbers without a trunk prefix (Spanish "650 32 13 45",
+            // Italian mobiles "335 175 3248"): only where the metadata knows them, and
+            // not grouped in threes like an amount ("650 000 000").
+            Recognizer {
+                entity: "phone_number",
+                regex: fixed(r"\b\d{2,3}(?:[ .]\d{2,4}){2,3}\b"),
+                context: None,
+                validate: |s| !thousands(s) && valid_phone(s),
+                score: 0.65,
             },
             Recognizer {
                 entity: "phone_number",
@@ -220,7 +239,7 @@ fn recognizers() -> &'static [Recognizer] {
             Recognizer {
                 entity: "drivers_license",
                 regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{4,14}[A-Z0-9]\b"),
-                context: Some(&["driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permiso de conducir", "carnet de conducir", "patente di guida", "patente n", "rijbewijs"]),
+                context: Some(DRIVING_WORDS),
                 validate: |s| s.chars().any(|c| c.is_ascii_digit()),
                 score: 0.8,
             },
@@ -395,7 +414,7 @@ const PHONE_REGIONS: [phonenumber::country::Id; 7] = {
 /// Words that say a number is a phone number, in the seven locales.
 const PHONE_WORDS: &[&str] = &[
     "phone", "tel", "call", "mobile", "cell", "whatsapp", "fax", "contact", "text me", "ring", "telefon", "handy", "mobil", "rufnummer", "anrufen",
-    "téléphone", "tél", "portable", "joindre", "appel", "teléfono", "telefono", "móvil", "movil", "llam", "cellulare", "chiam", "telefoon", "mobiel", "bel ",
+    "téléphone", "tél", "portable", "joindre", "appel", "teléfono", "telefono", "móvil", "movil", "llam", "llám", "cellulare", "chiam", "telefoon", "mobiel", "bel ",
 ];
 
 /// A valid phone number by libphonenumber's metadata: with a country code (`+` or
@@ -403,7 +422,7 @@ const PHONE_WORDS: &[&str] = &[
 /// versions are not numbers to call.
 fn valid_phone(s: &str) -> bool {
     let n = digits(s).len();
-    if !(7..=15).contains(&n) || looks_like_date(s) || (!s.starts_with('+') && s.matches('.').count() >= 2 && s.split('.').all(|p| p.len() <= 4)) {
+    if !(7..=15).contains(&n) || looks_like_date(s) || dotted_version(s) {
         return false;
     }
     let s = s.trim();
@@ -421,6 +440,19 @@ fn valid_phone(s: &str) -> bool {
         });
     }
     PHONE_REGIONS.iter().any(|r| phonenumber::parse(Some(*r), s).is_ok_and(|p| phonenumber::is_valid(&p)))
+}
+
+/// `10.0.19041.1234`, `2.17.0.11`: dotted with a one-digit part or four parts, a version
+/// (`718.634.1193` and `06.12.34.56.78` are phone numbers).
+fn dotted_version(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    !s.starts_with('+') && parts.len() >= 3 && (parts.iter().any(|p| p.trim().len() == 1) || (parts.len() == 4 && parts.iter().all(|p| p.len() <= 3)))
+}
+
+/// `650 000 000`, `1 250 000`: digits grouped in threes, as amounts are written.
+fn thousands(s: &str) -> bool {
+    let groups: Vec<&str> = s.split([' ', '.']).collect();
+    groups.len() >= 2 && groups[0].len() <= 3 && groups[1..].iter().all(|g| g.len() == 3)
 }
 
 /// With a phone word just before it ("call", "Telefon", "portable"...): a number of
@@ -510,8 +542,42 @@ pub fn detect(text: &str) -> Vec<(&'static str, usize, usize, f64)> {
             out.push((r.entity, m.start(), m.end(), r.score));
         }
     }
+    record_birth_dates(text, &mut out);
     out.sort_by_key(|(_, s, _, _)| *s);
     out
+}
+
+/// A full date with a birth year in the same line as someone's other identifiers (a CSV
+/// row, a form, "Name;25-06-1952;NINO;phone;e-mail"), where nothing names it a birth date:
+/// in a person's record a date of that age is their birth date, or identifying anyway.
+fn record_birth_dates(text: &str, out: &mut Vec<(&'static str, usize, usize, f64)>) {
+    static DATE: OnceLock<Regex> = OnceLock::new();
+    const NEAR: usize = 160;
+    let personal = |kind: &str| !matches!(kind, "ip_address" | "date_of_birth" | "credit_card" | "iban");
+    if !out.iter().any(|(k, ..)| personal(k)) {
+        return;
+    }
+    let date = DATE.get_or_init(|| fixed(&date_pattern()));
+    let latest = latest_birth_year();
+    let mut found = Vec::new();
+    for m in date.find_iter(text) {
+        let birth_year = m.as_str().split(|c: char| !c.is_ascii_digit()).any(|y| y.len() == 4 && y.parse::<u32>().is_ok_and(|y| (1900..=latest).contains(&y)));
+        if !birth_year || out.iter().any(|(_, s, e, _)| m.start() < *e && *s < m.end()) {
+            continue;
+        }
+        let line_start = text[..m.start()].rfind('\n').map_or(0, |i| i + 1).max(m.start().saturating_sub(NEAR));
+        let line_end = text[m.end()..].find('\n').map_or(text.len(), |i| m.end() + i).min(m.end() + NEAR);
+        if out.iter().any(|(k, s, e, _)| personal(k) && *s >= line_start && *e <= line_end) {
+            found.push(("date_of_birth", m.start(), m.end(), 0.6));
+        }
+    }
+    out.extend(found);
+}
+
+/// The latest year a date of birth in a record is taken to be in: twelve years ago.
+fn latest_birth_year() -> u32 {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    1970 + (secs / 31_556_952) as u32 - 12
 }
 
 /// The auditor, configured.
@@ -734,6 +800,31 @@ mod tests {
         ] {
             assert!(kinds(benign).is_empty(), "{benign}: {:?}", detect(benign));
         }
+    }
+
+    #[test]
+    fn numbers_and_dates_as_records_and_forms_write_them() {
+        // Phones: a US number with its trunk 1, dotted, and national numbers written
+        // without a trunk prefix; amounts and versions stay.
+        for text in ["tenant mobile 1-312-555-2368", "reach Ana at 312.482.9917", "Ana Ruiz;ana@x.es;612 45 78 90;Madrid", "Luca;349 218 5567;Roma"] {
+            assert!(kinds(text).contains(&"phone_number"), "{text}: {:?}", detect(text));
+        }
+        for text in ["the budget is 650 000 000 euros", "build 10.0.19041.1234", "release 2.17.0.11 today"] {
+            assert!(!kinds(text).contains(&"phone_number"), "{text}: {:?}", detect(text));
+        }
+        // A full date with a birth year in the same row as someone's identifiers.
+        assert!(kinds("Jo Bloggs;14-02-1961;AB 12 34 56 C;jo@example.org").contains(&"date_of_birth"));
+        assert!(kinds("Jo Bloggs, jo@example.org, 1-312-555-2368, July 4, 1970").contains(&"date_of_birth"));
+        // Not: a recent date, or a date in a row with no one's identifiers.
+        assert!(!kinds("invoice of 12/03/2024 sent to jo@example.org").contains(&"date_of_birth"));
+        assert!(!kinds("the plant opened on 14-02-1961 in Leeds").contains(&"date_of_birth"));
+        assert!(!kinds("jo@example.org\n\nThe plant opened on 14-02-1961.").contains(&"date_of_birth"));
+        // Birth words as forms write them; licence numbers a few words after their name.
+        assert_eq!(kinds("Mme Durand, né(e) le 06.07.1985"), ["date_of_birth"]);
+        assert_eq!(kinds("Conduttore: Rossi, nato/a il 04/08/1999"), ["date_of_birth"]);
+        assert_eq!(kinds("the DMV says license # 4481920375 is expired"), ["drivers_license"]);
+        assert_eq!(kinds("mi chiedono la patente: sulla tessera al punto 5 c'è scritto U1A2345678Z"), ["drivers_license"]);
+        assert_eq!(kinds("nouvelle adresse, permis 120375910042"), ["drivers_license"]);
     }
 
     #[test]

@@ -402,6 +402,21 @@ mod tests {
             ("Het wachtwoord is Zomer2024!", "Zomer2024!"),
             ("pwd = 12345678", "12345678"),
             ("POSTGRES_PASSWORD_PROD: 'Bl4ckC@t!'", "Bl4ckC@t!"),
+            // Issue 15: prefixed keys, function arguments, words between the key and
+            // the verb, typographic quotes, command lines, a login written as a pair.
+            ("PGPASSWORD=Tulip_42 psql -h db -U app", "Tulip_42"),
+            ("define( 'DB_PASSWORD', 'Maple77!' );", "Maple77!"),
+            ("the root password of the staging database is Quartz#19", "Quartz#19"),
+            ("Das Root-Passwort der Datenbank ist „Linde42@“.", "Linde42@"),
+            ("le mot de passe du compte est Orage55#, mais", "Orage55#"),
+            ("mysql -u root -p'Falcon12#' -h 127.0.0.1 shop", "Falcon12#"),
+            ("redis-cli -h cache -a hazel9981 ping", "hazel9981"),
+            ("sshpass -p 'R1verStone' ssh ops@10.0.0.4", "R1verStone"),
+            ("curl -u admin:Birch_2017 https://nas.local:5001", "Birch_2017"),
+            ("htpasswd -b -c /etc/nginx/.htpasswd admin q8rtz0pLmn", "q8rtz0pLmn"),
+            ("my jenkins login is admin / kx82nd0QpL - how do I", "kx82nd0QpL"),
+            ("api_key: 3f9a0c41d2b87e56a1c0f9e4d3b27a68", "3f9a0c41d2b87e56a1c0f9e4d3b27a68"),
+            ("MAILGUN=9f0c2a4be71d3c85f6a0e2d4c8b1f370-5c1e9a2b-7d3f0e64", "9f0c2a4be71d3c85f6a0e2d4c8b1f370-5c1e9a2b-7d3f0e64"),
         ] {
             let got = found(text);
             assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
@@ -424,6 +439,13 @@ mod tests {
             "passport_number: X37921473",
             "Use a passphrase generator.",
             "password = os.environ['DB_PASSWORD']",
+            "<input type=\"password\" autocomplete=\"current-password\" minlength=\"12\">",
+            "GITHUB_TOKEN=ghp_xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+            "mysql -u root -p -h db shop",
+            "mysql -u root -p${MYSQL_PWD} shop",
+            "curl -u admin:$PASSWORD https://x",
+            "the login page is /admin/login: nothing else",
+            "my login is admin / password",
         ] {
             assert!(rules.scan(benign).is_empty(), "{benign}: {:?}", found(benign));
         }
