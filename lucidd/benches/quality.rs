@@ -250,8 +250,8 @@ fn score(records: &[Record], preds: &BTreeMap<String, Prediction>) -> Scores {
                 for g in r.spans.iter().filter(|g| g.ty == "credential") {
                     let any = found.iter().any(|f| f.overlaps(g));
                     bump(&mut s, "credentials.recall.all".into(), any);
-                    if g.subtype.as_deref() == Some("password") {
-                        bump(&mut s, "credentials.recall.password".into(), any);
+                    if let Some(sub) = &g.subtype {
+                        bump(&mut s, format!("credentials.recall.{sub}"), any);
                     }
                 }
                 for f in found {

@@ -155,7 +155,7 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "nl_bsn",
-                regex: fixed(r"\b(?:\d{9}|\d{4}\.\d{2}\.\d{3})\b"),
+                regex: fixed(r"\b(?:\d{9}|\d{4}\.\d{2}\.\d{3}|\d{3} \d{3} \d{3})\b"),
                 context: Some(&["bsn", "burgerservicenummer", "sofinummer", "sofi-nummer", "sofi nummer"]),
                 validate: valid_nl_bsn,
                 score: 0.85,
@@ -706,6 +706,7 @@ mod tests {
             ("NI number AB 12 34 56 C", "uk_nino"),
             ("NHS number 943 476 5919", "uk_nhs"),
             ("mijn BSN is 111222333", "nl_bsn"),
+            ("BSN: 111 222 333", "nl_bsn"),
             ("Steuer-ID 86095742719", "de_tax_id"),
             ("Reisepass C01X00T47", "passport"),
             ("Führerschein B072RRE2I55", "drivers_license"),

@@ -417,6 +417,10 @@ mod tests {
             ("my jenkins login is admin / kx82nd0QpL - how do I", "kx82nd0QpL"),
             ("api_key: 3f9a0c41d2b87e56a1c0f9e4d3b27a68", "3f9a0c41d2b87e56a1c0f9e4d3b27a68"),
             ("MAILGUN=9f0c2a4be71d3c85f6a0e2d4c8b1f370-5c1e9a2b-7d3f0e64", "9f0c2a4be71d3c85f6a0e2d4c8b1f370-5c1e9a2b-7d3f0e64"),
+            ("Authorization: Basic YWRtaW46UzNjcmV0IQ==", "YWRtaW46UzNjcmV0IQ=="),
+            ("client = Client(\"AC0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6\", \"q8Zr2LmN0pXv4TbW7yKc1HdJ5sFa9GeQ\")", "q8Zr2LmN0pXv4TbW7yKc1HdJ5sFa9GeQ"),
+            ("TWILIO_AUTH_TOKEN=0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6", "0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6"),
+            ("DD_APP_KEY: 0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d61e2f3a4b", "0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d61e2f3a4b"),
         ] {
             let got = found(text);
             assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
