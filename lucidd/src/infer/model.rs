@@ -18,6 +18,22 @@ use super::InferError;
 /// Longest window, in tokens, whatever the position table allows.
 pub const MAX_WINDOW: usize = 512;
 
+/// The window a pack's heads were trained on, where `heads.json` names one
+/// (`"window": 128`): heads trained on short windows see an instruction hidden in a long
+/// document as a window of its own, so the text is scored in windows of that length.
+fn pack_window(dir: &Path) -> Result<Option<usize>, InferError> {
+    let path = dir.join("heads.json");
+    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
+    let spec: serde_json::Value = serde_json::from_str(&text).map_err(|e| InferError::Format { path: path.display().to_string(), message: e.to_string() })?;
+    match spec.get("window") {
+        None => Ok(None),
+        Some(w) => match w.as_u64().filter(|w| (16..=MAX_WINDOW as u64).contains(w)) {
+            Some(w) => Ok(Some(w as usize)),
+            None => Err(InferError::Format { path: path.display().to_string(), message: format!("window must be a number of tokens from 16 to {MAX_WINDOW}, found {w}") }),
+        },
+    }
+}
+
 /// A loaded classifier (or bare encoder, when it has no heads).
 pub struct Model {
     /// Where it was loaded from.
@@ -105,7 +121,7 @@ impl Model {
         }
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| InferError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
-        let window = encoder.max_tokens().min(MAX_WINDOW);
+        let window = encoder.max_tokens().min(MAX_WINDOW).min(pack_window(dir)?.unwrap_or(MAX_WINDOW));
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: window,
@@ -351,6 +367,36 @@ pub(crate) mod tests {
         assert_eq!(model.scoring().gpu_fallbacks, u64::from(GPU_STRIKES));
         assert_eq!(s.gpu_error.as_deref(), Some("CUDA_ERROR_ILLEGAL_ADDRESS in masked_softmax"));
         assert!(!model.on_gpu());
+    }
+
+    /// Issue 15: a pack names the window its heads were trained on; a long text is
+    /// then scored in windows of that length, and a window out of range is refused.
+    #[test]
+    fn a_pack_sets_its_window() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/infer/bert");
+        let dir = tempfile::tempdir().unwrap();
+        for f in std::fs::read_dir(&fixture).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+        }
+        let full = Model::load(dir.path()).unwrap();
+        let long = "words of a long document ".repeat(60);
+        let zeros = vec![0u8; 2 * 32 * 4];
+        let bias = vec![0u8; 2 * 4];
+        let tensors = [
+            ("h.weight", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 32], &zeros).unwrap()),
+            ("h.bias", safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &bias).unwrap()),
+        ];
+        safetensors::serialize_to_file(tensors, None, &dir.path().join("heads.safetensors")).unwrap();
+        let heads = r#"{"pooling": "mean", "normalize": true, "heads": [{"name": "h", "labels": ["a", "b"], "activation": "softmax"}], "window": 32}"#;
+        std::fs::write(dir.path().join("heads.json"), heads).unwrap();
+        let short = Model::load(dir.path()).unwrap();
+        assert_eq!(short.window(), 32);
+        assert!(short.windows(&long).unwrap().len() > full.windows(&long).unwrap().len());
+        assert!(short.windows(&long).unwrap().iter().all(|w| w.len() <= 32));
+        std::fs::write(dir.path().join("heads.json"), heads.replace("32", "4096")).unwrap();
+        let err = Model::load(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("window must be a number of tokens from 16 to 512"), "{err}");
     }
 
     #[test]
