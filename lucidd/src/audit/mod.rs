@@ -73,9 +73,19 @@ impl Segment {
     }
 
     /// The view's other readings: spaced-out letters joined, leetspeak folded, rot13
-    /// where it reads as English ([`normalize::readings`]).
+    /// where it reads as English ([`normalize::readings`]), and text hidden in Unicode
+    /// tag characters, which the view drops as invisible, decoded (`tags`).
     pub fn readings(&self) -> &[(&'static str, String)] {
-        self.readings.get_or_init(|| normalize::readings(&self.view.text))
+        self.readings.get_or_init(|| {
+            let mut out = normalize::readings(&self.view.text);
+            if let Some(decoded) = normalize::decode_tags(&self.original) {
+                let text = View::new(&decoded).text;
+                if text != self.view.text {
+                    out.push(("tags", text));
+                }
+            }
+            out
+        })
     }
 
     /// Runs a detector over the normalised view and over each decoded layer, and gives
@@ -175,7 +185,7 @@ pub struct Finding {
     /// Confidence in [0, 1].
     pub score: f64,
     /// Where it was seen if not in the plain text: `base64`, `hex`, `rot13`, `spaced`
-    /// (letters spaced out), `leetspeak`.
+    /// (letters spaced out), `leetspeak`, `tags` (Unicode tag characters).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encoding: Option<&'static str>,
     /// Keyed hash of the value (PII), so records can be correlated without the value.

@@ -179,6 +179,16 @@ pub fn readings(text: &str) -> Vec<(&'static str, String)> {
     out
 }
 
+/// Text smuggled in Unicode tag characters (U+E0020..U+E007E, invisible, each the
+/// ASCII character 0xE0000 below it), decoded in place: `None` where there are fewer
+/// than four (a flag emoji's tag sequence is not a message).
+pub fn decode_tags(text: &str) -> Option<String> {
+    let tagged = text.chars().filter(|c| ('\u{E0020}'..='\u{E007E}').contains(c)).count();
+    (tagged >= 4).then(|| {
+        text.chars().map(|c| if ('\u{E0020}'..='\u{E007E}').contains(&c) { char::from_u32(c as u32 - 0xE0000).unwrap_or(' ') } else { c }).collect()
+    })
+}
+
 /// Separators attackers put between the letters of a word.
 fn is_spacer(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\n' | '.' | '-' | '_' | '*' | '|' | '/' | '+' | '~' | '\u{00B7}')
