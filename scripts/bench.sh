@@ -4,7 +4,7 @@
 # recognizers, detect-secrets and LLM Guard, the classifier engine against PyTorch and
 # ONNX Runtime, model hashing against sha256sum and b3sum, the eBPF probes against no
 # probes and a no-op program (here, and each program family in a VM), passport
-# verification against tpm2_checkquote, detection quality on the held-out set against
+# verification against tpm2_checkquote, gateway latency with the default pack, detection quality on the held-out set against
 # Presidio and LLM Guard. Each prints one JSON line.
 set -euo pipefail
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +32,8 @@ cargo bench --locked -p lucidd --bench quality
 # A year of hourly passports from the real daemon on swtpm, verified offline.
 cargo build --locked --release -p lucidd -p lucidctl
 cargo bench --locked -p lucid-tests --bench passports
+# Gateway latency at 1 KB and 4 KB with the default chain and pack.
+cargo bench --locked -p lucid-tests --bench gateway
 if [ "$(id -u)" -eq 0 ]; then
     need_ebpf_toolchain
     cargo bench --locked -p lucidd --bench probes
