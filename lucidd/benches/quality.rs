@@ -316,13 +316,17 @@ fn main() {
     }
     let env = lucidd::config::parse(lucidd::config::DEV_DEFAULT, "dev").unwrap_or_else(|e| fail(&e.to_string()));
     // Each request-stage auditor of the chain on its own: in the chain a deny stops the
-    // auditors after it, and each is measured on every text.
+    // auditors after it, and each is measured on every text. With a minute's budget: what
+    // is measured is what each finds, not whether this machine was busy (the gateway
+    // bench measures time).
     let full = &env.spec.agents[0].audit_chain;
     let chains: Vec<Chain> = full
         .pre_request
         .iter()
         .map(|a| {
-            let one = lucidd::config::AuditChain { pre_request: vec![a.clone()], post_response: Vec::new(), exempt_system_prompts: Vec::new() };
+            let mut a = a.clone();
+            a.timeout_ms = 60_000;
+            let one = lucidd::config::AuditChain { pre_request: vec![a], post_response: Vec::new(), exempt_system_prompts: Vec::new() };
             Chain::build(&one, [3; 32]).unwrap_or_else(|e| fail(&e.to_string()))
         })
         .collect();

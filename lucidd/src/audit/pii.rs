@@ -236,6 +236,16 @@ fn recognizers() -> &'static [Recognizer] {
                 validate: |s| s.chars().any(|c| c.is_ascii_digit()),
                 score: 0.8,
             },
+            // A UK (DVLA) licence number says what it is by its shape: five letters of
+            // the surname (padded with 9), the birth date with the month plus 50 for
+            // women, two initials, a digit and two check letters.
+            Recognizer {
+                entity: "drivers_license",
+                regex: fixed(r"\b[A-Z9]{5} ?\d[0156]\d[0-3]\d\d ?[A-Z9]{2}\d[A-Z]{2}\b"),
+                context: None,
+                validate: |s| s.chars().any(|c| c.is_ascii_alphabetic()) && !s.starts_with("99999"),
+                score: 0.85,
+            },
             Recognizer {
                 entity: "drivers_license",
                 regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{4,14}[A-Z0-9]\b"),
@@ -826,6 +836,10 @@ mod tests {
         assert_eq!(kinds("the DMV says license # 4481920375 is expired"), ["drivers_license"]);
         assert_eq!(kinds("mi chiedono la patente: sulla tessera al punto 5 c'è scritto U1A2345678Z"), ["drivers_license"]);
         assert_eq!(kinds("nouvelle adresse, permis 120375910042"), ["drivers_license"]);
+        // A DVLA number needs no word before it; its shape is not a word's.
+        assert_eq!(kinds("renewal form: MORGA753116SM9IJ, expires 2031"), ["drivers_license"]);
+        assert_eq!(kinds("ref JONES 610150 AB9CD"), ["drivers_license"]);
+        assert!(kinds("ORDER1234567890AB").is_empty());
     }
 
     #[test]
