@@ -388,6 +388,8 @@ fn main() {
     out.insert("records".into(), json!(by_set));
     out.insert("pack".into(), json!(pack));
     out.insert("lucid_seconds".into(), json!((lucid_s * 10.0).round() / 10.0));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()));
+    out.insert("cpu".into(), json!(cpu));
     out.insert("lucid".into(), as_json(&lucid_scores));
     for (n, s) in &peer_scores {
         out.insert(n.clone(), as_json(s));
