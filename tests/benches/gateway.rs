@@ -6,7 +6,6 @@
 //! `cargo build --release -p lucidd -p lucidctl && cargo bench -p lucid-tests --bench
 //! gateway` (the pack from `scripts/pack.sh`, or `LUCID_MODEL_PACK`).
 
-use std::io::{Read, Write};
 use std::time::Instant;
 
 use lucid_tests::Daemon;
@@ -15,38 +14,6 @@ use serde_json::{json, Value};
 fn fail(msg: &str) -> ! {
     println!("{}", json!({ "bench": "gateway", "error": msg }));
     std::process::exit(1)
-}
-
-/// An upstream that answers every request with the same chat completion.
-fn stub_upstream() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fail(&e.to_string()));
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    let Ok(n) = s.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got);
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
-                        if body.len() >= len {
-                            break;
-                        }
-                    }
-                }
-                let answer = r#"{"id":"c1","object":"chat.completion","created":1,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"Here is the summary you asked for."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len());
-            });
-        }
-    });
-    addr
 }
 
 /// About `bytes` of ordinary English prose, different for each seed.
@@ -114,7 +81,7 @@ fn main() {
     }
     let n: usize = std::env::var("LUCID_BENCH_REQUESTS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
     let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
-    let upstream = stub_upstream();
+    let upstream = lucid_tests::stub_upstream("Here is the summary you asked for.").unwrap_or_else(|e| fail(&e.to_string()));
     let config = tmp.path().join("lucid.yaml");
     let yaml = format!(
         "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: gateway-bench\nspec:\n  agents:\n    - name: bench\n      model:\n        id: bench-model\n      upstream:\n        url: http://{upstream}/v1\n      profile: soc2\n"
@@ -143,7 +110,6 @@ fn main() {
         out.insert(format!("upstream_alone_{name}_ms"), json!({ "p50": round2(percentile(&floor, 0.5)), "p99": round2(percentile(&floor, 0.99)) }));
     }
     out.insert("requests".into(), json!(n));
-    let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()));
-    out.insert("cpu".into(), json!(cpu));
+    out.insert("cpu".into(), json!(lucid_tests::cpu_model()));
     println!("{}", Value::Object(out));
 }

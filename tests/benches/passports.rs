@@ -12,7 +12,6 @@
 //! passports`; `LUCID_BENCH_PASSPORTS=N` for fewer (the target is for 8,760);
 //! `LUCID_BENCH_KEEP=DIR` keeps the passports there.
 
-use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -27,38 +26,6 @@ use serde_json::{json, Value};
 fn fail(msg: &str) -> ! {
     println!("{}", json!({ "bench": "passports", "error": msg }));
     std::process::exit(1)
-}
-
-/// An upstream that answers every request with the same chat completion.
-fn stub_upstream() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fail(&e.to_string()));
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut s = stream;
-                let mut buf = vec![0u8; 65536];
-                let mut got = Vec::new();
-                loop {
-                    let Ok(n) = s.read(&mut buf) else { return };
-                    if n == 0 {
-                        return;
-                    }
-                    got.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&got);
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
-                        if body.len() >= len {
-                            break;
-                        }
-                    }
-                }
-                let answer = r#"{"id":"c1","object":"chat.completion","created":1,"model":"bench-model","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
-                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len());
-            });
-        }
-    });
-    addr
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -144,10 +111,6 @@ fn tpm2_tools_pcrs(pcrs: &std::collections::BTreeMap<u32, String>) -> Vec<u8> {
     out
 }
 
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())).unwrap_or_default()
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -158,7 +121,7 @@ fn main() {
     let n: usize = std::env::var("LUCID_BENCH_PASSPORTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8760);
     let tmp = tempfile::tempdir().unwrap_or_else(|e| fail(&e.to_string()));
     let swtpm = Swtpm::start(&tmp.path().join("tpm"));
-    let upstream = stub_upstream();
+    let upstream = lucid_tests::stub_upstream("The capital of France is Paris.").unwrap_or_else(|e| fail(&e.to_string()));
     let config = tmp.path().join("lucid.yaml");
     let yaml = format!(
         "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: passport-bench\nspec:\n  agents:\n    - name: bench\n      model:\n        id: bench-model\n      upstream:\n        url: http://{upstream}/v1\n      profile: soc2\n  attestation:\n    tpm: required\n    tcti: {}\n    eventLog: {}\n    passportIntervalMinutes: 100000\n    anchorEveryCheckpoints: 100000\n",
@@ -296,7 +259,7 @@ fn main() {
         "{}",
         json!({
             "bench": "passports",
-            "cpu": cpu_model(),
+            "cpu": lucid_tests::cpu_model(),
             "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
             "passports": envelopes.len(),
             "verify_lucidctl_s": round(lucid_s),

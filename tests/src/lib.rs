@@ -231,6 +231,44 @@ pub fn http(socket: &Path, method: &str, path: &str, body: &str) -> (u16, String
 
 /// An HTTP/1.0 request to a TCP address (the gateway), with extra header lines;
 /// returns status and body.
+/// An upstream model server for benchmarks: answers every chat completion request with
+/// `content`, over HTTP/1.1 with `Connection: close`, on a loopback port it returns.
+pub fn stub_upstream(content: &'static str) -> std::io::Result<String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut s = stream;
+                let mut buf = vec![0u8; 65536];
+                let mut got = Vec::new();
+                loop {
+                    let Ok(n) = s.read(&mut buf) else { return };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0))).unwrap_or(0);
+                        if body.len() >= len {
+                            break;
+                        }
+                    }
+                }
+                let answer = serde_json::json!({"id": "c1", "object": "chat.completion", "created": 1, "model": "bench-model", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}], "usage": {"prompt_tokens": 5, "completion_tokens": 7, "total_tokens": 12}}).to_string();
+                let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len());
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// The CPU's model name, for benchmark figures (machines differ).
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string())).unwrap_or_default()
+}
+
 pub fn tcp_http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut head = format!("{method} {path} HTTP/1.0\r\nHost: lucidd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
     for (k, v) in headers {
