@@ -102,13 +102,20 @@ impl Head {
         }))
     }
 
-    /// Linear heads described by `dir/heads.json` over the encoder's pooled output.
-    pub fn from_pack(dir: &Path, hidden: usize) -> Result<Vec<Head>, InferError> {
+    /// Linear heads described by `dir/heads.json` over the encoder's pooled output, and
+    /// the window (in tokens) they were trained on where the file names one
+    /// (`"window": 128`, 16 to [`MAX_WINDOW`](super::model::MAX_WINDOW)).
+    pub fn from_pack(dir: &Path, hidden: usize) -> Result<(Vec<Head>, Option<usize>), InferError> {
         let spec_path = dir.join("heads.json");
         let text = std::fs::read_to_string(&spec_path).map_err(|source| InferError::Io { path: spec_path.display().to_string(), source })?;
         let spec: PackSpec = serde_json::from_str(&text).map_err(|e| InferError::Format { path: spec_path.display().to_string(), message: e.to_string() })?;
         for h in &spec.heads {
             check_labels(&h.name, h.labels.len())?;
+        }
+        let max = super::model::MAX_WINDOW;
+        if let Some(w) = spec.window.filter(|w| !(16..=max).contains(w)) {
+            let message = format!("window must be a number of tokens from 16 to {max}, found {w}");
+            return Err(InferError::Format { path: spec_path.display().to_string(), message });
         }
         let mut w = Weights::load_any(&dir.join("heads.safetensors"))?;
         let pooling = match spec.pooling.as_str() {
@@ -126,7 +133,7 @@ impl Head {
             };
             heads.push(Head { name: h.name, labels: h.labels, pooling, pre: None, out, output });
         }
-        Ok(heads)
+        Ok((heads, spec.window))
     }
 
     /// How the head pools a sequence.
@@ -197,6 +204,9 @@ struct PackSpec {
     #[serde(default)]
     normalize: bool,
     heads: Vec<PackHead>,
+    /// Tokens per window the heads were trained on.
+    #[serde(default)]
+    window: Option<usize>,
 }
 
 #[derive(Deserialize)]

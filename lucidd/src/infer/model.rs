@@ -18,22 +18,6 @@ use super::InferError;
 /// Longest window, in tokens, whatever the position table allows.
 pub const MAX_WINDOW: usize = 512;
 
-/// The window a pack's heads were trained on, where `heads.json` names one
-/// (`"window": 128`): heads trained on short windows see an instruction hidden in a long
-/// document as a window of its own, so the text is scored in windows of that length.
-fn pack_window(dir: &Path) -> Result<Option<usize>, InferError> {
-    let path = dir.join("heads.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let spec: serde_json::Value = serde_json::from_str(&text).map_err(|e| InferError::Format { path: path.display().to_string(), message: e.to_string() })?;
-    match spec.get("window") {
-        None => Ok(None),
-        Some(w) => match w.as_u64().filter(|w| (16..=MAX_WINDOW as u64).contains(w)) {
-            Some(w) => Ok(Some(w as usize)),
-            None => Err(InferError::Format { path: path.display().to_string(), message: format!("window must be a number of tokens from 16 to {MAX_WINDOW}, found {w}") }),
-        },
-    }
-}
-
 /// A loaded classifier (or bare encoder, when it has no heads).
 pub struct Model {
     /// Where it was loaded from.
@@ -116,12 +100,17 @@ impl Model {
         let mut weights = Weights::load(&dir.join("model.safetensors"))?;
         let encoder = Encoder::load(&config, &mut weights)?;
         let mut heads: Vec<Head> = Head::from_checkpoint(&config, family, &mut weights)?.into_iter().collect();
+        // Heads trained on short windows see an instruction hidden in a long document as
+        // a window of its own: the text is then scored in windows of that length.
+        let mut pack_window = None;
         if dir.join("heads.json").exists() {
-            heads.extend(Head::from_pack(dir, config.hidden_size)?);
+            let (pack, window) = Head::from_pack(dir, config.hidden_size)?;
+            heads.extend(pack);
+            pack_window = window;
         }
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| InferError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
-        let window = encoder.max_tokens().min(MAX_WINDOW).min(pack_window(dir)?.unwrap_or(MAX_WINDOW));
+        let window = encoder.max_tokens().min(MAX_WINDOW).min(pack_window.unwrap_or(MAX_WINDOW));
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: window,
