@@ -103,7 +103,7 @@ fn lucid(chains: &[Chain], r: &Record) -> Prediction {
                 for f in &v.findings {
                     let ty = pii_type(&f.kind);
                     let sub = (ty == "national_id").then(|| f.kind.clone());
-                    p.pii.get_or_insert_with(Vec::new).push(Span { ty, start: chars_at(&r.text, f.start), end: chars_at(&r.text, f.end), subtype: sub });
+                    p.pii.get_or_insert_default().push(Span { ty, start: chars_at(&r.text, f.start), end: chars_at(&r.text, f.end), subtype: sub });
                 }
             }
             AuditorId::Policy | AuditorId::Secrets => {
@@ -112,7 +112,7 @@ fn lucid(chains: &[Chain], r: &Record) -> Prediction {
                 }
                 for f in &v.findings {
                     let s = Span { ty: "credential".into(), start: chars_at(&r.text, f.start), end: chars_at(&r.text, f.end), subtype: Some(f.kind.clone()) };
-                    p.secrets.get_or_insert_with(Vec::new).push(s);
+                    p.secrets.get_or_insert_default().push(s);
                 }
             }
             _ => {}
@@ -134,7 +134,7 @@ fn peer_predictions(peers: &Value) -> BTreeMap<String, BTreeMap<String, Predicti
                 "presidio" => p.pii = Some(spans(v)),
                 "llm_guard_secrets" => {
                     p.secret_flag = v["flagged"].as_bool();
-                    p.secrets = v.get("spans").filter(|s| s.as_array().is_some_and(|a| !a.is_empty()) || v["flagged"] == false).map(spans);
+                    p.secrets = Some(spans(&v["spans"]));
                 }
                 "llm_guard_prompt_injection" => {
                     p.injection = v["flagged"].as_bool();
