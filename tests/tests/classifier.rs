@@ -215,3 +215,75 @@ fn the_default_pack_reproduces_its_training_pipeline_scores() {
         }
     }
 }
+
+/// Issue 15: the default pack's names head. In the engine it reproduces the token
+/// probabilities its training pipeline gave (`token_heads.json`'s samples); through the
+/// daemon the PII auditor finds and redacts people's names from the guardrails
+/// auditor's pass, leaves places, companies and things named after people alone, still
+/// finds names where no guardrails auditor scored the text, and the inventory says which
+/// head reads them.
+#[test]
+fn the_default_pack_finds_and_redacts_peoples_names() {
+    let pack = repo_root().join("target/lucid-pack/guard");
+    if !pack.join("token_heads.json").is_file() {
+        skip("the_default_pack_finds_and_redacts_peoples_names", "the default pack is not assembled with its names head (run scripts/pack.sh)");
+        return;
+    }
+    let spec: Value = serde_json::from_str(&std::fs::read_to_string(pack.join("token_heads.json")).unwrap()).unwrap();
+    let model = lucidd::infer::Model::load(&pack).unwrap();
+    assert_eq!(model.token_heads.len(), 1);
+    let samples = spec["samples"].as_array().expect("token_heads.json has samples");
+    assert!(samples.len() >= 3);
+    for s in samples {
+        let text = s["text"].as_str().unwrap();
+        let want: Vec<f64> = s["probs"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let got = &model.score(&[text]).unwrap()[0].tokens[0];
+        // The pipeline's list includes [CLS] and [SEP]; the engine's, the text's tokens.
+        assert_eq!(got.len() + 2, want.len(), "{text}");
+        for ((s, e, p), w) in got.iter().zip(&want[1..]) {
+            assert!((f64::from(*p) - w).abs() <= 1e-4, "{text:?} token {:?}: {p} vs PyTorch {w}", &text[*s..*e]);
+        }
+    }
+
+    let tmp = tempfile::tempdir().unwrap();
+    let pii = "          - auditorId: lucid-pii-compliance-auditor\n            timeoutMs: 60000\n            env:\n              PII_REDACT_ON_DETECTION: \"true\"\n";
+    let guard = "          - auditorId: lucid-guardrails-auditor\n            timeoutMs: 60000\n            env:\n              CLASSIFIER_PRECISION: f32\n";
+    let yaml = format!(
+        "apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: names-test\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n{guard}{pii}        postResponse:\n{pii}"
+    );
+    std::fs::write(tmp.path().join("env.yaml"), yaml).unwrap();
+    let cfg = tmp.path().join("env.yaml");
+    let d = Daemon::start_env(&tmp.path().join("state"), &["--config", cfg.to_str().unwrap()], &[("LUCID_MODEL_PACK", pack.to_str().unwrap())]);
+    let run = |stage: &str, text: &str| -> Value {
+        let body = serde_json::json!({ "stage": stage, "text": text }).to_string();
+        let (code, out) = d.http("POST", "/v1/audit", &body);
+        assert!(code == 200, "{code}: {out}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let people = |v: &Value| -> Vec<String> {
+        let text = v["texts"][0].as_str().unwrap_or_default().to_string();
+        let found: Vec<String> = v["decisions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|d| d["findings"].as_array().cloned().unwrap_or_default())
+            .filter(|f| f["kind"] == "person")
+            .map(|f| format!("{}..{}", f["start"], f["end"]))
+            .collect();
+        assert!(found.is_empty() || text.contains("<PERSON>"), "a name found is redacted: {v}");
+        found
+    };
+    let text = "Please send the signed contract to Dagmar Huffmann before Friday.";
+    let v = run("pre", text);
+    let start = text.find("Dagmar").unwrap();
+    assert_eq!(people(&v), [format!("{start}..{}", start + "Dagmar Huffmann".len())], "{v}");
+    assert_eq!(v["texts"][0], "Please send the signed contract to <PERSON> before Friday.");
+    let v = run("pre", "Is the Goethe-Institut near Karl-Marx-Allee, and does the Ford Focus fit in its car park?");
+    assert!(people(&v).is_empty(), "{v}");
+    // An answer is read by the PII auditor alone: it scores the text itself.
+    let v = run("post", "Your appointment is confirmed. Dr. Alessandro Binda will see you on Monday.");
+    assert_eq!(people(&v).len(), 1, "{v}");
+    let controls = d.ctl_ok(&["status", "--controls"]);
+    let unwrapped = controls.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(unwrapped.contains(&format!("people's names by the token head of {}", pack.canonicalize().unwrap().display())), "{controls}");
+}

@@ -25,7 +25,7 @@ struct Counts {
 #[test]
 fn rule_auditors_meet_their_precision_and_recall_floors() {
     let corpus = include_str!("../corpus/corpus.jsonl");
-    let pii = PiiAuditor::new(PiiEnv::default(), [7; 32]);
+    let pii = PiiAuditor::new(PiiEnv::default(), [7; 32], None);
     let secrets = SecretsAuditor::new(AuditorId::Policy, PolicyEnv::default(), RuleSet::builtin().unwrap());
     let guard = GuardrailsAuditor::new(GuardrailsEnv::default(), None);
     let mut counts: BTreeMap<String, Counts> = BTreeMap::new();

@@ -24,6 +24,8 @@ fn the_inventory_says_what_does_not_operate_and_why() {
     assert_eq!(anomaly["settings"][0], "ANOMALY_DETECTION_ENABLED=true");
     assert_eq!(anomaly["why"], "not implemented in this version of lucidd");
     assert_eq!(find("CC8.1")["state"], "partial", "safety benchmarks do not run: {}", find("CC8.1"));
+    // Without a model pack, people's names go undetected, and the inventory says so.
+    assert!(find("C1.1").to_string().contains("not people's names (no model pack with a names head is loaded)"), "{}", find("C1.1"));
     // The agent's list of controls holds only what operates.
     let listed: Vec<&str> = s["config"]["agents"][0]["controls"].as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
     assert!(!listed.contains(&"CC7.3") && listed.contains(&"CC6.1"), "{listed:?}");

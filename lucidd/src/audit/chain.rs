@@ -188,7 +188,7 @@ fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn
             let model = classifier(c, env)?;
             Some(Arc::new(GuardrailsAuditor::new(env.clone(), model)))
         }
-        AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key))),
+        AuditorSettings::PiiCompliance(env) => Some(Arc::new(PiiAuditor::new(env.clone(), hash_key, names_classifier(env)))),
         AuditorSettings::Policy(env) => {
             let rules = match &env.gitleaks_config.0 {
                 Some(path) => Arc::new(RuleSet::load(path).map_err(|e| BuildError::at(c, "GITLEAKS_CONFIG", format!("GITLEAKS_CONFIG: {e}")))?),
@@ -198,6 +198,23 @@ fn build_auditor(c: &AuditorConfig, hash_key: [u8; 32]) -> Result<Option<Arc<dyn
         }
         AuditorSettings::Observability(_) | AuditorSettings::Eval(_) => None,
     })
+}
+
+/// The default pack, for the PII auditor's names (its token head), where detection is
+/// on and the pack is installed and loads; else none, and names go undetected (the
+/// control inventory says so). The pack is loaded once, whichever auditor asks first.
+fn names_classifier(env: &crate::config::auditors::PiiEnv) -> Option<Arc<service::Classifier>> {
+    if !env.pii_detection_enabled.0 {
+        return None;
+    }
+    let dir = service::builtin_dir().ok().flatten()?;
+    match service::shared(&dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!(pack = %dir.display(), error = %e, "the model pack does not load: people's names are not detected");
+            None
+        }
+    }
 }
 
 /// The classifier a guardrails auditor scores with: the default pack where installed

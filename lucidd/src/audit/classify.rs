@@ -136,7 +136,12 @@ impl ModelSignals {
             .batcher
             .score(&batch, priority, deadline)
             .map_err(|e| AuditError::new(format!("classifier {}: {e}", self.classifier.dir.display())))?;
+        let model = self.classifier.batcher.model();
         for ((i, reading, _), text) in texts.iter().zip(scored) {
+            if reading.is_none() && !model.token_heads.is_empty() {
+                let seg = &subject.segments[*i];
+                let _ = seg.token_findings.set(token_findings(model, &self.classifier.dir, &seg.view.text, seg.context.len(), &text));
+            }
             let signals: &mut SignalScores = out[*i].get_or_insert_with(SignalScores::new);
             for (probs, labels) in text.heads.iter().zip(&self.map) {
                 for (p, signal) in probs.iter().zip(labels) {
@@ -153,6 +158,19 @@ impl ModelSignals {
         }
         Ok(out)
     }
+}
+
+/// What `model`'s token heads found in `view`, from the scores of `context` + `view`
+/// (tokens inside the context are not the segment's).
+pub fn token_findings(model: &crate::infer::Model, dir: &std::path::Path, view: &str, context: usize, scores: &crate::infer::TextScores) -> super::TokenFindings {
+    let mut spans = Vec::new();
+    for (head, tokens) in model.token_heads.iter().zip(&scores.tokens) {
+        let own: Vec<(usize, usize, f32)> = tokens.iter().filter(|(s, _, _)| *s >= context).map(|(s, e, p)| (s - context, e - context, *p)).collect();
+        for (s, e, p) in crate::infer::tokens::spans(view, &own, head.threshold) {
+            spans.push((head.entity.clone(), s, e, f64::from(p)));
+        }
+    }
+    super::TokenFindings { model: dir.to_path_buf(), spans }
 }
 
 #[cfg(test)]

@@ -6,14 +6,16 @@
 //! numbers, bare digit runs), context words that must appear just before. Each entity
 //! type has an operator: a type tag, a mask, a keyed hash, or keep.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use hmac::{Hmac, Mac};
 use regex::Regex;
 use sha2::Sha256;
 
 use super::normalize::fixed;
-use super::{AuditError, Auditor, Finding, Outcome, Redaction, Stage, Subject, Verdict};
+use super::{AuditError, Auditor, Finding, Outcome, Redaction, Segment, Stage, Subject, Verdict};
+use crate::infer::batcher::Priority;
+use crate::infer::service::Classifier;
 use crate::config::auditors::{AuditorId, PiiEnv};
 use crate::config::values::PiiOperator;
 
@@ -594,15 +596,40 @@ fn latest_birth_year() -> u32 {
 pub struct PiiAuditor {
     env: PiiEnv,
     hash_key: [u8; 32],
+    /// The model pack whose token head finds people's names, if one is loaded.
+    names: Option<Arc<Classifier>>,
 }
 
 impl PiiAuditor {
-    /// An auditor with these settings; `hash_key` keys the `hash` operator. Compiles
-    /// the recognisers and loads the phone-number metadata now, when the chain is
-    /// built, rather than on the first request.
-    pub fn new(env: PiiEnv, hash_key: [u8; 32]) -> PiiAuditor {
+    /// An auditor with these settings; `hash_key` keys the `hash` operator; `names`, a
+    /// classifier with a token head for people's names. Compiles the recognisers and
+    /// loads the phone-number metadata now, when the chain is built, rather than on the
+    /// first request.
+    pub fn new(env: PiiEnv, hash_key: [u8; 32], names: Option<Arc<Classifier>>) -> PiiAuditor {
         let _ = detect("+1 212-555-0147");
-        PiiAuditor { env, hash_key }
+        let names = names.filter(|c| c.batcher.model().token_heads.iter().any(|h| h.entity == "person"));
+        PiiAuditor { env, hash_key, names }
+    }
+
+    /// People's names in each segment's view, (entity, start, end, probability): what
+    /// the guardrails auditor's pass already found with the same model, else scored now.
+    fn names(&self, stage: Stage, subject: &Subject, deadline: std::time::Instant) -> Result<Vec<Vec<super::EntitySpan>>, AuditError> {
+        let Some(c) = &self.names else { return Ok(vec![Vec::new(); subject.segments.len()]) };
+        let mine = |s: &Segment| s.token_findings.get().filter(|t| t.model == c.dir).map(|t| t.spans.clone());
+        let todo: Vec<usize> = (0..subject.segments.len()).filter(|&i| mine(&subject.segments[i]).is_none() && !subject.segments[i].view.text.trim().is_empty()).collect();
+        if !todo.is_empty() {
+            let texts: Vec<&str> = todo.iter().map(|&i| subject.segments[i].view.text.as_str()).collect();
+            let priority = match stage {
+                Stage::PreRequest => Priority::Prompt,
+                Stage::PostResponse => Priority::Response,
+            };
+            let scored = c.batcher.score(&texts, priority, deadline).map_err(|e| AuditError::new(format!("names classifier {}: {e}", c.dir.display())))?;
+            for (&i, scores) in todo.iter().zip(scored) {
+                let seg = &subject.segments[i];
+                let _ = seg.token_findings.set(super::classify::token_findings(c.batcher.model(), &c.dir, &seg.view.text, 0, &scores));
+            }
+        }
+        Ok(subject.segments.iter().map(|s| mine(s).unwrap_or_default()).collect())
     }
 
     fn operator(&self, entity: &str) -> PiiOperator {
@@ -635,21 +662,39 @@ impl Auditor for PiiAuditor {
         AuditorId::PiiCompliance
     }
 
-    fn audit(&self, _stage: Stage, subject: &Subject, _deadline: std::time::Instant) -> Result<Verdict, AuditError> {
+    fn audit(&self, stage: Stage, subject: &Subject, deadline: std::time::Instant) -> Result<Verdict, AuditError> {
         if !self.env.pii_detection_enabled.0 {
             return Ok(Verdict::proceed());
         }
         let mut v = Verdict::proceed();
-        for (i, seg) in subject.segments.iter().enumerate() {
-            for super::Hit { kind: entity, start: a, end: b, score, encoding } in seg.find(detect) {
+        let mut hits: Vec<Vec<super::Hit<String>>> = Vec::new();
+        for seg in &subject.segments {
+            hits.push(seg.find(detect).into_iter().map(|h| super::Hit { kind: h.kind.to_string(), start: h.start, end: h.end, score: h.score, encoding: h.encoding }).collect());
+        }
+        // Names need the classifier; where it cannot answer in time, what the rules
+        // found stands and the error says why the rest is missing.
+        let names = self.names(stage, subject, deadline);
+        if let Ok(names) = &names {
+            for ((seg, found), names) in subject.segments.iter().zip(&mut hits).zip(names) {
+                for (entity, s, e, score) in names {
+                    let (start, end) = seg.view.original_span(*s, *e);
+                    if !found.iter().any(|h| start < h.end && h.start < end) {
+                        found.push(super::Hit { kind: entity.clone(), start, end, score: *score, encoding: None });
+                    }
+                }
+                found.sort_by_key(|h| h.start);
+            }
+        }
+        for (i, (seg, found)) in subject.segments.iter().zip(hits).enumerate() {
+            for super::Hit { kind: entity, start: a, end: b, score, encoding } in found {
                 let Some(value) = seg.original.get(a..b) else { continue };
                 let hash = keyed_hash(&self.hash_key, value);
                 if self.env.pii_redact_on_detection.0 {
-                    if let Some(replacement) = self.replacement(entity, value, &hash) {
+                    if let Some(replacement) = self.replacement(&entity, value, &hash) {
                         v.redactions.push(Redaction { segment: i, start: a, end: b, replacement });
                     }
                 }
-                v.findings.push(Finding { kind: entity.into(), segment: i, start: a, end: b, score, encoding, hash: Some(hash) });
+                v.findings.push(Finding { kind: entity, segment: i, start: a, end: b, score, encoding, hash: Some(hash) });
             }
         }
         if !v.findings.is_empty() {
@@ -657,7 +702,19 @@ impl Auditor for PiiAuditor {
             v.reason = Some(format!("personal data found: {}", super::finding_kinds(&v.findings)));
             v.scores.insert("pii".into(), v.findings.iter().map(|f| f.score).fold(0.0, f64::max));
         }
-        Ok(v)
+        match names {
+            Ok(_) => Ok(v),
+            Err(e) => Err(e.with_partial(v)),
+        }
+    }
+
+    fn blocks(&self) -> bool {
+        self.names.is_some()
+    }
+
+    fn classifier(&self) -> Option<super::ClassifierFacts> {
+        let c = self.names.as_ref()?;
+        Some(super::ClassifierFacts { dir: c.dir.display().to_string(), signals: Vec::new(), scoring: c.batcher.model().scoring() })
     }
 }
 
@@ -855,7 +912,7 @@ mod tests {
             ),
             ..PiiEnv::default()
         };
-        let a = PiiAuditor::new(env, [1; 32]);
+        let a = PiiAuditor::new(env, [1; 32], None);
         let mut s = Subject::new([(Some("user".into()), "me a@b.co ssn 123-45-6789 ip 10.1.2.3 tel +1 415 555 0100".to_string())]);
         let v = a.audit(Stage::PreRequest, &s, std::time::Instant::now()).unwrap();
         assert_eq!(v.outcome, Outcome::Redact);

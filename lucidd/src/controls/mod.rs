@@ -179,7 +179,7 @@ fn off_because(flag: bool, key: &str) -> Option<String> {
 fn parts(env: &Environment, agent: &Agent, stage: Stage, index: usize, c: &AuditorConfig, facts: &Facts) -> Vec<Part> {
     match &c.env {
         AuditorSettings::Guardrails(g) => guardrails(agent, stage, index, c, g, facts),
-        AuditorSettings::PiiCompliance(p) => pii(agent, stage, c, p),
+        AuditorSettings::PiiCompliance(p) => pii(agent, stage, c, p, built_classifier(agent, stage, index, facts)),
         AuditorSettings::Policy(p) => policy(stage, c, p),
         AuditorSettings::Observability(o) => observability(stage, c, o, env.retention_days()),
         AuditorSettings::Eval(e) => eval(stage, c, e, facts),
@@ -261,10 +261,14 @@ fn stage_text(stage: Stage) -> &'static str {
     }
 }
 
-fn pii(agent: &Agent, stage: Stage, c: &AuditorConfig, p: &PiiEnv) -> Vec<Part> {
+fn pii(agent: &Agent, stage: Stage, c: &AuditorConfig, p: &PiiEnv, names: Option<ClassifierFacts>) -> Vec<Part> {
     let detect = p.pii_detection_enabled.0;
+    let names = match names {
+        Some(m) => format!("people's names by the token head of {}", m.dir),
+        None => "not people's names (no model pack with a names head is loaded)".into(),
+    };
     let reads = format!(
-        "{READS} {} for personal data (emails, phones, cards, IBANs, SSNs, ...); {}",
+        "{READS} {} for personal data (emails, phones, cards, IBANs, national identifiers, dates of birth, ...; {names}); {}",
         stage_text(stage),
         if p.pii_redact_on_detection.0 { "redacts it" } else { "records it, does not redact" }
     );

@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use super::{InferError, Model, TextScores};
+use super::{InferError, Model, TextScores, Window};
 
 /// Batching limits.
 #[derive(Clone, Copy, Debug)]
@@ -70,7 +70,7 @@ pub enum BatchError {
 }
 
 struct Request {
-    windows: Vec<Vec<Vec<u32>>>,
+    windows: Vec<Vec<Window>>,
     tokens: usize,
     enqueued: Instant,
     deadline: Instant,
@@ -157,8 +157,8 @@ impl Batcher {
 
     /// Tokenises `texts` on the calling thread and queues them.
     pub fn submit(&self, texts: &[&str], priority: Priority, deadline: Instant) -> Result<Ticket, BatchError> {
-        let windows = texts.iter().map(|t| self.model.windows(t)).collect::<Result<Vec<_>, _>>()?;
-        let tokens = windows.iter().flatten().map(Vec::len).sum();
+        let windows = texts.iter().map(|t| self.model.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
+        let tokens = windows.iter().flatten().map(|w| w.ids.len()).sum();
         let (tx, rx) = mpsc::channel();
         let (lock, cv) = &*self.queue;
         let mut q = lock.lock().unwrap_or_else(|p| p.into_inner());
@@ -268,7 +268,7 @@ fn worker(model: &Model, config: BatcherConfig, queue: &(Mutex<Queue>, Condvar),
         }
         let mut batch = batch;
         let counts: Vec<usize> = batch.iter().map(|r| r.windows.len()).collect();
-        let texts: Vec<Vec<Vec<u32>>> = batch.iter_mut().flat_map(|r| std::mem::take(&mut r.windows)).collect();
+        let texts: Vec<Vec<Window>> = batch.iter_mut().flat_map(|r| std::mem::take(&mut r.windows)).collect();
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
         stats.windows.fetch_add(texts.iter().map(Vec::len).sum::<usize>() as u64, Ordering::Relaxed);
@@ -304,7 +304,7 @@ mod tests {
 
     fn request(tokens: usize, deadline: Instant) -> (Request, mpsc::Receiver<Result<Vec<TextScores>, BatchError>>) {
         let (tx, rx) = mpsc::channel();
-        (Request { windows: vec![vec![vec![0; tokens]]], tokens, enqueued: Instant::now(), deadline, reply: tx }, rx)
+        (Request { windows: vec![vec![Window { ids: vec![0; tokens], ..Window::default() }]], tokens, enqueued: Instant::now(), deadline, reply: tx }, rx)
     }
 
     #[test]

@@ -21,9 +21,10 @@ pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod service;
+pub mod tokens;
 pub mod weights;
 
-pub use model::{Model, TextScores};
+pub use model::{Model, TextScores, Window};
 
 /// Why a model could not be loaded or run.
 #[derive(Debug, thiserror::Error)]

@@ -12,6 +12,7 @@ use super::config::ModelConfig;
 use super::cuda::CudaEncoder;
 use super::encoder::{Encoder, Packed};
 use super::heads::{Head, HeadOutput};
+use super::tokens::{self, TokenHead, CASE_FEATURES};
 use super::weights::Weights;
 use super::InferError;
 
@@ -28,6 +29,8 @@ pub struct Model {
     encoder: Encoder,
     /// Heads, all scored in the same encoder pass.
     pub heads: Vec<Head>,
+    /// Token heads (names), scored in that pass too.
+    pub token_heads: Vec<TokenHead>,
     window: usize,
     /// The encoder on a GPU, once attached; batches run there instead.
     cuda: Option<Mutex<Box<dyn Accelerator>>>,
@@ -41,6 +44,9 @@ pub struct Model {
     gpu_error: Mutex<Option<String>>,
 }
 
+/// Heads' outputs (`[head][sequence]`) and token heads' probabilities (`[head][row]`).
+type WithTokens = (Vec<Vec<HeadOutput>>, Vec<Vec<f32>>);
+
 /// GPU failures in a row after which a model stays on the CPU.
 const GPU_STRIKES: u32 = 3;
 
@@ -49,11 +55,17 @@ const GPU_STRIKES: u32 = 3;
 pub trait Accelerator: Send {
     /// Every head on every sequence of the batch, as [`Model::run_cpu`] gives them.
     fn run(&self, batch: &Packed, heads: &[Head], vocab: usize) -> Result<Vec<Vec<HeadOutput>>, InferError>;
+    /// The batch's last hidden state, as the CPU encoder gives it (token heads read it).
+    fn hidden(&self, batch: &Packed, vocab: usize) -> Result<Vec<f32>, InferError>;
 }
 
 impl Accelerator for CudaEncoder {
     fn run(&self, batch: &Packed, heads: &[Head], vocab: usize) -> Result<Vec<Vec<HeadOutput>>, InferError> {
         CudaEncoder::run(self, batch, heads, vocab)
+    }
+
+    fn hidden(&self, batch: &Packed, vocab: usize) -> Result<Vec<f32>, InferError> {
+        CudaEncoder::hidden(self, batch, vocab)
     }
 }
 
@@ -86,6 +98,20 @@ pub struct TextScores {
     pub heads: Vec<Vec<f32>>,
     /// Windows the text was split into.
     pub windows: usize,
+    /// Per token head, in `Model::token_heads` order: each token's byte span in the
+    /// text and probability (the highest where windows overlap), in order.
+    pub tokens: Vec<Vec<(usize, usize, f32)>>,
+}
+
+/// One window of a text, tokenised: what the batcher queues.
+#[derive(Clone, Debug, Default)]
+pub struct Window {
+    /// Token ids, special tokens included.
+    pub ids: Vec<u32>,
+    /// Each token's byte span in the text (empty for special tokens).
+    pub offsets: Vec<(usize, usize)>,
+    /// Each token's case features, where a token head reads them (else empty).
+    pub case: Vec<[f32; CASE_FEATURES]>,
 }
 
 impl Model {
@@ -108,6 +134,7 @@ impl Model {
             heads.extend(pack);
             pack_window = window;
         }
+        let token_heads = TokenHead::from_pack(dir, config.hidden_size)?;
         let tok_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tok_path).map_err(|e| InferError::Tokenizer(format!("{}: {e}", tok_path.display())))?;
         let window = encoder.max_tokens().min(MAX_WINDOW).min(pack_window.unwrap_or(MAX_WINDOW));
@@ -126,6 +153,7 @@ impl Model {
             tokenizer,
             encoder,
             heads,
+            token_heads,
             window,
             cuda: None,
             gpu_device: String::new(),
@@ -176,9 +204,23 @@ impl Model {
 
     /// Token ids of a text's windows (special tokens included); overlapping by a quarter.
     pub fn windows(&self, text: &str) -> Result<Vec<Vec<u32>>, InferError> {
+        Ok(self.tokenize(text)?.into_iter().map(|w| w.ids).collect())
+    }
+
+    /// A text's windows with what the token heads read besides the ids.
+    pub fn tokenize(&self, text: &str) -> Result<Vec<Window>, InferError> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| InferError::Tokenizer(e.to_string()))?;
-        let mut out = vec![enc.get_ids().to_vec()];
-        out.extend(enc.get_overflowing().iter().map(|o| o.get_ids().to_vec()));
+        let case = self.token_heads.iter().any(|h| h.case);
+        let window = |e: &tokenizers::Encoding| {
+            let offsets: Vec<(usize, usize)> = e.get_offsets().iter().zip(e.get_special_tokens_mask()).map(|(o, special)| if *special == 1 { (0, 0) } else { *o }).collect();
+            let case = match case {
+                true => offsets.iter().map(|o| tokens::case_features(text, *o)).collect(),
+                false => Vec::new(),
+            };
+            Window { ids: e.get_ids().to_vec(), offsets, case }
+        };
+        let mut out = vec![window(&enc)];
+        out.extend(enc.get_overflowing().iter().map(window));
         Ok(out)
     }
 
@@ -191,10 +233,17 @@ impl Model {
     /// when one is attached. A batch the GPU fails is scored on the CPU (and logged);
     /// after `GPU_STRIKES` failures in a row the GPU is given up for this model.
     pub fn run(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
+        self.gpu_or_cpu(|gpu| gpu.run(batch, &self.heads, self.encoder.vocab()), || self.run_cpu(batch))
+    }
+
+    /// `on_gpu` on the attached GPU while it has not been given up, else (and where it
+    /// fails, counted as a strike) `on_cpu`.
+    fn gpu_or_cpu<T>(&self, on_gpu: impl FnOnce(&dyn Accelerator) -> Result<T, InferError>, on_cpu: impl FnOnce() -> Result<T, InferError>) -> Result<T, InferError> {
         let Some(gpu) = self.cuda.as_ref().filter(|_| self.gpu_strikes.load(Ordering::Relaxed) < GPU_STRIKES) else {
-            return self.run_cpu(batch);
+            return on_cpu();
         };
-        match gpu.lock().unwrap_or_else(|p| p.into_inner()).run(batch, &self.heads, self.encoder.vocab()) {
+        let answer = on_gpu(gpu.lock().unwrap_or_else(|p| p.into_inner()).as_ref());
+        match answer {
             Ok(out) => {
                 self.gpu_strikes.store(0, Ordering::Relaxed);
                 Ok(out)
@@ -207,7 +256,7 @@ impl Model {
                     false => tracing::warn!(model = %self.dir.display(), error = %why, strikes, "GPU pass failed; scored on the CPU"),
                 }
                 *self.gpu_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-                self.run_cpu(batch)
+                on_cpu()
             }
             Err(other) => Err(other),
         }
@@ -217,6 +266,18 @@ impl Model {
     pub fn run_cpu(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
         let hidden = self.encoder.forward(batch)?;
         Ok(self.heads.iter().map(|h| h.apply(&hidden, self.encoder.hidden(), batch)).collect())
+    }
+
+    /// `run` and every token head, from one encoder pass: `[token head][row]`
+    /// probabilities besides the heads' outputs. On a GPU the hidden states come back
+    /// and every head is scored on the CPU (heads are small; the encoder is the work).
+    fn run_with_tokens(&self, batch: &Packed, case: &[[f32; CASE_FEATURES]]) -> Result<WithTokens, InferError> {
+        if self.token_heads.is_empty() {
+            return Ok((self.run(batch)?, Vec::new()));
+        }
+        let hidden = self.gpu_or_cpu(|gpu| gpu.hidden(batch, self.encoder.vocab()), || self.encoder.forward(batch))?;
+        let heads = self.heads.iter().map(|h| h.apply(&hidden, self.encoder.hidden(), batch)).collect();
+        Ok((heads, self.token_heads.iter().map(|t| t.apply(&hidden, batch, case)).collect()))
     }
 
     /// Moves the encoder onto GPU 0 (kernels compiled into, or read from, `kernel_cache`)
@@ -288,31 +349,51 @@ impl Model {
 
     /// Scores texts: all windows of all texts in one packed pass.
     pub fn score(&self, texts: &[&str]) -> Result<Vec<TextScores>, InferError> {
-        let windows = texts.iter().map(|t| self.windows(t)).collect::<Result<Vec<_>, _>>()?;
+        let windows = texts.iter().map(|t| self.tokenize(t)).collect::<Result<Vec<_>, _>>()?;
         self.score_windows(&windows)
     }
 
     /// Scores already tokenised texts (each a list of windows) in one packed pass.
-    pub fn score_windows(&self, texts: &[Vec<Vec<u32>>]) -> Result<Vec<TextScores>, InferError> {
+    pub fn score_windows(&self, texts: &[Vec<Window>]) -> Result<Vec<TextScores>, InferError> {
         let mut batch = Packed::default();
         let mut owner = Vec::new();
+        let mut case = Vec::new();
         for (i, windows) in texts.iter().enumerate() {
             for w in windows {
-                batch.push(w);
+                batch.push(&w.ids);
                 owner.push(i);
+                case.extend_from_slice(&w.case);
             }
         }
-        let outputs = self.run(&batch)?;
+        if case.len() != batch.rows() {
+            case.clear();
+        }
+        let (outputs, token_probs) = self.run_with_tokens(&batch, &case)?;
         let mut scores: Vec<TextScores> = texts
             .iter()
-            .map(|_| TextScores { heads: self.heads.iter().map(|h| vec![0.0; h.labels.len()]).collect(), windows: 0 })
+            .map(|_| TextScores { heads: self.heads.iter().map(|h| vec![0.0; h.labels.len()]).collect(), windows: 0, tokens: vec![Vec::new(); self.token_heads.len()] })
             .collect();
-        for (seq, &text) in owner.iter().enumerate() {
+        let windows = texts.iter().flatten();
+        for ((seq, &text), w) in owner.iter().enumerate().zip(windows) {
             scores[text].windows += 1;
             for (h, per_seq) in outputs.iter().enumerate() {
                 for (best, p) in scores[text].heads[h].iter_mut().zip(&per_seq[seq].probs) {
                     *best = best.max(*p);
                 }
+            }
+            let (start, _) = batch.seqs[seq];
+            for (h, probs) in token_probs.iter().enumerate() {
+                let found = &mut scores[text].tokens[h];
+                for (k, &(s, e)) in w.offsets.iter().enumerate().filter(|(_, (s, e))| e > s) {
+                    found.push((s, e, probs[start + k]));
+                }
+            }
+        }
+        // Windows overlap: one entry per token, its highest probability.
+        for s in &mut scores {
+            for found in &mut s.tokens {
+                found.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)).then(b.2.total_cmp(&a.2)));
+                found.dedup_by(|later, kept| (later.0, later.1) == (kept.0, kept.1));
             }
         }
         Ok(scores)
@@ -328,6 +409,10 @@ pub(crate) mod tests {
 
     impl Accelerator for Failing {
         fn run(&self, _: &Packed, _: &[Head], _: usize) -> Result<Vec<Vec<HeadOutput>>, InferError> {
+            Err(InferError::Gpu("CUDA_ERROR_ILLEGAL_ADDRESS in masked_softmax".into()))
+        }
+
+        fn hidden(&self, _: &Packed, _: usize) -> Result<Vec<f32>, InferError> {
             Err(InferError::Gpu("CUDA_ERROR_ILLEGAL_ADDRESS in masked_softmax".into()))
         }
     }

@@ -128,6 +128,18 @@ pub fn load(dir: &Path, wanted: BackendChoice, precision: Precision) -> Result<A
     Ok(c)
 }
 
+/// The classifier in `dir` as some chain already holds it, whatever backend it was
+/// asked on, or loaded now on the automatic choices: for an auditor that reads another
+/// head of the same pack (the PII auditor's names), so the pack is loaded once.
+pub fn shared(dir: &Path) -> Result<Arc<Classifier>, InferError> {
+    let canonical = dir.canonicalize().map_err(|source| InferError::Io { path: dir.display().to_string(), source })?;
+    let held = LOADED.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).find(|c| c.dir == canonical);
+    match held {
+        Some(c) => Ok(c),
+        None => load(dir, BackendChoice::Auto, Precision::Auto),
+    }
+}
+
 /// Every classifier some chain holds.
 pub fn loaded() -> Vec<Arc<Classifier>> {
     LOADED.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).collect()
