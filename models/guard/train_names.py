@@ -147,14 +147,15 @@ def word_span(text: str, s: int, e: int) -> tuple[int, int]:
 
 
 def decode(text: str, probs: np.ndarray, offsets, special, threshold: float) -> list[tuple[int, int]]:
-    """Runs of tokens over the threshold, as whole words, merged across spaces."""
+    """Runs of tokens over the threshold, as whole words, merged across spaces and tabs
+    (not across lines: a list of names is a list), as the engine's `Words::spans`."""
     spans: list[tuple[int, int]] = []
     for k, p in enumerate(probs):
         s, e = offsets[k]
         if special[k] or e <= s or p < threshold:
             continue
         s, e = word_span(text, s, e)
-        if spans and s <= spans[-1][1] + 1 and text[spans[-1][1] : s].strip() == "":
+        if spans and s <= spans[-1][1] + 1 and text[spans[-1][1] : s].strip(" \t") == "":
             spans[-1] = (spans[-1][0], max(e, spans[-1][1]))
         else:
             spans.append((s, e))
@@ -170,10 +171,10 @@ def case_features(text: str, offsets, special) -> np.ndarray:
         if special[k] or e <= s:
             continue
         ws, we = word_span(text, s, e)
-        w = text[ws:we]
+        w = text[ws:we][:64]  # as the engine: a word's first 64 characters
         f[k, 0] = w[:1].isupper()
         f[k, 1] = len(w) > 1 and w.isupper()
-        f[k, 2] = any(c.isdigit() for c in w)
+        f[k, 2] = any(c.isnumeric() for c in w)
         f[k, 3] = s == ws
         before = text[:ws].rstrip(" \t")
         f[k, 4] = before == "" or before[-1] in ".!?:\n\"'("

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use super::{AuditError, Stage, Subject};
 use crate::config::values::{LabelSignals, Signal};
-use crate::infer::batcher::Priority;
 use crate::infer::service::Classifier;
 
 /// A signal's score for a text: the highest probability among the labels mapped to it,
@@ -127,10 +126,7 @@ impl ModelSignals {
             return Ok(out);
         }
         let batch: Vec<&str> = texts.iter().map(|(_, _, t)| t.as_ref()).collect();
-        let priority = match stage {
-            Stage::PreRequest => Priority::Prompt,
-            Stage::PostResponse => Priority::Response,
-        };
+        let priority = stage.priority();
         let scored = self
             .classifier
             .batcher
@@ -164,9 +160,11 @@ impl ModelSignals {
 /// (tokens inside the context are not the segment's).
 pub fn token_findings(model: &crate::infer::Model, dir: &std::path::Path, view: &str, context: usize, scores: &crate::infer::TextScores) -> super::TokenFindings {
     let mut spans = Vec::new();
+    let words = crate::infer::tokens::Words::new(view);
     for (head, tokens) in model.token_heads.iter().zip(&scores.tokens) {
-        let own: Vec<(usize, usize, f32)> = tokens.iter().filter(|(s, _, _)| *s >= context).map(|(s, e, p)| (s - context, e - context, *p)).collect();
-        for (s, e, p) in crate::infer::tokens::spans(view, &own, head.threshold) {
+        // A token that straddles the context's end counts for the segment, from its start.
+        let own: Vec<(usize, usize, f32)> = tokens.iter().filter(|(_, e, _)| *e > context).map(|(s, e, p)| (s.saturating_sub(context), e - context, *p)).collect();
+        for (s, e, p) in words.spans(&own, head.threshold) {
             spans.push((head.entity.clone(), s, e, f64::from(p)));
         }
     }

@@ -34,6 +34,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Where its texts queue at a classifier: prompts first, since a user waits on the
+    /// upstream behind them.
+    pub fn priority(self) -> crate::infer::batcher::Priority {
+        match self {
+            Stage::PreRequest => crate::infer::batcher::Priority::Prompt,
+            Stage::PostResponse => crate::infer::batcher::Priority::Response,
+        }
+    }
+
     /// As written in configuration.
     pub fn as_str(self) -> &'static str {
         match self {

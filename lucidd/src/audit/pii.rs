@@ -14,7 +14,6 @@ use sha2::Sha256;
 
 use super::normalize::fixed;
 use super::{AuditError, Auditor, Finding, Outcome, Redaction, Segment, Stage, Subject, Verdict};
-use crate::infer::batcher::Priority;
 use crate::infer::service::Classifier;
 use crate::config::auditors::{AuditorId, PiiEnv};
 use crate::config::values::PiiOperator;
@@ -615,15 +614,13 @@ impl PiiAuditor {
     /// the guardrails auditor's pass already found with the same model, else scored now.
     fn names(&self, stage: Stage, subject: &Subject, deadline: std::time::Instant) -> Result<Vec<Vec<super::EntitySpan>>, AuditError> {
         let Some(c) = &self.names else { return Ok(vec![Vec::new(); subject.segments.len()]) };
-        let mine = |s: &Segment| s.token_findings.get().filter(|t| t.model == c.dir).map(|t| t.spans.clone());
+        // Only what this model found, and only its people (a pack's other token heads
+        // are not this auditor's entities).
+        let mine = |s: &Segment| s.token_findings.get().filter(|t| t.model == c.dir).map(|t| t.spans.iter().filter(|f| f.0 == "person").cloned().collect::<Vec<_>>());
         let todo: Vec<usize> = (0..subject.segments.len()).filter(|&i| mine(&subject.segments[i]).is_none() && !subject.segments[i].view.text.trim().is_empty()).collect();
         if !todo.is_empty() {
             let texts: Vec<&str> = todo.iter().map(|&i| subject.segments[i].view.text.as_str()).collect();
-            let priority = match stage {
-                Stage::PreRequest => Priority::Prompt,
-                Stage::PostResponse => Priority::Response,
-            };
-            let scored = c.batcher.score(&texts, priority, deadline).map_err(|e| AuditError::new(format!("names classifier {}: {e}", c.dir.display())))?;
+            let scored = c.batcher.score(&texts, stage.priority(), deadline).map_err(|e| AuditError::new(format!("names classifier {}: {e}", c.dir.display())))?;
             for (&i, scores) in todo.iter().zip(scored) {
                 let seg = &subject.segments[i];
                 let _ = seg.token_findings.set(super::classify::token_findings(c.batcher.model(), &c.dir, &seg.view.text, 0, &scores));

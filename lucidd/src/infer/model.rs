@@ -210,12 +210,12 @@ impl Model {
     /// A text's windows with what the token heads read besides the ids.
     pub fn tokenize(&self, text: &str) -> Result<Vec<Window>, InferError> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| InferError::Tokenizer(e.to_string()))?;
-        let case = self.token_heads.iter().any(|h| h.case);
+        let words = self.token_heads.iter().any(|h| h.case).then(|| tokens::Words::new(text));
         let window = |e: &tokenizers::Encoding| {
             let offsets: Vec<(usize, usize)> = e.get_offsets().iter().zip(e.get_special_tokens_mask()).map(|(o, special)| if *special == 1 { (0, 0) } else { *o }).collect();
-            let case = match case {
-                true => offsets.iter().map(|o| tokens::case_features(text, *o)).collect(),
-                false => Vec::new(),
+            let case = match &words {
+                Some(words) => offsets.iter().map(|o| words.case_features(*o)).collect(),
+                None => Vec::new(),
             };
             Window { ids: e.get_ids().to_vec(), offsets, case }
         };
@@ -362,11 +362,13 @@ impl Model {
             for w in windows {
                 batch.push(&w.ids);
                 owner.push(i);
-                case.extend_from_slice(&w.case);
+                // A window without case features (tokenised by a caller that did not
+                // ask for them) reads zeros, and the others keep theirs.
+                match w.case.len() == w.ids.len() {
+                    true => case.extend_from_slice(&w.case),
+                    false => case.resize(case.len() + w.ids.len(), [0.0; CASE_FEATURES]),
+                }
             }
-        }
-        if case.len() != batch.rows() {
-            case.clear();
         }
         let (outputs, token_probs) = self.run_with_tokens(&batch, &case)?;
         let mut scores: Vec<TextScores> = texts

@@ -18,8 +18,11 @@ use super::ops::{Activation, Linear};
 use super::weights::Weights;
 use super::InferError;
 
-/// Case features per token (see [`case_features`]).
+/// Case features per token (see [`Words::case_features`]).
 pub const CASE_FEATURES: usize = 5;
+
+/// Characters of a word that its case features read.
+const WORD_CHARS: usize = 64;
 
 /// One token head.
 pub struct TokenHead {
@@ -146,53 +149,98 @@ fn in_word(c: char) -> bool {
     c.is_alphanumeric() || matches!(c, '\'' | '-' | '\u{2019}')
 }
 
-/// The byte span `s..e` of `text` widened to the whole word it is part of.
-pub fn word_span(text: &str, mut s: usize, mut e: usize) -> (usize, usize) {
-    while let Some(c) = text.get(..s).and_then(|b| b.chars().next_back()).filter(|c| in_word(*c)) {
-        s -= c.len_utf8();
-    }
-    while let Some(c) = text.get(e..).and_then(|a| a.chars().next()).filter(|c| in_word(*c)) {
-        e += c.len_utf8();
-    }
-    (s, e)
+/// The words of a text (maximal runs of [`in_word`] characters), found in one pass so
+/// that widening each token to its word costs a binary search, not a walk along the
+/// word: a text of one long hyphenated "word" would otherwise cost the square of its
+/// length.
+pub struct Words<'a> {
+    text: &'a str,
+    runs: Vec<(usize, usize)>,
 }
 
-/// A token's case features, from its byte offsets in `text`: its word starts with a
-/// capital; is all capitals (two characters or more); has a digit; the token starts the
-/// word; the word starts the text, a line or a sentence (after `. ! ? :`, an opening
-/// quote or bracket). Zero for special tokens (empty offsets).
-pub fn case_features(text: &str, (s, e): (usize, usize)) -> [f32; CASE_FEATURES] {
-    if e <= s || text.get(s..e).is_none() {
-        return [0.0; CASE_FEATURES];
-    }
-    let (ws, we) = word_span(text, s, e);
-    let w = &text[ws..we];
-    let upper = w.chars().any(char::is_uppercase) && !w.chars().any(char::is_lowercase);
-    let before = text[..ws].trim_end_matches([' ', '\t']);
-    let opens = before.chars().next_back().is_none_or(|c| ".!?:\n\"'(".contains(c));
-    let b = |v: bool| if v { 1.0 } else { 0.0 };
-    [b(w.chars().next().is_some_and(char::is_uppercase)), b(w.chars().count() > 1 && upper), b(w.chars().any(|c| c.is_ascii_digit())), b(s == ws), b(opens)]
-}
-
-/// Spans of `text` whose tokens' probabilities (`(start, end, probability)` in byte
-/// offsets, in order) reach `threshold`: each token widened to its word, neighbours
-/// separated by nothing but spaces merged; each with its highest probability.
-pub fn spans(text: &str, tokens: &[(usize, usize, f32)], threshold: f32) -> Vec<(usize, usize, f32)> {
-    let mut out: Vec<(usize, usize, f32)> = Vec::new();
-    for &(s, e, p) in tokens {
-        if e <= s || p < threshold || text.get(s..e).is_none() {
-            continue;
-        }
-        let (s, e) = word_span(text, s, e);
-        match out.last_mut() {
-            Some(last) if s <= last.1 + 1 && text.get(last.1.min(s)..s).is_some_and(|gap| gap.trim().is_empty()) => {
-                last.1 = last.1.max(e);
-                last.2 = last.2.max(p);
+impl<'a> Words<'a> {
+    /// The words of `text`.
+    pub fn new(text: &'a str) -> Words<'a> {
+        let mut runs = Vec::new();
+        let mut start = None;
+        for (i, c) in text.char_indices() {
+            match (in_word(c), start) {
+                (true, None) => start = Some(i),
+                (false, Some(a)) => {
+                    runs.push((a, i));
+                    start = None;
+                }
+                _ => {}
             }
-            _ => out.push((s, e, p)),
         }
+        if let Some(a) = start {
+            runs.push((a, text.len()));
+        }
+        Words { text, runs }
     }
-    out
+
+    /// The byte span `s..e` widened to the whole word it is part of: back to the start
+    /// of the word that ends at or runs through `s`, on to the end of the word that
+    /// starts at or runs through `e`.
+    pub fn widen(&self, s: usize, e: usize) -> (usize, usize) {
+        // The run containing the character just before `s`, and the one containing the
+        // character at `e`.
+        let i = self.runs.partition_point(|r| r.1 < s);
+        let s = match self.runs.get(i) {
+            Some(&(a, b)) if a < s && s <= b => a,
+            _ => s,
+        };
+        let j = self.runs.partition_point(|r| r.1 <= e);
+        let e = match self.runs.get(j) {
+            Some(&(a, b)) if a <= e && e < b => b,
+            _ => e,
+        };
+        (s, e)
+    }
+
+    /// A token's case features from its byte offsets: its word starts with a capital;
+    /// is all capitals (two characters or more); has a digit; the token starts the word;
+    /// the word starts the text, a line or a sentence (after `. ! ? :`, a quote or an
+    /// opening bracket); of a word's first 64 characters. Zero for special tokens (empty
+    /// offsets).
+    pub fn case_features(&self, (s, e): (usize, usize)) -> [f32; CASE_FEATURES] {
+        let text = self.text;
+        if e <= s || text.get(s..e).is_none() {
+            return [0.0; CASE_FEATURES];
+        }
+        let (ws, we) = self.widen(s, e);
+        // The word's first characters only: a word of a whole text ("a-a-a-...") read once
+        // per token would cost the square of its length, and no name is that long.
+        let w: String = text[ws..we].chars().take(WORD_CHARS).collect();
+        let upper = w.chars().any(char::is_uppercase) && !w.chars().any(char::is_lowercase);
+        let before = text[..ws].trim_end_matches([' ', '\t']);
+        let opens = before.chars().next_back().is_none_or(|c| ".!?:\n\"'(".contains(c));
+        let b = |v: bool| if v { 1.0 } else { 0.0 };
+        [b(w.chars().next().is_some_and(char::is_uppercase)), b(w.chars().count() > 1 && upper), b(w.chars().any(char::is_numeric)), b(s == ws), b(opens)]
+    }
+
+    /// Spans whose tokens' probabilities (`(start, end, probability)` in byte offsets,
+    /// in order) reach `threshold`: each token widened to its word, neighbours separated
+    /// by nothing but spaces or tabs merged (not across lines: a list of names is a list);
+    /// each with its highest probability.
+    pub fn spans(&self, tokens: &[(usize, usize, f32)], threshold: f32) -> Vec<(usize, usize, f32)> {
+        let text = self.text;
+        let mut out: Vec<(usize, usize, f32)> = Vec::new();
+        for &(s, e, p) in tokens {
+            if e <= s || p < threshold || text.get(s..e).is_none() {
+                continue;
+            }
+            let (s, e) = self.widen(s, e);
+            match out.last_mut() {
+                Some(last) if s <= last.1 + 1 && text.get(last.1.min(s)..s).is_some_and(|gap| gap.chars().all(|c| c == ' ' || c == '\t')) => {
+                    last.1 = last.1.max(e);
+                    last.2 = last.2.max(p);
+                }
+                _ => out.push((s, e, p)),
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -202,32 +250,61 @@ mod tests {
     #[test]
     fn words_are_widened_and_neighbours_merged() {
         let text = "cc Jean-Luc O\u{2019}Neill, Zoë Ölund";
+        let words = Words::new(text);
         let j = text.find("Luc").unwrap();
-        assert_eq!(&text[word_span(text, j, j + 2).0..word_span(text, j, j + 2).1], "Jean-Luc");
+        let (a, b) = words.widen(j, j + 2);
+        assert_eq!(&text[a..b], "Jean-Luc");
+        let spans = |toks: &[(usize, usize, f32)], t: f32| words.spans(toks, t);
         let o = text.find("Neill").unwrap();
         let z = text.find("Zoë").unwrap();
         let toks = [(j, j + 3, 0.95), (o, o + 5, 0.93), (z, z + 2, 0.97), (z + 5, z + 7, 0.2)];
-        let got: Vec<&str> = spans(text, &toks, 0.9).iter().map(|(s, e, _)| &text[*s..*e]).collect();
+        let got: Vec<&str> = spans(&toks, 0.9).iter().map(|(s, e, _)| &text[*s..*e]).collect();
         assert_eq!(got, ["Jean-Luc O\u{2019}Neill", "Zoë"]);
         // A comma between two names keeps them apart.
         let toks = [(j, j + 3, 0.95), (z, z + 2, 0.97)];
-        assert_eq!(spans(text, &toks, 0.9).len(), 2);
+        assert_eq!(spans(&toks, 0.9).len(), 2);
         // Offsets off a character boundary or out of range are skipped, not a panic.
-        assert!(spans(text, &[(z + 2, z + 3, 0.99), (900, 901, 0.99)], 0.5).is_empty());
+        assert!(spans(&[(z + 2, z + 3, 0.99), (900, 901, 0.99)], 0.5).is_empty());
+        // Two names on two lines are two names.
+        let list = "Anna Berg\nPeter Braun";
+        let toks = [(0, 4, 0.99), (5, 9, 0.99), (10, 15, 0.99), (16, 21, 0.99)];
+        assert_eq!(Words::new(list).spans(&toks, 0.9), [(0, 9, 0.99), (10, 21, 0.99)]);
+        // Punctuation next to a word joins it, as the training pipeline's widening does.
+        let words = Words::new("Smith, Jones");
+        assert_eq!(words.widen(5, 6), (0, 6));
+        assert_eq!(words.widen(6, 7), (6, 12));
+    }
+
+    /// A text that is one long hyphenated word: widening every token to it costs a
+    /// binary search each, not a walk along the word (which made this quadratic).
+    #[test]
+    fn widening_every_token_of_one_long_word_is_linear() {
+        let time = |n: usize| {
+            let text = "a-".repeat(n);
+            let t = std::time::Instant::now();
+            let words = Words::new(&text);
+            let f: f32 = (0..n).map(|k| words.case_features((2 * k, 2 * k + 1))[0]).sum();
+            let spans = words.spans(&(0..n).map(|k| (2 * k, 2 * k + 1, 1.0)).collect::<Vec<_>>(), 0.5);
+            assert_eq!((f, spans.len()), (0.0, 1));
+            t.elapsed()
+        };
+        let (small, large) = (time(20_000), time(320_000));
+        assert!(large < small * 64, "16 times the text took {:?} against {:?}", large, small);
     }
 
     #[test]
     fn case_features_read_the_original_text() {
         let text = "Dear Ms SMITH: call ab12 now.\nAnna";
+        let words = Words::new(text);
         let f = |word: &str, from: usize| {
             let s = text.find(word).unwrap() + from;
-            case_features(text, (s, s + 1))
+            words.case_features((s, s + 1))
         };
         assert_eq!(f("Dear", 0), [1.0, 0.0, 0.0, 1.0, 1.0]);
         assert_eq!(f("SMITH", 0), [1.0, 1.0, 0.0, 1.0, 0.0]);
         assert_eq!(f("call", 0), [0.0, 0.0, 0.0, 1.0, 1.0], "after a colon");
         assert_eq!(f("ab12", 2), [0.0, 0.0, 1.0, 0.0, 0.0], "a token inside its word");
         assert_eq!(f("Anna", 0), [1.0, 0.0, 0.0, 1.0, 1.0], "a new line");
-        assert_eq!(case_features(text, (0, 0)), [0.0; CASE_FEATURES]);
+        assert_eq!(words.case_features((0, 0)), [0.0; CASE_FEATURES]);
     }
 }
