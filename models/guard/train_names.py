@@ -260,6 +260,8 @@ SAMPLES = [
     "Please add Dagmar Huffmann to the invoice for the Berlin office.",
     "Hi Mr Okafor, the Ford Focus is ready at Piazza Garibaldi.",
     "cc: jean-luc picard, Rue Victor Hugo 12, Lyon",
+    "Frau Jürgen Öztürk und Señora Zoë Ibáñez treffen sich in Köln.",
+    "ÉLODIE FORTIER a signé le contrat le 3 mars.",
 ]
 
 
