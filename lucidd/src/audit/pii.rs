@@ -614,19 +614,20 @@ impl PiiAuditor {
     /// the guardrails auditor's pass already found with the same model, else scored now.
     fn names(&self, stage: Stage, subject: &Subject, deadline: std::time::Instant) -> Result<Vec<Vec<super::EntitySpan>>, AuditError> {
         let Some(c) = &self.names else { return Ok(vec![Vec::new(); subject.segments.len()]) };
-        // Only what this model found, and only its people (a pack's other token heads
-        // are not this auditor's entities).
-        let mine = |s: &Segment| s.token_findings.get().filter(|t| t.model == c.dir).map(|t| t.spans.iter().filter(|f| f.0 == "person").cloned().collect::<Vec<_>>());
-        let todo: Vec<usize> = (0..subject.segments.len()).filter(|&i| mine(&subject.segments[i]).is_none() && !subject.segments[i].view.text.trim().is_empty()).collect();
+        // What this model's pass left on a segment (the guardrails auditor's, or ours).
+        fn found<'a>(s: &'a Segment, model: &std::path::Path) -> Option<&'a super::TokenFindings> {
+            s.token_findings.get().filter(|t| t.model == model)
+        }
+        let todo: Vec<&Segment> = subject.segments.iter().filter(|s| found(s, &c.dir).is_none() && !s.view.text.trim().is_empty()).collect();
         if !todo.is_empty() {
-            let texts: Vec<&str> = todo.iter().map(|&i| subject.segments[i].view.text.as_str()).collect();
+            let texts: Vec<&str> = todo.iter().map(|s| s.view.text.as_str()).collect();
             let scored = c.batcher.score(&texts, stage.priority(), deadline).map_err(|e| AuditError::new(format!("names classifier {}: {e}", c.dir.display())))?;
-            for (&i, scores) in todo.iter().zip(scored) {
-                let seg = &subject.segments[i];
+            for (seg, scores) in todo.into_iter().zip(scored) {
                 let _ = seg.token_findings.set(super::classify::token_findings(c.batcher.model(), &c.dir, &seg.view.text, 0, &scores));
             }
         }
-        Ok(subject.segments.iter().map(|s| mine(s).unwrap_or_default()).collect())
+        // Only its people: a pack's other token heads are not this auditor's entities.
+        Ok(subject.segments.iter().map(|s| found(s, &c.dir).map(|t| t.spans.iter().filter(|f| f.0 == "person").cloned().collect()).unwrap_or_default()).collect())
     }
 
     fn operator(&self, entity: &str) -> PiiOperator {

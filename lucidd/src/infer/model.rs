@@ -204,13 +204,18 @@ impl Model {
 
     /// Token ids of a text's windows (special tokens included); overlapping by a quarter.
     pub fn windows(&self, text: &str) -> Result<Vec<Vec<u32>>, InferError> {
-        Ok(self.tokenize(text)?.into_iter().map(|w| w.ids).collect())
+        Ok(self.encode(text, false)?.into_iter().map(|w| w.ids).collect())
     }
 
     /// A text's windows with what the token heads read besides the ids.
     pub fn tokenize(&self, text: &str) -> Result<Vec<Window>, InferError> {
+        self.encode(text, self.token_heads.iter().any(|h| h.case))
+    }
+
+    /// A text's windows, with case features where `case` asks for them.
+    fn encode(&self, text: &str, case: bool) -> Result<Vec<Window>, InferError> {
         let enc = self.tokenizer.encode(text, true).map_err(|e| InferError::Tokenizer(e.to_string()))?;
-        let words = self.token_heads.iter().any(|h| h.case).then(|| tokens::Words::new(text));
+        let words = case.then(|| tokens::Words::new(text));
         let window = |e: &tokenizers::Encoding| {
             let offsets: Vec<(usize, usize)> = e.get_offsets().iter().zip(e.get_special_tokens_mask()).map(|(o, special)| if *special == 1 { (0, 0) } else { *o }).collect();
             let case = match &words {
@@ -264,8 +269,12 @@ impl Model {
 
     /// `run` on the CPU backend, GPU or not.
     pub fn run_cpu(&self, batch: &Packed) -> Result<Vec<Vec<HeadOutput>>, InferError> {
-        let hidden = self.encoder.forward(batch)?;
-        Ok(self.heads.iter().map(|h| h.apply(&hidden, self.encoder.hidden(), batch)).collect())
+        Ok(self.apply_heads(&self.encoder.forward(batch)?, batch))
+    }
+
+    /// Every head on a batch's hidden states.
+    fn apply_heads(&self, hidden: &[f32], batch: &Packed) -> Vec<Vec<HeadOutput>> {
+        self.heads.iter().map(|h| h.apply(hidden, self.encoder.hidden(), batch)).collect()
     }
 
     /// `run` and every token head, from one encoder pass: `[token head][row]`
@@ -276,8 +285,7 @@ impl Model {
             return Ok((self.run(batch)?, Vec::new()));
         }
         let hidden = self.gpu_or_cpu(|gpu| gpu.hidden(batch, self.encoder.vocab()), || self.encoder.forward(batch))?;
-        let heads = self.heads.iter().map(|h| h.apply(&hidden, self.encoder.hidden(), batch)).collect();
-        Ok((heads, self.token_heads.iter().map(|t| t.apply(&hidden, batch, case)).collect()))
+        Ok((self.apply_heads(&hidden, batch), self.token_heads.iter().map(|t| t.apply(&hidden, batch, case)).collect()))
     }
 
     /// Moves the encoder onto GPU 0 (kernels compiled into, or read from, `kernel_cache`)

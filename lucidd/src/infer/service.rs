@@ -133,8 +133,7 @@ pub fn load(dir: &Path, wanted: BackendChoice, precision: Precision) -> Result<A
 /// head of the same pack (the PII auditor's names), so the pack is loaded once.
 pub fn shared(dir: &Path) -> Result<Arc<Classifier>, InferError> {
     let canonical = dir.canonicalize().map_err(|source| InferError::Io { path: dir.display().to_string(), source })?;
-    let held = LOADED.lock().unwrap_or_else(|p| p.into_inner()).iter().filter_map(Weak::upgrade).find(|c| c.dir == canonical);
-    match held {
+    match loaded().into_iter().find(|c| c.dir == canonical) {
         Some(c) => Ok(c),
         None => load(dir, BackendChoice::Auto, Precision::Auto),
     }
