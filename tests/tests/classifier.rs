@@ -286,4 +286,18 @@ fn the_default_pack_finds_and_redacts_peoples_names() {
     let controls = d.ctl_ok(&["status", "--controls"]);
     let unwrapped = controls.split_whitespace().collect::<Vec<_>>().join(" ");
     assert!(unwrapped.contains(&format!("people's names by the token head of {}", pack.canonicalize().unwrap().display())), "{controls}");
+    drop(d);
+
+    // `PII_OPERATORS: person=keep` is accepted and does what it says: names recorded, kept.
+    let keep = pii.replace("PII_REDACT_ON_DETECTION: \"true\"\n", "PII_REDACT_ON_DETECTION: \"true\"\n              PII_OPERATORS: person=keep\n");
+    assert_ne!(keep, pii);
+    let yaml = format!("apiVersion: lucid.io/v1alpha1\nkind: LucidEnvironment\nmetadata:\n  name: names-keep\nspec:\n  agents:\n    - name: a\n      model:\n        id: m\n      auditChain:\n        preRequest:\n{keep}");
+    std::fs::write(&cfg, yaml).unwrap();
+    let d = Daemon::start_env(&tmp.path().join("state-keep"), &["--config", cfg.to_str().unwrap()], &[("LUCID_MODEL_PACK", pack.to_str().unwrap())]);
+    let body = serde_json::json!({ "stage": "pre", "text": text }).to_string();
+    let (code, out) = d.http("POST", "/v1/audit", &body);
+    assert_eq!(code, 200, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["texts"][0], text, "kept: {v}");
+    assert!(v["decisions"][0]["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "person"), "recorded: {v}");
 }

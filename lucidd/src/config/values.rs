@@ -74,6 +74,8 @@ pub const PII_ENTITIES: &[&str] = &[
     "date_of_birth",
     "passport",
     "drivers_license",
+    // By the default model pack's token head, not a recogniser.
+    "person",
 ];
 
 /// Per-entity operators: `email_address=mask,us_ssn=hash`.
