@@ -273,6 +273,14 @@ fn the_batcher_scores_concurrent_requests_together_and_keeps_its_limits() {
     // A deadline already past is answered, not scored late.
     let past = Instant::now();
     assert!(matches!(batcher.score(&["late"], Priority::Response, past), Err(BatchError::Expired { .. })));
+    // By default a request that finds the encoder idle runs at once: no window spent
+    // waiting for company (it had cost every prompt and every response 2 ms).
+    let idle = Batcher::start(model.clone(), BatcherConfig::default()).unwrap();
+    for text in texts {
+        idle.score(&[text], Priority::Prompt, deadline).unwrap();
+    }
+    let waited = idle.stats.wait_us.load(std::sync::atomic::Ordering::Relaxed) / 3;
+    assert!(waited < 1_000, "a lone request waited {waited} us on average before its pass");
     // The queue is bounded.
     let small = Batcher::start(model, BatcherConfig { max_queue_tokens: 4, ..BatcherConfig::default() }).unwrap();
     assert!(matches!(small.submit(&["a text longer than four tokens"], Priority::Prompt, deadline), Err(BatchError::QueueFull { .. })));

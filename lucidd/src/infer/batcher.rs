@@ -1,6 +1,6 @@
 //! One queue for every classifier request, batched by token budget (as
-//! text-embeddings-inference does): requests wait at most a short window for company,
-//! prompts go before responses, a request past its deadline is answered with an error
+//! text-embeddings-inference does): a request that finds the encoder idle runs at once,
+//! those that arrive while a pass runs share the next one, prompts go before responses, a request past its deadline is answered with an error
 //! instead of being scored late, and the queue holds a bounded number of tokens.
 //!
 //! Callers tokenise on their own thread (`submit`), so the worker only packs and runs
@@ -19,7 +19,9 @@ use super::{InferError, Model, TextScores, Window};
 pub struct BatcherConfig {
     /// Tokens per encoder pass (a single larger request still runs, alone).
     pub max_batch_tokens: usize,
-    /// How long the oldest request may wait for others before its batch runs.
+    /// How long the oldest request may wait for others before its batch runs. Zero by
+    /// default: waiting for company costs every request at low load (two passes per
+    /// exchange), while under load requests gather anyway during the pass before theirs.
     pub max_wait: Duration,
     /// Tokens the queue may hold; more is refused (bounded memory).
     pub max_queue_tokens: usize,
@@ -27,7 +29,7 @@ pub struct BatcherConfig {
 
 impl Default for BatcherConfig {
     fn default() -> Self {
-        BatcherConfig { max_batch_tokens: 16_384, max_wait: Duration::from_millis(2), max_queue_tokens: 1 << 20 }
+        BatcherConfig { max_batch_tokens: 16_384, max_wait: Duration::ZERO, max_queue_tokens: 1 << 20 }
     }
 }
 
