@@ -42,8 +42,9 @@ const BIRTH_WORDS: &[&str] = &[
 /// Words that say a value is a driving licence's number, in the seven locales.
 const DRIVING_WORDS: &[&str] = &[
     "driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no", "licence no",
-    "license #", "license#", "licence #", "dmv", "dvla", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permis ", "permiso de conducir",
-    "carnet de conducir", "carné de conducir", "licencia de conducir", "patente di guida", "patente", "rijbewijs",
+    "license #", "license#", "licence #", "dmv", "dvla", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permis ",
+    "carnet de conduc", "carné de conduc", "licencia de conduc", "permiso de conduc", "patente di guida", "patente", "rijbewijs",
+    "fahrerlaubnis", "numéro de permis", "driving permit", "driver's permit", "dl number", "dl:", "license:", "licence:",
 ];
 
 /// Month names and their abbreviations in the seven locales, longest first within a
@@ -249,7 +250,9 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "drivers_license",
-                regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{4,14}[A-Z0-9]\b"),
+                // 5 to 20 characters: the US states' formats run from five (a letter,
+                // digits, letters alternating) to nineteen (a letter and 18 digits).
+                regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{3,18}[A-Z0-9]\b"),
                 context: Some(DRIVING_WORDS),
                 validate: |s| s.chars().any(|c| c.is_ascii_digit()),
                 score: 0.8,
@@ -893,6 +896,12 @@ mod tests {
         assert_eq!(kinds("the DMV says license # 4481920375 is expired"), ["drivers_license"]);
         assert_eq!(kinds("mi chiedono la patente: sulla tessera al punto 5 c'è scritto U1A2345678Z"), ["drivers_license"]);
         assert_eq!(kinds("nouvelle adresse, permis 120375910042"), ["drivers_license"]);
+        // The longest and shortest US formats, and the licence's names in Spanish and German.
+        assert_eq!(kinds("driver's license number W1234567890123456789 on file"), ["drivers_license"]);
+        assert_eq!(kinds("driver's license: A1B2C"), ["drivers_license"]);
+        assert_eq!(kinds("el permiso de conducción número 4KL29X7"), ["drivers_license"]);
+        assert_eq!(kinds("Nummer der Fahrerlaubnis: J0412345678"), ["drivers_license"]);
+        assert!(kinds("driver's license renewed in 2024").is_empty());
         // A DVLA number needs no word before it; its shape is not a word's.
         assert_eq!(kinds("renewal form: MORGA753116SM9IJ, expires 2031"), ["drivers_license"]);
         assert_eq!(kinds("ref JONES 610150 AB9CD"), ["drivers_license"]);

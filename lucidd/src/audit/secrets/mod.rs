@@ -421,6 +421,28 @@ mod tests {
             ("client = Client(\"AC0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6\", \"q8Zr2LmN0pXv4TbW7yKc1HdJ5sFa9GeQ\")", "q8Zr2LmN0pXv4TbW7yKc1HdJ5sFa9GeQ"),
             ("TWILIO_AUTH_TOKEN=0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6", "0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6"),
             ("DD_APP_KEY: 0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d61e2f3a4b", "0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d61e2f3a4b"),
+            // Hex keys whose entropy falls below the generic floor (3.4): 32 hex digits
+            // drawn from few of the sixteen, as a third of real ones are.
+            ("auth_token = \"a1a1b2b2c3c3d4d4a1a1b2b2c3c3d4d4\"", "a1a1b2b2c3c3d4d4a1a1b2b2c3c3d4d4"),
+            ("api_key: 00aa11bb22cc33dd44ee55ff00aa11bb", "00aa11bb22cc33dd44ee55ff00aa11bb"),
+            // Basic credentials in a headers dict and in an HTTP client's call.
+            ("headers = {\"Authorization\": \"Basic YWRtaW46UzNjcmV0IQ==\"}", "YWRtaW46UzNjcmV0IQ=="),
+            ("r = requests.get(url, auth=(\"svc-report\", \"Hollow_Pine8\"))", "Hollow_Pine8"),
+            ("client.get(url, auth=HTTPBasicAuth('admin', 'Kestrel#31'))", "Kestrel#31"),
+            // XML, SQL, docker and PowerShell; "pw" as a key.
+            ("<server><id>nexus</id><username>deploy</username><password>Gr4nite!Peak</password></server>", "Gr4nite!Peak"),
+            ("CREATE USER 'report'@'%' IDENTIFIED BY 'Otter_2291';", "Otter_2291"),
+            ("ALTER USER app IDENTIFIED WITH mysql_native_password BY 'Lynx77!x';", "Lynx77!x"),
+            ("docker login -u ci-bot -p Ember_Fox_19 registry.example.org", "Ember_Fox_19"),
+            ("$pw = ConvertTo-SecureString 'W1llow#Creek' -AsPlainText -Force", "W1llow#Creek"),
+            ("vpn user: jmeyer pw: Tannen2020!", "Tannen2020!"),
+            ("WLAN PW ist Kiefer#884", "Kiefer#884"),
+            // A sentence naming what the password is for, then a colon; keys in prose.
+            ("Passwort für den Router: Kiefer#884", "Kiefer#884"),
+            ("the password for the staging db: Quartz#19x", "Quartz#19x"),
+            ("mot de passe pour le wifi : Orage55#", "Orage55#"),
+            ("my Twilio auth token is 8f14e45fceea167a5a36dedd4bea2543", "8f14e45fceea167a5a36dedd4bea2543"),
+            ("Der API-Key für das Staging lautet sk9Xv2Lq7Tz4Wm1Rb8Nc", "sk9Xv2Lq7Tz4Wm1Rb8Nc"),
         ] {
             let got = found(text);
             assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
@@ -450,6 +472,24 @@ mod tests {
             "curl -u admin:$PASSWORD https://x",
             "the login page is /admin/login: nothing else",
             "my login is admin / password",
+            // The service-account file's type line is no secret (its private key is).
+            "{\"type\": \"service_account\", \"project_id\": \"demo\"}",
+            "<password>${env.NEXUS_PASSWORD}</password>",
+            "CREATE USER 'report'@'%' IDENTIFIED BY '{{ report_password }}';",
+            "docker login -u ci-bot -p $CI_REGISTRY_PASSWORD registry.example.org",
+            "docker login -u ci-bot --password-stdin < token.txt",
+            "r = requests.get(url, auth=(user, password))",
+            "pw = getpass.getpass()",
+            "pw = hash_password(raw)",
+            "the PW is on the sticky note",
+            "The password for the account: see the vault entry",
+            "Password requirements for admins: twelve characters",
+            "The API key is documented_in_the_wiki_section",
+            "the token is refreshed_automatically every hour",
+            "the secret is aaaaaaaaaaaaaaaaaaaaaaaa",
+            "The API key for production is stored in Vault.",
+            "auth_token = \"0000000000000000000000000000000a\"",
+            "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         ] {
             assert!(rules.scan(benign).is_empty(), "{benign}: {:?}", found(benign));
         }
