@@ -443,6 +443,12 @@ mod tests {
             ("mot de passe pour le wifi : Orage55#", "Orage55#"),
             ("my Twilio auth token is 8f14e45fceea167a5a36dedd4bea2543", "8f14e45fceea167a5a36dedd4bea2543"),
             ("Der API-Key für das Staging lautet sk9Xv2Lq7Tz4Wm1Rb8Nc", "sk9Xv2Lq7Tz4Wm1Rb8Nc"),
+            // Options on a command line; a password written before its name.
+            ("twilio profiles:create --auth-token 8f14e45fceea167a5a36dedd4bea2543", "8f14e45fceea167a5a36dedd4bea2543"),
+            ("./deploy.sh --api-key=Zq8vX3mT1kL9pW4nB7cR", "Zq8vX3mT1kL9pW4nB7cR"),
+            ("Sommer2024! is the new admin password", "Sommer2024!"),
+            ("Nimm Linde42@ als Passwort für den Testzugang", "Linde42@"),
+            ("utilise Orage55# comme mot de passe", "Orage55#"),
         ] {
             let got = found(text);
             assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
@@ -488,6 +494,12 @@ mod tests {
             "the token is refreshed_automatically every hour",
             "the secret is aaaaaaaaaaaaaaaaaaaaaaaa",
             "The API key for production is stored in Vault.",
+            "this is the password you asked about",
+            "Write it as the password field says.",
+            "use --token $GITHUB_TOKEN in CI",
+            "--secret-name prod-db-credentials",
+            "Is it the password?",
+            "12345 is not a strong password",
             "auth_token = \"0000000000000000000000000000000a\"",
             "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         ] {
