@@ -37,7 +37,10 @@ fn prose(bytes: usize, seed: usize) -> String {
     while s.len() < bytes {
         s.push_str(SENTENCES[i % SENTENCES.len()]);
         s.push(' ');
-        i = i * 7 + 3;
+        // Kept small: unbounded, `i` overflowed after 22 sentences (wrapping in release,
+        // a panic in debug), and the wrapped sequence repeated a few sentences a dozen
+        // times each in every 4 KB prompt.
+        i = (i * 7 + 3) % 65_521;
     }
     s.truncate(bytes);
     s
