@@ -840,6 +840,8 @@ def update_card(metrics: dict) -> None:
     rows += ["", "Sources (texts after deduplication and caps; train + test):", "", "| source | package | version | package licence | data licence | injection: benign / injection | toxicity: benign / toxic |", "|---|---|---|---|---|---|---|"]
     for key, v in metrics["data"]["sources"].items():
         c = v["counts"]
+        if not any(c.values()):
+            continue  # a source of an option not used in this run (--extra)
         n = lambda head, label: sum(c.get(f"{head}:{label}:{part}", 0) for part in ("train", "test"))
         rows.append(f"| {v['what']} | {v['package']} | {v.get('version', '-')} | {v.get('package_licence', '-')} | {v['data_licence']} | {n('injection', 'benign')} / {n('injection', 'injection')} | {n('toxicity', 'benign')} / {n('toxicity', 'toxic')} |")
     rows += ["", "Held-out scores by source (share of test texts at or above the default threshold):", "", "| head | source | label | n test | flagged |", "|---|---|---|---|---|"]
