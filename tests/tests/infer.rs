@@ -280,7 +280,7 @@ fn the_batcher_scores_concurrent_requests_together_and_keeps_its_limits() {
         idle.score(&[text], Priority::Prompt, deadline).unwrap();
     }
     let waited = idle.stats.wait_us.load(std::sync::atomic::Ordering::Relaxed) / 3;
-    assert!(waited < 1_000, "a lone request waited {waited} us on average before its pass");
+    assert!(waited < 2_000, "a lone request waited {waited} us on average before its pass (the old window was 2 ms)");
     // The queue is bounded.
     let small = Batcher::start(model, BatcherConfig { max_queue_tokens: 4, ..BatcherConfig::default() }).unwrap();
     assert!(matches!(small.submit(&["a text longer than four tokens"], Priority::Prompt, deadline), Err(BatchError::QueueFull { .. })));

@@ -44,7 +44,7 @@ const DRIVING_WORDS: &[&str] = &[
     "driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no", "licence no",
     "license #", "license#", "licence #", "dmv", "dvla", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permis ",
     "carnet de conduc", "carné de conduc", "licencia de conduc", "permiso de conduc", "patente di guida", "patente", "rijbewijs",
-    "fahrerlaubnis", "numéro de permis", "driving permit", "driver's permit", "dl number", "dl:", "license:", "licence:",
+    "fahrerlaubnis", "numéro de permis", "driving permit", "driver's permit", "dl number", " dl:", "license:", "licence:",
 ];
 
 /// Month names and their abbreviations in the seven locales, longest first within a
@@ -250,14 +250,23 @@ fn recognizers() -> &'static [Recognizer] {
             },
             Recognizer {
                 entity: "drivers_license",
-                // 5 to 20 characters: the US states' formats run from five (a letter,
-                // digits, letters alternating) to nineteen (a letter and 18 digits).
-                regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{3,18}[A-Z0-9]\b"),
+                // 5 to 19 characters: the US states' formats run from five (letters
+                // and digits alternating) to nineteen (a letter and 18 digits).
+                regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{3,17}[A-Z0-9]\b"),
                 context: Some(DRIVING_WORDS),
-                validate: |s| s.chars().any(|c| c.is_ascii_digit()),
+                // A digit, and not a versioned name after "License:" ("LGPL-2",
+                // "UTF-16", "ISO-8859"): no licence format has letters, a dash, digits.
+                validate: |s| s.chars().any(|c| c.is_ascii_digit()) && !is_versioned_name(s),
                 score: 0.8,
             },
         ]
+    })
+}
+
+/// "LGPL-2", "UTF-16", "ISO-8859", "MV-82": letters, a dash, then digits only.
+fn is_versioned_name(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(name, version)| {
+        (1..=5).contains(&name.len()) && name.chars().all(|c| c.is_ascii_uppercase()) && !version.is_empty() && version.chars().all(|c| c.is_ascii_digit() || c == '-')
     })
 }
 
@@ -897,8 +906,15 @@ mod tests {
         assert_eq!(kinds("mi chiedono la patente: sulla tessera al punto 5 c'è scritto U1A2345678Z"), ["drivers_license"]);
         assert_eq!(kinds("nouvelle adresse, permis 120375910042"), ["drivers_license"]);
         // The longest and shortest US formats, and the licence's names in Spanish and German.
-        assert_eq!(kinds("driver's license number W1234567890123456789 on file"), ["drivers_license"]);
+        assert_eq!(kinds("driver's license number W123456789012345678 on file"), ["drivers_license"]);
+        assert_eq!(kinds("driver's license: 482913"), ["drivers_license"]);
         assert_eq!(kinds("driver's license: A1B2C"), ["drivers_license"]);
+        // Licences of software, encodings, forms and trucks are not driving licences.
+        assert!(kinds("Package: foo\nLicense: GPL-3\nEncoding: UTF-8").is_empty());
+        assert!(kinds("License: LGPL-2\nCharset: UTF-16 or ISO-8859-1").is_empty());
+        assert_eq!(kinds("Name: J. Doe\nLicense: N55101775"), ["drivers_license"]);
+        assert!(kinds("the DMV form MV-82 and my F-150").is_empty());
+        assert!(kinds("<wsdl:types> encoding UTF-8").is_empty());
         assert_eq!(kinds("el permiso de conducción número 4KL29X7"), ["drivers_license"]);
         assert_eq!(kinds("Nummer der Fahrerlaubnis: J0412345678"), ["drivers_license"]);
         assert!(kinds("driver's license renewed in 2024").is_empty());
