@@ -437,6 +437,13 @@ mod tests {
             ("$pw = ConvertTo-SecureString 'W1llow#Creek' -AsPlainText -Force", "W1llow#Creek"),
             ("$pw = ConvertTo-SecureString 'P@ssw0rd9' -Force -AsPlainText", "P@ssw0rd9"),
             ("r = requests.get(url, auth=(USERNAME, \"Hollow_Pine8\"))", "Hollow_Pine8"),
+            // Left open by the review, now read: a spelled-out name and a colon, XML
+            // attributes, SET PASSWORD, a colon after the verb.
+            ("My API key: Zq8vX3mT1kL9pW4nB7cR", "Zq8vX3mT1kL9pW4nB7cR"),
+            ("<property name=\"db.password\" value=\"Granite_77x\"/>", "Granite_77x"),
+            ("<add key=\"SmtpPassword\" value=\"Heron#2291\" />", "Heron#2291"),
+            ("SET PASSWORD FOR 'app'@'%' = 'Pelican_88!';", "Pelican_88!"),
+            ("the new password will be: Osprey#4410", "Osprey#4410"),
             ("vpn user: jmeyer pw: Tannen2020!", "Tannen2020!"),
             ("WLAN PW ist Kiefer#884", "Kiefer#884"),
             // A sentence naming what the password is for, then a colon; keys in prose.
@@ -549,6 +556,13 @@ mod tests {
             "Authorization: Basic authentication is deprecated",
             "token_sha256=e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
             "\"author_commit\": \"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b\"",
+            "<property name=\"db.password\" value=\"${DB_PASSWORD}\"/>",
+            "<add key=\"SmtpPassword\" value=\"%SMTP_PASSWORD%\" />",
+            "<property name=\"password.minLength\" value=\"12\"/>",
+            "SET PASSWORD FOR 'app'@'%' = '{{ app_password }}';",
+            "the password is: required",
+            "API key: see the dashboard",
+            "Access token: valid for one hour",
             "auth_token = \"0000000000000000000000000000000a\"",
             "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
         ] {
