@@ -44,7 +44,7 @@ const DRIVING_WORDS: &[&str] = &[
     "driver's licen", "drivers licen", "driver licen", "driving licen", "dl#", "dl no", "licence number", "license number", "license no", "licence no",
     "license #", "license#", "licence #", "dmv", "dvla", "führerschein", "fuhrerschein", "permis de conduire", "permis n", "permis ",
     "carnet de conduc", "carné de conduc", "licencia de conduc", "permiso de conduc", "patente di guida", "patente", "rijbewijs",
-    "fahrerlaubnis", "numéro de permis", "driving permit", "driver's permit", "dl number", " dl:", "license:", "licence:",
+    "fahrerlaubnis", "numéro de permis", "driving permit", "driver's permit", "dl number", "dl:", "license:", "licence:",
 ];
 
 /// Month names and their abbreviations in the seven locales, longest first within a
@@ -536,7 +536,9 @@ fn has_context_within(text: &str, start: usize, window: usize, words: &[&str]) -
         from -= 1;
     }
     let before = text[from..start].to_lowercase();
-    words.iter().any(|w| before.contains(w))
+    // A context word starts a word ("tin" is not in "setting", "dl" not in "wsdl"); it
+    // may end inside one, as prefixes do ("führerschein" in "führerscheinnummer").
+    words.iter().any(|w| before.match_indices(w).any(|(i, _)| !before[..i].chars().next_back().is_some_and(char::is_alphanumeric)))
 }
 
 /// Finds PII in one text (a normalised view or a decoded layer): (entity, start, end, score).
@@ -915,6 +917,10 @@ mod tests {
         assert_eq!(kinds("Name: J. Doe\nLicense: N55101775"), ["drivers_license"]);
         assert!(kinds("the DMV form MV-82 and my F-150").is_empty());
         assert!(kinds("<wsdl:types> encoding UTF-8").is_empty());
+        assert_eq!(kinds("DL: X1234567"), ["drivers_license"]);
+        // A context word must start a word: "setting" holds no "tin", "wsdl" no "dl".
+        assert_eq!(kinds("TIN 86095742719"), ["de_tax_id"]);
+        assert!(kinds("after setting 86095742719").is_empty());
         assert_eq!(kinds("el permiso de conducción número 4KL29X7"), ["drivers_license"]);
         assert_eq!(kinds("Nummer der Fahrerlaubnis: J0412345678"), ["drivers_license"]);
         assert!(kinds("driver's license renewed in 2024").is_empty());
