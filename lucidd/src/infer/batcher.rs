@@ -1,7 +1,8 @@
 //! One queue for every classifier request, batched by token budget (as
 //! text-embeddings-inference does): a request that finds the encoder idle runs at once,
-//! those that arrive while a pass runs share the next one, prompts go before responses, a request past its deadline is answered with an error
-//! instead of being scored late, and the queue holds a bounded number of tokens.
+//! those that arrive while a pass runs share the next one, prompts go before responses,
+//! a request past its deadline is answered with an error instead of being scored late,
+//! and the queue holds a bounded number of tokens.
 //!
 //! Callers tokenise on their own thread (`submit`), so the worker only packs and runs
 //! the encoder; every head is scored in that one pass.
