@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod classify;
+pub mod encodings;
 pub mod guardrails;
 pub mod normalize;
 pub mod pii;

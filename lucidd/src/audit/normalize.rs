@@ -8,6 +8,7 @@
 //! and a finding inside a layer maps to the whole encoded token.
 
 use unicode_normalization::UnicodeNormalization;
+use super::encodings;
 
 /// The normalised text and, for each of its bytes, where it came from.
 #[derive(Clone, Debug, Default)]
@@ -104,18 +105,32 @@ pub fn fixed(pattern: &str) -> regex::Regex {
     regex::Regex::new(pattern).expect("built-in pattern compiles (checked by unit tests)")
 }
 
-/// Decodes base64 and hex tokens whose content is mostly printable text.
+/// Decodes base64, base32, hex and binary-digit tokens whose content is mostly
+/// printable text.
 pub fn decoded_layers(text: &str) -> Vec<Layer> {
     let mut out = Vec::new();
+    for (start, end, decoded) in encodings::binary_runs(text) {
+        if let Some(decoded) = printable(decoded) {
+            out.push(Layer { encoding: "binary", text: decoded, span: (start, end) });
+        }
+    }
     let bytes = text.as_bytes();
     for (start, mut end) in runs(bytes, |b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'_' | b'-'), 20) {
-        // Base64 padding: at most two '='.
-        end += bytes[end..].iter().take(2).take_while(|b| **b == b'=').count();
+        if out.iter().any(|l| l.span.0 <= start && end <= l.span.1) {
+            continue;
+        }
+        // Padding: at most two '=' for base64, six for base32.
+        let padding = bytes[end..].iter().take(6).take_while(|b| **b == b'=').count();
         let token = &text[start..end];
         let is_hex = token.len() >= 24 && token.len().is_multiple_of(2) && token.bytes().all(|b| b.is_ascii_hexdigit());
-        let decoded = if is_hex { lucid_common::hex::decode(token) } else { decode_base64(token.trim_end_matches('=')) };
-        if let Some(decoded) = decoded.and_then(printable) {
-            out.push(Layer { encoding: if is_hex { "hex" } else { "base64" }, text: decoded, span: (start, end) });
+        let found = if is_hex {
+            lucid_common::hex::decode(token).and_then(printable).map(|t| ("hex", t, 0))
+        } else {
+            decode_base64(token).and_then(printable).map(|t| ("base64", t, padding.min(2))).or_else(|| encodings::decode_base32(token).and_then(printable).map(|t| ("base32", t, padding)))
+        };
+        if let Some((encoding, decoded, pad)) = found {
+            end += pad;
+            out.push(Layer { encoding, text: decoded, span: (start, end) });
         }
     }
     out
@@ -159,9 +174,11 @@ fn printable(bytes: Vec<u8>) -> Option<String> {
 
 /// What a text may mean besides what it says, for scorers that read whole texts (the
 /// classifier): each reading that differs from the (normalised) text and from the
-/// others, named. Decoded base64/hex layers are read from [`decoded_layers`]; here:
-/// spaced-out letters joined (`spaced`), leetspeak folded (`leetspeak`) and rot13 where
-/// it reads as more English than the text does (`rot13`). A plain text has none, so
+/// others, named. Decoded base64/base32/hex/binary layers are read from
+/// [`decoded_layers`]; here: spaced-out letters joined (`spaced`), leetspeak folded
+/// (`leetspeak`), rot13 where it reads as more English than the text does (`rot13`),
+/// escape sequences decoded (`escapes`), Morse code (`morse`) and text read backwards
+/// where that reads as English (`reversed`). A plain text has none, so
 /// it costs nothing more to score.
 pub fn readings(text: &str) -> Vec<(&'static str, String)> {
     let mut out: Vec<(&'static str, String)> = Vec::new();
@@ -176,6 +193,11 @@ pub fn readings(text: &str) -> Vec<(&'static str, String)> {
     let rot = rot13(text);
     let english = english_words(&rot);
     add("rot13", (english >= 2 && english > english_words(text)).then_some(rot));
+    add("escapes", encodings::decode_escapes(text));
+    add("morse", encodings::decode_morse(text));
+    for (name, reading) in encodings::reversed(text, english_words) {
+        add(name, Some(reading));
+    }
     out
 }
 
