@@ -398,6 +398,12 @@ mod tests {
             ("Mein Passwort ist Sommer2024!", "Sommer2024!"),
             ("Le mot de passe est Soleil#2023", "Soleil#2023"),
             ("La contraseña es Verano2024*", "Verano2024*"),
+            // Argument lists, basic credentials encoded in code, a key cut short.
+            ("subprocess.run([\"vault\", \"login\", \"--token\", \"hvs.CAESIJ4k9Xq2LmNpR7tYw\"])", "hvs.CAESIJ4k9Xq2LmNpR7tYw"),
+            ("args = ['--password', 'Kaffee#2024', '--host', 'db']", "Kaffee#2024"),
+            ("headers: { Authorization: 'Basic ' + btoa('admin:Sommer2024!') }", "Sommer2024!"),
+            ("auth = base64.b64encode(b\"svc-deploy:Tr0ub4dor&3\").decode()", "Tr0ub4dor&3"),
+            ("{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4", "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4"),
             ("La password è Estate2024!", "Estate2024!"),
             ("Het wachtwoord is Zomer2024!", "Zomer2024!"),
             ("pwd = 12345678", "12345678"),
@@ -565,6 +571,13 @@ mod tests {
             "Access token: valid for one hour",
             "auth_token = \"0000000000000000000000000000000a\"",
             "sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            "cmd = [\"app\", \"--token\", \"$VAULT_TOKEN\"]",
+            "argv = ['--password', '--stdin']",
+            "['--token', '/run/secrets/token']",
+            "btoa(`${user}:${pass}`)",
+            "btoa('hello world')",
+            "-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----",
+            "the file starts with -----BEGIN PRIVATE KEY----- and ends with the END line",
         ] {
             assert!(rules.scan(benign).is_empty(), "{benign}: {:?}", found(benign));
         }
