@@ -195,7 +195,7 @@ pub fn readings(text: &str) -> Vec<(&'static str, String)> {
     add("rot13", (english >= 2 && english > english_words(text)).then_some(rot));
     add("escapes", encodings::decode_escapes(text));
     add("morse", encodings::decode_morse(text));
-    for (name, reading) in encodings::reversed(text, english_words) {
+    for (name, reading) in encodings::reversed(text, is_common_english) {
         add(name, Some(reading));
     }
     out
@@ -317,12 +317,18 @@ pub fn fold_leet(text: &str) -> Option<String> {
 
 /// How many common English words `text` has (to tell rot13 text from ordinary text).
 fn english_words(text: &str) -> usize {
+    text.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| is_common_english(w)).count()
+}
+
+/// Whether an ASCII word is one of the common English (and attack) words that tell
+/// decoded English from noise.
+fn is_common_english(word: &str) -> bool {
     const COMMON: [&str; 40] = [
         "the", "and", "you", "all", "your", "are", "for", "that", "this", "with", "not", "now", "from", "what", "any", "have", "will", "must", "tell",
         "ignore", "previous", "instructions", "system", "prompt", "rules", "reveal", "password", "forget", "disregard", "above", "secret", "act", "as",
         "is", "to", "of", "it", "do", "me", "be",
     ];
-    text.split(|c: char| !c.is_ascii_alphabetic()).filter(|w| COMMON.iter().any(|c| c.eq_ignore_ascii_case(w))).count()
+    COMMON.iter().any(|c| c.eq_ignore_ascii_case(word))
 }
 
 /// rot13 of ASCII letters (the length and offsets are unchanged).
