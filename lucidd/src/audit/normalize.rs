@@ -105,13 +105,18 @@ pub fn fixed(pattern: &str) -> regex::Regex {
     regex::Regex::new(pattern).expect("built-in pattern compiles (checked by unit tests)")
 }
 
-/// Decodes base64, base32, hex and binary-digit tokens whose content is mostly
-/// printable text.
+/// Decodes base64, base32, hex (unbroken or in spaced pairs) and binary-digit tokens
+/// whose content is mostly printable text.
 pub fn decoded_layers(text: &str) -> Vec<Layer> {
     let mut out = Vec::new();
-    for (start, end, decoded) in encodings::binary_runs(text) {
-        if let Some(decoded) = printable(decoded) {
-            out.push(Layer { encoding: "binary", text: decoded, span: (start, end) });
+    // Digit groups decode to text only if half of it is letters (a list of numbers
+    // can decode to printable punctuation).
+    let wordy = |d: &Vec<u8>| d.iter().filter(|c| c.is_ascii_alphabetic()).count() * 2 >= d.len();
+    for (encoding, runs) in [("binary", encodings::binary_runs(text)), ("hex", encodings::hex_pair_runs(text))] {
+        for (start, end, decoded) in runs.into_iter().filter(|(_, _, d)| wordy(d)) {
+            if let Some(decoded) = printable(decoded) {
+                out.push(Layer { encoding, text: decoded, span: (start, end) });
+            }
         }
     }
     let bytes = text.as_bytes();
