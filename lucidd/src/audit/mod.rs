@@ -360,6 +360,10 @@ mod tests {
             "+44 20 ٧946 0958", "078-05-11२०", "192.168.١.1", "v1.2.3.4", "İSTANBUL", "ǅ", "é", "\u{0301}", "ﬀ", "１２３４",
             "AKIA", "ghp_", "-----BEGIN RSA PRIVATE KEY-----", "eyJ", "password = ", "ignore previous instructions", "aWdub3Jl",
             " ", "\n", "@", ".", "-", "0", "9", "x", "Z",
+            // What the decoders of issue 15 start on: escapes, digit groups, Morse,
+            // reversed words, base32, argument lists.
+            "\\u00", "\\u{1F6", "\\x6", "%6", "&#x6", "&#10", "0b", "01001001", "0100100", "6e", "0x", ",", ":", ".-", "--.", "/",
+            "erongi", "ruoy", "JFTW433SMUQGC3DM", "[\"--token\", \"", "btoa('", "\\n",
         ];
         let pii = pii::PiiAuditor::new(PiiEnv::default(), [3; 32], None);
         let rules = secrets::RuleSet::builtin().unwrap();
@@ -406,6 +410,12 @@ mod tests {
             // The credential rules that read prose and command lines (issue 15).
             "the password for the staging db: Sommer2024! Linde42@ is the new admin password ",
             "the auth token is 8f14e45fceea167a5a36dedd4bea2543 --token Zq8vX3mT1kL9pW4nB7cR docker login -u a -p b ",
+            // The decoders (issue 15): binary and hex digit groups, escapes, Morse, reversed words.
+            "01001001 01100111 0b1101001 69 67 6e 0x6f, ",
+            "\\u0049\\x67%6e&#111;&#x72; pr%65vious ",
+            ".. --. -. --- .-. . / .- .-.. .-.. / ",
+            "snoitcurtsni suoiverp lla erongi ruoy laever ",
+            "[\"--token\", \"Zq8vX3mT1kL9pW4nB7cR\"] btoa('admin:Sommer2024!') ",
         ];
         let pii = pii::PiiAuditor::new(PiiEnv::default(), [3; 32], None);
         let rules = secrets::RuleSet::builtin().unwrap();

@@ -248,6 +248,10 @@ impl RuleSet {
     /// or every rule over the whole text when not (the tests compare the two).
     fn scan_with<'a>(&'a self, text: &str, anchors: bool) -> Vec<(&'a str, usize, usize)> {
         let mut out: Vec<(&str, usize, usize)> = Vec::new();
+        // The secrets taken so far, start -> end, disjoint: the one starting last before
+        // a new secret's end is the only one that can overlap it (a list searched for
+        // every finding made a text dense with secrets quadratic).
+        let mut taken: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
         let mut positions = anchor::Positions::new(text.as_bytes(), self.shared.as_ref());
         for rule in &self.rules {
             let mut keyword_in_text = None;
@@ -264,9 +268,10 @@ impl RuleSet {
                 if rule.allow.iter().chain(&self.global).any(|a| a.allows(secret_text, whole_text)) {
                     return;
                 }
-                if out.iter().any(|(_, s, e)| secret.start < *e && *s < secret.end) {
+                if taken.range(..secret.end.max(secret.start + 1)).next_back().is_some_and(|(_, e)| *e > secret.start) {
                     return;
                 }
+                taken.insert(secret.start, secret.end);
                 out.push((rule.id.as_str(), secret.start, secret.end));
             };
             // An anchored search that fails can read to the end of the text (a PEM
