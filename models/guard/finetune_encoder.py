@@ -37,7 +37,10 @@ with direct overrides down from 0.905 to 0.738. The names head retrained over it
 precision (dev 0.83 -> 0.74 at 0.95). So it trades precision for recall and is not the
 default: the training data lacks benign text that looks like an attack (security
 discussion, quoted attacks, documents with instructions for people), which the
-fine-tuned encoder learns to flag.
+fine-tuned encoder learns to flag. Trained again with `train_heads.py`'s `package_docs()` look-alikes
+(garak's and PyRIT's docstrings, README paragraphs) and measured on dev only beside the
+heuristics of that day: 0.872 at 3 of 102 false positives, against 0.866 at 3 of 102
+for the default pack; the heuristics had caught up with most of what it added.
 
 Writes `encoder_lora.safetensors` (for each adapted weight W of shape [out, in]:
 `W.lora_a` [8, in] and `W.lora_b` [out, 8], with W' = W + lora_b @ lora_a * alpha / rank;
