@@ -247,11 +247,10 @@ impl RuleSet {
     /// `scan`, with anchored searches for the rules that have an anchor when `anchors`,
     /// or every rule over the whole text when not (the tests compare the two).
     fn scan_with<'a>(&'a self, text: &str, anchors: bool) -> Vec<(&'a str, usize, usize)> {
-        let mut out: Vec<(&str, usize, usize)> = Vec::new();
-        // The secrets taken so far, start -> end, disjoint: the one starting last before
-        // a new secret's end is the only one that can overlap it (a list searched for
-        // every finding made a text dense with secrets quadratic).
-        let mut taken: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+        // The secrets taken so far, start -> (end, rule), disjoint: the one starting last
+        // before a new secret's end is the only one that can overlap it (a list searched
+        // for every finding made a text dense with secrets quadratic).
+        let mut taken: std::collections::BTreeMap<usize, (usize, &str)> = std::collections::BTreeMap::new();
         let mut positions = anchor::Positions::new(text.as_bytes(), self.shared.as_ref());
         for rule in &self.rules {
             let mut keyword_in_text = None;
@@ -268,11 +267,10 @@ impl RuleSet {
                 if rule.allow.iter().chain(&self.global).any(|a| a.allows(secret_text, whole_text)) {
                     return;
                 }
-                if taken.range(..secret.end.max(secret.start + 1)).next_back().is_some_and(|(_, e)| *e > secret.start) {
+                if taken.range(..secret.end.max(secret.start + 1)).next_back().is_some_and(|(_, (e, _))| *e > secret.start) {
                     return;
                 }
-                taken.insert(secret.start, secret.end);
-                out.push((rule.id.as_str(), secret.start, secret.end));
+                taken.insert(secret.start, (secret.end, rule.id.as_str()));
             };
             // An anchored search that fails can read to the end of the text (a PEM
             // header with no footer), so a rule runs anchored at most at
@@ -303,8 +301,7 @@ impl RuleSet {
                 None => rule.regex.captures_iter(text).for_each(|caps| accept(&caps)),
             }
         }
-        out.sort_by_key(|(_, s, _)| *s);
-        out
+        taken.into_iter().map(|(start, (end, id))| (id, start, end)).collect()
     }
 }
 
