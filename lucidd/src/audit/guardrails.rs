@@ -68,6 +68,9 @@ fn patterns(jailbreak: bool) -> &'static [Pattern] {
     // Patterns are lower case and run on lower-cased text (measured faster than `(?i)`);
     // the lower-casing keeps byte offsets, so spans map back exactly.
     let p = |regex: &str, weight: f64| Pattern { regex: fixed(&spaced(regex)), weight };
+    // Sending `what` to an e-mail address, in German, French, Spanish, Italian and Dutch
+    // (informal and polite forms), the noun right after the verb.
+    let exfil = |what: &str| format!(r"\b(?:sende|senden sie|schicke|schicken sie|schick|leite|leiten sie|[üu]bermittle|[üu]bermitteln sie|envoie|envoyez|transf[èe]re|transf[ée]rez|transmets|transmettez|env[íi]a|env[íi]e|reenv[íi]a|reenv[íi]e|manda|mande|invia|inviate|inoltra|inoltrate|stuur|verstuur|stuurt u) (?:\S+ ){{0,2}}{what}\b[^\n]{{0,40}}\b(?:an|[àa]|a|naar)\b[^\n@]{{0,30}}?[\w.+-]+@\S+");
     if jailbreak {
         JAILBREAK.get_or_init(|| {
             vec![
@@ -151,8 +154,8 @@ fn patterns(jailbreak: bool) -> &'static [Pattern] {
                 p(r"\b(?:neue anweisungen|nouvelles (?:instructions|consignes)|nuevas instrucciones|nuove istruzioni|nieuwe instructies|novas instru[çc][õo]es)\s*:", 0.6),
                 // Sending the conversation, passwords or customer data to someone, as the
                 // English exfiltration pattern above.
-                p(r"\b(?:sende|senden sie|schicke|schicken sie|schick|leite|leiten sie|[üu]bermittle|[üu]bermitteln sie|envoie|envoyez|transf[èe]re|transf[ée]rez|transmets|transmettez|env[íi]a|env[íi]e|reenv[íi]a|reenv[íi]e|manda|mande|invia|inviate|inoltra|inoltrate|stuur|verstuur|stuurt u|stuur) (?:\S+ ){0,2}(?:gespr[äa]chsverlauf|chatverlauf|passw[öo]rter|kennw[öo]rter|api-schl[üu]ssel|zugangsdaten|historique de (?:la |notre |cette )?conversation|mots de passe|cl[ée]s? api|historial de (?:la |esta |nuestra )?conversaci[óo]n|contrase[ñn]as|claves? api|cronologia (?:della )?(?:conversazione|chat)|password|chiavi api|gespreksgeschiedenis|wachtwoorden|api-sleutels)\b[^\n]{0,40}\b(?:an|[àa]|a|naar)\b[^\n@]{0,30}?[\w.+-]+@\S+", 0.8),
-                p(r"\b(?:sende|senden sie|schicke|schicken sie|schick|leite|leiten sie|[üu]bermittle|[üu]bermitteln sie|envoie|envoyez|transf[èe]re|transf[ée]rez|transmets|transmettez|env[íi]a|env[íi]e|reenv[íi]a|reenv[íi]e|manda|mande|invia|inviate|inoltra|inoltrate|stuur|verstuur|stuurt u|stuur) (?:\S+ ){0,2}(?:kundendaten|kundenliste|donn[ée]es clients?|liste (?:des )?clients|datos de (?:los )?clientes|lista de clientes|dati (?:dei )?clienti|lista (?:dei )?clienti|klantgegevens|klantenlijst)\b[^\n]{0,40}\b(?:an|[àa]|a|naar)\b[^\n@]{0,30}?[\w.+-]+@\S+", 0.6),
+                p(&exfil(r"(?:gespr[äa]chsverlauf|chatverlauf|passw[öo]rter|kennw[öo]rter|api-schl[üu]ssel|zugangsdaten|historique de (?:la |notre |cette )?conversation|mots de passe|cl[ée]s? api|historial de (?:la |esta |nuestra )?conversaci[óo]n|contrase[ñn]as|claves? api|cronologia (?:della )?(?:conversazione|chat)|password|chiavi api|gespreksgeschiedenis|wachtwoorden|api-sleutels)"), 0.8),
+                p(&exfil(r"(?:kundendaten|kundenliste|donn[ée]es clients?|liste (?:des )?clients|datos de (?:los )?clientes|lista de clientes|dati (?:dei )?clienti|lista (?:dei )?clienti|klantgegevens|klantenlijst)"), 0.6),
                 p(r"\b(?:ab (?:jetzt|sofort)|von nun an)\b.{0,40}\b(?:keine (?:regeln|einschr[äa]e?nkungen|grenzen|filter)|alle internen|jeden befehl)", 0.85),
                 p(r"\b(?:d[ée]sormais|dor[ée]navant|[àa] partir de maintenant)\b.{0,40}\b(?:aucune (?:r[èe]gle|restriction|limite)|tu ob[ée]is|sans exception)", 0.85),
                 p(r"\b(?:a partir de ahora|desde ahora|de ahora en adelante)\b.{0,40}\b(?:sin (?:reglas|restricciones|l[íi]mites)|no tienes (?:reglas|restricciones|l[íi]mites)|obedece)", 0.85),
