@@ -204,7 +204,13 @@ fn structured(endpoint: Endpoint, value: &Value, pointer: &str, policy: &AgentGa
         (Endpoint::Completions | Endpoint::Embeddings, other) => return Err(malformed(pointer, &format!("the prompt must be text or token ids, not {}", kind(other)))),
         (_, Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
-                let role = item.get("role").and_then(Value::as_str).unwrap_or("user");
+                // A Responses item without a role is the user's, except a tool's result
+                // (function_call_output, custom_tool_call_output, ...), which is a tool's:
+                // the auditors read tool results as data, as they read chat's tool messages.
+                let role = item.get("role").and_then(Value::as_str).unwrap_or_else(|| match item.get("type").and_then(Value::as_str) {
+                    Some(t) if t.ends_with("_call_output") => "tool",
+                    _ => "user",
+                });
                 walk(item, &format!("{pointer}/{i}"), role, policy, out)?;
             }
         }
@@ -509,6 +515,11 @@ mod tests {
         for want in ["I1", "U1", "FN", "FA", "FO", "AS", "SN", "SK"] {
             assert!(got.iter().any(|t| t == want), "{want} not read: {got:?}");
         }
+        // A tool's output is read in the tool role, as chat's tool messages are.
+        let policy = AgentGateway::default();
+        let s = request(Endpoint::Responses, &json!({"model": "m", "input": [{"type": "function_call_output", "call_id": "c", "output": "FO"}, {"type": "message", "content": "UM"}]}), &policy, None).unwrap();
+        assert!(s.texts.iter().any(|(_, role, t)| t == "FO" && role.as_deref() == Some("tool")), "{:?}", s.texts);
+        assert!(s.texts.iter().any(|(_, role, t)| t == "UM" && role.as_deref() == Some("user")), "{:?}", s.texts);
     }
 
     /// Random bodies (nested objects, arrays, strings with pointer-special characters,
