@@ -127,14 +127,6 @@ def batch_ids(tok, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def pooled(model, ids, mask):
-    """Mean over the tokens, L2-normalised: the pack's pooling."""
-    hidden = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    p = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-    return p / p.norm(dim=1, keepdim=True).clamp(min=1e-12)
-
-
 def balanced(y: np.ndarray) -> tuple[float, float]:
     """Weights of class 0 and 1 so each carries half the total (labelled texts only)."""
     n0, n1 = int((y == 0).sum()), int((y == 1).sum())
@@ -176,7 +168,7 @@ def main() -> None:
         rng.shuffle(batches)
         for b in batches:
             ids, mask = batch_ids(enc.tok, [examples[train[j]].text for j in b])
-            logits = head(pooled(model, ids, mask))
+            logits = head(th.pool(model, ids, mask))
             loss = torch.zeros(())
             for k, h in enumerate(th.HEADS):
                 y = torch.tensor(labels[h][b], dtype=torch.float32)

@@ -703,11 +703,7 @@ class Encoder:
             for r, i in enumerate(idx):
                 ids[r, : len(seqs[i])] = torch.tensor(seqs[i])
                 mask[r, : len(seqs[i])] = 1
-            hidden = self.model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
-            m = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-            pooled = pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
-            out[idx] = pooled.numpy()
+            out[idx] = pool(self.model, ids, mask).numpy()
             start = end
         return out
 
@@ -734,6 +730,15 @@ class Encoder:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache_file, **cache)
         return np.stack([cache[k] for k in keys]), np.array(owner)
+
+
+def pool(model, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The pack's embedding of a batch: the encoder's last hidden states averaged over
+    each sequence's tokens (special tokens included, padding excluded), L2-normalised."""
+    hidden = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).last_hidden_state
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+    return pooled / pooled.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
 # ---------------------------------------------------------------- split
