@@ -17,6 +17,7 @@
 //! `key-` or `eyj` occur in prose.
 
 mod anchor;
+mod tables;
 
 use std::sync::{Arc, OnceLock};
 
@@ -131,7 +132,10 @@ struct Rule {
     regex: meta::Regex,
     /// Where matches can begin, when that can be known without running the regex.
     anchor: Option<anchor::Anchor>,
-    secret_group: usize,
+    /// The capture group holding the secret; `None` (gitleaks' `secretGroup` unset or
+    /// 0) takes the first group that matched something, as gitleaks does, and the whole
+    /// match where none did.
+    secret_group: Option<usize>,
     entropy: Option<f64>,
     /// The rule's keywords (ASCII case-insensitive); `None` when it has none.
     keywords: Option<AhoCorasick>,
@@ -153,6 +157,8 @@ pub struct RuleSet {
     global: Vec<Allow>,
     /// The pass over the prefixes of the rules anchored `Via::Shared`.
     shared: Option<aho_corasick::packed::Searcher>,
+    /// Whether password columns of tables are read too (`tables`): the built-in set.
+    tables: bool,
 }
 
 fn compile_allow(file: &str, rule: &str, a: GlAllowlist) -> Result<Allow, RulesError> {
@@ -194,7 +200,7 @@ impl RuleSet {
             };
             rules.push(Rule {
                 id: r.id,
-                secret_group: r.secret_group.unwrap_or(0).min(regex.captures_len().saturating_sub(1)),
+                secret_group: r.secret_group.filter(|g| *g > 0).map(|g| g.min(regex.captures_len().saturating_sub(1))),
                 anchor: planner.plan(source),
                 regex,
                 entropy: r.entropy,
@@ -213,7 +219,7 @@ impl RuleSet {
                 rule.anchor.take_if(|a| a.via == anchor::Via::Shared);
             }
         }
-        Ok(RuleSet { rules, global, shared })
+        Ok(RuleSet { rules, global, shared, tables: false })
     }
 
     /// Reads a gitleaks config file.
@@ -225,7 +231,9 @@ impl RuleSet {
     /// The built-in rules (compiled once).
     pub fn builtin() -> Result<Arc<RuleSet>, String> {
         static SET: OnceLock<Result<Arc<RuleSet>, String>> = OnceLock::new();
-        SET.get_or_init(|| RuleSet::parse(DEFAULT_RULES, "<built-in rules>").map(Arc::new).map_err(|e| e.to_string()))
+        SET.get_or_init(|| {
+            RuleSet::parse(DEFAULT_RULES, "<built-in rules>").map(|set| Arc::new(RuleSet { tables: true, ..set })).map_err(|e| e.to_string())
+        })
             .clone()
     }
 
@@ -256,7 +264,11 @@ impl RuleSet {
             let mut keyword_in_text = None;
             let mut accept = |caps: &Captures| {
                 let Some(whole) = caps.get_match().map(|m| m.span()) else { return };
-                let secret = caps.get_group(rule.secret_group).unwrap_or(whole);
+                let secret = match rule.secret_group {
+                    Some(g) => caps.get_group(g),
+                    None => (1..caps.group_len()).find_map(|g| caps.get_group(g).filter(|s| !s.is_empty())),
+                }
+                .unwrap_or(whole);
                 let (Some(whole_text), Some(secret_text)) = (text.get(whole.range()), text.get(secret.range())) else { return };
                 if !rule.keyword_present(whole_text, text, &mut keyword_in_text) {
                     return;
@@ -299,6 +311,15 @@ impl RuleSet {
                     }
                 }
                 None => rule.regex.captures_iter(text).for_each(|caps| accept(&caps)),
+            }
+        }
+        if self.tables && tables::mentions_password(text) {
+            for (start, end) in tables::password_cells(text) {
+                let cell = &text[start..end];
+                let overlaps = taken.range(..end).next_back().is_some_and(|(_, (e, _))| *e > start);
+                if !overlaps && !self.global.iter().any(|a| a.allows(cell, cell)) {
+                    taken.insert(start, (end, "password-table"));
+                }
             }
         }
         taken.into_iter().map(|(start, (end, id))| (id, start, end)).collect()
@@ -663,6 +684,107 @@ mod tests {
         }
     }
 
+    /// Issue 15: the forms detect-secrets' keyword detector and common tools know that
+    /// the rules above missed (comparisons, setters and login calls, tools that take a
+    /// password as an argument or on standard input, tables), and their look-alikes.
+    #[test]
+    fn passwords_in_code_calls_pipes_tools_and_tables() {
+        let rules = RuleSet::builtin().unwrap();
+        let found = |text: &str| -> Vec<String> { rules.scan(text).into_iter().map(|(_, a, b)| text[a..b].to_string()).collect() };
+        for (text, secret) in [
+            ("string password = @\"Kestrel#31\";", "Kestrel#31"),
+            ("if password == \"Maple77!\":", "Maple77!"),
+            ("if (\"Maple77!\".equals(password))", "Maple77!"),
+            ("if (adminPwd.equals(\"Maple77!\"))", "Maple77!"),
+            ("redis://:Maple77x@cache:6379/0", "Maple77x"),
+            ("network={\n  ssid=\"home\"\n  psk=\"Maple77!x\"\n}", "Maple77!x"),
+            ("net user admin Maple77! /add", "Maple77!"),
+            ("echo 'Maple77!' | sudo -S apt update", "Maple77!"),
+            ("echo \"app:Maple77!\" | chpasswd", "Maple77!"),
+            ("echo Maple77! | docker login -u ci --password-stdin", "Maple77!"),
+            ("server.login(\"me@example.com\", \"Maple77!\")", "Maple77!"),
+            ("ftp.login('user', 'Maple77!')", "Maple77!"),
+            ("DriverManager.getConnection(url, \"app\", \"Maple77!\")", "Maple77!"),
+            ("DataSourceBuilder.create().username(\"app\").password(\"Maple77!\").build()", "Maple77!"),
+            ("user.set_password('Maple77!')", "Maple77!"),
+            ("storePassword 'Maple77!'", "Maple77!"),
+            ("SECRET_KEY = 'django-insecure-8f#k2l!x0q9m4n7b3v6c1z5'", "django-insecure-8f#k2l!x0q9m4n7b3v6c1z5"),
+            ("Mon mot de passe, c'est soleil2023", "soleil2023"),
+            ("DB password -> Maple77!", "Maple77!"),
+            ("sqlcmd -S db -U sa -P Maple77!", "Maple77!"),
+            ("mongo -u admin -p Maple77! --authenticationDatabase admin", "Maple77!"),
+            ("smbclient //nas/share -U admin%Maple77!", "Maple77!"),
+            ("keytool -importcert -file ca.pem -keystore ks.jks -storepass Maple77!", "Maple77!"),
+            ("rabbitmqctl add_user admin Maple77!", "Maple77!"),
+            ("ldapsearch -x -D cn=admin,dc=acme -w Maple77! -b dc=acme", "Maple77!"),
+            ("zip -r -P Maple77! backup.zip data/", "Maple77!"),
+            ("7z a -pMaple77! backup.7z data/", "Maple77!"),
+            ("ipmitool -I lanplus -H 10.0.0.9 -U admin -P Maple77! power status", "Maple77!"),
+            ("| username | password |\n|---|---|\n| admin | Maple77! |", "Maple77!"),
+            ("host,user,password\ndb1,app,Tr0ub4dor&3", "Tr0ub4dor&3"),
+            ("| Field | Value |\n|---|---|\n| Password | Osprey#4410 |", "Osprey#4410"),
+            // HTTP clients' basic credentials: continued command lines, other clients,
+            // other languages; Twilio's SID and token together or named in prose.
+            ("curl -X POST https://api.example.com/v1/jobs \\\n  -H 'Content-Type: application/json' \\\n  -u deploy:Maple77! \\\n  -d '{}'", "Maple77!"),
+            ("http -a admin:Maple77! GET https://nas.local/api", "Maple77!"),
+            ("req.SetBasicAuth(\"admin\", \"Maple77!\")", "Maple77!"),
+            ("var cred = new NetworkCredential(\"svc\", \"Maple77!\");", "Maple77!"),
+            ("new UsernamePasswordCredentials(\"svc\", \"Maple77!\")", "Maple77!"),
+            ("curl_setopt($ch, CURLOPT_USERPWD, \"api:Maple77!\");", "Maple77!"),
+            ("const options = { host: 'nas', auth: 'admin:Maple77!' };", "Maple77!"),
+            ("http.basic_auth 'admin', 'Maple77!'", "Maple77!"),
+            ("curl https://api.twilio.com/2010-04-01/Accounts.json -u AC0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6:aa11bb22cc33dd44aa11bb22cc33dd44", "aa11bb22cc33dd44aa11bb22cc33dd44"),
+            ("my twilio auth token 8f14e45fceea167a5a36dedd4bea2543, can you check it", "8f14e45fceea167a5a36dedd4bea2543"),
+        ] {
+            let got = found(text);
+            assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
+        }
+        for benign in [
+            "if password == \"\":",
+            "if password == confirm_password:",
+            "if (password.equals(confirmPassword))",
+            "if password != \"null\"",
+            "if pwd is None or pwd == \"undefined\":",
+            "if input_type == 'password':",
+            "form = PasswordField(\"Password\", validators=[DataRequired()])",
+            "name = ui.password(\"Passphrase:\")",
+            "ok = user.check_password(\"hunter2\")",
+            "reset_password(\"user@example.com\")",
+            "smtp.login(user, password)",
+            "7z a -tzip archive.zip -p -mem=AES256 folder",
+            "net user /domain",
+            "net user jdoe /active:no",
+            "the net user command creates accounts on Windows",
+            "net user admin\nUser name  admin",
+            "keytool -list -keystore ks.jks -storepass:env KS_PASS",
+            "ipmitool -I lanplus -H bmc -U admin -P $IPMI_PW chassis status",
+            "echo \"$PASSWORD\" | sudo -S apt update",
+            "echo 'hello world' | sudo -S tee /etc/motd",
+            "echo ${{ secrets.DOCKER_PASSWORD }} | docker login -u ci --password-stdin",
+            "secret_name = \"arn:aws:secretsmanager:us-east-1:123456789012:secret:prod/db-AbCdEf\"",
+            "token_url = \"https://oauth2.googleapis.com/token\"",
+            "token_pattern = \"(?u)\\\\b\\\\w\\\\w+\\\\b\"",
+            "token_email = \"release-bot@company-name.example.org\"",
+            "secret_fmt = \"%(asctime)s-%(name)s-%(levelname)s\"",
+            "$this->password = $password;",
+            "$user->password->getHashedValue()",
+            "password = hashed_value",
+            "pw = newPassword",
+            "mongo --host db --port 27017",
+            "zip -r out.zip dir -x \"*.git*\"",
+            "Mon mot de passe, c'est important de le changer",
+            "psk: true",
+            "http://localhost:8080/path",
+            "docker run -u 1000:1000 -v data:/data alpine",
+            "curl -u $USER:$TOKEN https://api.example.com",
+            "const options = { host: 'nas', auth: 'admin:password' };",
+            "const options = { auth: 'user:secret' };",
+            "Use NetworkCredential(user, password) for that.",
+        ] {
+            assert!(rules.scan(benign).is_empty(), "{benign}: {:?}", found(benign));
+        }
+    }
+
     #[test]
     fn gitleaks_configs_load_with_secret_groups_and_allowlists() {
         let cfg = r#"
@@ -689,6 +811,12 @@ path = '''\.pem$'''
         let set = RuleSet::parse(kw, "kw.toml").unwrap();
         assert!(set.scan("build 3f2a9c4e1b7d8a6f5e4c3b2a").is_empty());
         assert_eq!(set.scan("WIDGET key 3f2a9c4e1b7d8a6f5e4c3b2a").len(), 1);
+        // secretGroup unset: the first group that matched (gitleaks' rule), or the match.
+        let alt = "[[rules]]\nid = \"alt\"\nregex = '''(?:a=(\\d{4})|b=(\\d{4})|c=\\d{4})'''\n";
+        let set = RuleSet::parse(alt, "alt.toml").unwrap();
+        let text = "a=1234 b=5678 c=9012";
+        let spans: Vec<&str> = set.scan(text).into_iter().map(|(_, s, e)| &text[s..e]).collect();
+        assert_eq!(spans, ["1234", "5678", "c=9012"]);
         let bad = RuleSet::parse("[[rules]]\nid = \"x\"\nregex = '''(unclosed'''\n", "bad.toml");
         assert!(matches!(bad, Err(RulesError::Regex { .. })));
         let bad = RuleSet::parse("[[rules]\n", "bad.toml");
