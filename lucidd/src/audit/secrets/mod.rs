@@ -735,6 +735,12 @@ mod tests {
             ("http.basic_auth 'admin', 'Maple77!'", "Maple77!"),
             ("curl https://api.twilio.com/2010-04-01/Accounts.json -u AC0f3a9c2e41d7b8a6c5e0f9d2a3b4c5d6:aa11bb22cc33dd44aa11bb22cc33dd44", "aa11bb22cc33dd44aa11bb22cc33dd44"),
             ("my twilio auth token 8f14e45fceea167a5a36dedd4bea2543, can you check it", "8f14e45fceea167a5a36dedd4bea2543"),
+            // The review's walk-arounds.
+            ("echo \"Maple77!\" | sudo --stdin apt update", "Maple77!"),
+            ("echo \"Maple77!\" | sudo -kS apt update", "Maple77!"),
+            ("curl -udeploy:Maple77! https://api.example.com", "Maple77!"),
+            ("curl -su deploy:Maple77! https://api.example.com", "Maple77!"),
+            ("network={\n    ssid=\"office\"\n    psk=\"Kiefer#8842\"\n}", "Kiefer#8842"),
         ] {
             let got = found(text);
             assert!(got.iter().any(|g| g == secret), "{text}: {got:?}");
@@ -775,6 +781,22 @@ mod tests {
             "Mon mot de passe, c'est important de le changer",
             "psk: true",
             "http://localhost:8080/path",
+            // The review's look-alikes.
+            "if [[ $PWD == \"/home/deploy/app\" ]]; then",
+            "network:\n  key_mgmt=WPA-PSK\n  pairwise=CCMP",
+            "Security: WPA2-PSK AES-CCMP",
+            "Note that the password, which is case-sensitive, must be changed yearly.",
+            "Go to Settings -> Password -> Two-factor",
+            "cache_key = \"user:1234:profile:v2\"",
+            "sort_key = \"ORDER#2024-05-01#A123\"",
+            "ssl_key = \"C:\\certs\\prod\\server.key\"",
+            "\"key\": \"#/components/schemas/User\"",
+            "signing_key = \"release-bot@acme-corp.io\"",
+            "docker run -d --name mongo -p 27017:27017 mongo:7",
+            "I'm speaking at the .NET User Group (DNUG) next week",
+            "Register for the .NET User Conference 2025",
+            "7z x data.7z && find . -type f -print0 | xargs -0 sha256sum",
+            "The http server runs with: docker run -u 1000:1000 -p 80:80 nginx",
             "docker run -u 1000:1000 -v data:/data alpine",
             "curl -u $USER:$TOKEN https://api.example.com",
             "const options = { host: 'nas', auth: 'admin:password' };",

@@ -24,25 +24,36 @@ pub(super) fn mentions_password(text: &str) -> bool {
 pub(super) fn password_cells(text: &str) -> Vec<(usize, usize)> {
     let lines = lines(text);
     let mut found = Vec::new();
+    // The shape (delimiter, cells) of the line before: a line of the same shape under
+    // it is a row of the same table, not a header.
+    let mut above: Option<(char, usize)> = None;
     let mut i = 0;
     while i < lines.len() {
         let (start, line) = lines[i];
         let Some(delim) = delimiter(line) else {
+            above = None;
             i += 1;
             continue;
         };
         let header = cells(line, start, delim);
+        let shape = Some((delim, header.len()));
+        let in_body = above == shape;
+        above = if is_separator_row(line) { above } else { shape };
         if !is_header(line, &header) {
             i += 1;
             continue;
         }
-        // A key/value row: the password word in the first cell, its value in the second.
+        // A key/value row: the password word in the first cell, its value in the
+        // second; the row is not a header.
         if let [name, v] = header[..] {
-            if is_password_name(name.2) {
+            if is_password_name(name.2, &header) {
                 found.extend(value(v));
+                i += 1;
+                continue;
             }
         }
-        let Some(column) = header.iter().position(|c| is_password_name(c.2)) else {
+        let column = header.iter().position(|c| is_password_name(c.2, &header));
+        let Some(column) = column.filter(|_| !in_body) else {
             i += 1;
             continue;
         };
@@ -64,6 +75,7 @@ pub(super) fn password_cells(text: &str) -> Vec<(usize, usize)> {
             }
             j += 1;
         }
+        above = None;
         i = j.max(i + 1);
     }
     found.sort_unstable();
@@ -148,17 +160,31 @@ fn cells(line: &str, offset: usize, delim: char) -> Vec<(usize, usize, &str)> {
 
 /// A header cell naming a password: the word alone or ending the name ("password",
 /// "Admin password", "db_password", "Passwort", "mot de passe"); not a password's hash,
-/// policy or the like ("password hash", "password_changed_at").
-fn is_password_name(cell: &str) -> bool {
-    let name: String = cell.trim_matches(|c: char| matches!(c, '*' | '`' | '"' | '\'' | '_' | ' ' | ':')).to_lowercase();
-    const WORDS: [&str; 14] =
-        ["password", "passwd", "pass", "pwd", "pw", "passphrase", "passwort", "kennwort", "mot de passe", "mdp", "contraseña", "contrasena", "wachtwoord", "senha"];
+/// policy or the like ("password hash", "password_changed_at"), nor a column about one
+/// ("Reset password", "Last password change"). "pass" and "pw" alone are ski, boarding
+/// and test passes too, so they count only beside a user's column.
+fn is_password_name(cell: &str, header: &[(usize, usize, &str)]) -> bool {
+    let name = bare(cell);
+    const WORDS: [&str; 12] = ["password", "passwd", "pwd", "passphrase", "passwort", "kennwort", "mot de passe", "mdp", "contraseña", "contrasena", "wachtwoord", "senha"];
+    const ABOUT: [&str; 8] = ["reset", "change", "forgot", "last", "expir", "new", "old", "confirm"];
+    const USERS: [&str; 12] = ["user", "username", "user name", "login", "benutzer", "benutzername", "utilisateur", "usuario", "utente", "gebruiker", "account", "email"];
+    if matches!(name.as_str(), "pass" | "pw") {
+        return header.iter().any(|c| USERS.contains(&bare(c.2).as_str()));
+    }
     WORDS.iter().any(|w| {
         name == *w
             || name.strip_suffix(w).is_some_and(|head| {
-                head.ends_with([' ', '_', '-', '.']) && head.len() <= 24 && head.chars().all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.'))
+                head.ends_with([' ', '_', '-', '.'])
+                    && head.len() <= 24
+                    && head.chars().all(|c| c.is_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.'))
+                    && !ABOUT.iter().any(|a| head.contains(a))
             })
     })
+}
+
+/// A cell's name, lower-cased, without emphasis, quotes and a trailing colon.
+fn bare(cell: &str) -> String {
+    cell.trim_matches(|c: char| matches!(c, '*' | '`' | '"' | '\'' | '_' | ' ' | ':')).to_lowercase()
 }
 
 /// A cell's value as a password's range, unless empty, masked, a placeholder, a
@@ -173,6 +199,8 @@ fn value((start, end, text): (usize, usize, &str)) -> Option<(usize, usize)> {
         || v.contains(['[', ']', '(', ')', '"', '\'', '`'])
         || v.chars().all(|c| matches!(c, '*' | 'x' | 'X' | '-' | '.' | '•'))
         || v.chars().all(char::is_alphabetic)
+        // A date, a time, a share: digits with separators ("2024-05-01", "87.5%").
+        || (v.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | ',' | '%' | '/' | ':' | '+' | '-')) && !v.chars().all(|c| c.is_ascii_digit()))
         || is_identifier(v);
     (4..=127).contains(&chars).then_some(()).filter(|_| !placeholder && !v.contains(char::is_whitespace)).map(|_| (start, end))
 }
@@ -199,6 +227,7 @@ mod tests {
         assert_eq!(found("Benutzer;Passwort\nmeyer;Sommer2024!"), ["Sommer2024!"]);
         assert_eq!(found("name\tadmin password\nnas\tBirch_2017"), ["Birch_2017"]);
         assert_eq!(found("| Field | Value |\n|---|---|\n| Host | db.internal |\n| Password | Osprey#4410 |"), ["Osprey#4410"]);
+        assert_eq!(found("| user | pass |\n|---|---|\n| admin | 48213579 |"), ["48213579"]);
     }
 
     #[test]
@@ -213,6 +242,12 @@ mod tests {
             "Use a password manager, not a spreadsheet.",
             "password,last_changed\n",
             "argv = ['--password', '--stdin']",
+            "| Property | Default |\n|---|---|\n| spring.datasource.password | |\n| spring.datasource.hikari.maximum-pool-size | 10 |\n| server.port | 8080 |",
+            " column | type\n----------+------\n id | integer\n password | text\n address2 | text",
+            "| Suite | Pass | Fail |\n|---|---|---|\n| unit | 1204 | 3 |\n| e2e | 87.5% | 2 |",
+            "Boarding pass, LH4521-12A\nSki pass,2024/25",
+            "| Name | Pass |\n|---|---|\n| Anna | C01X00T47 |",
+            "| User | Last login | Reset password |\n|---|---|---|\n| anna | 2024-05-01 | 2024-04-02 |",
             "Hi, my password, as you know, is e.g. this, right\nthen, what, about, e.g.",
         ] {
             assert!(found(text).is_empty(), "{text}: {:?}", found(text));
