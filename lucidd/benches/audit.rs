@@ -1,5 +1,5 @@
 //! Audit-chain benchmark: added latency (p50/p99) of the full rule chain at 1 KB, 4 KB
-//! and 64 KB prompts, and scanning MB/s of the PII and credential auditors, against
+//! and 64 KB prompts (and 4 KB of German prose), and scanning MB/s of the PII and credential auditors, against
 //! Presidio's pattern recognizers and detect-secrets run by `peers/audit_peers.py` on
 //! the same texts in the same run. Prints one JSON line.
 //!
@@ -21,12 +21,26 @@ fn fail(msg: &str) -> ! {
     common::fail("audit", msg)
 }
 
+/// English prose for `text_in`.
+const ENGLISH: [&str; 24] = [
+    "the", "model", "should", "summarise", "quarterly", "report", "and", "list", "risks", "for", "our", "customers",
+    "in", "Europe", "please", "include", "numbers", "from", "table", "three", "with", "a", "short", "note",
+];
+
+/// German prose, with the umlauts and ß that take a regex with Unicode word boundaries
+/// off its DFA.
+const GERMAN: [&str; 24] = [
+    "die", "Präsentation", "für", "Donnerstag", "Überweisung", "und", "prüfen", "Änderungen", "im", "Vertrag", "Müller",
+    "bitte", "schließen", "Größe", "Kunden", "in", "Europa", "Zahlen", "aus", "Tabelle", "drei", "mit", "kurzer", "Notiz",
+];
+
 /// Prose with the occasional email, phone, card, key and token, like real prompts.
 fn text_of(bytes: usize, seed: u64) -> String {
-    let words = [
-        "the", "model", "should", "summarise", "quarterly", "report", "and", "list", "risks", "for", "our", "customers",
-        "in", "Europe", "please", "include", "numbers", "from", "table", "three", "with", "a", "short", "note",
-    ];
+    text_in(&ENGLISH, bytes, seed)
+}
+
+/// `text_of` in the words given.
+fn text_in(words: &[&str], bytes: usize, seed: u64) -> String {
     let extras = [
         "contact jane.doe@example.com",
         "call +44 20 7946 0958",
@@ -48,10 +62,11 @@ fn text_of(bytes: usize, seed: u64) -> String {
         }
         s.push(if x.is_multiple_of(11) { '\n' } else { ' ' });
     }
-    s.truncate(bytes);
-    while !s.is_char_boundary(s.len()) {
-        s.pop();
+    let mut end = bytes.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
     }
+    s.truncate(end);
     s
 }
 
@@ -76,8 +91,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
 
-fn chain_latency(chain: &Chain, size: usize) -> (f64, f64) {
-    let texts: Vec<String> = (0..64).map(|i| text_of(size, 7 + i)).collect();
+fn chain_latency(chain: &Chain, words: &[&str], size: usize) -> (f64, f64) {
+    let texts: Vec<String> = (0..64).map(|i| text_in(words, size, 7 + i)).collect();
     let iterations = (2_000_000 / size).clamp(200, 5000);
     let mut us = Vec::with_capacity(iterations);
     for i in 0..iterations {
@@ -109,8 +124,8 @@ fn main() {
     let env = lucidd::config::parse(lucidd::config::DEV_DEFAULT, "dev").unwrap_or_else(|e| fail(&e.to_string()));
     let chain = Chain::build(&env.spec.agents[0].audit_chain, [3; 32]).unwrap_or_else(|e| fail(&e.to_string()));
     let mut out = serde_json::Map::new();
-    for (name, size) in [("1k", 1024), ("4k", 4096), ("64k", 65536)] {
-        let (p50, p99) = chain_latency(&chain, size);
+    for (name, words, size) in [("1k", &ENGLISH, 1024), ("4k", &ENGLISH, 4096), ("64k", &ENGLISH, 65536), ("4k_de", &GERMAN, 4096)] {
+        let (p50, p99) = chain_latency(&chain, words, size);
         out.insert(format!("chain_{name}_us"), json!({ "p50": (p50 * 10.0).round() / 10.0, "p99": (p99 * 10.0).round() / 10.0 }));
     }
     // Scanning rates on 64 KiB texts (one core: this loop is single-threaded).
