@@ -84,87 +84,96 @@ fn date_pattern() -> String {
 /// sentence's few words between it and the value ("patente ... al punto 5 c'è scritto").
 const CONTEXT_WINDOW: usize = 80;
 
+/// Compiles a recognizer's pattern with ASCII word boundaries. Every boundary in these
+/// patterns sits beside an ASCII letter or digit of the value, where the two kinds of
+/// boundary agree but for a value glued to a non-ASCII letter; a Unicode boundary makes
+/// the regex engine leave its DFA on any non-ASCII text (German PII scan of 4 KB: 2.1 ms
+/// against 0.12 ms for English before this).
+fn token(pattern: &str) -> Regex {
+    fixed(&pattern.replace(r"\b", r"(?-u:\b)"))
+}
+
 fn recognizers() -> &'static [Recognizer] {
     static R: OnceLock<Vec<Recognizer>> = OnceLock::new();
     R.get_or_init(|| {
         vec![
             Recognizer {
                 entity: "email_address",
-                regex: fixed(r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"),
+                regex: token(r"\b[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"),
                 context: None,
                 validate: |_| true,
                 score: 0.95,
             },
             Recognizer {
                 entity: "iban",
-                regex: fixed(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
+                regex: token(r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b"),
                 context: None,
                 validate: valid_iban,
                 score: 0.95,
             },
             Recognizer {
                 entity: "credit_card",
-                regex: fixed(r"\b(?:\d[ -]?){12,18}\d\b"),
+                regex: token(r"\b(?:\d[ -]?){12,18}\d\b"),
                 context: None,
                 validate: valid_card,
                 score: 0.95,
             },
             Recognizer {
                 entity: "us_ssn",
-                regex: fixed(r"\b\d{3}-\d{2}-\d{4}\b"),
+                regex: token(r"\b\d{3}-\d{2}-\d{4}\b"),
                 context: None,
                 validate: valid_ssn,
                 score: 0.85,
             },
             Recognizer {
                 entity: "us_ssn",
-                regex: fixed(r"\b\d{9}\b"),
+                regex: token(r"\b\d{9}\b"),
                 context: Some(&["ssn", "social security", "social-security", "ss#"]),
                 validate: valid_ssn,
                 score: 0.8,
             },
             // National identifiers of the seven locales' countries, each with its check
             // digit where it has one (the recognisers Presidio ships for them, and FR/NL/DE).
-            Recognizer { entity: "es_nif", regex: fixed(r"\b\d{8}-?[A-Z]\b"), context: None, validate: valid_es_nif, score: 0.9 },
-            Recognizer { entity: "es_nie", regex: fixed(r"\b[XYZ]-?\d{7}-?[A-Z]\b"), context: None, validate: valid_es_nie, score: 0.9 },
+            Recognizer { entity: "es_nif", regex: token(r"\b\d{8}-?[A-Z]\b"), context: None, validate: valid_es_nif, score: 0.9 },
+            Recognizer { entity: "es_nie", regex: token(r"\b[XYZ]-?\d{7}-?[A-Z]\b"), context: None, validate: valid_es_nie, score: 0.9 },
             Recognizer {
                 entity: "it_fiscal_code",
-                regex: fixed(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"),
+                regex: token(r"\b[A-Z]{6}\d{2}[A-EHLMPRST]\d{2}[A-Z]\d{3}[A-Z]\b"),
                 context: None,
                 validate: valid_it_fiscal_code,
                 score: 0.9,
             },
             Recognizer {
                 entity: "fr_nir",
-                regex: fixed(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),
+                regex: token(r"\b[12] ?\d{2} ?(?:0[1-9]|1[0-2]|[2-9]\d) ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b"),
                 context: None,
                 validate: valid_fr_nir,
                 score: 0.85,
             },
             Recognizer {
                 entity: "uk_nino",
-                regex: fixed(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+                regex: token(r"\b[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
                 context: None,
                 validate: |s| s.get(..2).is_some_and(|p| !["BG", "GB", "NK", "KN", "TN", "NT", "ZZ"].contains(&p)),
                 score: 0.85,
             },
             Recognizer {
                 entity: "uk_nhs",
-                regex: fixed(r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b"),
+                regex: token(r"\b\d{3}[ -]?\d{3}[ -]?\d{4}\b"),
                 context: Some(&["nhs"]),
                 validate: valid_uk_nhs,
                 score: 0.85,
             },
             Recognizer {
                 entity: "nl_bsn",
-                regex: fixed(r"\b(?:\d{9}|\d{4}\.\d{2}\.\d{3}|\d{3} \d{3} \d{3})\b"),
+                regex: token(r"\b(?:\d{9}|\d{4}\.\d{2}\.\d{3}|\d{3} \d{3} \d{3})\b"),
                 context: Some(&["bsn", "burgerservicenummer", "sofinummer", "sofi-nummer", "sofi nummer"]),
                 validate: valid_nl_bsn,
                 score: 0.85,
             },
             Recognizer {
                 entity: "de_tax_id",
-                regex: fixed(r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b"),
+                regex: token(r"\b\d{2} ?\d{3} ?\d{3} ?\d{3}\b"),
                 context: Some(&["steuer", "steuer-id", "steueridentifikationsnummer", "identifikationsnummer", "idnr", "tin", "tax id"]),
                 validate: valid_de_tax_id,
                 score: 0.85,
@@ -174,21 +183,21 @@ fn recognizers() -> &'static [Recognizer] {
             // country code or, without one, in one of the seven locales' countries.
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"(?:\+|\b00)\d{1,3}[ .\-/]?(?:\(0\)[ .\-/]?)?(?:\(?\d{1,5}\)?[ .\-/]?){1,5}\d{1,5}\b"),
+                regex: token(r"(?:\+|\b00)\d{1,3}[ .\-/]?(?:\(0\)[ .\-/]?)?(?:\(?\d{1,5}\)?[ .\-/]?){1,5}\d{1,5}\b"),
                 context: None,
                 validate: valid_phone,
                 score: 0.85,
             },
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"(?:\b1[-. ])?(?:\(\d{3}\) ?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"),
+                regex: token(r"(?:\b1[-. ])?(?:\(\d{3}\) ?|\b\d{3}[-.])\d{3}[-.]\d{4}\b"),
                 context: None,
                 validate: valid_phone,
                 score: 0.75,
             },
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"(?:\(0\d{1,5}\)|\b0\d{1,5})[ .\-/]?\d{2,5}(?:[ .\-/]?\d{2,5}){0,3}\b"),
+                regex: token(r"(?:\(0\d{1,5}\)|\b0\d{1,5})[ .\-/]?\d{2,5}(?:[ .\-/]?\d{2,5}){0,3}\b"),
                 context: None,
                 validate: valid_phone,
                 score: 0.7,
@@ -198,42 +207,42 @@ fn recognizers() -> &'static [Recognizer] {
             // not grouped in threes like an amount ("650 000 000").
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"\b\d{2,3}(?:[ .]\d{2,4}){2,3}\b"),
+                regex: token(r"\b\d{2,3}(?:[ .]\d{2,4}){2,3}\b"),
                 context: None,
                 validate: |s| !thousands(s) && valid_phone(s),
                 score: 0.65,
             },
             Recognizer {
                 entity: "phone_number",
-                regex: fixed(r"(?:\(\d{2,5}\) ?|\b)\d{2,4}(?:[ .\-]?\d{2,4}){1,4}\b"),
+                regex: token(r"(?:\(\d{2,5}\) ?|\b)\d{2,4}(?:[ .\-]?\d{2,4}){1,4}\b"),
                 context: Some(PHONE_WORDS),
                 validate: possible_phone,
                 score: 0.6,
             },
             Recognizer {
                 entity: "ip_address",
-                regex: fixed(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
+                regex: token(r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b"),
                 context: None,
                 validate: |_| true,
                 score: 0.7,
             },
             Recognizer {
                 entity: "ip_address",
-                regex: fixed(r"(?i)(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}(?::[0-9a-f]{1,4})*|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4}"),
+                regex: token(r"(?i)(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{0,4}(?::[0-9a-f]{1,4})*|::(?:[0-9a-f]{1,4}:){0,6}[0-9a-f]{1,4}"),
                 context: None,
                 validate: |s| s.parse::<std::net::Ipv6Addr>().is_ok() && s.matches(':').count() >= 2,
                 score: 0.7,
             },
             Recognizer {
                 entity: "date_of_birth",
-                regex: fixed(&date_pattern()),
+                regex: token(&date_pattern()),
                 context: Some(BIRTH_WORDS),
                 validate: |_| true,
                 score: 0.85,
             },
             Recognizer {
                 entity: "passport",
-                regex: fixed(r"\b[A-Z0-9]{6,9}\b"),
+                regex: token(r"\b[A-Z0-9]{6,9}\b"),
                 context: Some(&["passport", "reisepass", "pass-nr", "passnummer", "passeport", "pasaporte", "passaporto", "paspoort", "paspoortnummer"]),
                 validate: |s| s.chars().any(|c| c.is_ascii_digit()),
                 score: 0.8,
@@ -243,7 +252,7 @@ fn recognizers() -> &'static [Recognizer] {
             // women, two initials, a digit and two check letters.
             Recognizer {
                 entity: "drivers_license",
-                regex: fixed(r"\b[A-Z9]{5} ?\d[0156]\d[0-3]\d\d ?[A-Z9]{2}\d[A-Z]{2}\b"),
+                regex: token(r"\b[A-Z9]{5} ?\d[0156]\d[0-3]\d\d ?[A-Z9]{2}\d[A-Z]{2}\b"),
                 context: None,
                 validate: |s| s.chars().any(|c| c.is_ascii_alphabetic()) && !s.starts_with("99999"),
                 score: 0.85,
@@ -252,7 +261,7 @@ fn recognizers() -> &'static [Recognizer] {
                 entity: "drivers_license",
                 // 5 to 19 characters: the US states' formats run from five (letters
                 // and digits alternating) to nineteen (a letter and 18 digits).
-                regex: fixed(r"\b[A-Z0-9][A-Z0-9-]{3,17}[A-Z0-9]\b"),
+                regex: token(r"\b[A-Z0-9][A-Z0-9-]{3,17}[A-Z0-9]\b"),
                 context: Some(DRIVING_WORDS),
                 // A digit, and not a versioned name after "License:" ("LGPL-2",
                 // "UTF-16", "ISO-8859"): no licence format has letters, a dash, digits.
@@ -582,7 +591,7 @@ fn record_birth_dates(text: &str, out: &mut Vec<(&'static str, usize, usize, f64
     if !out.iter().any(|(k, ..)| personal(k)) {
         return;
     }
-    let date = DATE.get_or_init(|| fixed(&date_pattern()));
+    let date = DATE.get_or_init(|| token(&date_pattern()));
     let latest = latest_birth_year();
     let mut found = Vec::new();
     for m in date.find_iter(text) {
