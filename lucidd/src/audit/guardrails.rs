@@ -66,12 +66,17 @@ fn spaced(regex: &str) -> String {
 /// (a letter says it too), an order with an address after it.
 const WHEN_READ: &str = r"\b(?:wenn|sobald) (?:du|sie) (?:das|dies|diese nachricht|diesen text) (?:liest|lesen|verarbeitest|siehst)|\b(?:quand|lorsque|d[èe]s que) (?:tu|vous) (?:lis|lisez|liras|lirez|verras|traites) (?:ceci|ce message|ce texte)|\b(?:cuando|en cuanto) (?:leas|lea|veas|proceses) (?:esto|este mensaje|este texto)|\b(?:quando|appena) (?:leggi|leggerai|legga|vedi|elabori) (?:questo|questo messaggio|questo testo)|\b(?:als|wanneer|zodra) (?:je|u) (?:dit|dit bericht|deze tekst) (?:leest|ziet|verwerkt)";
 
+/// One built-in pattern: lower case, spaces matching any run of white space.
+fn pattern(regex: &str, weight: f64) -> Pattern {
+    Pattern { regex: fixed(&spaced(regex)), weight }
+}
+
 fn patterns(jailbreak: bool) -> &'static [Pattern] {
     static INJECTION: OnceLock<Vec<Pattern>> = OnceLock::new();
     static JAILBREAK: OnceLock<Vec<Pattern>> = OnceLock::new();
     // Patterns are lower case and run on lower-cased text (measured faster than `(?i)`);
     // the lower-casing keeps byte offsets, so spans map back exactly.
-    let p = |regex: &str, weight: f64| Pattern { regex: fixed(&spaced(regex)), weight };
+    let p = pattern;
     // Sending `what` to an e-mail address, in German, French, Spanish, Italian and Dutch
     // (informal and polite forms), the noun right after the verb.
     let exfil = |what: &str| format!(r"\b(?:sende|senden sie|schicke|schicken sie|schick|leite|leiten sie|[üu]bermittle|[üu]bermitteln sie|envoie|envoyez|transf[èe]re|transf[ée]rez|transmets|transmettez|env[íi]a|env[íi]e|reenv[íi]a|reenv[íi]e|manda|mande|invia|inviate|inoltra|inoltrate|stuur|verstuur|stuurt u) (?:\S+ ){{0,2}}{what}\b[^\n]{{0,40}}\b(?:an|[àa]|a|naar)\b[^\n@]{{0,30}}?[\w.+-]+@\S+");
@@ -228,7 +233,7 @@ fn patterns(jailbreak: bool) -> &'static [Pattern] {
 fn data_patterns() -> &'static [Pattern] {
     static DATA: OnceLock<Vec<Pattern>> = OnceLock::new();
     DATA.get_or_init(|| {
-        let p = |regex: &str, weight: f64| Pattern { regex: fixed(&spaced(regex)), weight };
+        let p = pattern;
         vec![
             p(r"\b(?:call|use|invoke|execute|run|trigger|rufe|ruf|verwende|nutze|benutze|f[üu]hre|appelle|appelez|utilise|utilisez|ex[ée]cute|ex[ée]cutez|llama|llame|usa|use|utiliza|ejecuta|chiama|chiamate|utilizza|esegui|roep|gebruik|voer)\s+(?:the\s+|die\s+|das\s+|la\s+|le\s+|el\s+|il\s+|lo\s+|de\s+|het\s+)?(?:tool\s+|function\s+|funktion\s+|fonction\s+|funci[óo]n\s+|funzione\s+|functie\s+)?`?[a-z][a-z0-9]*(?:[_.][a-z0-9]+)*_[a-z0-9_]+`?(?:\s+(?:tool|function))?(?:\s+(?:on|with|to|for|auf|mit|f[üu]r|sur|avec|pour|con|para|op|met|naar|voor)\b|\(|\s*url=|\s+path\b).{0,60}?(?:[\w.+-]+@[\w-]+\.[\w.]+|https?://|(?:^|[\s=(\x27\x22])(?:\.{1,2}|~)?/[\w.-]+|\b(?:api key|password|token|secret|credentials|all files|database)\b)", 0.8),
             // A to-do planted in a document or e-mail: send something to an address
